@@ -1,0 +1,49 @@
+/* The one table of environment variables. Each row: our name (ANYCCL_X), the NCCL name it honours
+ * (NCCL_X), type, default, meaning. ANYCCL_X wins over NCCL_X; a malformed value is a WARN naming
+ * the variable and the accepted values, and the default is kept. No other file calls getenv. */
+#ifndef AC_COMMON_CONFIG_H
+#define AC_COMMON_CONFIG_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+
+struct ac_config {
+    /* logging */
+    const char *debug;          /* NCCL_DEBUG: VERSION, WARN, INFO, ABORT, TRACE */
+    const char *debug_subsys;   /* NCCL_DEBUG_SUBSYS: INIT,COLL,... ^ to exclude */
+    const char *debug_file;     /* NCCL_DEBUG_FILE: %h host, %p pid */
+    /* bootstrap and sockets */
+    const char *comm_id;        /* NCCL_COMM_ID: host:port of the root */
+    const char *socket_ifname;  /* NCCL_SOCKET_IFNAME: prefixes, ^ excludes, = exact */
+    const char *socket_family;  /* NCCL_SOCKET_FAMILY: AF_INET or AF_INET6 */
+    int64_t init_timeout_s;     /* ANYCCL_INIT_TIMEOUT: bound on bootstrap rendezvous */
+    int64_t timeout_s;          /* ANYCCL_TIMEOUT: bound on any wait inside a call; 0: none */
+    /* transports */
+    bool shm_disable;           /* NCCL_SHM_DISABLE */
+    bool p2p_disable;           /* NCCL_P2P_DISABLE */
+    const char *shm_dir;        /* ANYCCL_SHM_DIR: where segments live (default /dev/shm) */
+    int64_t buffsize;           /* NCCL_BUFFSIZE: bytes of slots per connection */
+    int64_t nslots;             /* ANYCCL_NSLOTS: slots per connection (NCCL_STEPS) */
+    int64_t socket_nthreads;    /* reserved */
+    /* algorithms */
+    const char *algo;           /* NCCL_ALGO */
+    const char *proto;          /* NCCL_PROTO */
+    int64_t min_nchannels;      /* NCCL_MIN_NCHANNELS */
+    int64_t max_nchannels;      /* NCCL_MAX_NCHANNELS */
+    /* waiting */
+    int64_t spin_count;         /* ANYCCL_SPIN_COUNT: polls before yielding the core */
+    int64_t peer_check_ms;      /* ANYCCL_PEER_CHECK_MS: how often a wait checks peers are alive */
+};
+
+/* Read once (thread-safe); later calls return the same table. */
+const struct ac_config *ac_config_get(void);
+/* Re-read the environment: for tests only. */
+void ac_config_reload(void);
+/* Print every variable with its value, default and meaning (anyccl-info). */
+void ac_config_print(FILE *out);
+/* Print the table as Markdown (docs/env.md is generated from it). */
+void ac_config_print_markdown(FILE *out);
+
+#endif

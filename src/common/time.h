@@ -1,0 +1,25 @@
+/* Clocks and the polite wait used by every loop that polls memory or sockets. */
+#ifndef AC_COMMON_TIME_H
+#define AC_COMMON_TIME_H
+
+#include <stdint.h>
+#include <time.h>
+
+static inline uint64_t ac_now_ns(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
+}
+
+/* A poll loop's back-off: spin for spin_count idle polls, then yield the core, then sleep in
+ * growing steps up to 100 us, so that more ranks than cores still make progress. Reset it
+ * whenever the loop made progress. */
+struct ac_backoff {
+    uint32_t idle_polls;
+};
+
+void ac_backoff_idle(struct ac_backoff *b);
+static inline void ac_backoff_reset(struct ac_backoff *b) { b->idle_polls = 0; }
+
+#endif

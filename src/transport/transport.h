@@ -1,0 +1,92 @@
+/* The connector interface. A connector (struct ac_conn) is one direction between two ranks on one
+ * channel: a FIFO of nslots slots of slot_bytes each, filled by the sender and drained, in order,
+ * by the receiver. Algorithms see only this file; each transport is one folder behind it.
+ *
+ * Set-up, for a pair where rank S sends to rank R (run by src/core/connect.c):
+ *   R: recv_setup(conn, &blob)        creates what the sender writes into, describes it in blob
+ *   R -> S: blob (bootstrap message)
+ *   S: send_connect(conn, &blob)      attaches to / connects to the receiver's side
+ *   R: recv_connect(conn)             finishes (accepts the connection, waits for the attach)
+ * recv_setup and send_connect never wait on the peer; recv_connect may, bounded by the timeout.
+ *
+ * Data path: nothing here blocks. A call that cannot proceed yet reports so through its output
+ * (a NULL slot) and the caller polls again, calling progress between polls. Errors (peer gone,
+ * connection reset) are returned as ncclRemoteError / ncclSystemError naming the peer. */
+#ifndef AC_TRANSPORT_H
+#define AC_TRANSPORT_H
+
+#include "nccl.h"
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <sys/socket.h>
+
+#define AC_HOSTNAME_MAX 64
+
+/* What each rank tells the others at init (bootstrap allgather). */
+struct ac_peer_info {
+    int rank;
+    int pid;
+    uint64_t host_hash;              /* equal for ranks that share a machine (and /dev/shm) */
+    uint64_t pid_ns_hash;            /* equal when pids are comparable (same pid namespace) */
+    char hostname[AC_HOSTNAME_MAX];
+    struct sockaddr_storage addr;    /* an address of this rank that peers can reach (port 0) */
+};
+
+#define AC_CONN_BLOB_BYTES 256
+/* Opaque to everyone but the transport that wrote it. */
+struct ac_conn_blob {
+    char bytes[AC_CONN_BLOB_BYTES];
+};
+
+struct ac_transport;
+
+struct ac_conn {
+    const struct ac_transport *tp;
+    bool is_send;
+    int peer;                        /* rank of the other side in the communicator */
+    int channel;
+    int nslots;
+    size_t slot_bytes;               /* payload bytes per slot */
+    const struct ac_peer_info *self_info;
+    const struct ac_peer_info *peer_info;
+    uint64_t comm_hash;              /* unique per communicator: names shared resources */
+    void *priv;                      /* the transport's state */
+    /* Scheduling state owned by the executor (src/core/exec.c): tickets serialize the operations
+     * that share this connector in the order they were issued, which is the same on both sides. */
+    uint64_t next_ticket;
+    uint64_t serving_ticket;
+};
+
+struct ac_transport {
+    const char *name;
+    /* Whether this transport can join self and peer, given the configuration (no I/O). */
+    bool (*can_connect)(const struct ac_peer_info *self, const struct ac_peer_info *peer);
+    ncclResult_t (*recv_setup)(struct ac_conn *conn, struct ac_conn_blob *blob_out);
+    ncclResult_t (*send_connect)(struct ac_conn *conn, const struct ac_conn_blob *peer_blob);
+    ncclResult_t (*recv_connect)(struct ac_conn *conn);
+
+    /* Sender: a free slot to fill (*slot_out = NULL when all are in flight). At most one slot is
+     * held at a time; send_post hands it to the receiver with its payload size. */
+    ncclResult_t (*send_slot)(struct ac_conn *conn, void **slot_out);
+    ncclResult_t (*send_post)(struct ac_conn *conn, size_t bytes);
+    /* Receiver: the oldest delivered slot (*slot_out = NULL when none yet); recv_release gives it
+     * back to the sender once its contents have been consumed. */
+    ncclResult_t (*recv_slot)(struct ac_conn *conn, const void **slot_out, size_t *bytes_out);
+    ncclResult_t (*recv_release)(struct ac_conn *conn);
+    /* Moves data for transports that need the CPU to do so (sockets); NULL when nothing to do. */
+    ncclResult_t (*progress)(struct ac_conn *conn);
+    /* Whether the transport is still sending data already posted (sockets): close waits for it. */
+    bool (*is_flushing)(struct ac_conn *conn);
+    void (*close)(struct ac_conn *conn);
+};
+
+extern const struct ac_transport ac_shm_transport;
+extern const struct ac_transport ac_socket_transport;
+
+/* src/transport/registry.c: the first transport, in order of preference, that can join the two. */
+const struct ac_transport *ac_transport_pick(const struct ac_peer_info *self,
+                                             const struct ac_peer_info *peer);
+
+#endif
