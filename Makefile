@@ -31,11 +31,8 @@ LIB_LINKS := $(BUILD)/lib/libanyccl.so $(BUILD)/lib/libnccl.so.2 $(BUILD)/lib/li
 TOOL_SRCS := $(wildcard tools/*.c)
 TOOLS := $(TOOL_SRCS:tools/%.c=$(BUILD)/bin/%)
 
-PERF_COMMON := $(filter-out %_perf.c,$(wildcard perf/*.c))
-PERF_SRCS := $(wildcard perf/*_perf.c)
-PERFS := $(PERF_SRCS:perf/%.c=$(BUILD)/bin/%)
-
-include mk/tests.mk
+# mk/*.mk: perf binaries (perf.mk), tests (tests.mk), ABI checks (abi.mk), ...
+include $(sort $(wildcard mk/*.mk))
 
 .PHONY: all lib tools perf clean install test asan check-abi format format-check check-layers deps
 all: lib tools perf
@@ -67,14 +64,6 @@ $(BUILD)/bin/%: tools/%.c $(LIB_A)
 
 tools: $(TOOLS)
 
-# Perf binaries use only the public API and link the shared library, as a user's program would.
-$(BUILD)/bin/%_perf: perf/%_perf.c $(PERF_COMMON) perf/perf.h $(LIB_SO) $(LIB_LINKS)
-	@mkdir -p $(dir $@)
-	@$(if $(Q),echo "  PERF    $@")
-	$(Q)$(CC) -Iinclude -Iperf -std=gnu11 $(OPT) -g $(WARN) $(SAN_FLAGS) -pthread -o $@ $< $(PERF_COMMON) \
-		-L$(BUILD)/lib -lanyccl -Wl,-rpath,'$$ORIGIN/../lib' $(LDFLAGS_ALL) -lm
-
-perf: $(PERFS)
 
 install: all
 	install -d $(DESTDIR)$(PREFIX)/include $(DESTDIR)$(PREFIX)/lib/pkgconfig $(DESTDIR)$(PREFIX)/bin

@@ -40,6 +40,8 @@ extern int ac_log_level_now;     /* -1 until the environment has been read */
 extern uint64_t ac_log_subsys_mask;
 
 void ac_log_init(void);
+/* Forget the parsed NCCL_DEBUG* settings so that the next log call reads them again. */
+void ac_log_reset(void);
 void ac_log_write(enum ac_log_level level, uint64_t subsys, const char *file, int line,
                   const char *fmt, ...) __attribute__((format(printf, 5, 6)));
 /* The rank printed in this thread's log lines; -1 prints none. Set by entry points. */

@@ -85,6 +85,10 @@ struct ac_transport {
 extern const struct ac_transport ac_shm_transport;
 extern const struct ac_transport ac_socket_transport;
 
+/* src/transport/registry.c: every transport, in order of preference (shm before socket). */
+extern const struct ac_transport *const ac_transports_all[];
+extern const int ac_transports_count;
+
 /* src/transport/registry.c: the first transport, in order of preference, that can join the two. */
 const struct ac_transport *ac_transport_pick(const struct ac_peer_info *self,
                                              const struct ac_peer_info *peer);
