@@ -31,6 +31,7 @@ LIB_LINKS := $(BUILD)/lib/libanyccl.so $(BUILD)/lib/libnccl.so.2 $(BUILD)/lib/li
 TOOL_SRCS := $(wildcard tools/*.c)
 TOOLS := $(TOOL_SRCS:tools/%.c=$(BUILD)/bin/%)
 
+.DEFAULT_GOAL := all
 # mk/*.mk: perf binaries (perf.mk), tests (tests.mk), ABI checks (abi.mk), ...
 include $(sort $(wildcard mk/*.mk))
 
