@@ -67,12 +67,14 @@ struct ac_transport {
     ncclResult_t (*send_connect)(struct ac_conn *conn, const struct ac_conn_blob *peer_blob);
     ncclResult_t (*recv_connect)(struct ac_conn *conn);
 
-    /* Sender: a free slot to fill (*slot_out = NULL when all are in flight). At most one slot is
-     * held at a time; send_post hands it to the receiver with its payload size. */
+    /* Sender: a free slot to fill (*slot_out = NULL when all are in flight). A peek: calling it
+     * again before send_post returns the same slot. send_post hands that slot to the receiver with
+     * its payload size. */
     ncclResult_t (*send_slot)(struct ac_conn *conn, void **slot_out);
     ncclResult_t (*send_post)(struct ac_conn *conn, size_t bytes);
-    /* Receiver: the oldest delivered slot (*slot_out = NULL when none yet); recv_release gives it
-     * back to the sender once its contents have been consumed. */
+    /* Receiver: the oldest delivered slot (*slot_out = NULL when none yet). A peek: calling it
+     * again before recv_release returns the same slot. recv_release gives it back to the sender
+     * once its contents have been consumed. */
     ncclResult_t (*recv_slot)(struct ac_conn *conn, const void **slot_out, size_t *bytes_out);
     ncclResult_t (*recv_release)(struct ac_conn *conn);
     /* Moves data for transports that need the CPU to do so (sockets); NULL when nothing to do. */
