@@ -234,6 +234,98 @@ ANYCCL_DECL(ncclResult_t, ncclGroupStart, (void))
 ANYCCL_DECL(ncclResult_t, ncclGroupEnd, (void))
 ANYCCL_DECL(ncclResult_t, ncclGroupSimulateEnd, (ncclSimInfo_t * simInfo))
 
+/* Later NCCL host API (2.30), with NCCL's signatures, so that programs written for it compile and
+ * link; AnyCCL 0.1 answers every one with ncclInvalidUsage (see docs/api.md). */
+#define NCCL_SUSPEND_MEM 0x01
+
+typedef enum {
+    ncclStatGpuMemSuspend = 0,
+    ncclStatGpuMemSuspended = 1,
+    ncclStatGpuMemPersist = 2,
+    ncclStatGpuMemTotal = 3
+} ncclCommMemStat_t;
+
+/* One entry of ncclWaitSignal's list: wait for opCnt signals from peer on (sigIdx, ctx). */
+typedef struct {
+    int opCnt;
+    int peer;
+    int sigIdx;
+    int ctx;
+} ncclWaitSignalDesc_t;
+
+typedef struct ncclParamHandle *ncclParamHandle_t;
+
+ANYCCL_DECL(ncclResult_t, ncclCommGetUniqueId, (ncclComm_t comm, ncclUniqueId *uniqueId))
+ANYCCL_DECL(ncclResult_t, ncclCommGrow,
+            (ncclComm_t comm, int nRanks, const ncclUniqueId *uniqueId, int rank,
+             ncclComm_t *newcomm, ncclConfig_t *config))
+ANYCCL_DECL(ncclResult_t, ncclCommSuspend, (ncclComm_t comm, int flags))
+ANYCCL_DECL(ncclResult_t, ncclCommResume, (ncclComm_t comm))
+ANYCCL_DECL(ncclResult_t, ncclCommMemStats,
+            (ncclComm_t comm, ncclCommMemStat_t stat, uint64_t *value))
+ANYCCL_DECL(ncclResult_t, ncclWinGetUserPtr, (ncclComm_t comm, ncclWindow_t win, void **outUserPtr))
+ANYCCL_DECL(ncclResult_t, ncclPutSignal,
+            (const void *localbuff, size_t count, ncclDataType_t datatype, int peer,
+             ncclWindow_t peerWin, size_t peerWinOffset, int sigIdx, int ctx, unsigned int flags,
+             ncclComm_t comm, cudaStream_t stream))
+ANYCCL_DECL(ncclResult_t, ncclSignal,
+            (int peer, int sigIdx, int ctx, unsigned int flags, ncclComm_t comm,
+             cudaStream_t stream))
+ANYCCL_DECL(ncclResult_t, ncclWaitSignal,
+            (int nDesc, ncclWaitSignalDesc_t *signalDescs, ncclComm_t comm, cudaStream_t stream))
+ANYCCL_DECL(ncclResult_t, ncclParamBind, (ncclParamHandle_t *out, const char *key))
+ANYCCL_DECL(ncclResult_t, ncclParamGetI8, (ncclParamHandle_t h, int8_t *out))
+ANYCCL_DECL(ncclResult_t, ncclParamGetI16, (ncclParamHandle_t h, int16_t *out))
+ANYCCL_DECL(ncclResult_t, ncclParamGetI32, (ncclParamHandle_t h, int32_t *out))
+ANYCCL_DECL(ncclResult_t, ncclParamGetI64, (ncclParamHandle_t h, int64_t *out))
+ANYCCL_DECL(ncclResult_t, ncclParamGetU8, (ncclParamHandle_t h, uint8_t *out))
+ANYCCL_DECL(ncclResult_t, ncclParamGetU16, (ncclParamHandle_t h, uint16_t *out))
+ANYCCL_DECL(ncclResult_t, ncclParamGetU32, (ncclParamHandle_t h, uint32_t *out))
+ANYCCL_DECL(ncclResult_t, ncclParamGetU64, (ncclParamHandle_t h, uint64_t *out))
+ANYCCL_DECL(ncclResult_t, ncclParamGetStr, (ncclParamHandle_t h, const char **out))
+ANYCCL_DECL(ncclResult_t, ncclParamGet, (ncclParamHandle_t h, void *out, int maxLen, int *len))
+ANYCCL_DECL(ncclResult_t, ncclParamGetParameter,
+            (const char *key, const char **value, int *valueLen))
+ANYCCL_DECL(ncclResult_t, ncclParamGetAllParameterKeys, (const char ***table, int *tableLen))
+ANYCCL_DECL(void, ncclParamDumpAll, (void))
+
+/* Host side of NCCL's device API (the nccl_device headers), with NCCL's types. AnyCCL 0.1 has no
+ * device API: these exist for linking only (see docs/api.md). Skipped while NVIDIA's nccl_device
+ * headers are read (they include <nccl.h>, then declare the same types themselves); a program that
+ * includes <nccl.h> before them must define ANYCCL_NO_DEVICE_API. */
+#if !defined(ANYCCL_NO_DEVICE_API) && !defined(_NCCL_DEVICE_CORE_H_)
+typedef struct ncclDevComm ncclDevComm_t;
+typedef struct ncclDevCommRequirements ncclDevCommRequirements_t;
+typedef struct ncclDevResourceRequirements ncclDevResourceRequirements_t;
+typedef struct ncclLsaBarrierHandle ncclLsaBarrierHandle_t;
+typedef struct ncclGinBarrierHandle ncclGinBarrierHandle_t;
+typedef struct ncclLLA2AHandle ncclLLA2AHandle_t;
+
+/* A strided set of ranks; passed by value, so its layout is ABI. */
+typedef struct ncclTeam {
+    int nRanks, rank, stride;
+} ncclTeam_t;
+
+ANYCCL_DECL(ncclResult_t, ncclDevCommCreate,
+            (ncclComm_t comm, const ncclDevCommRequirements_t *reqs, ncclDevComm_t *outDevComm))
+ANYCCL_DECL(ncclResult_t, ncclDevCommDestroy, (ncclComm_t comm, const ncclDevComm_t *devComm))
+ANYCCL_DECL(ncclTeam_t, ncclTeamWorld, (ncclComm_t comm))
+ANYCCL_DECL(ncclTeam_t, ncclTeamLsa, (ncclComm_t comm))
+ANYCCL_DECL(ncclTeam_t, ncclTeamRail, (ncclComm_t comm))
+ANYCCL_DECL(int, ncclTeamRankToWorld, (ncclComm_t comm, ncclTeam_t team, int rank))
+ANYCCL_DECL(int, ncclTeamRankToLsa, (ncclComm_t comm, ncclTeam_t team, int rank))
+ANYCCL_DECL(ncclResult_t, ncclLsaBarrierCreateRequirement,
+            (ncclTeam_t team, int nBarriers, ncclLsaBarrierHandle_t *outHandle,
+             ncclDevResourceRequirements_t *outReq))
+ANYCCL_DECL(ncclResult_t, ncclGinBarrierCreateRequirement,
+            (ncclComm_t comm, ncclTeam_t team, int nBarriers, ncclGinBarrierHandle_t *outHandle,
+             ncclDevResourceRequirements_t *outReq))
+ANYCCL_DECL(int, ncclLLA2ACalcSlots, (int maxElts, int maxEltSize))
+ANYCCL_DECL(ncclResult_t, ncclLLA2ACreateRequirement,
+            (int nBlocks, int nSlots, ncclLLA2AHandle_t *outHandle,
+             ncclDevResourceRequirements_t *outReq))
+#endif
+
 /* AnyCCL extensions. */
 
 /* AnyCCL's own version code (ANYCCL_VERSION_CODE of the library actually loaded). */
