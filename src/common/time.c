@@ -1,0 +1,51 @@
+/* The polite wait of every poll loop. Ranks may outnumber cores (tests run 8 ranks on 2 cores), so
+ * a waiting rank must give its core to the rank it waits for: spin briefly for latency, then
+ * yield, then sleep in growing steps. */
+#include "common/time.h"
+#include "common/config.h"
+
+#include <sched.h>
+
+/* Polls that yield after the spin phase, before sleeping starts. */
+#define YIELD_POLLS 1000u
+/* Sleeps double every SLEEPS_PER_STEP idle polls: 1, 2, 4, ... 64 us, then 100 us. */
+#define SLEEP_MIN_NS 1000u
+#define SLEEP_MAX_NS 100000u
+#define SLEEPS_PER_STEP 4u
+
+static inline void cpu_relax(void)
+{
+#if defined(__x86_64__) || defined(__i386__)
+    __builtin_ia32_pause();
+#elif defined(__aarch64__)
+    __asm__ __volatile__("yield" ::: "memory");
+#endif
+}
+
+static uint32_t sleep_ns_for(uint32_t nsleeps)
+{
+    uint32_t step = nsleeps / SLEEPS_PER_STEP;
+    if (step >= 7)
+        return SLEEP_MAX_NS;
+    uint32_t ns = SLEEP_MIN_NS << step;
+    return ns < SLEEP_MAX_NS ? ns : SLEEP_MAX_NS;
+}
+
+void ac_backoff_idle(struct ac_backoff *b)
+{
+    uint32_t n = b->idle_polls;
+    if (n < UINT32_MAX)
+        b->idle_polls = n + 1;
+    /* spin_count is at most 2^30 (config range), so the sums below cannot wrap. */
+    uint32_t spin = (uint32_t)ac_config_get()->spin_count;
+    if (n < spin) {
+        cpu_relax();
+        return;
+    }
+    if (n < spin + YIELD_POLLS) {
+        sched_yield();
+        return;
+    }
+    struct timespec ts = {0, (long)sleep_ns_for(n - spin - YIELD_POLLS)};
+    nanosleep(&ts, NULL);
+}
