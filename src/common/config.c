@@ -357,6 +357,8 @@ void ac_config_print_markdown(FILE *out)
         fprintf(out, "| `%s` | ", r->name);
         if (r->nccl_name != NULL)
             fprintf(out, "`%s`", r->nccl_name);
+        else
+            fprintf(out, "-");
         fprintf(out, " | %s | ", type_name(r, buf, sizeof(buf)));
         if (r->def != NULL)
             fprintf(out, "`%s`", r->def);

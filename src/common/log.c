@@ -197,8 +197,11 @@ void ac_log_init(void)
     ac_config_get();
 }
 
+/* ncclResetDebugInit: NCCL re-reads NCCL_DEBUG* from the environment, which may have changed, so
+ * the config table is re-read too (other modules keep the values they already took from it). */
 void ac_log_reset(void)
 {
+    ac_config_reload();
     pthread_mutex_lock(&init_mutex);
     __atomic_store_n(&ac_log_level_now, -1, __ATOMIC_RELEASE);
     pthread_mutex_unlock(&init_mutex);
