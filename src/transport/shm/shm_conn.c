@@ -1,0 +1,303 @@
+/* The shared-memory connector: ranks on one host exchange slots through a segment the receiver
+ * creates (shm_segment.c). The data path is two monotonic counters and no copies: the executor
+ * writes into and reads from the slot pointers directly. Nothing here blocks except
+ * recv_connect, which waits for the sender's attach, bounded by ANYCCL_INIT_TIMEOUT. */
+#include "transport/shm/shm.h"
+
+#include "common/check.h"
+#include "common/config.h"
+#include "common/log.h"
+#include "common/time.h"
+
+#include <errno.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#define CONNECT_CHECK_NS (20ull * 1000 * 1000) /* peer-alive checks while waiting for attach */
+#define IDLE_POLLS_PER_CLOCK 1024              /* data path: idle polls between clock reads */
+
+struct shm_conn {
+    struct ac_shm_segment seg;
+    uint64_t pos;      /* this side's counter (sender: tail, receiver: head), private copy */
+    uint64_t peer_pos; /* the other side's counter as last read */
+    uint32_t idle_polls;
+    uint64_t peer_check_ns; /* 0: never check the peer from the data path */
+    uint64_t next_peer_check_ns;
+};
+
+static bool shm_can_connect(const struct ac_peer_info *self, const struct ac_peer_info *peer)
+{
+    if (ac_config_get()->shm_disable)
+        return false;
+    return self->host_hash == peer->host_hash && self->pid_ns_hash == peer->pid_ns_hash;
+}
+
+/* A zombie still answers kill(pid, 0): a launcher that is itself a rank reaps its children only
+ * later, so look at the state in /proc too. */
+static bool is_zombie(int pid)
+{
+    char path[64], buf[512];
+    FILE *f;
+    size_t n;
+
+    snprintf(path, sizeof(path), "/proc/%d/stat", pid);
+    f = fopen(path, "re");
+    if (f == NULL)
+        return false;
+    n = fread(buf, 1, sizeof(buf) - 1, f);
+    fclose(f);
+    buf[n] = '\0';
+    const char *paren = strrchr(buf, ')'); /* the command name may hold spaces and parentheses */
+    return paren != NULL && paren[1] == ' ' && (paren[2] == 'Z' || paren[2] == 'X');
+}
+
+/* Only meaningful when the pid is ours to look at: same host and same pid namespace. */
+static bool is_peer_gone(const struct ac_conn *conn)
+{
+    const struct ac_peer_info *self = conn->self_info, *peer = conn->peer_info;
+
+    if (self == NULL || peer == NULL || peer->pid <= 0 || peer->host_hash != self->host_hash ||
+        peer->pid_ns_hash != self->pid_ns_hash)
+        return false;
+    if (kill(peer->pid, 0) != 0)
+        return errno == ESRCH; /* EPERM: alive, someone else's */
+    return is_zombie(peer->pid);
+}
+
+static ncclResult_t fail_peer_gone(const struct ac_conn *conn, const char *when)
+{
+    return AC_FAIL(ncclRemoteError, "rank %d: peer rank %d (pid %d on host %s) exited %s on "
+                   "channel %d (shared memory); look at that rank's output for why it stopped",
+                   conn->self_info->rank, conn->peer, conn->peer_info->pid,
+                   conn->peer_info->hostname, when, conn->channel);
+}
+
+static struct shm_conn *new_conn(void)
+{
+    struct shm_conn *sc = calloc(1, sizeof(*sc));
+    int64_t ms = ac_config_get()->peer_check_ms;
+
+    if (sc != NULL)
+        sc->peer_check_ns = ms > 0 ? (uint64_t)ms * 1000000ull : 0;
+    return sc;
+}
+
+static ncclResult_t shm_recv_setup(struct ac_conn *conn, struct ac_conn_blob *blob_out)
+{
+    struct shm_conn *sc = new_conn();
+    struct ac_shm_blob blob;
+    ncclResult_t res;
+
+    if (sc == NULL)
+        return AC_FAIL(ncclSystemError, "rank %d: out of memory for a shm connector",
+                       conn->self_info->rank);
+    AC_CHECK_GOTO(ac_shm_segment_create(conn, &sc->seg), res, free_conn);
+    memset(&blob, 0, sizeof(blob));
+    blob.magic = AC_SHM_MAGIC;
+    blob.total_bytes = sc->seg.layout.total_bytes;
+    blob.slot_bytes = sc->seg.layout.slot_bytes;
+    blob.nslots = sc->seg.layout.nslots;
+    blob.is_shm_open = sc->seg.is_shm_open;
+    memcpy(blob.path, sc->seg.path, sizeof(blob.path));
+    _Static_assert(sizeof(blob) <= sizeof(blob_out->bytes), "shm blob too large");
+    memset(blob_out, 0, sizeof(*blob_out));
+    memcpy(blob_out->bytes, &blob, sizeof(blob));
+    conn->priv = sc;
+    AC_TRACE(AC_SUB_SHM, "rank %d channel %d: shm segment %s (%zu bytes) for rank %d",
+             conn->self_info->rank, conn->channel, sc->seg.path, sc->seg.layout.total_bytes,
+             conn->peer);
+    return ncclSuccess;
+
+free_conn:
+    free(sc);
+    return res;
+}
+
+static ncclResult_t shm_send_connect(struct ac_conn *conn, const struct ac_conn_blob *peer_blob)
+{
+    struct shm_conn *sc = new_conn();
+    struct ac_shm_blob blob;
+    ncclResult_t res;
+
+    if (sc == NULL)
+        return AC_FAIL(ncclSystemError, "rank %d: out of memory for a shm connector",
+                       conn->self_info->rank);
+    memcpy(&blob, peer_blob->bytes, sizeof(blob));
+    AC_CHECK_GOTO(ac_shm_segment_attach(conn, &blob, &sc->seg), res, free_conn);
+    sc->seg.ctrl->sender_pid = (int32_t)getpid();
+    __atomic_store_n(&sc->seg.ctrl->is_sender_attached, 1u, __ATOMIC_RELEASE);
+    conn->priv = sc;
+    return ncclSuccess;
+
+free_conn:
+    free(sc);
+    return res;
+}
+
+/* Waits for the sender's attach, then removes the name: from here on nothing is left in
+ * /dev/shm whatever happens to either process. */
+static ncclResult_t shm_recv_connect(struct ac_conn *conn)
+{
+    struct shm_conn *sc = conn->priv;
+    struct ac_backoff backoff = {0};
+    int64_t timeout_s = ac_config_get()->init_timeout_s;
+    uint64_t start = ac_now_ns(), next_check = start;
+    ncclResult_t res;
+
+    if (sc == NULL)
+        return AC_FAIL(ncclInternalError, "shm recv_connect without recv_setup");
+    while (!__atomic_load_n(&sc->seg.ctrl->is_sender_attached, __ATOMIC_ACQUIRE)) {
+        uint64_t now = ac_now_ns();
+        if (now >= next_check) {
+            if (is_peer_gone(conn)) {
+                res = fail_peer_gone(conn, "before attaching its shared-memory segment");
+                goto unlink_name;
+            }
+            next_check = now + CONNECT_CHECK_NS;
+        }
+        if (timeout_s > 0 && now - start >= (uint64_t)timeout_s * 1000000000ull) {
+            res = AC_FAIL(ncclRemoteError, "rank %d: peer rank %d (host %s) did not attach "
+                          "shared-memory segment %s of channel %d within %lld s "
+                          "(ANYCCL_INIT_TIMEOUT); is that rank stuck or gone?",
+                          conn->self_info->rank, conn->peer, conn->peer_info->hostname,
+                          sc->seg.path, conn->channel, (long long)timeout_s);
+            goto unlink_name;
+        }
+        ac_backoff_idle(&backoff);
+    }
+    ac_shm_segment_unlink(&sc->seg);
+    return ncclSuccess;
+
+unlink_name:
+    ac_shm_segment_unlink(&sc->seg);
+    return res;
+}
+
+/* A poll that found nothing to do; now and then checks that the peer still exists, so that a
+ * dead peer becomes an error rather than a hang. */
+static ncclResult_t idle_poll(struct ac_conn *conn, struct shm_conn *sc)
+{
+    if (++sc->idle_polls % IDLE_POLLS_PER_CLOCK != 0 || sc->peer_check_ns == 0)
+        return ncclSuccess;
+    uint64_t now = ac_now_ns();
+    if (now < sc->next_peer_check_ns)
+        return ncclSuccess;
+    sc->next_peer_check_ns = now + sc->peer_check_ns;
+    if (is_peer_gone(conn))
+        return fail_peer_gone(conn, conn->is_send ? "while this rank waits to send to it"
+                                                  : "while this rank waits for its data");
+    return ncclSuccess;
+}
+
+static ncclResult_t fail_corrupt(const struct ac_conn *conn, const char *what)
+{
+    return AC_FAIL(ncclRemoteError, "rank %d: shared-memory connection with rank %d on channel "
+                   "%d is corrupt (%s); did a process of the peer write to it out of turn?",
+                   conn->self_info->rank, conn->peer, conn->channel, what);
+}
+
+static void *slot_at(const struct shm_conn *sc, uint64_t pos)
+{
+    return sc->seg.slots + (size_t)(pos % sc->seg.layout.nslots) * sc->seg.layout.slot_stride;
+}
+
+static ncclResult_t shm_send_slot(struct ac_conn *conn, void **slot_out)
+{
+    struct shm_conn *sc = conn->priv;
+    uint32_t nslots = sc->seg.layout.nslots;
+
+    if (sc->pos - sc->peer_pos >= nslots) {
+        sc->peer_pos = __atomic_load_n(&sc->seg.ctrl->head, __ATOMIC_ACQUIRE);
+        if (sc->peer_pos > sc->pos)
+            return fail_corrupt(conn, "receiver released more slots than were posted");
+        if (sc->pos - sc->peer_pos >= nslots) {
+            *slot_out = NULL;
+            return idle_poll(conn, sc);
+        }
+    }
+    sc->idle_polls = 0;
+    *slot_out = slot_at(sc, sc->pos);
+    return ncclSuccess;
+}
+
+static ncclResult_t shm_send_post(struct ac_conn *conn, size_t bytes)
+{
+    struct shm_conn *sc = conn->priv;
+    uint32_t nslots = sc->seg.layout.nslots;
+
+    if (bytes > sc->seg.layout.slot_bytes || sc->pos - sc->peer_pos >= nslots)
+        return AC_FAIL(ncclInternalError, "shm send_post of %zu bytes to rank %d (channel %d) "
+                       "without a free slot of %zu bytes", bytes, conn->peer, conn->channel,
+                       sc->seg.layout.slot_bytes);
+    sc->seg.ctrl->sizes[sc->pos % nslots] = bytes;
+    sc->pos++;
+    __atomic_store_n(&sc->seg.ctrl->tail, sc->pos, __ATOMIC_RELEASE);
+    return ncclSuccess;
+}
+
+static ncclResult_t shm_recv_slot(struct ac_conn *conn, const void **slot_out, size_t *bytes_out)
+{
+    struct shm_conn *sc = conn->priv;
+    uint32_t nslots = sc->seg.layout.nslots;
+
+    if (sc->peer_pos == sc->pos) {
+        sc->peer_pos = __atomic_load_n(&sc->seg.ctrl->tail, __ATOMIC_ACQUIRE);
+        if (sc->peer_pos == sc->pos) {
+            *slot_out = NULL;
+            *bytes_out = 0;
+            return idle_poll(conn, sc);
+        }
+        if (sc->peer_pos - sc->pos > nslots)
+            return fail_corrupt(conn, "sender posted more slots than exist");
+    }
+    uint64_t bytes = sc->seg.ctrl->sizes[sc->pos % nslots];
+    if (bytes > sc->seg.layout.slot_bytes)
+        return fail_corrupt(conn, "slot size larger than a slot");
+    sc->idle_polls = 0;
+    *slot_out = slot_at(sc, sc->pos);
+    *bytes_out = (size_t)bytes;
+    return ncclSuccess;
+}
+
+static ncclResult_t shm_recv_release(struct ac_conn *conn)
+{
+    struct shm_conn *sc = conn->priv;
+
+    if (sc->pos == sc->peer_pos)
+        return AC_FAIL(ncclInternalError, "shm recv_release from rank %d (channel %d) without a "
+                       "delivered slot", conn->peer, conn->channel);
+    sc->pos++;
+    __atomic_store_n(&sc->seg.ctrl->head, sc->pos, __ATOMIC_RELEASE);
+    return ncclSuccess;
+}
+
+static bool shm_is_flushing(struct ac_conn *conn) { return false; }
+
+static void shm_close(struct ac_conn *conn)
+{
+    struct shm_conn *sc = conn->priv;
+
+    if (sc == NULL)
+        return;
+    ac_shm_segment_close(&sc->seg);
+    free(sc);
+    conn->priv = NULL;
+}
+
+const struct ac_transport ac_shm_transport = {
+    .name = "SHM",
+    .can_connect = shm_can_connect,
+    .recv_setup = shm_recv_setup,
+    .send_connect = shm_send_connect,
+    .recv_connect = shm_recv_connect,
+    .send_slot = shm_send_slot,
+    .send_post = shm_send_post,
+    .recv_slot = shm_recv_slot,
+    .recv_release = shm_recv_release,
+    .progress = NULL,
+    .is_flushing = shm_is_flushing,
+    .close = shm_close,
+};
