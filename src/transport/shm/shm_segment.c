@@ -21,7 +21,6 @@
 
 #define DEFAULT_DIR "/dev/shm"
 #define NAME_TRIES 8
-#define MIB(x) ((double)(x) / (1024.0 * 1024.0))
 
 static size_t round_up(size_t x, size_t to) { return (x + to - 1) / to * to; }
 
@@ -89,23 +88,32 @@ static int open_path(const char *path, bool is_shm_open, int flags)
     return is_shm_open ? shm_open(path, flags, 0600) : open(path, flags, 0600);
 }
 
+/* "12.0 MiB", "1.5 GiB": sizes as a person reads them. */
+static const char *human_size(double bytes, char buf[32])
+{
+    if (bytes >= 1024.0 * 1024 * 1024)
+        snprintf(buf, 32, "%.1f GiB", bytes / (1024.0 * 1024 * 1024));
+    else
+        snprintf(buf, 32, "%.1f MiB", bytes / (1024.0 * 1024));
+    return buf;
+}
+
 static ncclResult_t fail_no_space(const struct ac_conn *conn, const char *dir, const char *path,
                                   size_t bytes)
 {
     struct statvfs st;
-    double fs_mib = -1, free_mib = -1;
+    char seg_h[32], free_h[32] = "?", fs_h[32] = "?";
 
     if (statvfs(dir, &st) == 0) {
-        fs_mib = MIB((double)st.f_blocks * (double)st.f_frsize);
-        free_mib = MIB((double)st.f_bavail * (double)st.f_frsize);
+        human_size((double)st.f_bavail * (double)st.f_frsize, free_h);
+        human_size((double)st.f_blocks * (double)st.f_frsize, fs_h);
     }
     return AC_FAIL(ncclSystemError,
-                   "rank %d: no space for a %zu-byte (%.1f MiB) shared-memory segment %s for "
-                   "channel %d from rank %d: %s has %.1f MiB free of %.1f MiB. Fixes: enlarge "
-                   "/dev/shm (docker run --shm-size=1g), lower NCCL_BUFFSIZE, or set "
-                   "NCCL_SHM_DISABLE=1 to use sockets",
-                   conn->self_info->rank, bytes, MIB(bytes), path, conn->channel, conn->peer, dir,
-                   free_mib, fs_mib);
+                   "rank %d: no space for a %zu-byte (%s) shared-memory segment %s for channel "
+                   "%d from rank %d: %s has %s free of %s. Fixes: enlarge /dev/shm (docker run "
+                   "--shm-size=1g), lower NCCL_BUFFSIZE, or set NCCL_SHM_DISABLE=1 to use sockets",
+                   conn->self_info->rank, bytes, human_size((double)bytes, seg_h), path,
+                   conn->channel, conn->peer, dir, free_h, fs_h);
 }
 
 /* Cheap refusal before anything is allocated: a doomed fallocate would first fill the
