@@ -49,11 +49,12 @@ fi
 decls "$CC -std=gnu11 -Iinclude" include/nccl.h 'anyccl\.h$' >"$OUT/ours_decls.txt"
 
 check_nvidia_values() {
-    if ! $CC $CFLAGS_ABI -I"$CUDA_INC" -I"$HERE" -I"$OUT" -o "$OUT/check_values" \
+    if ! $CC $CFLAGS_ABI -isystem "$CUDA_INC" -I"$HERE" -I"$OUT" -o "$OUT/check_values" \
             "$HERE/check_values.c" >"$OUT/check_values.log" 2>&1; then
         fail abi-nvidia-values "$(first_error "$OUT/check_values.log") (see $OUT/check_values.log)"
     elif ! "$OUT/check_values" >"$OUT/check_values.out" 2>&1; then
-        fail abi-nvidia-values "initializers differ: $(head -c 300 "$OUT/check_values.out" | tr '\n' ';')"
+        fail abi-nvidia-values \
+            "initializers differ: $(head -c 300 "$OUT/check_values.out" | tr '\n' ';')"
     else
         pass abi-nvidia-values
     fi
@@ -78,12 +79,13 @@ check_nvidia_signatures() {
       awk -F'\t' 'NR == FNR { want[$1] = 1; next } ($1 in want) { print $2 }' "$theirs" \
           "$OUT/ours_decls.txt"
       echo '#ifdef __cplusplus'; echo '}'; echo '#endif'; } >"$src.c"
-    if ! $CC $CFLAGS_ABI -I"$CUDA_INC" -fsyntax-only "$src.c" >"$src.log" 2>&1; then
+    if ! $CC $CFLAGS_ABI -isystem "$CUDA_INC" -fsyntax-only "$src.c" >"$src.log" 2>&1; then
         fail abi-nvidia-signatures "C: $(first_error "$src.log") (see $src.log)"
     elif ! command -v "$CXX" >/dev/null; then
         pass abi-nvidia-signatures
         skip abi-nvidia-signatures-cxx "no C++ compiler ($CXX)"
-    elif ! $CXX $CXXFLAGS_ABI -I"$CUDA_INC" -x c++ -fsyntax-only "$src.c" >"$src.log" 2>&1; then
+    elif ! $CXX $CXXFLAGS_ABI -isystem "$CUDA_INC" -x c++ -fsyntax-only "$src.c" \
+            >"$src.log" 2>&1; then
         fail abi-nvidia-signatures "C++: $(first_error "$src.log") (see $src.log)"
     else
         pass abi-nvidia-signatures
@@ -102,7 +104,8 @@ check_nvidia_device() {
     decls "$CXX -std=c++17 -I$CUDA_INC" "$OUT/dev_hdr.cpp" 'nccl_device' | names_of \
         >"$OUT/nvidia_device_decls.txt"
     local missing
-    missing=$(comm -23 "$OUT/nvidia_device_decls.txt" <(names_of <"$OUT/ours_decls.txt") | tr '\n' ' ')
+    missing=$(comm -23 "$OUT/nvidia_device_decls.txt" <(names_of <"$OUT/ours_decls.txt") \
+        | tr '\n' ' ')
     if [ ! -s "$OUT/nvidia_device_decls.txt" ]; then
         fail $name "found no host functions in $CUDA_INC/nccl_device.h"; return
     elif [ -n "$missing" ]; then
@@ -112,7 +115,8 @@ check_nvidia_device() {
       awk -F'\t' 'NR == FNR { want[$1] = 1; next } ($1 in want) { print $2 }' \
           "$OUT/nvidia_device_decls.txt" "$OUT/ours_decls.txt"
       echo '}'; } >"$src"
-    if $CXX $CXXFLAGS_ABI -I"$CUDA_INC" -I"$OUT" -fsyntax-only "$src" >"$OUT/device.log" 2>&1; then
+    if $CXX $CXXFLAGS_ABI -isystem "$CUDA_INC" -I"$OUT" -fsyntax-only "$src" \
+            >"$OUT/device.log" 2>&1; then
         pass $name
     else
         fail $name "$(first_error "$OUT/device.log") (see $OUT/device.log)"
@@ -120,7 +124,7 @@ check_nvidia_device() {
 }
 
 if [ ! -f "$CUDA_INC/nccl.h" ]; then
-    skip abi-nvidia-header "$CUDA_INC/nccl.h not found (set CUDA_INC to a CUDA include dir with NCCL)"
+    skip abi-nvidia-header "$CUDA_INC/nccl.h not found (CUDA_INC=<dir> names another)"
 elif [ "$have_ours" = 0 ]; then
     skip abi-nvidia-header "AnyCCL's values could not be generated (see abi-values-generator)"
 else
@@ -137,7 +141,7 @@ for order in cuda-first ours-first; do
         skip $name "$CUDA_INC/cuda_runtime.h not found"
     elif ! command -v "$CXX" >/dev/null; then
         skip $name "no C++ compiler ($CXX)"
-    elif $CXX $CXXFLAGS_ABI $def -Iinclude -I"$CUDA_INC" -c -o "$OUT/coexist-$order.o" \
+    elif $CXX $CXXFLAGS_ABI $def -Iinclude -isystem "$CUDA_INC" -c -o "$OUT/coexist-$order.o" \
             "$HERE/coexist.cpp" >"$OUT/coexist-$order.log" 2>&1; then
         pass $name
     else
@@ -216,7 +220,8 @@ check_links() {
         fail abi-soname "soname is '$soname', want libanyccl.so.1"
     fi
     for l in libanyccl.so libnccl.so.2 librccl.so.1; do
-        if [ ! -L "$BUILD/lib/$l" ] || [ "$(readlink -f "$BUILD/lib/$l")" != "$(readlink -f "$LIB")" ]; then
+        if [ ! -L "$BUILD/lib/$l" ] \
+                || [ "$(readlink -f "$BUILD/lib/$l")" != "$(readlink -f "$LIB")" ]; then
             bad="$bad $l"
         fi
     done
