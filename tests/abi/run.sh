@@ -5,7 +5,8 @@
 #  - C++ programs may include cuda_runtime.h and our nccl.h in either order;
 #  - the shared library exports every NCCL name of the reference list with its pnccl alias (strong
 #    pncclX, weak ncclX), every function our header declares, and nothing outside nccl*, pnccl*,
-#    anyccl*; its soname is libanyccl.so.1 and the NCCL/RCCL names link to it.
+#    anyccl*; its soname is libanyccl.so.1 and the NCCL/RCCL names link to it;
+#  - the entry points exported but not implemented fail cleanly (stubs_fail.c).
 # Environment: BUILD (default build), CC, CXX, CUDA_INC (default /usr/local/cuda/include).
 set -u
 export LC_ALL=C  # ASCII compiler messages in the one-line reasons
@@ -232,9 +233,23 @@ check_links() {
     fi
 }
 
+# The entry points AnyCCL exports but does not implement fail cleanly (docs/api.md).
+check_stubs() {
+    local libdir
+    libdir=$(cd "$(dirname "$LIB")" && pwd)
+    if ! $CC $CFLAGS_ABI -Iinclude -o "$OUT/stubs_fail" "$HERE/stubs_fail.c" "$LIB" \
+            -Wl,-rpath,"$libdir" >"$OUT/stubs_fail.log" 2>&1; then
+        fail abi-stubs-fail-cleanly "$(first_error "$OUT/stubs_fail.log") (see $OUT/stubs_fail.log)"
+    elif ! NCCL_DEBUG=WARN "$OUT/stubs_fail" >"$OUT/stubs_fail.out" 2>"$OUT/stubs_fail.err"; then
+        fail abi-stubs-fail-cleanly "$(head -n 3 "$OUT/stubs_fail.out" | tr '\n' ';')"
+    else
+        pass abi-stubs-fail-cleanly
+    fi
+}
+
 if [ ! -f "$LIB" ]; then
     for c in abi-exports-nccl abi-exports-header abi-exports-only-api abi-exports-weak-alias \
-            abi-soname abi-links; do
+            abi-soname abi-links abi-stubs-fail-cleanly; do
         fail $c "$LIB not built (run make lib)"
     done
 elif ! command -v nm >/dev/null || ! command -v readelf >/dev/null; then
@@ -242,6 +257,7 @@ elif ! command -v nm >/dev/null || ! command -v readelf >/dev/null; then
 else
     check_exports
     check_links
+    check_stubs
 fi
 
 exit $failed
