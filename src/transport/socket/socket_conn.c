@@ -1,0 +1,374 @@
+/* The socket connector: one TCP connection per connector, the fallback that joins any two ranks.
+ * The sender stages data in nslots local slots; progress writes each posted slot as
+ * [u64 bytes][payload] with non-blocking sends (resuming partial writes, several slots per call)
+ * and frees it once the kernel has it. The receiver's progress reads messages, in order, into its
+ * own nslots slots, only into a free one; TCP's flow control does the rest. */
+#include "transport/transport.h"
+
+#include "common/check.h"
+#include "common/config.h"
+#include "common/log.h"
+#include "common/socket.h"
+#include "common/time.h"
+
+#include <poll.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <sys/random.h>
+#include <sys/uio.h>
+
+#define BLOB_MAGIC 0x41435342u    /* "ACSB" */
+#define HELLO_MAGIC 0x41435348u   /* "ACSH" */
+#define HELLO_READ_NS (5ull * 1000000000ull)
+#define SOCKET_BUF_BYTES (4 << 20)
+#define IOV_SLOTS 32              /* slots written per sendmsg */
+
+struct sock_blob {
+    uint32_t magic;
+    uint32_t pad;
+    uint64_t nonce;
+    struct sockaddr_storage addr;
+};
+_Static_assert(sizeof(struct sock_blob) <= AC_CONN_BLOB_BYTES, "blob too large");
+
+struct sock_hello {
+    uint32_t magic;
+    int32_t sender_rank;
+    int32_t channel;
+    uint32_t pad;
+    uint64_t comm_hash;
+    uint64_t nonce;
+};
+
+struct sock_conn {
+    struct ac_socket listener;   /* receiver, until recv_connect */
+    struct ac_socket sock;
+    uint64_t nonce;
+    char *slots;                 /* nslots * slot_bytes */
+    uint64_t *sizes;             /* [nslots]: payload bytes; the sender sends it as the header */
+    uint64_t head;               /* sender: posted; receiver: fully received */
+    uint64_t tail;               /* sender: fully written; receiver: released */
+    size_t cur_done;             /* bytes of [header][payload] moved for the current slot */
+    uint64_t cur_hdr;            /* receiver: the header being read */
+};
+
+static int64_t timeout_s(void)
+{
+    const struct ac_config *cfg = ac_config_get();
+    int64_t t = cfg->init_timeout_s;
+    if (cfg->timeout_s > 0 && (t <= 0 || cfg->timeout_s < t))
+        t = cfg->timeout_s;
+    return t > 0 ? t : 1;
+}
+
+/* "rank R (host H, addr A)" */
+static const char *peer_str(const struct ac_conn *conn, char *buf, size_t len)
+{
+    const struct sock_conn *sc = conn->priv;
+    const char *host = conn->peer_info != NULL ? conn->peer_info->hostname : "?";
+    snprintf(buf, len, "rank %d (host %s, %s)", conn->peer, host,
+             sc != NULL && sc->sock.fd >= 0 ? sc->sock.addr_str : "not connected");
+    return buf;
+}
+
+static ncclResult_t io_fail(struct ac_conn *conn, int err)
+{
+    char peer[AC_SOCKADDR_STRLEN + AC_HOSTNAME_MAX + 32];
+    peer_str(conn, peer, sizeof(peer));
+    if (err == AC_SOCKET_CLOSED)
+        return AC_FAIL(ncclRemoteError,
+                       "socket transport: connection to %s closed by peer (channel %d): the peer "
+                       "process probably exited or crashed", peer, conn->channel);
+    return AC_FAIL(ncclSystemError, "socket transport: %s to %s (channel %d) failed: %s",
+                   conn->is_send ? "send" : "receive", peer, conn->channel, strerror(err));
+}
+
+static bool sock_can_connect(const struct ac_peer_info *self, const struct ac_peer_info *peer)
+{
+    return true;
+}
+
+static ncclResult_t conn_alloc(struct ac_conn *conn)
+{
+    if (conn->nslots <= 0 || conn->slot_bytes == 0)
+        return AC_FAIL(ncclInternalError, "socket transport: connector to rank %d has %d slots "
+                       "of %zu bytes", conn->peer, conn->nslots, conn->slot_bytes);
+    struct sock_conn *sc = calloc(1, sizeof(*sc));
+    if (sc == NULL)
+        return AC_FAIL(ncclSystemError, "socket transport: out of memory");
+    ac_socket_init(&sc->listener);
+    ac_socket_init(&sc->sock);
+    sc->slots = malloc((size_t)conn->nslots * conn->slot_bytes);
+    sc->sizes = calloc((size_t)conn->nslots, sizeof(*sc->sizes));
+    conn->priv = sc;
+    if (sc->slots == NULL || sc->sizes == NULL)
+        return AC_FAIL(ncclSystemError, "socket transport: out of memory for %d slots of %zu "
+                       "bytes (NCCL_BUFFSIZE, ANYCCL_NSLOTS)", conn->nslots, conn->slot_bytes);
+    return ncclSuccess;
+}
+
+static void sock_close(struct ac_conn *conn)
+{
+    struct sock_conn *sc = conn->priv;
+    if (sc == NULL)
+        return;
+    ac_socket_close(&sc->listener);
+    ac_socket_close(&sc->sock);
+    free(sc->slots);
+    free(sc->sizes);
+    free(sc);
+    conn->priv = NULL;
+}
+
+/* ------------------------------------------------------------------------------------------ */
+/* set-up                                                                                       */
+
+static ncclResult_t sock_recv_setup(struct ac_conn *conn, struct ac_conn_blob *blob_out)
+{
+    struct sock_blob blob = {.magic = BLOB_MAGIC};
+    struct sockaddr_storage local;
+    AC_CHECK(conn_alloc(conn));
+    struct sock_conn *sc = conn->priv;
+    if (conn->self_info != NULL && ac_socket_addr_is_valid(&conn->self_info->addr))
+        local = conn->self_info->addr;
+    else
+        AC_CHECK(ac_socket_pick_addr(NULL, &local, NULL, 0));
+    ac_socket_addr_set_port(&local, 0);
+    if (getrandom(&sc->nonce, sizeof(sc->nonce), 0) != (ssize_t)sizeof(sc->nonce))
+        return AC_SYSFAIL("getrandom (socket transport nonce)");
+    AC_CHECK(ac_socket_listen(&sc->listener, &local));
+    blob.nonce = sc->nonce;
+    blob.addr = sc->listener.addr;
+    memset(blob_out, 0, sizeof(*blob_out));
+    memcpy(blob_out->bytes, &blob, sizeof(blob));
+    return ncclSuccess;
+}
+
+static ncclResult_t sock_send_connect(struct ac_conn *conn, const struct ac_conn_blob *peer_blob)
+{
+    struct sock_blob blob;
+    memcpy(&blob, peer_blob->bytes, sizeof(blob));
+    if (blob.magic != BLOB_MAGIC || !ac_socket_addr_is_valid(&blob.addr))
+        return AC_FAIL(ncclInternalError, "socket transport: rank %d sent a connection blob "
+                       "that is not the socket transport's (channel %d)", conn->peer,
+                       conn->channel);
+    AC_CHECK(conn_alloc(conn));
+    struct sock_conn *sc = conn->priv;
+    uint64_t deadline = ac_now_ns() + (uint64_t)timeout_s() * 1000000000ull;
+    struct sock_hello hello = {.magic = HELLO_MAGIC, .channel = conn->channel,
+                               .comm_hash = conn->comm_hash, .nonce = blob.nonce,
+                               .sender_rank = conn->self_info ? conn->self_info->rank : -1};
+    AC_CHECK(ac_socket_connect(&sc->sock, &blob.addr, deadline, NULL));
+    ac_socket_set_bufsize(&sc->sock, SOCKET_BUF_BYTES);
+    AC_CHECK(ac_socket_send_all(&sc->sock, &hello, sizeof(hello), deadline, NULL));
+    return ac_socket_set_nonblocking(&sc->sock);
+}
+
+/* NULL when the hello is from the sender this connector waits for, else why not. */
+static const char *check_hello(const struct ac_conn *conn, const struct sock_hello *h)
+{
+    const struct sock_conn *sc = conn->priv;
+    if (h->magic != HELLO_MAGIC)
+        return "not a socket transport hello";
+    if (h->nonce != sc->nonce || h->comm_hash != conn->comm_hash)
+        return "wrong nonce or communicator (a stale or foreign connection)";
+    if (h->sender_rank != conn->peer || h->channel != conn->channel)
+        return "unexpected sender rank or channel";
+    return NULL;
+}
+
+static ncclResult_t sock_recv_connect(struct ac_conn *conn)
+{
+    struct sock_conn *sc = conn->priv;
+    int64_t t = timeout_s();
+    uint64_t deadline = ac_now_ns() + (uint64_t)t * 1000000000ull;
+    char peer[AC_SOCKADDR_STRLEN + AC_HOSTNAME_MAX + 32];
+    for (;;) {
+        struct ac_socket s;
+        struct sock_hello hello;
+        ac_socket_init(&s);
+        AC_CHECK(ac_socket_accept(&sc->listener, &s, deadline, NULL));
+        if (s.fd < 0)
+            return AC_FAIL(ncclRemoteError, "socket transport: %s did not connect to %s within "
+                           "%lld s (channel %d): is it alive? see ANYCCL_INIT_TIMEOUT",
+                           peer_str(conn, peer, sizeof(peer)), sc->listener.addr_str,
+                           (long long)t, conn->channel);
+        uint64_t d = ac_now_ns() + HELLO_READ_NS;
+        int err = ac_socket_xfer_quiet(&s, &hello, sizeof(hello), false,
+                                       d < deadline ? d : deadline, NULL);
+        const char *why = err != 0 ? strerror(err) : check_hello(conn, &hello);
+        if (why == NULL) {
+            sc->sock = s;
+            break;
+        }
+        AC_WARN("socket transport: dropping connection from %s while waiting for rank %d "
+                "(channel %d): %s", s.addr_str, conn->peer, conn->channel, why);
+        ac_socket_close(&s);
+    }
+    ac_socket_close(&sc->listener);
+    ac_socket_set_bufsize(&sc->sock, SOCKET_BUF_BYTES);
+    return ac_socket_set_nonblocking(&sc->sock);
+}
+
+/* ------------------------------------------------------------------------------------------ */
+/* data path                                                                                    */
+
+static ncclResult_t sock_send_slot(struct ac_conn *conn, void **slot_out)
+{
+    struct sock_conn *sc = conn->priv;
+    if (sc->head - sc->tail >= (uint64_t)conn->nslots) {
+        *slot_out = NULL;
+        return ncclSuccess;
+    }
+    *slot_out = sc->slots + (sc->head % (uint64_t)conn->nslots) * conn->slot_bytes;
+    return ncclSuccess;
+}
+
+static ncclResult_t sock_send_post(struct ac_conn *conn, size_t bytes)
+{
+    struct sock_conn *sc = conn->priv;
+    if (bytes > conn->slot_bytes || sc->head - sc->tail >= (uint64_t)conn->nslots)
+        return AC_FAIL(ncclInternalError, "socket transport: post of %zu bytes to rank %d "
+                       "(slot bytes %zu, %llu slots in flight)", bytes, conn->peer,
+                       conn->slot_bytes, (unsigned long long)(sc->head - sc->tail));
+    sc->sizes[sc->head % (uint64_t)conn->nslots] = bytes;
+    sc->head++;
+    return ncclSuccess;
+}
+
+/* One sendmsg of the posted slots from tail on; returns bytes written, 0 on EAGAIN, -errno. */
+static ssize_t write_slots(struct ac_conn *conn)
+{
+    struct sock_conn *sc = conn->priv;
+    struct iovec iov[2 * IOV_SLOTS];
+    int n = 0;
+    size_t skip = sc->cur_done;
+    for (uint64_t k = sc->tail; k < sc->head && n < 2 * IOV_SLOTS; k++) {
+        size_t i = k % (uint64_t)conn->nslots;
+        iov[n++] = (struct iovec){.iov_base = &sc->sizes[i], .iov_len = sizeof(uint64_t)};
+        iov[n++] = (struct iovec){.iov_base = sc->slots + i * conn->slot_bytes,
+                                  .iov_len = sc->sizes[i]};
+    }
+    for (int j = 0; j < n && skip > 0; j++) {   /* resume a partly written slot */
+        size_t d = skip < iov[j].iov_len ? skip : iov[j].iov_len;
+        iov[j].iov_base = (char *)iov[j].iov_base + d;
+        iov[j].iov_len -= d;
+        skip -= d;
+    }
+    struct msghdr msg = {.msg_iov = iov, .msg_iovlen = (size_t)n};
+    for (;;) {
+        ssize_t w = sendmsg(sc->sock.fd, &msg, MSG_NOSIGNAL | MSG_DONTWAIT);
+        if (w >= 0)
+            return w;
+        if (errno == EINTR)
+            continue;
+        if (errno == EAGAIN || errno == EWOULDBLOCK)
+            return 0;
+        return errno == EPIPE || errno == ECONNRESET ? -AC_SOCKET_CLOSED : -errno;
+    }
+}
+
+static ncclResult_t progress_send(struct ac_conn *conn)
+{
+    struct sock_conn *sc = conn->priv;
+    while (sc->tail < sc->head) {
+        ssize_t w = write_slots(conn);
+        if (w < 0)
+            return io_fail(conn, (int)-w);
+        if (w == 0)
+            return ncclSuccess;
+        size_t left = (size_t)w;
+        while (left > 0) {
+            size_t total = sizeof(uint64_t) + sc->sizes[sc->tail % (uint64_t)conn->nslots];
+            size_t d = total - sc->cur_done < left ? total - sc->cur_done : left;
+            sc->cur_done += d;
+            left -= d;
+            if (sc->cur_done == total) {
+                sc->cur_done = 0;
+                sc->tail++;
+            }
+        }
+    }
+    return ncclSuccess;
+}
+
+static ncclResult_t progress_recv(struct ac_conn *conn)
+{
+    struct sock_conn *sc = conn->priv;
+    while (sc->head - sc->tail < (uint64_t)conn->nslots) {
+        size_t i = sc->head % (uint64_t)conn->nslots, got;
+        int err = 0;
+        if (sc->cur_done < sizeof(uint64_t)) {
+            err = ac_socket_recv_some(&sc->sock, &sc->cur_hdr, sizeof(uint64_t), &sc->cur_done);
+            if (err != 0)
+                return io_fail(conn, err);
+            if (sc->cur_done < sizeof(uint64_t))
+                return ncclSuccess;
+            if (sc->cur_hdr > conn->slot_bytes)
+                return AC_FAIL(ncclRemoteError, "socket transport: rank %d sent %llu bytes for a "
+                               "slot of %zu (channel %d): do both ranks use the same NCCL_BUFFSIZE "
+                               "and ANYCCL_NSLOTS?", conn->peer,
+                               (unsigned long long)sc->cur_hdr, conn->slot_bytes, conn->channel);
+        }
+        got = sc->cur_done - sizeof(uint64_t);
+        err = ac_socket_recv_some(&sc->sock, sc->slots + i * conn->slot_bytes, sc->cur_hdr, &got);
+        sc->cur_done = sizeof(uint64_t) + got;
+        if (err != 0)
+            return io_fail(conn, err);
+        if (got < sc->cur_hdr)
+            return ncclSuccess;
+        sc->sizes[i] = sc->cur_hdr;
+        sc->cur_done = 0;
+        sc->head++;
+    }
+    return ncclSuccess;
+}
+
+static ncclResult_t sock_progress(struct ac_conn *conn)
+{
+    return conn->is_send ? progress_send(conn) : progress_recv(conn);
+}
+
+static ncclResult_t sock_recv_slot(struct ac_conn *conn, const void **slot_out, size_t *bytes_out)
+{
+    struct sock_conn *sc = conn->priv;
+    if (sc->tail == sc->head) {
+        *slot_out = NULL;
+        return ncclSuccess;
+    }
+    size_t i = sc->tail % (uint64_t)conn->nslots;
+    *slot_out = sc->slots + i * conn->slot_bytes;
+    *bytes_out = sc->sizes[i];
+    return ncclSuccess;
+}
+
+static ncclResult_t sock_recv_release(struct ac_conn *conn)
+{
+    struct sock_conn *sc = conn->priv;
+    if (sc->tail == sc->head)
+        return AC_FAIL(ncclInternalError, "socket transport: release with no slot held (rank %d "
+                       "channel %d)", conn->peer, conn->channel);
+    sc->tail++;
+    return ncclSuccess;
+}
+
+static bool sock_is_flushing(struct ac_conn *conn)
+{
+    const struct sock_conn *sc = conn->priv;
+    return conn->is_send && sc != NULL && sc->sock.fd >= 0 && sc->tail < sc->head;
+}
+
+const struct ac_transport ac_socket_transport = {
+    .name = "socket",
+    .can_connect = sock_can_connect,
+    .recv_setup = sock_recv_setup,
+    .send_connect = sock_send_connect,
+    .recv_connect = sock_recv_connect,
+    .send_slot = sock_send_slot,
+    .send_post = sock_send_post,
+    .recv_slot = sock_recv_slot,
+    .recv_release = sock_recv_release,
+    .progress = sock_progress,
+    .is_flushing = sock_is_flushing,
+    .close = sock_close,
+};
