@@ -2,4 +2,4 @@
 # /usr/local/cuda/include has them (CUDA_INC=... to point elsewhere), C++ include order, and the
 # shared library's exports, soname and NCCL/RCCL links. tests/run.sh runs the same script.
 check-abi: lib
-	$(Q)BUILD=$(BUILD) CC=$(CC) tests/abi/run.sh
+	$(Q)BUILD="$(BUILD)" CC="$(CC)" tests/abi/run.sh

@@ -235,9 +235,12 @@ check_links() {
 
 # The entry points AnyCCL exports but does not implement fail cleanly (docs/api.md).
 check_stubs() {
-    local libdir
+    local libdir san=
     libdir=$(cd "$(dirname "$LIB")" && pwd)
-    if ! $CC $CFLAGS_ABI -Iinclude -o "$OUT/stubs_fail" "$HERE/stubs_fail.c" "$LIB" \
+    # A sanitized library (make asan) needs its runtime loaded first: build the program alike.
+    readelf -d "$LIB" | grep -q 'NEEDED.*libasan' && san="$san -fsanitize=address"
+    readelf -d "$LIB" | grep -q 'NEEDED.*libubsan' && san="$san -fsanitize=undefined"
+    if ! $CC $CFLAGS_ABI $san -Iinclude -o "$OUT/stubs_fail" "$HERE/stubs_fail.c" "$LIB" \
             -Wl,-rpath,"$libdir" >"$OUT/stubs_fail.log" 2>&1; then
         fail abi-stubs-fail-cleanly "$(first_error "$OUT/stubs_fail.log") (see $OUT/stubs_fail.log)"
     elif ! NCCL_DEBUG=WARN "$OUT/stubs_fail" >"$OUT/stubs_fail.out" 2>"$OUT/stubs_fail.err"; then
