@@ -1,0 +1,93 @@
+/* The communicator: who the ranks are, how to reach them, and the connectors made so far. */
+#ifndef AC_CORE_COMM_H
+#define AC_CORE_COMM_H
+
+#include "collectives/coll.h"
+#include "core/bootstrap.h"
+#include "transport/transport.h"
+
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdbool.h>
+
+#define AC_COMM_MAGIC 0x636f6d6d41434331ull /* checked by every entry point */
+#define AC_MAX_CHANNELS 16
+#define AC_MAX_USER_OPS 64
+
+/* Connector sets: ring channels first, then the channels of point-to-point traffic, which never
+ * share a connector with collectives (NCCL matches send/recv independently of collectives). */
+#define AC_P2P_CONN_BASE AC_MAX_CHANNELS
+#define AC_NCONN_SETS (2 * AC_MAX_CHANNELS)
+
+struct ac_user_op {
+    bool is_used;
+    ncclDataType_t type;
+    ncclScalarResidence_t residence;
+    uint64_t scalar;          /* host-immediate: the value; otherwise read at each call */
+    const void *scalar_ptr;
+};
+
+struct ncclComm {
+    uint64_t magic;
+    int rank;
+    int nranks;
+    uint64_t comm_hash;                 /* from the unique id: names shared resources */
+    struct ac_bootstrap *bs;
+    struct ac_peer_info *peers;         /* nranks entries */
+    int nchannels;                      /* ring channels used by collectives */
+    size_t slot_bytes;                  /* per slot of ring connectors */
+    size_t p2p_slot_bytes;
+    int nslots;
+    /* [set * nranks + peer]; NULL until first needed. */
+    struct ac_conn **send_conns;
+    struct ac_conn **recv_conns;
+
+    bool is_blocking;
+    _Atomic int async_error;            /* ncclResult_t: ncclInProgress while init runs */
+    volatile int abort_flag;            /* set by ncclCommAbort / Revoke: waits end */
+    _Atomic int nactive;                /* calls running on this communicator right now */
+    bool is_revoked;
+    bool is_finalized;
+    pthread_t init_thread;
+    bool has_init_thread;
+
+    struct ac_user_op user_ops[AC_MAX_USER_OPS];
+    uint64_t nops_issued;               /* collectives and p2p calls, for logs */
+    char name[64];                      /* config.commName or "" */
+};
+
+/* Checks a handle from the user; names `what` in the message. */
+ncclResult_t ac_comm_check(const struct ncclComm *comm, const char *what);
+/* Also refuses a communicator that is still initializing, failed, or was revoked. */
+ncclResult_t ac_comm_check_usable(struct ncclComm *comm, const char *what);
+
+/* Connects the communicator's ranks (bootstrap, peer info, sizes). Used by every way of
+ * creating a communicator: init, init-all, split, shrink, scalable init. */
+ncclResult_t ac_comm_init(struct ncclComm *comm, const ncclUniqueId *id, int rank, int nranks,
+                          const ncclConfig_t *config);
+struct ncclComm *ac_comm_alloc(void);
+void ac_comm_free(struct ncclComm *comm);
+/* Creates a communicator the way ncclCommInitRankConfig does (blocking or not). */
+ncclResult_t ac_comm_create(ncclComm_t *out, int nranks, const ncclUniqueId *id, int rank,
+                            const ncclConfig_t *config);
+
+/* src/core/connect.c: makes sure the connectors in need[] exist, running the set-up with the
+ * peers (which do the same for their side). need[i] = set * nranks + peer. */
+struct ac_conn_need {
+    int set;
+    int peer;
+    bool is_send;
+};
+ncclResult_t ac_connect(struct ncclComm *comm, const struct ac_conn_need *need, int nneed);
+void ac_disconnect_all(struct ncclComm *comm);
+
+static inline struct ac_conn **ac_conn_slot(struct ncclComm *comm, int set, int peer, bool is_send)
+{
+    return &(is_send ? comm->send_conns : comm->recv_conns)[(size_t)set * comm->nranks + peer];
+}
+
+/* src/core/redop.c: the kernels' description of (op, type) on this communicator. */
+ncclResult_t ac_redop_resolve(struct ncclComm *comm, ncclRedOp_t op, ncclDataType_t type,
+                              struct ac_redop *out);
+
+#endif

@@ -1,0 +1,35 @@
+/* Operations as the user issued them, and how they run: alone, or together at the outermost
+ * ncclGroupEnd. */
+#ifndef AC_CORE_ENQUEUE_H
+#define AC_CORE_ENQUEUE_H
+
+#include "core/comm.h"
+
+struct ac_op {
+    enum ac_coll coll;
+    struct ncclComm *comm;
+    const void *sendbuff;
+    void *recvbuff;
+    size_t count;
+    ncclDataType_t type;
+    struct ac_redop redop;
+    int root;                 /* broadcast, reduce, gather, scatter */
+    int peer;                 /* send, recv */
+    struct ac_op *next;
+};
+
+/* Runs the operation now, or queues a copy of it when a group is open. */
+ncclResult_t ac_enqueue(const struct ac_op *op);
+
+/* src/core/group.c */
+bool ac_group_is_open(void);
+/* Entry points report a refused call here, so that an open group fails as a whole. */
+void ac_group_note_error(ncclResult_t res);
+/* Queues a communicator creation to run, concurrently with the others, at ncclGroupEnd. */
+typedef ncclResult_t (*ac_deferred_fn)(void *arg);
+ncclResult_t ac_group_defer(ac_deferred_fn fn, void *arg);
+
+/* src/core/exec.c: runs a list of operations to completion, all progressing together. */
+ncclResult_t ac_exec_ops(struct ac_op *ops);
+
+#endif

@@ -1,0 +1,157 @@
+/* Versions, error strings, memory allocation and buffer registration. */
+#include "common/check.h"
+#include "core/api.h"
+#include "core/comm.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+AC_API(ncclResult_t, ncclGetVersion, int *version);
+ncclResult_t ncclGetVersion(int *version)
+{
+    if (!version)
+        return AC_FAIL(ncclInvalidArgument, "version is NULL");
+    *version = NCCL_VERSION_CODE;
+    return ncclSuccess;
+}
+
+AC_EXPORT ncclResult_t anycclGetVersion(int *version)
+{
+    if (!version)
+        return AC_FAIL(ncclInvalidArgument, "version is NULL");
+    *version = ANYCCL_VERSION_CODE;
+    return ncclSuccess;
+}
+
+AC_API(const char *, ncclGetErrorString, ncclResult_t result);
+const char *ncclGetErrorString(ncclResult_t result)
+{
+    switch (result) {
+    case ncclSuccess: return "no error";
+    case ncclUnhandledCudaError: return "unhandled cuda error (run with NCCL_DEBUG=INFO for details)";
+    case ncclSystemError: return "unhandled system error (run with NCCL_DEBUG=INFO for details)";
+    case ncclInternalError: return "internal error - please report this issue to the AnyCCL developers";
+    case ncclInvalidArgument: return "invalid argument (run with NCCL_DEBUG=WARN for details)";
+    case ncclInvalidUsage: return "invalid usage (run with NCCL_DEBUG=WARN for details)";
+    case ncclRemoteError: return "remote process exited or there was a network error";
+    case ncclInProgress: return "NCCL operation in progress";
+    default: return "unknown result code";
+    }
+}
+
+AC_API(const char *, ncclGetLastError, ncclComm_t comm);
+const char *ncclGetLastError(ncclComm_t comm)
+{
+    (void)comm;
+    return ac_last_error();
+}
+
+/* Host memory, page aligned (so that it can be registered and mapped by transports). */
+AC_API(ncclResult_t, ncclMemAlloc, void **ptr, size_t size);
+ncclResult_t ncclMemAlloc(void **ptr, size_t size)
+{
+    if (!ptr)
+        return AC_FAIL(ncclInvalidArgument, "ptr is NULL");
+    if (size == 0)
+        return AC_FAIL(ncclInvalidArgument, "size is 0");
+    void *p = NULL;
+    if (posix_memalign(&p, 4096, size) != 0)
+        return AC_FAIL(ncclSystemError, "cannot allocate %zu bytes of host memory", size);
+    *ptr = p;
+    return ncclSuccess;
+}
+
+AC_API(ncclResult_t, ncclMemFree, void *ptr);
+ncclResult_t ncclMemFree(void *ptr)
+{
+    free(ptr);
+    return ncclSuccess;
+}
+
+/* A registration records the buffer; the host transports copy through their slots, so it does
+ * not change how data moves yet (docs/api.md). */
+struct ac_registration {
+    uint64_t magic;
+    struct ncclComm *comm;
+    void *buff;
+    size_t size;
+};
+#define AC_REG_MAGIC 0x7265676973746572ull
+
+AC_API(ncclResult_t, ncclCommRegister, const ncclComm_t comm, void *buff, size_t size,
+       void **handle);
+ncclResult_t ncclCommRegister(const ncclComm_t comm, void *buff, size_t size, void **handle)
+{
+    AC_CHECK(ac_comm_check_usable(comm, "comm"));
+    if (!handle)
+        return AC_FAIL(ncclInvalidArgument, "handle is NULL");
+    if (!buff && size > 0)
+        return AC_FAIL(ncclInvalidArgument, "buff is NULL with size %zu", size);
+    struct ac_registration *r = calloc(1, sizeof(*r));
+    if (!r)
+        return AC_FAIL(ncclSystemError, "out of memory");
+    *r = (struct ac_registration){AC_REG_MAGIC, comm, buff, size};
+    *handle = r;
+    return ncclSuccess;
+}
+
+AC_API(ncclResult_t, ncclCommDeregister, const ncclComm_t comm, void *handle);
+ncclResult_t ncclCommDeregister(const ncclComm_t comm, void *handle)
+{
+    AC_CHECK(ac_comm_check(comm, "comm"));
+    struct ac_registration *r = handle;
+    if (!r || r->magic != AC_REG_MAGIC || r->comm != comm)
+        return AC_FAIL(ncclInvalidArgument, "handle was not returned by ncclCommRegister on this "
+                       "communicator (or was already deregistered)");
+    r->magic = 0;
+    free(r);
+    return ncclSuccess;
+}
+
+/* Windows: a collective registration in NCCL; here each rank records its own buffer, and the
+ * ranks synchronize so that the call has NCCL's collective semantics. */
+struct ncclWindow_vidmem {
+    uint64_t magic;
+    struct ncclComm *comm;
+    void *buff;
+    size_t size;
+    int flags;
+};
+#define AC_WIN_MAGIC 0x77696e646f777321ull
+
+AC_API(ncclResult_t, ncclCommWindowRegister, ncclComm_t comm, void *buff, size_t size,
+       ncclWindow_t *win, int winFlags);
+ncclResult_t ncclCommWindowRegister(ncclComm_t comm, void *buff, size_t size, ncclWindow_t *win,
+                                    int winFlags)
+{
+    AC_CHECK(ac_comm_check_usable(comm, "comm"));
+    if (!win)
+        return AC_FAIL(ncclInvalidArgument, "win is NULL");
+    if (!buff && size > 0)
+        return AC_FAIL(ncclInvalidArgument, "buff is NULL with size %zu", size);
+    if (winFlags & ~(NCCL_WIN_DEFAULT | NCCL_WIN_COLL_SYMMETRIC))
+        return AC_FAIL(ncclInvalidArgument, "winFlags is 0x%x: unknown flags", winFlags);
+    struct ncclWindow_vidmem *w = calloc(1, sizeof(*w));
+    if (!w)
+        return AC_FAIL(ncclSystemError, "out of memory");
+    *w = (struct ncclWindow_vidmem){AC_WIN_MAGIC, comm, buff, size, winFlags};
+    ncclResult_t res = ac_bootstrap_barrier(comm->bs);
+    if (res != ncclSuccess) {
+        free(w);
+        return res;
+    }
+    *win = w;
+    return ncclSuccess;
+}
+
+AC_API(ncclResult_t, ncclCommWindowDeregister, ncclComm_t comm, ncclWindow_t win);
+ncclResult_t ncclCommWindowDeregister(ncclComm_t comm, ncclWindow_t win)
+{
+    AC_CHECK(ac_comm_check(comm, "comm"));
+    if (!win || win->magic != AC_WIN_MAGIC || win->comm != comm)
+        return AC_FAIL(ncclInvalidArgument, "win was not returned by ncclCommWindowRegister on "
+                       "this communicator (or was already deregistered)");
+    win->magic = 0;
+    free(win);
+    return ncclSuccess;
+}
