@@ -36,7 +36,7 @@ void ncclResetDebugInit(void)
     ac_log_reset();
 }
 
-/* Older NCCL releases export this name; some tools call it to re-read NCCL_DEBUG*. */
+/* NCCL 2.28's library exports this name too, though no header declares it. */
 AC_API(void, ncclResetDebugInitInternal, void);
 void ncclResetDebugInitInternal(void)
 {
