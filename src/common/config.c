@@ -206,7 +206,8 @@ static void describe_accepted(const struct row *r, char *buf, size_t len)
                  "G suffix (x1024)", r->min, r->max);
 }
 
-/* ANYCCL_X wins over NCCL_X; an empty value counts as unset. */
+/* ANYCCL_X wins over NCCL_X; an empty value counts as unset. Each field is stored once (a string
+ * stored twice would leak its first copy). */
 static void load_row(size_t i, struct config_slot *slot)
 {
     const struct row *r = &rows[i];
@@ -216,19 +217,19 @@ static void load_row(size_t i, struct config_slot *slot)
         used = r->nccl_name;
         text = getenv(r->nccl_name);
     }
-    store_value(r, r->def, &slot->cfg);
     slot->source[i] = NULL;
-    if (text == NULL || text[0] == '\0')
-        return;
-    if (store_value(r, text, &slot->cfg)) {
-        slot->source[i] = used;
-        defer(AC_LOG_INFO, "%s set by environment to %s", used, text);
-        return;
+    if (text != NULL && text[0] != '\0') {
+        if (store_value(r, text, &slot->cfg)) {
+            slot->source[i] = used;
+            defer(AC_LOG_INFO, "%s set by environment to %s", used, text);
+            return;
+        }
+        char accepted[160];
+        describe_accepted(r, accepted, sizeof(accepted));
+        defer(AC_LOG_WARN, "%s=%s is not valid: use %s; keeping the default %s", used, text,
+              accepted, r->def != NULL ? r->def : "(unset)");
     }
-    char accepted[160];
-    describe_accepted(r, accepted, sizeof(accepted));
-    defer(AC_LOG_WARN, "%s=%s is not valid: use %s; keeping the default %s", used, text, accepted,
-          r->def != NULL ? r->def : "(unset)");
+    store_value(r, r->def, &slot->cfg);
 }
 
 static void load_slot(struct config_slot *slot)

@@ -13,6 +13,9 @@
 #include <strings.h>
 #include <unistd.h>
 
+/* Read without a lock by ac_log_enabled (log.h) on every log call: written under init_mutex, the
+ * mask before the level, and the level with release ordering. A reader racing a re-init may see
+ * the old mask with the new level for one call, which is harmless. */
 int ac_log_level_now = -1;
 uint64_t ac_log_subsys_mask;
 
@@ -113,9 +116,15 @@ static void expand_file_name(const char *pattern, char *out, size_t out_len)
     out[n] = '\0';
 }
 
+/* Read at the first initialization only: writers read host_name without a lock, so a re-init
+ * (ac_log_reset) must not rewrite it under them. */
 static void read_host_name(void)
 {
+    static bool has_host_name;
     char buf[256];
+    if (has_host_name)
+        return;
+    has_host_name = true;
     if (gethostname(buf, sizeof(buf)) != 0)
         return;
     buf[HOST_MAX - 1] = '\0';

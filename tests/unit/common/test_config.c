@@ -151,13 +151,13 @@ Test(config, strings_and_anyccl_only_names)
 {
     setenv("NCCL_COMM_ID", "10.0.0.1:5000", 1);
     setenv("ANYCCL_SHM_DIR", "/tmp", 1);
-    setenv("ANYCCL_DEBUG", "INFO", 1);
+    setenv("ANYCCL_DEBUG", "warn", 1);
     setenv("ANYCCL_INIT_TIMEOUT", "5", 1);
     ac_config_reload();
     const struct ac_config *c = ac_config_get();
     cr_expect_str_eq(c->comm_id, "10.0.0.1:5000");
     cr_expect_str_eq(c->shm_dir, "/tmp");
-    cr_expect_str_eq(c->debug, "INFO");
+    cr_expect_str_eq(c->debug, "warn");
     cr_expect_eq(c->init_timeout_s, 5);
 }
 
