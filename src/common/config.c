@@ -21,19 +21,25 @@ struct row {
     const char *name;      /* ANYCCL_X: wins when set */
     const char *nccl_name; /* NCCL_X honoured for compatibility, or NULL */
     enum row_type type;
-    const char *def;       /* default, written as a user would write it; NULL: unset */
-    size_t offset;         /* of the field in struct ac_config */
-    int64_t min, max;      /* accepted range (ROW_INT64 only) */
+    const char *def;  /* default, written as a user would write it; NULL: unset */
+    size_t offset;    /* of the field in struct ac_config */
+    int64_t min, max; /* accepted range (ROW_INT64 only) */
     const char *meaning;
 };
 
 #define OFF(field) offsetof(struct ac_config, field)
-#define STR_ROW(name, nccl, def, field, meaning)                                               \
-    {name, nccl, ROW_STRING, def, OFF(field), 0, 0, meaning}
-#define BOOL_ROW(name, nccl, def, field, meaning)                                              \
-    {name, nccl, ROW_BOOL, def, OFF(field), 0, 1, meaning}
+#define STR_ROW(name, nccl, def, field, meaning)                                                   \
+    {                                                                                              \
+        name, nccl, ROW_STRING, def, OFF(field), 0, 0, meaning                                     \
+    }
+#define BOOL_ROW(name, nccl, def, field, meaning)                                                  \
+    {                                                                                              \
+        name, nccl, ROW_BOOL, def, OFF(field), 0, 1, meaning                                       \
+    }
 #define INT_ROW(name, nccl, def, field, min, max, meaning)                                         \
-    {name, nccl, ROW_INT64, def, OFF(field), min, max, meaning}
+    {                                                                                              \
+        name, nccl, ROW_INT64, def, OFF(field), min, max, meaning                                  \
+    }
 
 static const struct row rows[] = {
     STR_ROW("ANYCCL_DEBUG", "NCCL_DEBUG", NULL, debug,
@@ -157,10 +163,17 @@ static bool parse_int64(const char *s, int64_t *out)
         return false;
     int shift = 0;
     switch (toupper((unsigned char)*end)) {
-    case 'K': shift = 10; break;
-    case 'M': shift = 20; break;
-    case 'G': shift = 30; break;
-    default: break;
+    case 'K':
+        shift = 10;
+        break;
+    case 'M':
+        shift = 20;
+        break;
+    case 'G':
+        shift = 30;
+        break;
+    default:
+        break;
     }
     if (shift != 0)
         end++;
@@ -202,8 +215,10 @@ static void describe_accepted(const struct row *r, char *buf, size_t len)
     if (r->type == ROW_BOOL)
         snprintf(buf, len, "0, 1, true, false, yes or no");
     else
-        snprintf(buf, len, "an integer from %" PRId64 " to %" PRId64 ", optionally with a K, M or "
-                 "G suffix (x1024)", r->min, r->max);
+        snprintf(buf, len,
+                 "an integer from %" PRId64 " to %" PRId64 ", optionally with a K, M or "
+                 "G suffix (x1024)",
+                 r->min, r->max);
 }
 
 /* ANYCCL_X wins over NCCL_X; an empty value counts as unset. Each field is stored once (a string

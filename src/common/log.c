@@ -40,12 +40,23 @@ static const struct {
     const char *name;
     uint64_t mask;
 } subsys_names[] = {
-    {"INIT", AC_SUB_INIT},       {"COLL", AC_SUB_COLL},   {"P2P", AC_SUB_P2P},
-    {"SHM", AC_SUB_SHM},         {"NET", AC_SUB_NET},     {"GRAPH", AC_SUB_GRAPH},
-    {"TUNING", AC_SUB_TUNING},   {"ENV", AC_SUB_ENV},     {"ALLOC", AC_SUB_ALLOC},
-    {"CALL", AC_SUB_CALL},       {"PROXY", AC_SUB_PROXY}, {"NVLS", AC_SUB_NVLS},
-    {"BOOTSTRAP", AC_SUB_BOOTSTRAP}, {"REG", AC_SUB_REG}, {"PROFILE", AC_SUB_PROFILE},
-    {"RAS", AC_SUB_RAS},         {"ALL", (uint64_t)AC_SUB_ALL},
+    {"INIT", AC_SUB_INIT},
+    {"COLL", AC_SUB_COLL},
+    {"P2P", AC_SUB_P2P},
+    {"SHM", AC_SUB_SHM},
+    {"NET", AC_SUB_NET},
+    {"GRAPH", AC_SUB_GRAPH},
+    {"TUNING", AC_SUB_TUNING},
+    {"ENV", AC_SUB_ENV},
+    {"ALLOC", AC_SUB_ALLOC},
+    {"CALL", AC_SUB_CALL},
+    {"PROXY", AC_SUB_PROXY},
+    {"NVLS", AC_SUB_NVLS},
+    {"BOOTSTRAP", AC_SUB_BOOTSTRAP},
+    {"REG", AC_SUB_REG},
+    {"PROFILE", AC_SUB_PROFILE},
+    {"RAS", AC_SUB_RAS},
+    {"ALL", (uint64_t)AC_SUB_ALL},
 };
 
 static const char *const level_names[] = {"NONE", "VERSION", "WARN", "INFO", "ABORT", "TRACE"};
@@ -181,11 +192,13 @@ static void report_problems(const struct init_problems *pb)
 {
     if (pb->bad_level != NULL)
         AC_WARN("NCCL_DEBUG=%s is not a level: use VERSION, WARN, INFO, ABORT or TRACE; "
-                "logging at WARN", pb->bad_level);
+                "logging at WARN",
+                pb->bad_level);
     if (pb->bad_subsys[0] != '\0')
         AC_WARN("NCCL_DEBUG_SUBSYS: unknown subsystem '%s' ignored; known: INIT, COLL, P2P, SHM, "
                 "NET, GRAPH, TUNING, ENV, ALLOC, CALL, PROXY, NVLS, BOOTSTRAP, REG, PROFILE, RAS, "
-                "ALL (a leading ^ excludes)", pb->bad_subsys);
+                "ALL (a leading ^ excludes)",
+                pb->bad_subsys);
     if (pb->bad_file[0] != '\0')
         AC_WARN("NCCL_DEBUG_FILE: cannot open %s for writing; logging to stdout", pb->bad_file);
 }
@@ -223,8 +236,7 @@ void ac_log_set_rank(int rank)
 
 /* "host:pid:tid [rank] NCCL INFO msg"; WARN and TRACE add file:line before "NCCL", as NCCL's
  * WARN lines do. VERSION lines are labelled INFO, as NCCL prints its version line at INFO. */
-static int format_prefix(char *buf, size_t len, enum ac_log_level level, const char *file,
-                         int line)
+static int format_prefix(char *buf, size_t len, enum ac_log_level level, const char *file, int line)
 {
     char rank[16] = "-";
     if (thread_rank >= 0)

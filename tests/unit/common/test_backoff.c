@@ -48,9 +48,9 @@ Test(backoff, sleeps_grow_to_100us)
 {
     setenv("ANYCCL_SPIN_COUNT", "0", 1);
     ac_config_reload();
-    cr_expect_geq(time_one_poll(1000), 1000);          /* first sleep: 1 us */
-    cr_expect_geq(time_one_poll(1000 + 4 * 3), 8000);  /* 1 us << 3 */
-    cr_expect_geq(time_one_poll(1000 + 4 * 6), 64000); /* 1 us << 6 */
+    cr_expect_geq(time_one_poll(1000), 1000);           /* first sleep: 1 us */
+    cr_expect_geq(time_one_poll(1000 + 4 * 3), 8000);   /* 1 us << 3 */
+    cr_expect_geq(time_one_poll(1000 + 4 * 6), 64000);  /* 1 us << 6 */
     cr_expect_geq(time_one_poll(1000 + 4 * 7), 100000); /* capped at 100 us */
     cr_expect_geq(time_one_poll(5000000), 100000);
 }

@@ -50,7 +50,7 @@ struct bool_case {
 ParameterizedTestParameters(config, bool_values)
 {
     static struct bool_case cases[] = {
-        {"1", true},   {"0", false},  {"true", true}, {"false", false}, {"yes", true},
+        {"1", true},   {"0", false},   {"true", true}, {"false", false}, {"yes", true},
         {"no", false}, {"TRUE", true}, {"No", false},  {"YES", true},
     };
     return cr_make_param_array(struct bool_case, cases, sizeof(cases) / sizeof(cases[0]));
@@ -80,16 +80,16 @@ ParameterizedTestParameters(config, int_values)
         {"1G", 1LL << 30},
         {"1024", 1024},
         {"+2048", 2048},
-        {"abc", 4194304},         /* garbage */
-        {"8MB", 4194304},         /* trailing garbage */
-        {"12 ", 4194304},         /* trailing space */
-        {"0x100", 4194304},       /* not decimal */
-        {"1023", 4194304},        /* below the minimum */
-        {"2G", 4194304},          /* above the maximum */
-        {"-1", 4194304},          /* negative */
+        {"abc", 4194304},                  /* garbage */
+        {"8MB", 4194304},                  /* trailing garbage */
+        {"12 ", 4194304},                  /* trailing space */
+        {"0x100", 4194304},                /* not decimal */
+        {"1023", 4194304},                 /* below the minimum */
+        {"2G", 4194304},                   /* above the maximum */
+        {"-1", 4194304},                   /* negative */
         {"99999999999999999999", 4194304}, /* overflows int64 */
         {"9007199254740992G", 4194304},    /* overflows once scaled */
-        {"", 4194304},            /* empty counts as unset */
+        {"", 4194304},                     /* empty counts as unset */
     };
     return cr_make_param_array(struct int_case, cases, sizeof(cases) / sizeof(cases[0]));
 }
@@ -191,7 +191,8 @@ Test(config, malformed_value_is_warned)
     cr_assert_not_null(text);
     cr_expect_not_null(strstr(text, "NCCL WARN ANYCCL_NSLOTS=abc is not valid: use an integer from "
                                     "1 to 64, optionally with a K, M or G suffix (x1024); keeping "
-                                    "the default 8\n"), "log was: %s", text);
+                                    "the default 8\n"),
+                       "log was: %s", text);
     cr_expect_not_null(strstr(text, "NCCL WARN marker\n"));
     free(text);
 }
@@ -224,11 +225,11 @@ static char *capture(void (*print)(FILE *))
 }
 
 static const char *const all_names[] = {
-    "ANYCCL_DEBUG", "ANYCCL_DEBUG_SUBSYS", "ANYCCL_DEBUG_FILE", "ANYCCL_COMM_ID",
-    "ANYCCL_SOCKET_IFNAME", "ANYCCL_SOCKET_FAMILY", "ANYCCL_INIT_TIMEOUT", "ANYCCL_TIMEOUT",
-    "ANYCCL_SHM_DISABLE", "ANYCCL_P2P_DISABLE", "ANYCCL_SHM_DIR", "ANYCCL_BUFFSIZE",
-    "ANYCCL_NSLOTS", "ANYCCL_SOCKET_NTHREADS", "ANYCCL_ALGO", "ANYCCL_PROTO",
-    "ANYCCL_MIN_NCHANNELS", "ANYCCL_MAX_NCHANNELS", "ANYCCL_SPIN_COUNT", "ANYCCL_PEER_CHECK_MS",
+    "ANYCCL_DEBUG",         "ANYCCL_DEBUG_SUBSYS",    "ANYCCL_DEBUG_FILE",   "ANYCCL_COMM_ID",
+    "ANYCCL_SOCKET_IFNAME", "ANYCCL_SOCKET_FAMILY",   "ANYCCL_INIT_TIMEOUT", "ANYCCL_TIMEOUT",
+    "ANYCCL_SHM_DISABLE",   "ANYCCL_P2P_DISABLE",     "ANYCCL_SHM_DIR",      "ANYCCL_BUFFSIZE",
+    "ANYCCL_NSLOTS",        "ANYCCL_SOCKET_NTHREADS", "ANYCCL_ALGO",         "ANYCCL_PROTO",
+    "ANYCCL_MIN_NCHANNELS", "ANYCCL_MAX_NCHANNELS",   "ANYCCL_SPIN_COUNT",   "ANYCCL_PEER_CHECK_MS",
 };
 #define NNAMES (sizeof(all_names) / sizeof(all_names[0]))
 
@@ -256,7 +257,8 @@ Test(config, print_shows_value_source_and_default)
     ac_config_reload();
     char *text = capture(ac_config_print);
     cr_expect_not_null(strstr(text, "ANYCCL_BUFFSIZE (or NCCL_BUFFSIZE) = 8388608  [set by "
-                                    "NCCL_BUFFSIZE; default 4194304]\n"), "%s", text);
+                                    "NCCL_BUFFSIZE; default 4194304]\n"),
+                       "%s", text);
     cr_expect_not_null(strstr(text, "ANYCCL_NSLOTS = 8  [default]\n"));
     free(text);
 }

@@ -91,17 +91,16 @@ ParameterizedTestParameters(log, masks)
         {"^INIT", ~(uint64_t)0x1},
         {"^INIT,SHM", ~(uint64_t)(0x1 | 0x8)},
         {"^ALL", 0},
-        {"foo,SHM", 0x8},                  /* unknown names are ignored */
-        {"P2P,,GRAPH,", 0x4 | 0x20},       /* empty items too */
+        {"foo,SHM", 0x8},            /* unknown names are ignored */
+        {"P2P,,GRAPH,", 0x4 | 0x20}, /* empty items too */
         {"TUNING,ENV,ALLOC,CALL", 0x40 | 0x80 | 0x100 | 0x200},
         {"PROXY,NVLS,REG", 0x400 | 0x800 | 0x2000},
-        {"", 0x1 | 0x1000 | 0x80},         /* empty counts as unset: INIT,BOOTSTRAP,ENV */
+        {"", 0x1 | 0x1000 | 0x80}, /* empty counts as unset: INIT,BOOTSTRAP,ENV */
     };
     return cr_make_param_array(struct mask_case, cases, sizeof(cases) / sizeof(cases[0]));
 }
 
-ParameterizedTest(struct mask_case *mc, log, masks, .init = setup, .fini = teardown,
-                  .timeout = 10)
+ParameterizedTest(struct mask_case *mc, log, masks, .init = setup, .fini = teardown, .timeout = 10)
 {
     apply("INFO", mc->text);
     cr_expect_eq(ac_log_subsys_mask, mc->expected, "NCCL_DEBUG_SUBSYS=%s: got %#llx", mc->text,
@@ -187,7 +186,8 @@ Test(log, unwritable_file_falls_back_to_stdout, .init = cr_redirect_stdout)
     size_t n = fread(buf, 1, sizeof(buf) - 1, cr_get_redirected_stdout());
     buf[n] = '\0';
     cr_expect_not_null(strstr(buf, "NCCL WARN NCCL_DEBUG_FILE: cannot open /nonexistent-dir/ac.log "
-                                   "for writing; logging to stdout\n"), "stdout: %s", buf);
+                                   "for writing; logging to stdout\n"),
+                       "stdout: %s", buf);
     cr_expect_not_null(strstr(buf, "NCCL WARN still visible\n"));
 }
 
@@ -229,7 +229,8 @@ Test(log, concurrent_lines_stay_whole)
         nlines++;
         cr_expect_not_null(strstr(line, " NCCL WARN line "), "mixed line: %s", line);
         cr_expect_not_null(strstr(line, "of a thread, padded to make the lines longer than a few "
-                                        "words"), "mixed line: %s", line);
+                                        "words"),
+                           "mixed line: %s", line);
     }
     cr_expect_eq(nlines, NTHREADS * NLINES);
     free(text);
