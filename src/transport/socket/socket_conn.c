@@ -50,6 +50,7 @@ struct sock_conn {
     uint64_t tail;               /* sender: fully written; receiver: released */
     size_t cur_done;             /* bytes of [header][payload] moved for the current slot */
     uint64_t cur_hdr;            /* receiver: the header being read */
+    bool is_peer_closed;         /* receiver: EOF seen between two slots */
 };
 
 static int64_t timeout_s(void)
@@ -299,7 +300,14 @@ static ncclResult_t progress_recv(struct ac_conn *conn)
         size_t i = sc->head % (uint64_t)conn->nslots, got;
         int err = 0;
         if (sc->cur_done < sizeof(uint64_t)) {
+            bool is_boundary = sc->cur_done == 0;
             err = ac_socket_recv_some(&sc->sock, &sc->cur_hdr, sizeof(uint64_t), &sc->cur_done);
+            /* A peer that sent everything and closed is not an error until a slot is missing:
+             * it may have finished the collective and destroyed its communicator already. */
+            if (err == AC_SOCKET_CLOSED && is_boundary && sc->cur_done == 0) {
+                sc->is_peer_closed = true;
+                return ncclSuccess;
+            }
             if (err != 0)
                 return io_fail(conn, err);
             if (sc->cur_done < sizeof(uint64_t))
@@ -326,7 +334,12 @@ static ncclResult_t progress_recv(struct ac_conn *conn)
 
 static ncclResult_t sock_progress(struct ac_conn *conn)
 {
-    return conn->is_send ? progress_send(conn) : progress_recv(conn);
+    struct sock_conn *sc = conn->priv;
+    if (conn->is_send)
+        return progress_send(conn);
+    if (sc->is_peer_closed)
+        return sc->tail == sc->head ? io_fail(conn, AC_SOCKET_CLOSED) : ncclSuccess;
+    return progress_recv(conn);
 }
 
 static ncclResult_t sock_recv_slot(struct ac_conn *conn, const void **slot_out, size_t *bytes_out)
