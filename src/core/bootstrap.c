@@ -194,25 +194,31 @@ ncclResult_t ac_bootstrap_create_root(ncclUniqueId *id_out)
     struct ac_unique_id id = {.magic = AC_UNIQUE_ID_MAGIC, .version = AC_BOOTSTRAP_VERSION};
     const char *comm_id = ac_config_get()->comm_id;
     char str[AC_SOCKADDR_STRLEN];
-    if (comm_id != NULL && *comm_id != '\0') {
-        AC_CHECK(ac_socket_addr_parse(comm_id, &id.root));
-        id.secret = derived_secret(&id.root, SALT_SECRET);
-        id.id_hash = derived_secret(&id.root, SALT_HASH);
-        AC_INFO(AC_SUB_INIT | AC_SUB_BOOTSTRAP,
-                "bootstrap: NCCL_COMM_ID=%s: rank 0 will run the root at %s", comm_id,
-                ac_socket_addr_str(&id.root, str, sizeof(str)));
-        ac_unique_id_encode(&id, id_out);
-        return ncclSuccess;
-    }
+    if (comm_id == NULL || *comm_id == '\0')
+        return ac_bootstrap_create_private_root(id_out);
+    AC_CHECK(ac_socket_addr_parse(comm_id, &id.root));
+    id.secret = derived_secret(&id.root, SALT_SECRET);
+    id.id_hash = derived_secret(&id.root, SALT_HASH);
+    AC_INFO(AC_SUB_INIT | AC_SUB_BOOTSTRAP, "bootstrap: NCCL_COMM_ID=%s: rank 0 will run the root "
+            "at %s", comm_id, ac_socket_addr_str(&id.root, str, sizeof(str)));
+    ac_unique_id_encode(&id, id_out);
+    return ncclSuccess;
+}
+
+ncclResult_t ac_bootstrap_create_private_root(ncclUniqueId *id_out)
+{
+    struct ac_unique_id id = {.magic = AC_UNIQUE_ID_MAGIC, .version = AC_BOOTSTRAP_VERSION};
     uint64_t rnd[2];
     if (getrandom(rnd, sizeof(rnd), 0) != (ssize_t)sizeof(rnd))
         return AC_SYSFAIL("getrandom (the unique id's secret)");
     id.secret = rnd[0];
     id.id_hash = rnd[1];
-    struct sockaddr_storage local;
-    AC_CHECK(ac_socket_pick_addr(NULL, &local, NULL, 0));
-    if (id.secret == derived_secret(&local, SALT_SECRET))
-        id.secret ^= 1;
+    /* With NCCL_COMM_ID, the interface that reaches it: the one the job's ranks use. */
+    const char *comm_id = ac_config_get()->comm_id;
+    struct sockaddr_storage local, comm_addr;
+    bool has_comm_addr = comm_id != NULL && *comm_id != '\0' &&
+                         ac_socket_addr_parse(comm_id, &comm_addr) == ncclSuccess;
+    AC_CHECK(ac_socket_pick_addr(has_comm_addr ? &comm_addr : NULL, &local, NULL, 0));
     AC_CHECK(ac_bootstrap_root_start(&local, id.secret, NULL, &id.root));
     if (is_comm_id_style(&id))   /* the port is known only now */
         return AC_FAIL(ncclInternalError, "bootstrap: random secret collided; call again");

@@ -31,6 +31,9 @@ ncclResult_t ac_unique_id_decode(const ncclUniqueId *in, struct ac_unique_id *ou
 
 /* ncclGetUniqueId: picks the interface (NCCL_SOCKET_IFNAME, NCCL_COMM_ID), starts the root thread. */
 ncclResult_t ac_bootstrap_create_root(ncclUniqueId *id_out);
+/* The same with a fresh root on an ephemeral port whatever NCCL_COMM_ID says: for ids the library
+ * makes for itself (ncclCommSplit, ncclCommShrink), which must not all share the one address. */
+ncclResult_t ac_bootstrap_create_private_root(ncclUniqueId *id_out);
 
 struct ac_bootstrap;
 

@@ -265,7 +265,7 @@ Test(bootstrap, comm_id_rank0_runs_the_root, .timeout = 10)
         cr_assert_eq(ac_bootstrap_create_root(&ids[r]), ncclSuccess);
     cr_assert_eq(memcmp(&ids[0], &ids[1], sizeof(ids[0])), 0);
     struct rank_arg args[3];
-    pthread_t th[3];
+    pthread_t th[4];
     for (int r = 2; r >= 0; r--) {   /* rank 0 last: the others retry until the root is up */
         args[r] = (struct rank_arg){.id = ids[r], .rank = r, .nranks = 3, .is_exchange = true,
                                     .p2p_bytes = 8};
@@ -274,6 +274,24 @@ Test(bootstrap, comm_id_rank0_runs_the_root, .timeout = 10)
     for (int r = 0; r < 3; r++)
         pthread_join(th[r], NULL);
     expect_all_ok(args, 3);
+
+    /* ids the library makes for itself (split, shrink) get their own roots */
+    for (int r = 0; r < 2; r++)
+        cr_assert_eq(ac_bootstrap_create_private_root(&ids[r]), ncclSuccess);
+    cr_assert_neq(memcmp(&ids[0], &ids[1], sizeof(ids[0])), 0);
+    struct rank_arg a1[2], a2[2];
+    for (int r = 0; r < 2; r++) {
+        a1[r] = (struct rank_arg){.id = ids[0], .rank = r, .nranks = 2, .is_exchange = true,
+                                  .p2p_bytes = 8};
+        a2[r] = (struct rank_arg){.id = ids[1], .rank = r, .nranks = 2, .is_exchange = true,
+                                  .p2p_bytes = 8};
+        pthread_create(&th[r], NULL, rank_main, &a1[r]);
+        pthread_create(&th[2 + r], NULL, rank_main, &a2[r]);
+    }
+    for (int i = 0; i < 4; i++)
+        pthread_join(th[i], NULL);
+    expect_all_ok(a1, 2);
+    expect_all_ok(a2, 2);
 }
 
 Test(bootstrap, abort_flag_ends_recv, .timeout = 10)
