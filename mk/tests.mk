@@ -15,7 +15,7 @@ $(BUILD)/tests/unit/%: tests/unit/%.c $(LIB_A)
 $(BUILD)/tests/integration/%: tests/integration/%.c $(TESTLIB_SRCS) $(wildcard tests/lib/*.h) $(LIB_SO) $(LIB_LINKS)
 	@mkdir -p $(dir $@)
 	@$(if $(Q),echo "  ITEST   $@")
-	$(Q)$(CC) -Iinclude -Itests/lib -std=gnu11 $(OPT) -g $(WARN) $(SAN_FLAGS) -pthread -o $@ $< $(TESTLIB_SRCS) \
+	$(Q)$(CC) -Iinclude -Itests/lib -D_GNU_SOURCE -std=gnu11 $(OPT) -g $(WARN) $(SAN_FLAGS) -pthread -o $@ $< $(TESTLIB_SRCS) \
 		-L$(BUILD)/lib -lanyccl -Wl,-rpath,'$$ORIGIN/../../lib' $(LDFLAGS_ALL) -lm
 
 .PHONY: unit-tests integration-tests test-build

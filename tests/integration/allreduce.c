@@ -1,0 +1,179 @@
+/* ncclAllReduce through the public API: every type x every operator (premulsum included) at counts
+ * 0, 1, 7 and 1000, in place and out of place; 1M+3 elements for a few type/op pairs; 1000
+ * back-to-back small calls. Run on 1, 2, 3, 4 and 8 processes over shared memory and over TCP
+ * (NCCL_SHM_DISABLE=1), as threads, and with ncclCommInitAll. Results are compared exactly on
+ * every rank (tests/lib/expect.h explains why that is possible for fp8 and bf16). */
+#include "expect.h"
+#include "launcher.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define BIG_COUNT ((size_t)(1 << 20) + 3)
+#define NBACK_TO_BACK 1000
+#define BACK_TO_BACK_COUNT 64
+
+struct plan {
+    bool has_all_types;   /* else float, bf16, f8e4m3 and int32 only */
+    bool has_big;
+    bool has_back_to_back;
+};
+
+static const struct plan full_plan = {true, true, true};
+static const struct plan thread_plan = {false, false, true};
+
+struct big_case {
+    ncclDataType_t type;
+    enum tl_op op;
+    bool is_inplace;
+};
+
+static const struct big_case big_cases[] = {
+    {ncclFloat32, TL_SUM, false},
+    {ncclBfloat16, TL_SUM, true},
+    {ncclInt8, TL_SUM, false},
+    {ncclFloat32, TL_PREMULSUM, true},
+};
+
+/* One allreduce, checked: the result on this rank, and the send buffer left untouched. Returns 0,
+ * CHECK_WRONG for a wrong result (the ranks are still in step), CHECK_ERROR when a call failed. */
+#define CHECK_WRONG 1
+#define CHECK_ERROR 2
+static int check_one(struct tl_ctx *ctx, ncclDataType_t type, enum tl_op op, size_t count,
+                     bool is_inplace, unsigned seed)
+{
+    size_t bytes = count * tl_type_size(type);
+    char *send = malloc(bytes ? bytes : 1);
+    char *recv = malloc(bytes ? bytes : 1);
+    char why[256] = "";
+    int rc = CHECK_ERROR;
+    ncclRedOp_t nop;
+    if (!send || !recv) {
+        tl_failf(ctx, "malloc of %zu bytes failed", bytes);
+        goto out_free;
+    }
+    if (!tl_ok(ctx, tl_op_create(op, type, ctx->comm, &nop), "ncclRedOpCreatePreMulSum"))
+        goto out_free;
+    tl_fill(is_inplace ? recv : send, count, type, op, ctx->rank, ctx->nranks, seed);
+    if (!is_inplace)
+        tl_poison(recv, bytes);
+    char what[160];
+    snprintf(what, sizeof(what), "allreduce %s %s count %zu %s", tl_type_name(type),
+             tl_op_name(op), count, is_inplace ? "in-place" : "out-of-place");
+    if (!tl_ok(ctx, ncclAllReduce(is_inplace ? recv : send, recv, count, type, nop, ctx->comm,
+                                  NULL), what))
+        goto out_op;
+    rc = CHECK_WRONG;
+    if (tl_check(recv, count, type, op, ctx->nranks, seed, why, sizeof(why))) {
+        tl_failf(ctx, "%s: %s", what, why);
+        goto out_op;
+    }
+    if (!is_inplace && count <= 1000) {
+        tl_fill(recv, count, type, op, ctx->rank, ctx->nranks, seed);
+        if (memcmp(send, recv, bytes) != 0) {
+            tl_failf(ctx, "%s: the send buffer was modified", what);
+            goto out_op;
+        }
+    }
+    rc = 0;
+out_op:
+    if (!tl_ok(ctx, tl_op_destroy(op, nop, ctx->comm), "ncclRedOpDestroy"))
+        rc = CHECK_ERROR;
+out_free:
+    free(send);
+    free(recv);
+    return rc;
+}
+
+static bool is_reduced_type(ncclDataType_t type)
+{
+    return type == ncclFloat32 || type == ncclBfloat16 || type == ncclFloat8e4m3 ||
+           type == ncclInt32;
+}
+
+/* Wrong results are recorded and the matrix goes on (every rank still makes every call, so the
+ * ranks stay in step); a call that returns an error stops the body. */
+static int run_matrix(struct tl_ctx *ctx, const struct plan *p, unsigned *seed, int *nbad)
+{
+    static const size_t counts[] = {0, 1, 7, 1000};
+    for (size_t t = 0; t < tl_ntypes; t++) {
+        ncclDataType_t type = tl_all_types[t];
+        if (!p->has_all_types && !is_reduced_type(type))
+            continue;
+        for (int op = 0; op < TL_OP_COUNT; op++) {
+            for (size_t c = 0; c < sizeof(counts) / sizeof(counts[0]); c++) {
+                for (int is_inplace = 0; is_inplace <= 1; is_inplace++) {
+                    int r = check_one(ctx, type, op, counts[c], is_inplace, (*seed)++);
+                    *nbad += r != 0;
+                    if (r == CHECK_ERROR || *nbad > 20)
+                        return 1;
+                }
+            }
+        }
+    }
+    return 0;
+}
+
+static int run_back_to_back(struct tl_ctx *ctx, unsigned *seed)
+{
+    float *send = malloc(BACK_TO_BACK_COUNT * sizeof(float) * (NBACK_TO_BACK + 1));
+    if (!send) {
+        tl_failf(ctx, "malloc failed");
+        return 1;
+    }
+    /* Each call gets its own output slice, checked only after all calls: a call that returned
+     * before its result was complete, or wrote a neighbour's slice, shows up. */
+    float *recv = send + BACK_TO_BACK_COUNT;
+    unsigned first = *seed;
+    tl_fill(send, BACK_TO_BACK_COUNT, ncclFloat32, TL_SUM, ctx->rank, ctx->nranks, first);
+    for (int k = 0; k < NBACK_TO_BACK; k++) {
+        if (!tl_ok(ctx, ncclAllReduce(send, recv + (size_t)k * BACK_TO_BACK_COUNT,
+                                      BACK_TO_BACK_COUNT, ncclFloat32, ncclSum, ctx->comm, NULL),
+                   "back-to-back allreduce")) {
+            free(send);
+            return 1;
+        }
+    }
+    int rc = 0;
+    char why[256];
+    for (int k = 0; k < NBACK_TO_BACK && rc == 0; k++) {
+        if (tl_check(recv + (size_t)k * BACK_TO_BACK_COUNT, BACK_TO_BACK_COUNT, ncclFloat32,
+                     TL_SUM, ctx->nranks, first, why, sizeof(why))) {
+            tl_failf(ctx, "back-to-back allreduce %d of %d: %s", k, NBACK_TO_BACK, why);
+            rc = 1;
+        }
+    }
+    (*seed)++;
+    free(send);
+    return rc;
+}
+
+static int allreduce_body(struct tl_ctx *ctx)
+{
+    const struct plan *p = ctx->arg;
+    unsigned seed = 1;
+    int nbad = 0;
+    if (run_matrix(ctx, p, &seed, &nbad) != 0)
+        return 1;
+    for (size_t i = 0; p->has_big && i < sizeof(big_cases) / sizeof(big_cases[0]); i++) {
+        const struct big_case *b = &big_cases[i];
+        int r = check_one(ctx, b->type, b->op, BIG_COUNT, b->is_inplace, seed++);
+        if (r == CHECK_ERROR)
+            return 1;
+        nbad += r != 0;
+    }
+    if (p->has_back_to_back && run_back_to_back(ctx, &seed) != 0)
+        return 1;
+    return nbad ? 1 : 0;
+}
+
+int main(int argc, char **argv)
+{
+    struct tl_case cases[32];
+    size_t n = tl_standard_cases(cases, 32, "allreduce", allreduce_body, &full_plan, 300);
+    for (size_t i = 0; i < n; i++)
+        if (cases[i].mode != TL_PROCS)
+            cases[i].arg = &thread_plan;
+    return tl_main(argc, argv, cases, n);
+}
