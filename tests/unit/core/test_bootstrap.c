@@ -6,6 +6,7 @@
 #include "common/time.h"
 #include "core/bootstrap.h"
 #include "core/bootstrap_wire.h"
+#include "../common/common_test_env.h"
 
 #include <criterion/criterion.h>
 #include <pthread.h>
@@ -17,6 +18,15 @@
 #define MAX_RANKS 8
 #define BLOCK 100
 #define NTAGS 4
+
+/* No NCCL_COMM_ID, NCCL_SOCKET_* or timeouts from the caller's environment. */
+static void fresh_env(void)
+{
+    test_clean_env();
+    ac_config_reload();
+}
+
+TestSuite(bootstrap, .init = fresh_env);
 
 struct rank_arg {
     ncclUniqueId id;
