@@ -21,13 +21,16 @@ $(BUILD)/tests/integration/%: tests/integration/%.c $(TESTLIB_SRCS) $(wildcard t
 .PHONY: unit-tests integration-tests test-build
 test-build: all $(UNIT_BINS) $(INTEG_BINS)
 
+# ASAN_QUICK=1: integration cases marked slow are skipped (see .ci/run and tests/lib/launcher.h).
+ASAN_QUICK ?= 0
+
 test: deps
 	$(Q)$(MAKE) --no-print-directory test-build
-	$(Q)BUILD=$(BUILD) tests/run.sh
+	$(Q)BUILD=$(BUILD) ASAN_QUICK=$(ASAN_QUICK) tests/run.sh
 
 deps:
 	$(Q)scripts/install-deps.sh
 
 asan:
-	$(Q)$(MAKE) --no-print-directory BUILD=build-asan OPT=-O1 \
+	$(Q)$(MAKE) --no-print-directory BUILD=build-asan OPT=-O1 ASAN_QUICK=$(ASAN_QUICK) \
 		SAN_FLAGS="-fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=undefined" test
