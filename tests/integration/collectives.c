@@ -3,9 +3,6 @@
  * stream: every type, every op, counts 0/1/odd, out-of-place and in-place as NCCL defines it, roots
  * 0 and last, on 1-8 ranks over shared memory and TCP. Outputs start as sentinel with guards on both
  * sides, so writes out of bounds or where NCCL says a buffer is unused are caught. */
-#ifndef _GNU_SOURCE
-#define _GNU_SOURCE /* asprintf */
-#endif
 #include "coll_expect.h"
 #include "launcher.h"
 
@@ -347,9 +344,12 @@ out:
 
 #define MAX_SWEEP 64
 
-static int finish(int nbad, int rc)
+/* After an API error the ranks are out of step: no barrier then, the launcher aborts. */
+static int finish_body(const struct tl_ctx *ctx, int nbad, int rc)
 {
-    return rc < 0 || nbad > 0 ? 1 : 0;
+    if (rc < 0 || !tl_ok(ctx, ce_barrier(ctx->comm), "final barrier (1-int allreduce)"))
+        return 1;
+    return nbad > 0;
 }
 
 static int body_allgather(struct tl_ctx *ctx)
@@ -360,7 +360,7 @@ static int body_allgather(struct tl_ctx *ctx)
     for (size_t i = 0; i < ntc && rc >= 0; i++)
         for (int inplace = 0; inplace <= 1 && rc >= 0; inplace++)
             nbad += (rc = one_allgather(ctx, &tcs[i], inplace)) > 0;
-    return finish(nbad, rc);
+    return finish_body(ctx, nbad, rc);
 }
 
 static int body_reduce_scatter(struct tl_ctx *ctx)
@@ -372,7 +372,7 @@ static int body_reduce_scatter(struct tl_ctx *ctx)
         for (int o = 0; o < ce_nops && rc >= 0; o++)
             for (int inplace = 0; inplace <= 1 && rc >= 0 && is_op_swept(&tcs[i], o); inplace++)
                 nbad += (rc = one_reduce_scatter(ctx, &tcs[i], ce_all_ops[o], inplace)) > 0;
-    return finish(nbad, rc);
+    return finish_body(ctx, nbad, rc);
 }
 
 static int body_broadcast(struct tl_ctx *ctx)
@@ -384,7 +384,7 @@ static int body_broadcast(struct tl_ctx *ctx)
         for (int ri = 0; ri < 2 && rc >= 0; ri++)
             for (int k = 0; k < BCAST_KIND_COUNT && rc >= 0; k++)
                 nbad += (rc = one_broadcast(ctx, &tcs[i], roots[ri], k)) > 0;
-    return finish(nbad, rc);
+    return finish_body(ctx, nbad, rc);
 }
 
 static int body_reduce(struct tl_ctx *ctx)
@@ -398,7 +398,7 @@ static int body_reduce(struct tl_ctx *ctx)
                 for (int inplace = 0; inplace <= 1 && rc >= 0; inplace++)
                     nbad += (rc = one_reduce(ctx, &tcs[i], ce_all_ops[o], roots[ri],
                                              inplace)) > 0;
-    return finish(nbad, rc);
+    return finish_body(ctx, nbad, rc);
 }
 
 static int body_alltoall(struct tl_ctx *ctx)
@@ -408,7 +408,7 @@ static int body_alltoall(struct tl_ctx *ctx)
     int nbad = 0, rc = 0;
     for (size_t i = 0; i < ntc && rc >= 0; i++)
         nbad += (rc = one_alltoall(ctx, &tcs[i])) > 0;
-    return finish(nbad, rc);
+    return finish_body(ctx, nbad, rc);
 }
 
 static int body_gather(struct tl_ctx *ctx)
@@ -420,7 +420,7 @@ static int body_gather(struct tl_ctx *ctx)
         for (int ri = 0; ri < 2 && rc >= 0; ri++)
             for (int inplace = 0; inplace <= 1 && rc >= 0; inplace++)
                 nbad += (rc = one_gather(ctx, &tcs[i], roots[ri], inplace)) > 0;
-    return finish(nbad, rc);
+    return finish_body(ctx, nbad, rc);
 }
 
 static int body_scatter(struct tl_ctx *ctx)
@@ -432,7 +432,7 @@ static int body_scatter(struct tl_ctx *ctx)
         for (int ri = 0; ri < 2 && rc >= 0; ri++)
             for (int inplace = 0; inplace <= 1 && rc >= 0; inplace++)
                 nbad += (rc = one_scatter(ctx, &tcs[i], roots[ri], inplace)) > 0;
-    return finish(nbad, rc);
+    return finish_body(ctx, nbad, rc);
 }
 
 /* 64 MiB in total: the allgather's output and the reduce-scatter's input, float32 sum. */
@@ -441,52 +441,21 @@ static int body_scatter(struct tl_ctx *ctx)
 static int body_large_allgather(struct tl_ctx *ctx)
 {
     struct tcase tc = {ncclFloat32, LARGE_BYTES / 4 / ctx->nranks};
-    return one_allgather(ctx, &tc, false) != 0;
+    int rc = one_allgather(ctx, &tc, false);
+    return finish_body(ctx, rc > 0, rc);
 }
 
 static int body_large_reduce_scatter(struct tl_ctx *ctx)
 {
     struct tcase tc = {ncclFloat32, LARGE_BYTES / 4 / ctx->nranks};
-    return one_reduce_scatter(ctx, &tc, ncclSum, true) != 0;
+    int rc = one_reduce_scatter(ctx, &tc, ncclSum, true);
+    return finish_body(ctx, rc > 0, rc);
 }
 
 /* ---- the case table ----------------------------------------------------------------------- */
 
 #define MAX_CASES 256
-
-static size_t add(struct tl_case *out, size_t n, struct tl_case c)
-{
-    if (n < MAX_CASES)
-        out[n++] = c;
-    return n;
-}
-
-/* Processes on 1, 2, 3, 4, 5, 8 ranks over shm and TCP, threads on 2 and 4, ncclCommInitAll on 3.
- * As in the launcher's standard matrix, 5 and 8 ranks and TCP beyond 2 ranks are slow cases. */
-static size_t add_matrix(struct tl_case *out, size_t n, const char *prefix, tl_body_fn body)
-{
-    static const int nps[] = {1, 2, 3, 4, 5, 8};
-    char *name;
-    for (size_t i = 0; i < sizeof(nps) / sizeof(nps[0]); i++) {
-        for (int is_tcp = 0; is_tcp <= 1; is_tcp++) {
-            if (asprintf(&name, "%s/np%d/%s/proc", prefix, nps[i], is_tcp ? "tcp" : "shm") < 0)
-                return n;
-            bool is_slow = nps[i] >= 5 || (is_tcp && nps[i] != 2);
-            n = add(out, n, (struct tl_case){name, TL_PROCS, nps[i],
-                                             is_tcp ? "NCCL_SHM_DISABLE=1" : NULL, body, NULL,
-                                             NULL, 300, is_slow});
-        }
-    }
-    for (int np = 2; np <= 4; np += 2) {
-        if (asprintf(&name, "%s/np%d/threads", prefix, np) < 0)
-            return n;
-        n = add(out, n, (struct tl_case){name, TL_THREADS, np, NULL, body, NULL, NULL, 300,
-                                         np == 4});
-    }
-    if (asprintf(&name, "%s/np3/initall", prefix) < 0)
-        return n;
-    return add(out, n, (struct tl_case){name, TL_INITALL, 3, NULL, body, NULL, NULL, 300, false});
-}
+#define TIMEOUT_S 300
 
 static size_t add_large(struct tl_case *out, size_t n, const char *prefix, tl_body_fn body)
 {
@@ -494,14 +463,12 @@ static size_t add_large(struct tl_case *out, size_t n, const char *prefix, tl_bo
         int np;
         bool is_tcp;
     } cfgs[] = {{2, false}, {4, false}, {2, true}};
-    char *name;
     for (size_t i = 0; i < sizeof(cfgs) / sizeof(cfgs[0]); i++) {
-        if (asprintf(&name, "large/%s/np%d/%s/proc", prefix, cfgs[i].np,
-                     cfgs[i].is_tcp ? "tcp" : "shm") < 0)
-            return n;
-        n = add(out, n, (struct tl_case){name, TL_PROCS, cfgs[i].np,
-                                         cfgs[i].is_tcp ? "NCCL_SHM_DISABLE=1" : NULL, body, NULL,
-                                         NULL, 300, cfgs[i].is_tcp});
+        struct tl_case c = {NULL, TL_PROCS, cfgs[i].np,
+                            cfgs[i].is_tcp ? "NCCL_SHM_DISABLE=1" : NULL, body, NULL, NULL,
+                            TIMEOUT_S, cfgs[i].is_tcp};
+        n = ce_add_case(out, n, MAX_CASES, c, "large/%s/np%d/%s/proc", prefix, cfgs[i].np,
+                        cfgs[i].is_tcp ? "tcp" : "shm");
     }
     return n;
 }
@@ -510,13 +477,17 @@ int main(int argc, char **argv)
 {
     static struct tl_case cases[MAX_CASES];
     size_t n = 0;
-    n = add_matrix(cases, n, "allgather", body_allgather);
-    n = add_matrix(cases, n, "reducescatter", body_reduce_scatter);
-    n = add_matrix(cases, n, "broadcast", body_broadcast);
-    n = add_matrix(cases, n, "reduce", body_reduce);
-    n = add_matrix(cases, n, "alltoall", body_alltoall);
-    n = add_matrix(cases, n, "gather", body_gather);
-    n = add_matrix(cases, n, "scatter", body_scatter);
+    static const struct {
+        const char *name;
+        tl_body_fn body;
+    } colls[] = {
+        {"allgather", body_allgather}, {"reducescatter", body_reduce_scatter},
+        {"broadcast", body_broadcast}, {"reduce", body_reduce},
+        {"alltoall", body_alltoall},   {"gather", body_gather},
+        {"scatter", body_scatter},
+    };
+    for (size_t i = 0; i < sizeof(colls) / sizeof(colls[0]); i++)
+        n = ce_add_matrix(cases, n, MAX_CASES, colls[i].name, colls[i].body, NULL, TIMEOUT_S);
     n = add_large(cases, n, "allgather", body_large_allgather);
     n = add_large(cases, n, "reducescatter", body_large_reduce_scatter);
     return tl_main(argc, argv, cases, n);

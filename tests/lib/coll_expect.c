@@ -1,8 +1,12 @@
 /* Expected values for collective integration tests: element conversions written independently of
  * the library's kernels, input formulas and their reductions computed in double. */
+#ifndef _GNU_SOURCE
+#define _GNU_SOURCE /* vasprintf */
+#endif
 #include "coll_expect.h"
 
 #include <math.h>
+#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -335,4 +339,46 @@ int ce_buf_check_guards(const struct ce_buf *b, const char *what, char *err, siz
     snprintf(name, sizeof(name), "%s guard after the buffer", what);
     return ce_check_untouched(b->base + CE_GUARD_BYTES + b->nbytes, CE_GUARD_BYTES, name, err,
                               errlen);
+}
+
+size_t ce_add_case(struct tl_case *out, size_t n, size_t max, struct tl_case c, const char *fmt,
+                   ...)
+{
+    va_list ap;
+    char *name;
+    va_start(ap, fmt);
+    int rc = vasprintf(&name, fmt, ap);
+    va_end(ap);
+    if (rc < 0 || n >= max)
+        return n;
+    c.name = name;
+    out[n] = c;
+    return n + 1;
+}
+
+size_t ce_add_matrix(struct tl_case *out, size_t n, size_t max, const char *prefix,
+                     tl_body_fn body, const void *arg, int timeout_s)
+{
+    static const int nps[] = {1, 2, 3, 4, 5, 8};
+    for (size_t i = 0; i < sizeof(nps) / sizeof(nps[0]); i++) {
+        for (int is_tcp = 0; is_tcp <= 1; is_tcp++) {
+            struct tl_case c = {NULL, TL_PROCS, nps[i], is_tcp ? "NCCL_SHM_DISABLE=1" : NULL,
+                                body, NULL, arg, timeout_s,
+                                nps[i] >= 5 || (is_tcp && nps[i] != 2)};
+            n = ce_add_case(out, n, max, c, "%s/np%d/%s/proc", prefix, nps[i],
+                            is_tcp ? "tcp" : "shm");
+        }
+    }
+    for (int np = 2; np <= 4; np += 2) {
+        struct tl_case c = {NULL, TL_THREADS, np, NULL, body, NULL, arg, timeout_s, np == 4};
+        n = ce_add_case(out, n, max, c, "%s/np%d/threads", prefix, np);
+    }
+    struct tl_case c = {NULL, TL_INITALL, 3, NULL, body, NULL, arg, timeout_s, false};
+    return ce_add_case(out, n, max, c, "%s/np3/initall", prefix);
+}
+
+ncclResult_t ce_barrier(ncclComm_t comm)
+{
+    int32_t x = 1;
+    return ncclAllReduce(&x, &x, 1, ncclInt32, ncclSum, comm, NULL);
 }

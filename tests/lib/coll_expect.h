@@ -11,6 +11,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "launcher.h"
 #include "nccl.h"
 
 #define CE_SENTINEL 0xA5
@@ -58,5 +59,19 @@ void ce_buf_reset(struct ce_buf *b);
 int ce_buf_check_guards(const struct ce_buf *b, const char *what, char *err, size_t errlen);
 /* -1 with a message if p[0..nbytes) is not all sentinel (the library wrote where it must not). */
 int ce_check_untouched(const void *p, size_t nbytes, const char *what, char *err, size_t errlen);
+
+/* A one-int allreduce: bodies end with it so that no rank destroys its communicator while a peer
+ * still receives from it (that case has its own test in comm_mgmt.c). */
+ncclResult_t ce_barrier(ncclComm_t comm);
+
+/* Appends the collective matrix for body to out[n..max): prefix/np{1,2,3,4,5,8}/{shm,tcp}/proc
+ * (TCP: NCCL_SHM_DISABLE=1), prefix/np{2,4}/threads and prefix/np3/initall. As in the launcher's
+ * standard matrix, 5 and 8 ranks, 4 threads and TCP beyond 2 ranks are slow cases. Returns the
+ * new count (never above max); names live as long as the program. */
+size_t ce_add_matrix(struct tl_case *out, size_t n, size_t max, const char *prefix,
+                     tl_body_fn body, const void *arg, int timeout_s);
+/* Appends one case (unless out is full) and returns the new count; name is formatted. */
+size_t ce_add_case(struct tl_case *out, size_t n, size_t max, struct tl_case c, const char *fmt,
+                   ...) __attribute__((format(printf, 5, 6)));
 
 #endif
