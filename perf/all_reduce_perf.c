@@ -29,8 +29,14 @@ static void expect(const struct perf_call *c, size_t j, struct perf_expect *out)
 }
 
 static const struct perf_coll coll = {
-    .name = "all_reduce_perf", .api = "ncclAllReduce", .has_op = true, .check_inplace = true,
-    .bus_factor = bus_factor, .get_counts = get_counts, .run = run, .input_index = input_index,
+    .name = "all_reduce_perf",
+    .api = "ncclAllReduce",
+    .has_op = true,
+    .check_inplace = true,
+    .bus_factor = bus_factor,
+    .get_counts = get_counts,
+    .run = run,
+    .input_index = input_index,
     .expect = expect,
 };
 

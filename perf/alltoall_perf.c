@@ -7,7 +7,8 @@ static void get_counts(size_t count, int nranks, struct perf_counts *out)
 {
     size_t per_peer = count / (size_t)nranks;
     *out = (struct perf_counts){
-        .send_count = per_peer * (size_t)nranks, .recv_count = per_peer * (size_t)nranks,
+        .send_count = per_peer * (size_t)nranks,
+        .recv_count = per_peer * (size_t)nranks,
         .param_count = per_peer,
     };
 }
@@ -28,15 +29,21 @@ static bool input_index(const struct perf_call *c, size_t i, size_t *g_out)
 static void expect(const struct perf_call *c, size_t j, struct perf_expect *out)
 {
     *out = (struct perf_expect){
-        .kind = PERF_EXPECT_COPY, .src_rank = (int)(j / c->count),
+        .kind = PERF_EXPECT_COPY,
+        .src_rank = (int)(j / c->count),
         .g = (size_t)c->rank * c->count + j % c->count,
     };
 }
 
 static const struct perf_coll coll = {
-    .name = "alltoall_perf", .api = "ncclAlltoAll", .bw_times_nranks = true,
-    .bus_factor = perf_factor_gather, .get_counts = get_counts, .run = run,
-    .input_index = input_index, .expect = expect,
+    .name = "alltoall_perf",
+    .api = "ncclAlltoAll",
+    .bw_times_nranks = true,
+    .bus_factor = perf_factor_gather,
+    .get_counts = get_counts,
+    .run = run,
+    .input_index = input_index,
+    .expect = expect,
 };
 
 int main(int argc, char **argv)

@@ -65,9 +65,15 @@ static void make_call(const struct perf_rank *r, const struct perf_counts *count
     size_t ts = perf_type_size(type);
     char *recv = r->recvbuf;
     *call = (struct perf_call){
-        .sendbuff = r->sendbuf, .recvbuff = r->recvbuf, .count = counts->param_count,
-        .type = type, .op = ncclSum, .root = root, .rank = r->rank,
-        .nranks = perf_world.nranks, .comm = r->comm,
+        .sendbuff = r->sendbuf,
+        .recvbuff = r->recvbuf,
+        .count = counts->param_count,
+        .type = type,
+        .op = ncclSum,
+        .root = root,
+        .rank = r->rank,
+        .nranks = perf_world.nranks,
+        .comm = r->comm,
     };
     if (is_inplace) {
         call->sendbuff = recv + counts->send_inplace_off * (size_t)r->rank * ts;
@@ -172,8 +178,10 @@ static void print_result(double sec, const struct perf_counts *counts, ncclDataT
     double busbw = algbw * coll->bus_factor(n);
     double usec = sec * 1.0e6;
     char time_str[32], wrong_str[32];
-    snprintf(time_str, sizeof(time_str), usec >= 10000.0 ? "%7.0f" : usec >= 100.0 ? "%7.1f"
-                                                                                   : "%7.2f",
+    snprintf(time_str, sizeof(time_str),
+             usec >= 10000.0 ? "%7.0f"
+             : usec >= 100.0 ? "%7.1f"
+                             : "%7.2f",
              usec);
     if (wrong < 0)
         snprintf(wrong_str, sizeof(wrong_str), "%5s", "N/A");
@@ -282,6 +290,7 @@ void perf_run_rank(struct perf_rank *r)
     const struct perf_opts *o = &perf_world.opts;
     alloc_buffers(r);
     PERF_NCCLCHECK(ncclCommInitRank(&r->comm, perf_world.nranks, r->id, r->rank), NULL, r->rank);
+    __atomic_add_fetch(&perf_world.progress, 1, __ATOMIC_RELAXED); /* -T counts from here */
     register_buffers(r);
     for (int cycle = 0; o->run_cycles == 0 || cycle < o->run_cycles; cycle++)
         run_tests(r);

@@ -24,9 +24,15 @@ static void expect(const struct perf_call *c, size_t j, struct perf_expect *out)
 }
 
 static const struct perf_coll coll = {
-    .name = "broadcast_perf", .api = "ncclBroadcast", .has_root = true, .check_inplace = true,
-    .bus_factor = perf_factor_one, .get_counts = get_counts, .run = run,
-    .input_index = input_index, .expect = expect,
+    .name = "broadcast_perf",
+    .api = "ncclBroadcast",
+    .has_root = true,
+    .check_inplace = true,
+    .bus_factor = perf_factor_one,
+    .get_counts = get_counts,
+    .run = run,
+    .input_index = input_index,
+    .expect = expect,
 };
 
 int main(int argc, char **argv)

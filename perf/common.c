@@ -131,9 +131,20 @@ void perf_barrier(int thread)
 static void set_defaults(struct perf_opts *o)
 {
     *o = (struct perf_opts){
-        .nthreads = 1, .ngpus = 1, .min_bytes = 32 << 20, .max_bytes = 32 << 20,
-        .step_bytes = 1 << 20, .step_factor = 1, .iters = 20, .warmup = 5, .agg_iters = 1,
-        .run_cycles = 1, .check = 1, .average = 1, .op = PERF_OP_SUM, .type = ncclFloat32,
+        .nthreads = 1,
+        .ngpus = 1,
+        .min_bytes = 32 << 20,
+        .max_bytes = 32 << 20,
+        .step_bytes = 1 << 20,
+        .step_factor = 1,
+        .iters = 20,
+        .warmup = 5,
+        .agg_iters = 1,
+        .run_cycles = 1,
+        .check = 1,
+        .average = 1,
+        .op = PERF_OP_SUM,
+        .type = ncclFloat32,
     };
 }
 
@@ -238,40 +249,68 @@ static void usage(FILE *f, const char *prog)
 }
 
 static const struct option long_opts[] = {
-    {"nthreads", required_argument, 0, 't'},     {"ngpus", required_argument, 0, 'g'},
-    {"minbytes", required_argument, 0, 'b'},     {"maxbytes", required_argument, 0, 'e'},
-    {"stepbytes", required_argument, 0, 'i'},    {"stepfactor", required_argument, 0, 'f'},
-    {"iters", required_argument, 0, 'n'},        {"agg_iters", required_argument, 0, 'm'},
-    {"warmup_iters", required_argument, 0, 'w'}, {"run_cycles", required_argument, 0, 'N'},
-    {"parallel_init", required_argument, 0, 'p'}, {"check", required_argument, 0, 'c'},
-    {"op", required_argument, 0, 'o'},           {"datatype", required_argument, 0, 'd'},
-    {"root", required_argument, 0, 'r'},         {"blocking", required_argument, 0, 'z'},
-    {"stream_null", required_argument, 0, 'y'},  {"timeout", required_argument, 0, 'T'},
-    {"cudagraph", required_argument, 0, 'G'},    {"report_cputime", required_argument, 0, 'C'},
-    {"average", required_argument, 0, 'a'},      {"local_register", required_argument, 0, 'R'},
-    {"help", no_argument, 0, 'h'},               {0, 0, 0, 0},
+    {"nthreads", required_argument, 0, 't'},
+    {"ngpus", required_argument, 0, 'g'},
+    {"minbytes", required_argument, 0, 'b'},
+    {"maxbytes", required_argument, 0, 'e'},
+    {"stepbytes", required_argument, 0, 'i'},
+    {"stepfactor", required_argument, 0, 'f'},
+    {"iters", required_argument, 0, 'n'},
+    {"agg_iters", required_argument, 0, 'm'},
+    {"warmup_iters", required_argument, 0, 'w'},
+    {"run_cycles", required_argument, 0, 'N'},
+    {"parallel_init", required_argument, 0, 'p'},
+    {"check", required_argument, 0, 'c'},
+    {"op", required_argument, 0, 'o'},
+    {"datatype", required_argument, 0, 'd'},
+    {"root", required_argument, 0, 'r'},
+    {"blocking", required_argument, 0, 'z'},
+    {"stream_null", required_argument, 0, 'y'},
+    {"timeout", required_argument, 0, 'T'},
+    {"cudagraph", required_argument, 0, 'G'},
+    {"report_cputime", required_argument, 0, 'C'},
+    {"average", required_argument, 0, 'a'},
+    {"local_register", required_argument, 0, 'R'},
+    {"help", no_argument, 0, 'h'},
+    {0, 0, 0, 0},
 };
 
 /* Returns the int field an integer option sets, NULL for the others. */
 static int *int_field(struct perf_opts *o, int c)
 {
     switch (c) {
-    case 't': return &o->nthreads;
-    case 'g': return &o->ngpus;
-    case 'n': return &o->iters;
-    case 'm': return &o->agg_iters;
-    case 'w': return &o->warmup;
-    case 'N': return &o->run_cycles;
-    case 'p': return &o->parallel_init;
-    case 'c': return &o->check;
-    case 'z': return &o->blocking;
-    case 'y': return &o->stream_null;
-    case 'T': return &o->timeout_s;
-    case 'G': return &o->graph;
-    case 'C': return &o->report_cputime;
-    case 'a': return &o->average;
-    case 'R': return &o->reg;
-    default: return NULL;
+    case 't':
+        return &o->nthreads;
+    case 'g':
+        return &o->ngpus;
+    case 'n':
+        return &o->iters;
+    case 'm':
+        return &o->agg_iters;
+    case 'w':
+        return &o->warmup;
+    case 'N':
+        return &o->run_cycles;
+    case 'p':
+        return &o->parallel_init;
+    case 'c':
+        return &o->check;
+    case 'z':
+        return &o->blocking;
+    case 'y':
+        return &o->stream_null;
+    case 'T':
+        return &o->timeout_s;
+    case 'G':
+        return &o->graph;
+    case 'C':
+        return &o->report_cputime;
+    case 'a':
+        return &o->average;
+    case 'R':
+        return &o->reg;
+    default:
+        return NULL;
     }
 }
 
@@ -282,23 +321,29 @@ static bool parse_one(struct perf_opts *o, int c, const char *arg)
     if (field != NULL)
         return parse_int(arg, field);
     switch (c) {
-    case 'b': return parse_size(arg, &o->min_bytes);
-    case 'e': return parse_size(arg, &o->max_bytes);
-    case 'i': return parse_size(arg, &o->step_bytes);
+    case 'b':
+        return parse_size(arg, &o->min_bytes);
+    case 'e':
+        return parse_size(arg, &o->max_bytes);
+    case 'i':
+        return parse_size(arg, &o->step_bytes);
     case 'f':
         if (!parse_size(arg, &factor))
             return false;
         o->step_factor = factor;
         return true;
-    case 'o': return parse_op(arg, &o->op);
-    case 'd': return parse_type(arg, &o->type);
+    case 'o':
+        return parse_op(arg, &o->op);
+    case 'd':
+        return parse_type(arg, &o->type);
     case 'r':
         if (strcmp(arg, "all") == 0) {
             o->root = -1;
             return true;
         }
         return parse_int(arg, &o->root) && o->root >= -1;
-    default: return false;
+    default:
+        return false;
     }
 }
 
@@ -456,14 +501,15 @@ static void print_header(void)
     ncclGetVersion(&version);
     if (w->proc == 0) {
         printf("# nccl-tests style: %s, AnyCCL perf harness (host buffers) nccl-headers=%d "
-               "nccl-library=%d\n", w->coll->name, NCCL_VERSION_CODE, version);
+               "nccl-library=%d\n",
+               w->coll->name, NCCL_VERSION_CODE, version);
         printf("# Collective test starting: %s\n", w->coll->name);
         printf("# nThread %d nGpus %d minBytes %zu maxBytes %zu step: %zu(%s) warmup iters: %d "
                "iters: %d agg iters: %d validation: %d graph: %d\n",
                o->nthreads, o->ngpus, o->min_bytes, o->max_bytes,
                o->step_factor > 1 ? o->step_factor : o->step_bytes,
-               o->step_factor > 1 ? "factor" : "bytes", o->warmup, o->iters, o->agg_iters,
-               o->check, o->graph);
+               o->step_factor > 1 ? "factor" : "bytes", o->warmup, o->iters, o->agg_iters, o->check,
+               o->graph);
         if (o->blocking)
             printf("# Blocking Enabled: wait for completion and barrier after each collective \n");
         if (o->parallel_init)
@@ -479,10 +525,10 @@ static void print_table_header(void)
 {
     const char *t = perf_world.opts.report_cputime ? "cputime" : "time";
     printf("# %10s  %12s  %8s  %6s  %6s           out-of-place                       in-place"
-           "          \n", "", "", "", "", "");
-    printf("# %10s  %12s  %8s  %6s  %6s  %7s  %6s  %6s %6s  %7s  %6s  %6s %6s\n", "size",
-           "count", "type", "redop", "root", t, "algbw", "busbw", "#wrong", t, "algbw", "busbw",
-           "#wrong");
+           "          \n",
+           "", "", "", "", "");
+    printf("# %10s  %12s  %8s  %6s  %6s  %7s  %6s  %6s %6s  %7s  %6s  %6s %6s\n", "size", "count",
+           "type", "redop", "root", t, "algbw", "busbw", "#wrong", t, "algbw", "busbw", "#wrong");
     printf("# %10s  %12s  %8s  %6s  %6s  %7s  %6s  %6s  %5s  %7s  %6s  %6s  %5s\n", "(B)",
            "(elements)", "", "", "", "(us)", "(GB/s)", "(GB/s)", "", "(us)", "(GB/s)", "(GB/s)",
            "");
@@ -526,7 +572,7 @@ static void *watchdog_main(void *arg)
     for (;;) {
         sleep(1);
         unsigned long now_calls = __atomic_load_n(&w->progress, __ATOMIC_RELAXED);
-        if (now_calls != seen) {
+        if (now_calls != seen || now_calls == 0) { /* ncclCommInitRank is not timed */
             seen = now_calls;
             since = perf_now();
         } else if (perf_now() - since > w->opts.timeout_s) {

@@ -22,18 +22,31 @@ static const struct minifloat fmt_e4m3 = {4, 3, true};
 static const struct minifloat fmt_e5m2 = {5, 2, false};
 
 static const char *const type_names[ncclNumTypes] = {
-    "int8", "uint8", "int32", "uint32", "int64", "uint64",
+    "int8", "uint8", "int32",  "uint32",   "int64",  "uint64",
     "half", "float", "double", "bfloat16", "f8e4m3", "f8e5m2",
 };
 
 size_t perf_type_size(ncclDataType_t type)
 {
     switch (type) {
-    case ncclInt8: case ncclUint8: case ncclFloat8e4m3: case ncclFloat8e5m2: return 1;
-    case ncclFloat16: case ncclBfloat16: return 2;
-    case ncclInt32: case ncclUint32: case ncclFloat32: return 4;
-    case ncclInt64: case ncclUint64: case ncclFloat64: return 8;
-    default: return 0;
+    case ncclInt8:
+    case ncclUint8:
+    case ncclFloat8e4m3:
+    case ncclFloat8e5m2:
+        return 1;
+    case ncclFloat16:
+    case ncclBfloat16:
+        return 2;
+    case ncclInt32:
+    case ncclUint32:
+    case ncclFloat32:
+        return 4;
+    case ncclInt64:
+    case ncclUint64:
+    case ncclFloat64:
+        return 8;
+    default:
+        return 0;
     }
 }
 
@@ -82,11 +95,16 @@ static double decode_mini(const struct minifloat *f, uint32_t bits)
 static const struct minifloat *mini_of(ncclDataType_t type)
 {
     switch (type) {
-    case ncclFloat16: return &fmt_half;
-    case ncclBfloat16: return &fmt_bf16;
-    case ncclFloat8e4m3: return &fmt_e4m3;
-    case ncclFloat8e5m2: return &fmt_e5m2;
-    default: return NULL;
+    case ncclFloat16:
+        return &fmt_half;
+    case ncclBfloat16:
+        return &fmt_bf16;
+    case ncclFloat8e4m3:
+        return &fmt_e4m3;
+    case ncclFloat8e5m2:
+        return &fmt_e5m2;
+    default:
+        return NULL;
     }
 }
 
@@ -99,15 +117,24 @@ double perf_get(ncclDataType_t type, const void *buf, size_t i)
         return decode_mini(f, ((const uint8_t *)buf)[i]);
     }
     switch (type) {
-    case ncclInt8: return ((const int8_t *)buf)[i];
-    case ncclUint8: return ((const uint8_t *)buf)[i];
-    case ncclInt32: return ((const int32_t *)buf)[i];
-    case ncclUint32: return ((const uint32_t *)buf)[i];
-    case ncclInt64: return (double)((const int64_t *)buf)[i];
-    case ncclUint64: return (double)((const uint64_t *)buf)[i];
-    case ncclFloat32: return ((const float *)buf)[i];
-    case ncclFloat64: return ((const double *)buf)[i];
-    default: return NAN;
+    case ncclInt8:
+        return ((const int8_t *)buf)[i];
+    case ncclUint8:
+        return ((const uint8_t *)buf)[i];
+    case ncclInt32:
+        return ((const int32_t *)buf)[i];
+    case ncclUint32:
+        return ((const uint32_t *)buf)[i];
+    case ncclInt64:
+        return (double)((const int64_t *)buf)[i];
+    case ncclUint64:
+        return (double)((const uint64_t *)buf)[i];
+    case ncclFloat32:
+        return ((const float *)buf)[i];
+    case ncclFloat64:
+        return ((const double *)buf)[i];
+    default:
+        return NAN;
     }
 }
 
@@ -122,15 +149,32 @@ void perf_put(ncclDataType_t type, void *buf, size_t i, double v)
         return;
     }
     switch (type) {
-    case ncclInt8: ((int8_t *)buf)[i] = (int8_t)v; break;
-    case ncclUint8: ((uint8_t *)buf)[i] = (uint8_t)v; break;
-    case ncclInt32: ((int32_t *)buf)[i] = (int32_t)v; break;
-    case ncclUint32: ((uint32_t *)buf)[i] = (uint32_t)v; break;
-    case ncclInt64: ((int64_t *)buf)[i] = (int64_t)v; break;
-    case ncclUint64: ((uint64_t *)buf)[i] = (uint64_t)v; break;
-    case ncclFloat32: ((float *)buf)[i] = (float)v; break;
-    case ncclFloat64: ((double *)buf)[i] = v; break;
-    default: break;
+    case ncclInt8:
+        ((int8_t *)buf)[i] = (int8_t)v;
+        break;
+    case ncclUint8:
+        ((uint8_t *)buf)[i] = (uint8_t)v;
+        break;
+    case ncclInt32:
+        ((int32_t *)buf)[i] = (int32_t)v;
+        break;
+    case ncclUint32:
+        ((uint32_t *)buf)[i] = (uint32_t)v;
+        break;
+    case ncclInt64:
+        ((int64_t *)buf)[i] = (int64_t)v;
+        break;
+    case ncclUint64:
+        ((uint64_t *)buf)[i] = (uint64_t)v;
+        break;
+    case ncclFloat32:
+        ((float *)buf)[i] = (float)v;
+        break;
+    case ncclFloat64:
+        ((double *)buf)[i] = v;
+        break;
+    default:
+        break;
     }
 }
 
@@ -144,12 +188,19 @@ void perf_fill_sentinel(void *buf, size_t bytes)
 static unsigned exact_int_limit(ncclDataType_t type)
 {
     switch (type) {
-    case ncclInt8: case ncclUint8: return 127;
-    case ncclFloat16: return 2048;
-    case ncclBfloat16: return 256;
-    case ncclFloat8e4m3: return 16;
-    case ncclFloat8e5m2: return 8;
-    default: return 1u << 30;
+    case ncclInt8:
+    case ncclUint8:
+        return 127;
+    case ncclFloat16:
+        return 2048;
+    case ncclBfloat16:
+        return 256;
+    case ncclFloat8e4m3:
+        return 16;
+    case ncclFloat8e5m2:
+        return 8;
+    default:
+        return 1u << 30;
     }
 }
 
@@ -157,10 +208,16 @@ static unsigned exact_int_limit(ncclDataType_t type)
 static int pow2_limit(ncclDataType_t type)
 {
     switch (type) {
-    case ncclInt8: case ncclUint8: return 6;
-    case ncclFloat16: case ncclFloat8e5m2: return 15;
-    case ncclFloat8e4m3: return 8;
-    default: return 30;
+    case ncclInt8:
+    case ncclUint8:
+        return 6;
+    case ncclFloat16:
+    case ncclFloat8e5m2:
+        return 15;
+    case ncclFloat8e4m3:
+        return 8;
+    default:
+        return 30;
     }
 }
 
@@ -195,14 +252,26 @@ void perf_data_init(struct perf_data *d, ncclDataType_t type, enum perf_op op, i
     }
 }
 
+/* A hash rather than an affine function of (rank, g), so that an element moved by any offset, or
+ * taken from the wrong rank, is caught (an affine pattern repeats every modulus elements). */
+static uint64_t mix(uint64_t x)
+{
+    x ^= x >> 31;
+    x *= 0xbf58476d1ce4e5b9ull;
+    x ^= x >> 27;
+    x *= 0x94d049bb133111ebull;
+    return x ^ (x >> 31);
+}
+
 double perf_data_gen(const struct perf_data *d, int rank, size_t g)
 {
-    size_t mix = g * 7 + (size_t)rank * 3 + d->seed;
+    uint64_t h =
+        mix((uint64_t)g * 0x9e3779b97f4a7c15ull + (uint64_t)rank * 0x632be59bd9b4e019ull + d->seed);
     if (d->op == PERF_OP_PROD)
-        return (rank < d->nz_ranks && (g + (size_t)rank + d->seed) % 3 == 0) ? 2.0 : 1.0;
+        return (rank < d->nz_ranks && h % 3 == 0) ? 2.0 : 1.0;
     if (rank >= d->nz_ranks)
         return 0.0;
-    return (double)(mix % d->modulus);
+    return (double)(h % d->modulus);
 }
 
 double perf_data_scalar(int rank)
@@ -218,11 +287,21 @@ double perf_data_reduce(const struct perf_data *d, size_t g)
     for (int r = 1; r < d->nranks; r++) {
         double v = perf_data_gen(d, r, g);
         switch (d->op) {
-        case PERF_OP_PROD: acc *= v; break;
-        case PERF_OP_MAX: acc = v > acc ? v : acc; break;
-        case PERF_OP_MIN: acc = v < acc ? v : acc; break;
-        case PERF_OP_MULSUM: acc += v * perf_data_scalar(r); break;
-        default: acc += v; break;
+        case PERF_OP_PROD:
+            acc *= v;
+            break;
+        case PERF_OP_MAX:
+            acc = v > acc ? v : acc;
+            break;
+        case PERF_OP_MIN:
+            acc = v < acc ? v : acc;
+            break;
+        case PERF_OP_MULSUM:
+            acc += v * perf_data_scalar(r);
+            break;
+        default:
+            acc += v;
+            break;
         }
     }
     if (d->op == PERF_OP_AVG)

@@ -7,8 +7,10 @@ static void get_counts(size_t count, int nranks, struct perf_counts *out)
 {
     size_t per_rank = count / (size_t)nranks;
     *out = (struct perf_counts){
-        .send_count = per_rank, .recv_count = per_rank * (size_t)nranks,
-        .param_count = per_rank, .send_inplace_off = per_rank,
+        .send_count = per_rank,
+        .recv_count = per_rank * (size_t)nranks,
+        .param_count = per_rank,
+        .send_inplace_off = per_rank,
     };
 }
 
@@ -27,14 +29,22 @@ static void expect(const struct perf_call *c, size_t j, struct perf_expect *out)
 {
     *out = (struct perf_expect){
         .kind = c->rank == c->root ? PERF_EXPECT_COPY : PERF_EXPECT_NONE,
-        .src_rank = c->count != 0 ? (int)(j / c->count) : 0, .g = j,
+        .src_rank = c->count != 0 ? (int)(j / c->count) : 0,
+        .g = j,
     };
 }
 
 static const struct perf_coll coll = {
-    .name = "gather_perf", .api = "ncclGather", .has_root = true, .check_inplace = true,
-    .bw_times_nranks = true, .bus_factor = perf_factor_gather, .get_counts = get_counts,
-    .run = run, .input_index = input_index, .expect = expect,
+    .name = "gather_perf",
+    .api = "ncclGather",
+    .has_root = true,
+    .check_inplace = true,
+    .bw_times_nranks = true,
+    .bus_factor = perf_factor_gather,
+    .get_counts = get_counts,
+    .run = run,
+    .input_index = input_index,
+    .expect = expect,
 };
 
 int main(int argc, char **argv)

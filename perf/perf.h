@@ -63,11 +63,11 @@ struct perf_expect {
  * gen is a deterministic function of (rank, index, type, op) chosen so that every result is
  * exact in every type; input_index returns false where the rank provides no input there. */
 struct perf_coll {
-    const char *name;   /* the binary's name, e.g. "all_reduce_perf" */
-    const char *api;    /* the call under test, for error messages, e.g. "ncclAllReduce" */
-    bool has_op;        /* -o applies and the redop column shows it; else "none" */
-    bool has_root;      /* -r applies and the root column shows it; else -1 */
-    bool check_inplace; /* false: the in-place run is timed but not verified (nccl-tests) */
+    const char *name;     /* the binary's name, e.g. "all_reduce_perf" */
+    const char *api;      /* the call under test, for error messages, e.g. "ncclAllReduce" */
+    bool has_op;          /* -o applies and the redop column shows it; else "none" */
+    bool has_root;        /* -r applies and the root column shows it; else -1 */
+    bool check_inplace;   /* false: the in-place run is timed but not verified (nccl-tests) */
     bool bw_times_nranks; /* algbw counts param_count * nranks elements, else param_count */
     double (*bus_factor)(int nranks);
     void (*get_counts)(size_t count, int nranks, struct perf_counts *out);

@@ -91,11 +91,11 @@ void perf_nccl_failed(const char *what, const char *file, int line, ncclResult_t
                       ncclComm_t comm, int rank);
 void perf_run_rank(struct perf_rank *r);
 
-#define PERF_NCCLCHECK(call, comm, rank)                                                      \
-    do {                                                                                      \
-        ncclResult_t res_ = (call);                                                           \
-        if (res_ != ncclSuccess)                                                              \
-            perf_nccl_failed(#call, __FILE__, __LINE__, res_, (comm), (rank));                \
+#define PERF_NCCLCHECK(call, comm, rank)                                                           \
+    do {                                                                                           \
+        ncclResult_t res_ = (call);                                                                \
+        if (res_ != ncclSuccess)                                                                   \
+            perf_nccl_failed(#call, __FILE__, __LINE__, res_, (comm), (rank));                     \
     } while (0)
 
 #endif

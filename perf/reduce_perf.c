@@ -9,8 +9,7 @@ static void get_counts(size_t count, int nranks, struct perf_counts *out)
 
 static ncclResult_t run(const struct perf_call *c)
 {
-    return ncclReduce(c->sendbuff, c->recvbuff, c->count, c->type, c->op, c->root, c->comm,
-                      NULL);
+    return ncclReduce(c->sendbuff, c->recvbuff, c->count, c->type, c->op, c->root, c->comm, NULL);
 }
 
 static bool input_index(const struct perf_call *c, size_t i, size_t *g_out)
@@ -22,14 +21,22 @@ static bool input_index(const struct perf_call *c, size_t i, size_t *g_out)
 static void expect(const struct perf_call *c, size_t j, struct perf_expect *out)
 {
     *out = (struct perf_expect){
-        .kind = c->rank == c->root ? PERF_EXPECT_REDUCE : PERF_EXPECT_NONE, .g = j,
+        .kind = c->rank == c->root ? PERF_EXPECT_REDUCE : PERF_EXPECT_NONE,
+        .g = j,
     };
 }
 
 static const struct perf_coll coll = {
-    .name = "reduce_perf", .api = "ncclReduce", .has_op = true, .has_root = true,
-    .check_inplace = true, .bus_factor = perf_factor_one, .get_counts = get_counts, .run = run,
-    .input_index = input_index, .expect = expect,
+    .name = "reduce_perf",
+    .api = "ncclReduce",
+    .has_op = true,
+    .has_root = true,
+    .check_inplace = true,
+    .bus_factor = perf_factor_one,
+    .get_counts = get_counts,
+    .run = run,
+    .input_index = input_index,
+    .expect = expect,
 };
 
 int main(int argc, char **argv)

@@ -31,13 +31,20 @@ static bool input_index(const struct perf_call *c, size_t i, size_t *g_out)
 static void expect(const struct perf_call *c, size_t j, struct perf_expect *out)
 {
     *out = (struct perf_expect){
-        .kind = PERF_EXPECT_COPY, .src_rank = (c->rank - 1 + c->nranks) % c->nranks, .g = j,
+        .kind = PERF_EXPECT_COPY,
+        .src_rank = (c->rank - 1 + c->nranks) % c->nranks,
+        .g = j,
     };
 }
 
 static const struct perf_coll coll = {
-    .name = "sendrecv_perf", .api = "ncclSend/ncclRecv", .bus_factor = perf_factor_one,
-    .get_counts = get_counts, .run = run, .input_index = input_index, .expect = expect,
+    .name = "sendrecv_perf",
+    .api = "ncclSend/ncclRecv",
+    .bus_factor = perf_factor_one,
+    .get_counts = get_counts,
+    .run = run,
+    .input_index = input_index,
+    .expect = expect,
 };
 
 int main(int argc, char **argv)
