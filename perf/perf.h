@@ -90,7 +90,7 @@ const char *perf_type_name(ncclDataType_t type);
 double perf_get(ncclDataType_t type, const void *buf, size_t i);
 /* Stores v, rounded to nearest even, as element i of buf. */
 void perf_put(ncclDataType_t type, void *buf, size_t i, double v);
-/* Fills n elements of buf with a value no check ever expects (NaN, or all ones for integers). */
+/* Fills bytes of buf with a value no check ever expects (NaN, or all ones for integers). */
 void perf_fill_sentinel(void *buf, size_t bytes);
 
 /* The generator and the expected values for one (type, op, nranks, seed). */
