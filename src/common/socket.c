@@ -124,7 +124,8 @@ ncclResult_t ac_socket_addr_parse(const char *text, struct sockaddr_storage *add
     if (text == NULL || !split_host_port(text, host, sizeof(host), &port))
         return AC_FAIL(ncclInvalidArgument,
                        "address '%s' is not host:port, [ipv6]:port or ipv6:port (check "
-                       "NCCL_COMM_ID)", text ? text : "(null)");
+                       "NCCL_COMM_ID)",
+                       text ? text : "(null)");
     struct addrinfo hints = {.ai_socktype = SOCK_STREAM, .ai_family = AF_UNSPEC};
     struct addrinfo *res = NULL;
     int rc = getaddrinfo(host, NULL, &hints, &res);
@@ -317,8 +318,8 @@ ncclResult_t ac_socket_pick_addr(const struct sockaddr_storage *remote,
                        list ? list : "", ac_config_get()->socket_family ?: "");
     ac_socket_addr_set_port(&addr, 0);
     AC_INFO(AC_SUB_INIT | AC_SUB_NET, "socket: using interface %s (%s): %s%s%s", name,
-            ac_socket_addr_str(&addr, addr_str, sizeof(addr_str)), why,
-            remote ? ", root at " : "", remote_str);
+            ac_socket_addr_str(&addr, addr_str, sizeof(addr_str)), why, remote ? ", root at " : "",
+            remote_str);
     *addr_out = addr;
     if (ifname_out != NULL)
         snprintf(ifname_out, ifname_len, "%s", name);
@@ -371,7 +372,8 @@ ncclResult_t ac_socket_listen(struct ac_socket *s, const struct sockaddr_storage
         close(fd);
         return AC_FAIL(ncclSystemError,
                        "listen on %s failed: %s (is the port in use, or the address not local? "
-                       "check NCCL_COMM_ID and NCCL_SOCKET_IFNAME)", str, strerror(err));
+                       "check NCCL_COMM_ID and NCCL_SOCKET_IFNAME)",
+                       str, strerror(err));
     }
     set_peer(s, fd, &bound);
     return ncclSuccess;
@@ -470,8 +472,8 @@ ncclResult_t ac_socket_accept(struct ac_socket *listener, struct ac_socket *out,
         struct sockaddr_storage peer;
         socklen_t len = sizeof(peer);
         memset(&peer, 0, sizeof(peer));
-        int fd = accept4(listener->fd, (struct sockaddr *)&peer, &len,
-                         SOCK_NONBLOCK | SOCK_CLOEXEC);
+        int fd =
+            accept4(listener->fd, (struct sockaddr *)&peer, &len, SOCK_NONBLOCK | SOCK_CLOEXEC);
         if (fd >= 0) {
             set_nodelay(fd);
             set_peer(out, fd, &peer);
@@ -554,11 +556,12 @@ static ncclResult_t xfer_fail(struct ac_socket *s, int err, bool is_send, size_t
     if (err == ETIMEDOUT)
         return AC_FAIL(ncclRemoteError,
                        "%s %s: %zu bytes not done before the deadline (peer stuck or gone? "
-                       "see ANYCCL_INIT_TIMEOUT / ANYCCL_TIMEOUT)", what, s->addr_str, len);
+                       "see ANYCCL_INIT_TIMEOUT / ANYCCL_TIMEOUT)",
+                       what, s->addr_str, len);
     if (err == AC_SOCKET_CLOSED)
         return AC_FAIL(ncclRemoteError,
-                       "%s %s: connection closed by peer (the peer process probably exited)",
-                       what, s->addr_str);
+                       "%s %s: connection closed by peer (the peer process probably exited)", what,
+                       s->addr_str);
     if (err == AC_SOCKET_ABORTED)
         return AC_FAIL(ncclRemoteError, "%s %s: aborted", what, s->addr_str);
     return AC_FAIL(ncclSystemError, "%s %s failed: %s", what, s->addr_str, strerror(err));

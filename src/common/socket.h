@@ -20,13 +20,13 @@
 #define AC_IFNAME_MAX 64
 
 /* Quiet codes besides plain errno values. */
-#define AC_SOCKET_CLOSED ECONNRESET  /* EOF or reset: the peer closed the connection */
-#define AC_SOCKET_ABORTED ECANCELED  /* *abort_flag became non-zero */
+#define AC_SOCKET_CLOSED ECONNRESET /* EOF or reset: the peer closed the connection */
+#define AC_SOCKET_ABORTED ECANCELED /* *abort_flag became non-zero */
 
 struct ac_socket {
-    int fd;                              /* -1 when closed */
-    struct sockaddr_storage addr;        /* the remote end; for a listener, its bound address */
-    char addr_str[AC_SOCKADDR_STRLEN];   /* addr printed, for messages */
+    int fd;                            /* -1 when closed */
+    struct sockaddr_storage addr;      /* the remote end; for a listener, its bound address */
+    char addr_str[AC_SOCKADDR_STRLEN]; /* addr printed, for messages */
 };
 
 /* --- addresses --- */

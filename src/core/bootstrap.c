@@ -23,7 +23,7 @@
 #include <sys/random.h>
 
 #define MSG_MAX_BYTES (64u << 20)
-#define TABLE_GRACE_NS (2ull * 1000000000ull)  /* the root's verdict arrives before ours */
+#define TABLE_GRACE_NS (2ull * 1000000000ull) /* the root's verdict arrives before ours */
 #define POLL_SLICE_MS 50
 #define UID_HASHED_BYTES 48
 
@@ -50,7 +50,7 @@ struct msg {
 /* An incoming connection and the message being read from it. */
 struct in_conn {
     struct ac_socket sock;
-    int from;             /* -1 until its first header */
+    int from; /* -1 until its first header */
     struct msg_hdr hdr;
     size_t hdr_got;
     char *data;
@@ -64,13 +64,13 @@ struct ac_bootstrap {
     volatile int *abort_flag;
     int64_t timeout_s;
     struct ac_socket listener;
-    struct sockaddr_storage *peers;   /* [nranks] listen addresses */
-    struct ac_socket *out;            /* [nranks] cached send connections */
+    struct sockaddr_storage *peers; /* [nranks] listen addresses */
+    struct ac_socket *out;          /* [nranks] cached send connections */
     struct in_conn *in;
     int nin, in_cap;
     struct pollfd *fds;
     int fds_cap;
-    struct msg *head, *tail;          /* received, not yet matched */
+    struct msg *head, *tail; /* received, not yet matched */
     bool has_root_thread;
     pthread_t root_thread;
 };
@@ -158,7 +158,8 @@ ncclResult_t ac_unique_id_decode(const ncclUniqueId *in, struct ac_unique_id *ou
     if (id.version != AC_BOOTSTRAP_VERSION)
         return AC_FAIL(ncclInvalidArgument,
                        "the ncclUniqueId has version %u, this library reads %u: all ranks must "
-                       "run the same AnyCCL", id.version, AC_BOOTSTRAP_VERSION);
+                       "run the same AnyCCL",
+                       id.version, AC_BOOTSTRAP_VERSION);
     if (sum != fnv1a(b, UID_HASHED_BYTES, 0xcbf29ce484222325ull))
         return AC_FAIL(ncclInvalidArgument,
                        "the ncclUniqueId is corrupted (checksum mismatch): pass every rank the "
@@ -199,8 +200,10 @@ ncclResult_t ac_bootstrap_create_root(ncclUniqueId *id_out)
     AC_CHECK(ac_socket_addr_parse(comm_id, &id.root));
     id.secret = derived_secret(&id.root, SALT_SECRET);
     id.id_hash = derived_secret(&id.root, SALT_HASH);
-    AC_INFO(AC_SUB_INIT | AC_SUB_BOOTSTRAP, "bootstrap: NCCL_COMM_ID=%s: rank 0 will run the root "
-            "at %s", comm_id, ac_socket_addr_str(&id.root, str, sizeof(str)));
+    AC_INFO(AC_SUB_INIT | AC_SUB_BOOTSTRAP,
+            "bootstrap: NCCL_COMM_ID=%s: rank 0 will run the root "
+            "at %s",
+            comm_id, ac_socket_addr_str(&id.root, str, sizeof(str)));
     ac_unique_id_encode(&id, id_out);
     return ncclSuccess;
 }
@@ -220,7 +223,7 @@ ncclResult_t ac_bootstrap_create_private_root(ncclUniqueId *id_out)
                          ac_socket_addr_parse(comm_id, &comm_addr) == ncclSuccess;
     AC_CHECK(ac_socket_pick_addr(has_comm_addr ? &comm_addr : NULL, &local, NULL, 0));
     AC_CHECK(ac_bootstrap_root_start(&local, id.secret, NULL, &id.root));
-    if (is_comm_id_style(&id))   /* the port is known only now */
+    if (is_comm_id_style(&id)) /* the port is known only now */
         return AC_FAIL(ncclInternalError, "bootstrap: random secret collided; call again");
     ac_unique_id_encode(&id, id_out);
     return ncclSuccess;
@@ -236,7 +239,8 @@ static ncclResult_t fail_wait(struct ac_bootstrap *bs, int err, const char *what
     if (err == ETIMEDOUT)
         return AC_FAIL(ncclRemoteError,
                        "bootstrap rank %d: %s: nothing within %lld s (a peer stuck or dead? see "
-                       "ANYCCL_INIT_TIMEOUT)", bs->rank, what, (long long)bs->timeout_s);
+                       "ANYCCL_INIT_TIMEOUT)",
+                       bs->rank, what, (long long)bs->timeout_s);
     return AC_FAIL(ncclSystemError, "bootstrap rank %d: %s: %s", bs->rank, what, strerror(err));
 }
 
@@ -302,8 +306,11 @@ static void read_in(struct ac_bootstrap *bs, struct in_conn *c)
         struct msg *m = malloc(sizeof(*m));
         if (m == NULL)
             return drop_in(bs, c, "out of memory");
-        *m = (struct msg){.from = c->from, .kind = c->hdr.kind, .tag = c->hdr.tag,
-                          .bytes = c->hdr.bytes, .data = c->data};
+        *m = (struct msg){.from = c->from,
+                          .kind = c->hdr.kind,
+                          .tag = c->hdr.tag,
+                          .bytes = c->hdr.bytes,
+                          .data = c->data};
         enqueue(bs, m);
         c->data = NULL;
         c->hdr_got = c->data_got = 0;
@@ -351,7 +358,7 @@ static int wait_and_read(struct ac_bootstrap *bs, int out_fd, uint64_t deadline_
     }
     int n = 0;
     bs->fds[n++] = (struct pollfd){.fd = bs->listener.fd, .events = POLLIN};
-    bs->fds[n++] = (struct pollfd){.fd = out_fd, .events = POLLOUT};   /* fd -1 is ignored */
+    bs->fds[n++] = (struct pollfd){.fd = out_fd, .events = POLLOUT}; /* fd -1 is ignored */
     for (int i = 0; i < bs->nin; i++)
         bs->fds[n++] = (struct pollfd){.fd = bs->in[i].sock.fd, .events = POLLIN};
     uint64_t ms = (deadline_ns - now) / 1000000 + 1;
@@ -419,8 +426,10 @@ static ncclResult_t write_reading(struct ac_bootstrap *bs, int peer, const void 
             ac_socket_close(s);
             snprintf(what, sizeof(what), "send to rank %d at %s", peer, s->addr_str);
             if (err == AC_SOCKET_CLOSED)
-                return AC_FAIL(ncclRemoteError, "bootstrap rank %d: %s: connection closed by "
-                               "peer (the peer process probably exited)", bs->rank, what);
+                return AC_FAIL(ncclRemoteError,
+                               "bootstrap rank %d: %s: connection closed by "
+                               "peer (the peer process probably exited)",
+                               bs->rank, what);
             return fail_wait(bs, err, what);
         }
     }
@@ -431,15 +440,17 @@ static ncclResult_t send_kind(struct ac_bootstrap *bs, int peer, uint32_t kind, 
 {
     AC_CHECK(check_peer(bs, peer, "send to"));
     if (bytes > MSG_MAX_BYTES)
-        return AC_FAIL(ncclInvalidArgument, "bootstrap rank %d: send of %zu bytes to rank %d: "
-                       "more than 64 MiB", bs->rank, bytes, peer);
+        return AC_FAIL(ncclInvalidArgument,
+                       "bootstrap rank %d: send of %zu bytes to rank %d: "
+                       "more than 64 MiB",
+                       bs->rank, bytes, peer);
     if (peer == bs->rank)
         return send_self(bs, kind, tag, data, bytes);
     uint64_t deadline = op_deadline(bs);
     if (bs->out[peer].fd < 0)
         AC_CHECK(ac_socket_connect(&bs->out[peer], &bs->peers[peer], deadline, bs->abort_flag));
-    struct msg_hdr hdr = {.secret = bs->secret, .from = bs->rank, .kind = kind, .tag = tag,
-                          .bytes = bytes};
+    struct msg_hdr hdr = {
+        .secret = bs->secret, .from = bs->rank, .kind = kind, .tag = tag, .bytes = bytes};
     AC_CHECK(write_reading(bs, peer, &hdr, sizeof(hdr), deadline));
     return write_reading(bs, peer, data, bytes, deadline);
 }
@@ -477,8 +488,10 @@ static ncclResult_t recv_kind(struct ac_bootstrap *bs, int peer, uint32_t kind, 
     }
     ncclResult_t res = ncclSuccess;
     if (m->bytes != bytes)
-        res = AC_FAIL(ncclInvalidUsage, "bootstrap rank %d: rank %d sent %zu bytes (tag %u) but "
-                      "%zu were expected", bs->rank, peer, m->bytes, tag, bytes);
+        res = AC_FAIL(ncclInvalidUsage,
+                      "bootstrap rank %d: rank %d sent %zu bytes (tag %u) but "
+                      "%zu were expected",
+                      bs->rank, peer, m->bytes, tag, bytes);
     else
         memcpy(data, m->data, bytes);
     free(m->data);
@@ -500,8 +513,7 @@ ncclResult_t ac_bootstrap_recv(struct ac_bootstrap *bs, int peer, uint32_t tag, 
 
 /* Ring: at step s, pass on the block received at step s-1 (own block first). Messages on one
  * connection arrive in order, so the same tag serves every step. */
-static ncclResult_t ring_allgather(struct ac_bootstrap *bs, uint32_t kind, void *all,
-                                   size_t bytes)
+static ncclResult_t ring_allgather(struct ac_bootstrap *bs, uint32_t kind, void *all, size_t bytes)
 {
     int n = bs->nranks, next = (bs->rank + 1) % n, prev = (bs->rank + n - 1) % n;
     char *base = all;
@@ -539,7 +551,7 @@ const struct sockaddr_storage *ac_bootstrap_local_addr(const struct ac_bootstrap
 
 static ncclResult_t fail_reply(struct ac_bootstrap *bs, const struct ac_socket *root, int err)
 {
-    return AC_FAIL(err == AC_SOCKET_ABORTED ? ncclRemoteError
+    return AC_FAIL(err == AC_SOCKET_ABORTED                      ? ncclRemoteError
                    : err == ETIMEDOUT || err == AC_SOCKET_CLOSED ? ncclRemoteError
                                                                  : ncclSystemError,
                    "bootstrap rank %d: no answer from the root at %s: %s (is the process that "
@@ -554,8 +566,10 @@ static ncclResult_t join_root(struct ac_bootstrap *bs, const struct ac_unique_id
 {
     struct ac_socket root;
     struct ac_bootstrap_hello hello = {.magic = AC_BOOTSTRAP_HELLO_MAGIC,
-                                       .version = AC_BOOTSTRAP_VERSION, .secret = id->secret,
-                                       .nranks = bs->nranks, .rank = bs->rank,
+                                       .version = AC_BOOTSTRAP_VERSION,
+                                       .secret = id->secret,
+                                       .nranks = bs->nranks,
+                                       .rank = bs->rank,
                                        .listen_addr = bs->listener.addr};
     struct ac_bootstrap_reply reply;
     ncclResult_t res = ncclSuccess;
@@ -572,11 +586,11 @@ static ncclResult_t join_root(struct ac_bootstrap *bs, const struct ac_unique_id
         res = fail_reply(bs, &root, err);
     } else if (reply.status != ncclSuccess) {
         reply.msg[sizeof(reply.msg) - 1] = '\0';
-        res = AC_FAIL((ncclResult_t)reply.status, "%s (rank %d, root at %s)", reply.msg,
-                      bs->rank, root.addr_str);
+        res = AC_FAIL((ncclResult_t)reply.status, "%s (rank %d, root at %s)", reply.msg, bs->rank,
+                      root.addr_str);
     } else {
-        err = ac_socket_xfer_quiet(&root, bs->peers, (size_t)bs->nranks * sizeof(*bs->peers),
-                                   false, deadline_ns + TABLE_GRACE_NS, bs->abort_flag);
+        err = ac_socket_xfer_quiet(&root, bs->peers, (size_t)bs->nranks * sizeof(*bs->peers), false,
+                                   deadline_ns + TABLE_GRACE_NS, bs->abort_flag);
         if (err != 0)
             res = fail_reply(bs, &root, err);
     }
@@ -617,14 +631,16 @@ ncclResult_t ac_bootstrap_init(const ncclUniqueId *id, int rank, int nranks,
     ncclResult_t res;
     AC_CHECK(ac_unique_id_decode(id, &uid));
     if (nranks <= 0 || nranks > AC_BOOTSTRAP_MAX_RANKS || rank < 0 || rank >= nranks)
-        return AC_FAIL(ncclInvalidArgument, "bootstrap: rank %d of nranks %d: need 0 <= rank < "
-                       "nranks <= %d", rank, nranks, AC_BOOTSTRAP_MAX_RANKS);
+        return AC_FAIL(ncclInvalidArgument,
+                       "bootstrap: rank %d of nranks %d: need 0 <= rank < "
+                       "nranks <= %d",
+                       rank, nranks, AC_BOOTSTRAP_MAX_RANKS);
     AC_CHECK(bs_alloc(rank, nranks, abort_flag, &bs));
     uint64_t deadline = op_deadline(bs);
     bs->secret = uid.secret;
     if (rank == 0 && is_comm_id_style(&uid)) {
-        AC_CHECK_GOTO(ac_bootstrap_root_start(&uid.root, uid.secret, &bs->root_thread, &bound),
-                      res, fail);
+        AC_CHECK_GOTO(ac_bootstrap_root_start(&uid.root, uid.secret, &bs->root_thread, &bound), res,
+                      fail);
         bs->has_root_thread = true;
     }
     AC_CHECK_GOTO(ac_socket_pick_addr(&uid.root, &local, NULL, 0), res, fail);
@@ -632,8 +648,10 @@ ncclResult_t ac_bootstrap_init(const ncclUniqueId *id, int rank, int nranks,
     AC_CHECK_GOTO(join_root(bs, &uid, deadline), res, fail);
     for (int i = 0; i < nranks; i++) {
         if (!ac_socket_addr_is_valid(&bs->peers[i])) {
-            res = AC_FAIL(ncclRemoteError, "bootstrap rank %d: the root sent no valid address "
-                          "for rank %d", rank, i);
+            res = AC_FAIL(ncclRemoteError,
+                          "bootstrap rank %d: the root sent no valid address "
+                          "for rank %d",
+                          rank, i);
             goto fail;
         }
     }

@@ -14,7 +14,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 
-#define HELLO_READ_NS (5ull * 1000000000ull)  /* a connection must say hello this fast */
+#define HELLO_READ_NS (5ull * 1000000000ull) /* a connection must say hello this fast */
 #define REPLY_SEND_NS (5ull * 1000000000ull)
 #define POLL_SLICE_MS 100
 #define MISSING_LISTED_MAX 16
@@ -31,10 +31,10 @@ struct root {
     uint64_t secret;
     uint64_t deadline_ns;
     int64_t timeout_s;
-    int nranks;                        /* 0 until the first valid hello */
-    int first_rank;                    /* the rank whose hello set nranks */
-    struct ac_socket *ranks;           /* [nranks], fd -1 until that rank arrived */
-    struct sockaddr_storage *table;    /* [nranks] listen addresses */
+    int nranks;                     /* 0 until the first valid hello */
+    int first_rank;                 /* the rank whose hello set nranks */
+    struct ac_socket *ranks;        /* [nranks], fd -1 until that rank arrived */
+    struct sockaddr_storage *table; /* [nranks] listen addresses */
     int narrived;
     struct pending *pend;
     int npend, pend_cap;
@@ -60,8 +60,8 @@ static void send_reply(struct ac_socket *s, ncclResult_t status, const char *msg
     reply.magic = AC_BOOTSTRAP_REPLY_MAGIC;
     reply.status = (int32_t)status;
     snprintf(reply.msg, sizeof(reply.msg), "%s", msg);
-    int err = ac_socket_xfer_quiet(s, &reply, sizeof(reply), true, ac_now_ns() + REPLY_SEND_NS,
-                                   NULL);
+    int err =
+        ac_socket_xfer_quiet(s, &reply, sizeof(reply), true, ac_now_ns() + REPLY_SEND_NS, NULL);
     if (err != 0)
         AC_INFO(AC_SUB_BOOTSTRAP, "bootstrap root: could not tell %s (%s): %s", s->addr_str, msg,
                 strerror(err));
@@ -109,21 +109,25 @@ static void admit(struct root *r, struct pending *p)
     const struct ac_bootstrap_hello *h = &p->hello;
     char msg[AC_BOOTSTRAP_MSG_LEN];
     msg[0] = '\0';
-    if (h->nranks <= 0 || h->nranks > AC_BOOTSTRAP_MAX_RANKS || h->rank < 0 ||
-        h->rank >= h->nranks)
-        snprintf(msg, sizeof(msg), "bootstrap: rank %d joined with nranks=%d (needs 0 <= rank < "
-                 "nranks <= %d)", h->rank, h->nranks, AC_BOOTSTRAP_MAX_RANKS);
+    if (h->nranks <= 0 || h->nranks > AC_BOOTSTRAP_MAX_RANKS || h->rank < 0 || h->rank >= h->nranks)
+        snprintf(msg, sizeof(msg),
+                 "bootstrap: rank %d joined with nranks=%d (needs 0 <= rank < "
+                 "nranks <= %d)",
+                 h->rank, h->nranks, AC_BOOTSTRAP_MAX_RANKS);
     else if (!ac_socket_addr_is_valid(&h->listen_addr))
         snprintf(msg, sizeof(msg), "bootstrap: rank %d sent no valid listen address", h->rank);
     else if (r->nranks == 0 && !set_nranks(r, h))
         snprintf(msg, sizeof(msg), "bootstrap: root out of memory for %d ranks", h->nranks);
     else if (h->nranks != r->nranks)
-        snprintf(msg, sizeof(msg), "bootstrap: rank %d joined with nranks=%d but rank %d said "
-                 "nranks=%d", h->rank, h->nranks, r->first_rank, r->nranks);
+        snprintf(msg, sizeof(msg),
+                 "bootstrap: rank %d joined with nranks=%d but rank %d said "
+                 "nranks=%d",
+                 h->rank, h->nranks, r->first_rank, r->nranks);
     else if (r->ranks[h->rank].fd >= 0)
-        snprintf(msg, sizeof(msg), "bootstrap: rank %d joined twice (from %s and %s): every rank "
-                 "needs its own rank number", h->rank, r->ranks[h->rank].addr_str,
-                 p->sock.addr_str);
+        snprintf(msg, sizeof(msg),
+                 "bootstrap: rank %d joined twice (from %s and %s): every rank "
+                 "needs its own rank number",
+                 h->rank, r->ranks[h->rank].addr_str, p->sock.addr_str);
     if (msg[0] != '\0') {
         send_reply(&p->sock, ncclInvalidUsage, msg);
         ac_socket_close(&p->sock);
@@ -250,8 +254,7 @@ static void send_tables(struct root *r)
         int err = ac_socket_xfer_quiet(&r->ranks[i], &reply, sizeof(reply), true, deadline, NULL);
         if (err == 0)
             err = ac_socket_xfer_quiet(&r->ranks[i], r->table,
-                                       (size_t)r->nranks * sizeof(*r->table), true, deadline,
-                                       NULL);
+                                       (size_t)r->nranks * sizeof(*r->table), true, deadline, NULL);
         if (err != 0)
             AC_WARN("bootstrap root: sending the address table to rank %d (%s) failed: %s", i,
                     r->ranks[i].addr_str, strerror(err));

@@ -12,8 +12,8 @@
 #include <sys/socket.h>
 
 #define AC_BOOTSTRAP_VERSION 1u
-#define AC_BOOTSTRAP_HELLO_MAGIC 0x41434248u   /* "ACBH": rank -> root */
-#define AC_BOOTSTRAP_REPLY_MAGIC 0x41434252u   /* "ACBR": root -> rank */
+#define AC_BOOTSTRAP_HELLO_MAGIC 0x41434248u /* "ACBH": rank -> root */
+#define AC_BOOTSTRAP_REPLY_MAGIC 0x41434252u /* "ACBR": root -> rank */
 #define AC_BOOTSTRAP_MAX_RANKS (1 << 20)
 #define AC_BOOTSTRAP_MSG_LEN 240
 
@@ -24,7 +24,7 @@ struct ac_bootstrap_hello {
     uint64_t secret;
     int32_t nranks;
     int32_t rank;
-    struct sockaddr_storage listen_addr;   /* where this rank accepts bootstrap messages */
+    struct sockaddr_storage listen_addr; /* where this rank accepts bootstrap messages */
 };
 
 /* Root -> rank. status ncclSuccess is followed by nranks listen addresses (the table); any other

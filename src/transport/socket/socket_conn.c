@@ -17,11 +17,11 @@
 #include <sys/random.h>
 #include <sys/uio.h>
 
-#define BLOB_MAGIC 0x41435342u    /* "ACSB" */
-#define HELLO_MAGIC 0x41435348u   /* "ACSH" */
+#define BLOB_MAGIC 0x41435342u  /* "ACSB" */
+#define HELLO_MAGIC 0x41435348u /* "ACSH" */
 #define HELLO_READ_NS (5ull * 1000000000ull)
 #define SOCKET_BUF_BYTES (4 << 20)
-#define IOV_SLOTS 32              /* slots written per sendmsg */
+#define IOV_SLOTS 32 /* slots written per sendmsg */
 
 struct sock_blob {
     uint32_t magic;
@@ -41,16 +41,16 @@ struct sock_hello {
 };
 
 struct sock_conn {
-    struct ac_socket listener;   /* receiver, until recv_connect */
+    struct ac_socket listener; /* receiver, until recv_connect */
     struct ac_socket sock;
     uint64_t nonce;
-    char *slots;                 /* nslots * slot_bytes */
-    uint64_t *sizes;             /* [nslots]: payload bytes; the sender sends it as the header */
-    uint64_t head;               /* sender: posted; receiver: fully received */
-    uint64_t tail;               /* sender: fully written; receiver: released */
-    size_t cur_done;             /* bytes of [header][payload] moved for the current slot */
-    uint64_t cur_hdr;            /* receiver: the header being read */
-    bool is_peer_closed;         /* receiver: EOF seen between two slots */
+    char *slots;         /* nslots * slot_bytes */
+    uint64_t *sizes;     /* [nslots]: payload bytes; the sender sends it as the header */
+    uint64_t head;       /* sender: posted; receiver: fully received */
+    uint64_t tail;       /* sender: fully written; receiver: released */
+    size_t cur_done;     /* bytes of [header][payload] moved for the current slot */
+    uint64_t cur_hdr;    /* receiver: the header being read */
+    bool is_peer_closed; /* receiver: EOF seen between two slots */
 };
 
 static int64_t timeout_s(void)
@@ -79,7 +79,8 @@ static ncclResult_t io_fail(struct ac_conn *conn, int err)
     if (err == AC_SOCKET_CLOSED)
         return AC_FAIL(ncclRemoteError,
                        "socket transport: connection to %s closed by peer (channel %d): the peer "
-                       "process probably exited or crashed", peer, conn->channel);
+                       "process probably exited or crashed",
+                       peer, conn->channel);
     return AC_FAIL(ncclSystemError, "socket transport: %s to %s (channel %d) failed: %s",
                    conn->is_send ? "send" : "receive", peer, conn->channel, strerror(err));
 }
@@ -92,8 +93,10 @@ static bool sock_can_connect(const struct ac_peer_info *self, const struct ac_pe
 static ncclResult_t conn_alloc(struct ac_conn *conn)
 {
     if (conn->nslots <= 0 || conn->slot_bytes == 0)
-        return AC_FAIL(ncclInternalError, "socket transport: connector to rank %d has %d slots "
-                       "of %zu bytes", conn->peer, conn->nslots, conn->slot_bytes);
+        return AC_FAIL(ncclInternalError,
+                       "socket transport: connector to rank %d has %d slots "
+                       "of %zu bytes",
+                       conn->peer, conn->nslots, conn->slot_bytes);
     struct sock_conn *sc = calloc(1, sizeof(*sc));
     if (sc == NULL)
         return AC_FAIL(ncclSystemError, "socket transport: out of memory");
@@ -103,8 +106,10 @@ static ncclResult_t conn_alloc(struct ac_conn *conn)
     sc->sizes = calloc((size_t)conn->nslots, sizeof(*sc->sizes));
     conn->priv = sc;
     if (sc->slots == NULL || sc->sizes == NULL)
-        return AC_FAIL(ncclSystemError, "socket transport: out of memory for %d slots of %zu "
-                       "bytes (NCCL_BUFFSIZE, ANYCCL_NSLOTS)", conn->nslots, conn->slot_bytes);
+        return AC_FAIL(ncclSystemError,
+                       "socket transport: out of memory for %d slots of %zu "
+                       "bytes (NCCL_BUFFSIZE, ANYCCL_NSLOTS)",
+                       conn->nslots, conn->slot_bytes);
     return ncclSuccess;
 }
 
@@ -150,14 +155,17 @@ static ncclResult_t sock_send_connect(struct ac_conn *conn, const struct ac_conn
     struct sock_blob blob;
     memcpy(&blob, peer_blob->bytes, sizeof(blob));
     if (blob.magic != BLOB_MAGIC || !ac_socket_addr_is_valid(&blob.addr))
-        return AC_FAIL(ncclInternalError, "socket transport: rank %d sent a connection blob "
-                       "that is not the socket transport's (channel %d)", conn->peer,
-                       conn->channel);
+        return AC_FAIL(ncclInternalError,
+                       "socket transport: rank %d sent a connection blob "
+                       "that is not the socket transport's (channel %d)",
+                       conn->peer, conn->channel);
     AC_CHECK(conn_alloc(conn));
     struct sock_conn *sc = conn->priv;
     uint64_t deadline = ac_now_ns() + (uint64_t)timeout_s() * 1000000000ull;
-    struct sock_hello hello = {.magic = HELLO_MAGIC, .channel = conn->channel,
-                               .comm_hash = conn->comm_hash, .nonce = blob.nonce,
+    struct sock_hello hello = {.magic = HELLO_MAGIC,
+                               .channel = conn->channel,
+                               .comm_hash = conn->comm_hash,
+                               .nonce = blob.nonce,
                                .sender_rank = conn->self_info ? conn->self_info->rank : -1};
     AC_CHECK(ac_socket_connect(&sc->sock, &blob.addr, deadline, NULL));
     ac_socket_set_bufsize(&sc->sock, SOCKET_BUF_BYTES);
@@ -190,10 +198,11 @@ static ncclResult_t sock_recv_connect(struct ac_conn *conn)
         ac_socket_init(&s);
         AC_CHECK(ac_socket_accept(&sc->listener, &s, deadline, NULL));
         if (s.fd < 0)
-            return AC_FAIL(ncclRemoteError, "socket transport: %s did not connect to %s within "
+            return AC_FAIL(ncclRemoteError,
+                           "socket transport: %s did not connect to %s within "
                            "%lld s (channel %d): is it alive? see ANYCCL_INIT_TIMEOUT",
-                           peer_str(conn, peer, sizeof(peer)), sc->listener.addr_str,
-                           (long long)t, conn->channel);
+                           peer_str(conn, peer, sizeof(peer)), sc->listener.addr_str, (long long)t,
+                           conn->channel);
         uint64_t d = ac_now_ns() + HELLO_READ_NS;
         int err = ac_socket_xfer_quiet(&s, &hello, sizeof(hello), false,
                                        d < deadline ? d : deadline, NULL);
@@ -203,7 +212,8 @@ static ncclResult_t sock_recv_connect(struct ac_conn *conn)
             break;
         }
         AC_WARN("socket transport: dropping connection from %s while waiting for rank %d "
-                "(channel %d): %s", s.addr_str, conn->peer, conn->channel, why);
+                "(channel %d): %s",
+                s.addr_str, conn->peer, conn->channel, why);
         ac_socket_close(&s);
     }
     ac_socket_close(&sc->listener);
@@ -229,9 +239,11 @@ static ncclResult_t sock_send_post(struct ac_conn *conn, size_t bytes)
 {
     struct sock_conn *sc = conn->priv;
     if (bytes > conn->slot_bytes || sc->head - sc->tail >= (uint64_t)conn->nslots)
-        return AC_FAIL(ncclInternalError, "socket transport: post of %zu bytes to rank %d "
-                       "(slot bytes %zu, %llu slots in flight)", bytes, conn->peer,
-                       conn->slot_bytes, (unsigned long long)(sc->head - sc->tail));
+        return AC_FAIL(ncclInternalError,
+                       "socket transport: post of %zu bytes to rank %d "
+                       "(slot bytes %zu, %llu slots in flight)",
+                       bytes, conn->peer, conn->slot_bytes,
+                       (unsigned long long)(sc->head - sc->tail));
     sc->sizes[sc->head % (uint64_t)conn->nslots] = bytes;
     sc->head++;
     return ncclSuccess;
@@ -247,10 +259,10 @@ static ssize_t write_slots(struct ac_conn *conn)
     for (uint64_t k = sc->tail; k < sc->head && n < 2 * IOV_SLOTS; k++) {
         size_t i = k % (uint64_t)conn->nslots;
         iov[n++] = (struct iovec){.iov_base = &sc->sizes[i], .iov_len = sizeof(uint64_t)};
-        iov[n++] = (struct iovec){.iov_base = sc->slots + i * conn->slot_bytes,
-                                  .iov_len = sc->sizes[i]};
+        iov[n++] =
+            (struct iovec){.iov_base = sc->slots + i * conn->slot_bytes, .iov_len = sc->sizes[i]};
     }
-    for (int j = 0; j < n && skip > 0; j++) {   /* resume a partly written slot */
+    for (int j = 0; j < n && skip > 0; j++) { /* resume a partly written slot */
         size_t d = skip < iov[j].iov_len ? skip : iov[j].iov_len;
         iov[j].iov_base = (char *)iov[j].iov_base + d;
         iov[j].iov_len -= d;
@@ -313,10 +325,12 @@ static ncclResult_t progress_recv(struct ac_conn *conn)
             if (sc->cur_done < sizeof(uint64_t))
                 return ncclSuccess;
             if (sc->cur_hdr > conn->slot_bytes)
-                return AC_FAIL(ncclRemoteError, "socket transport: rank %d sent %llu bytes for a "
+                return AC_FAIL(ncclRemoteError,
+                               "socket transport: rank %d sent %llu bytes for a "
                                "slot of %zu (channel %d): do both ranks use the same NCCL_BUFFSIZE "
-                               "and ANYCCL_NSLOTS?", conn->peer,
-                               (unsigned long long)sc->cur_hdr, conn->slot_bytes, conn->channel);
+                               "and ANYCCL_NSLOTS?",
+                               conn->peer, (unsigned long long)sc->cur_hdr, conn->slot_bytes,
+                               conn->channel);
         }
         got = sc->cur_done - sizeof(uint64_t);
         err = ac_socket_recv_some(&sc->sock, sc->slots + i * conn->slot_bytes, sc->cur_hdr, &got);
@@ -359,8 +373,10 @@ static ncclResult_t sock_recv_release(struct ac_conn *conn)
 {
     struct sock_conn *sc = conn->priv;
     if (sc->tail == sc->head)
-        return AC_FAIL(ncclInternalError, "socket transport: release with no slot held (rank %d "
-                       "channel %d)", conn->peer, conn->channel);
+        return AC_FAIL(ncclInternalError,
+                       "socket transport: release with no slot held (rank %d "
+                       "channel %d)",
+                       conn->peer, conn->channel);
     sc->tail++;
     return ncclSuccess;
 }

@@ -42,7 +42,7 @@ Test(socket, parse_ipv6_forms)
     cr_assert_eq(ac_socket_addr_parse("[fd00::1]:80", &a), ncclSuccess);
     cr_expect_eq(a.ss_family, AF_INET6);
     cr_expect_str_eq(print(&a), "[fd00::1]:80");
-    cr_assert_eq(ac_socket_addr_parse("fd00::1:80", &b), ncclSuccess);   /* last colon: port */
+    cr_assert_eq(ac_socket_addr_parse("fd00::1:80", &b), ncclSuccess); /* last colon: port */
     cr_expect(ac_socket_addr_equal(&a, &b));
     ac_socket_addr_set_port(&b, 81);
     cr_expect_not(ac_socket_addr_equal(&a, &b));
@@ -51,7 +51,7 @@ Test(socket, parse_ipv6_forms)
 Test(socket, parse_rejects_malformed)
 {
     static const char *const bad[] = {"nocolon", "1.2.3.4:", "1.2.3.4:70000", "1.2.3.4:-1",
-                                      "[::1]80", ":80", "1.2.3.4:8x", "[::1"};
+                                      "[::1]80", ":80",      "1.2.3.4:8x",    "[::1"};
     struct sockaddr_storage a;
     for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++)
         cr_expect_eq(ac_socket_addr_parse(bad[i], &a), ncclInvalidArgument, "%s", bad[i]);
@@ -82,7 +82,7 @@ Test(socket, pick_by_ifname_and_family)
     cr_expect_str_eq(print(&a), "127.0.0.1:0");
     setenv("NCCL_SOCKET_FAMILY", "AF_INET6", 1);
     ac_config_reload();
-    if (ac_socket_pick_addr(NULL, &a, name, sizeof(name)) == ncclSuccess)   /* if ::1 exists */
+    if (ac_socket_pick_addr(NULL, &a, name, sizeof(name)) == ncclSuccess) /* if ::1 exists */
         cr_expect_str_eq(print(&a), "[::1]:0");
     setenv("NCCL_SOCKET_IFNAME", "=no_such_if0", 1);
     ac_config_reload();
@@ -105,7 +105,8 @@ Test(socket, default_pick_prefers_a_real_interface)
     char name[AC_IFNAME_MAX];
     cr_assert_eq(ac_socket_pick_addr(NULL, &a, name, sizeof(name)), ncclSuccess);
     cr_expect(ac_socket_ifname_matches("^docker,lo,virbr,veth", name) ||
-                  ac_socket_ifname_matches("docker,virbr,veth,lo", name), "%s", name);
+                  ac_socket_ifname_matches("docker,virbr,veth,lo", name),
+              "%s", name);
 }
 
 static int free_port(void)

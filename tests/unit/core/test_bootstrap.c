@@ -31,14 +31,17 @@ TestSuite(bootstrap, .init = fresh_env);
 struct rank_arg {
     ncclUniqueId id;
     int rank, nranks;
-    bool is_exchange;        /* run allgather, send/recv, barrier after init */
+    bool is_exchange; /* run allgather, send/recv, barrier after init */
     size_t p2p_bytes;
     ncclResult_t res;
     char err[512];
     int bad_values;
 };
 
-static unsigned char value_at(int rank, size_t i) { return (unsigned char)(rank * 31 + i * 7 + 1); }
+static unsigned char value_at(int rank, size_t i)
+{
+    return (unsigned char)(rank * 31 + i * 7 + 1);
+}
 
 static unsigned char p2p_value(int from, int to, int tag, size_t i)
 {
@@ -96,7 +99,7 @@ static void *rank_main(void *arg)
         if (a->res == ncclSuccess)
             a->res = ac_bootstrap_barrier(bs);
         if (a->res == ncclSuccess)
-            a->res = check_allgather(bs, a);   /* a second round reuses connections */
+            a->res = check_allgather(bs, a); /* a second round reuses connections */
     }
     if (a->res != ncclSuccess)
         snprintf(a->err, sizeof(a->err), "%s", ac_last_error());
@@ -111,8 +114,8 @@ static void run_ranks(struct rank_arg *args, int nstarted, int nranks, const ncc
     pthread_t th[MAX_RANKS];
     for (int r = 0; r < nstarted; r++) {
         memset(&args[r], 0, sizeof(args[r]));
-        args[r] = (struct rank_arg){.id = *id, .rank = r, .nranks = nranks, .is_exchange = true,
-                                    .p2p_bytes = p2p_bytes};
+        args[r] = (struct rank_arg){
+            .id = *id, .rank = r, .nranks = nranks, .is_exchange = true, .p2p_bytes = p2p_bytes};
         cr_assert_eq(pthread_create(&th[r], NULL, rank_main, &args[r]), 0);
     }
     for (int r = 0; r < nstarted; r++)
@@ -136,10 +139,22 @@ static void exchange(int nranks, size_t p2p_bytes)
     expect_all_ok(args, nranks);
 }
 
-Test(bootstrap, one_rank, .timeout = 10) { exchange(1, 16); }
-Test(bootstrap, three_ranks, .timeout = 10) { exchange(3, 16); }
-Test(bootstrap, four_ranks, .timeout = 10) { exchange(4, 16); }
-Test(bootstrap, four_ranks_1mib_all_send_first, .timeout = 20) { exchange(4, 1 << 20); }
+Test(bootstrap, one_rank, .timeout = 10)
+{
+    exchange(1, 16);
+}
+Test(bootstrap, three_ranks, .timeout = 10)
+{
+    exchange(3, 16);
+}
+Test(bootstrap, four_ranks, .timeout = 10)
+{
+    exchange(4, 16);
+}
+Test(bootstrap, four_ranks_1mib_all_send_first, .timeout = 20)
+{
+    exchange(4, 1 << 20);
+}
 
 Test(bootstrap, two_communicators_at_once, .timeout = 10)
 {
@@ -149,10 +164,10 @@ Test(bootstrap, two_communicators_at_once, .timeout = 10)
     cr_assert_eq(ac_bootstrap_create_root(&id1), ncclSuccess);
     cr_assert_eq(ac_bootstrap_create_root(&id2), ncclSuccess);
     for (int r = 0; r < 3; r++) {
-        a1[r] = (struct rank_arg){.id = id1, .rank = r, .nranks = 3, .is_exchange = true,
-                                  .p2p_bytes = 8};
-        a2[r] = (struct rank_arg){.id = id2, .rank = r, .nranks = 3, .is_exchange = true,
-                                  .p2p_bytes = 8};
+        a1[r] = (struct rank_arg){
+            .id = id1, .rank = r, .nranks = 3, .is_exchange = true, .p2p_bytes = 8};
+        a2[r] = (struct rank_arg){
+            .id = id2, .rank = r, .nranks = 3, .is_exchange = true, .p2p_bytes = 8};
         pthread_create(&th[r], NULL, rank_main, &a1[r]);
         pthread_create(&th[3 + r], NULL, rank_main, &a2[r]);
     }
@@ -193,7 +208,9 @@ Test(bootstrap, strangers_do_not_disturb_the_root, .timeout = 15)
         junk[i] = (char)(i * 11 + 3);
     struct ac_bootstrap_hello hello = {.magic = AC_BOOTSTRAP_HELLO_MAGIC,
                                        .version = AC_BOOTSTRAP_VERSION,
-                                       .secret = uid.secret + 1, .nranks = 3, .rank = 0};
+                                       .secret = uid.secret + 1,
+                                       .nranks = 3,
+                                       .rank = 0};
     hello.listen_addr = root;
     connect_and_send(&silent, &root, NULL, 0);
     connect_and_send(&short_garbage, &root, "GET / HTTP/1.0\r\n", 16);
@@ -220,7 +237,7 @@ Test(bootstrap, missing_rank_fails_within_timeout, .timeout = 10)
     pthread_t th[2];
     cr_assert_eq(ac_bootstrap_create_root(&id), ncclSuccess);
     uint64_t t0 = ac_now_ns();
-    for (int i = 0; i < 2; i++) {   /* ranks 0 and 2 of 4 */
+    for (int i = 0; i < 2; i++) { /* ranks 0 and 2 of 4 */
         args[i] = (struct rank_arg){.id = id, .rank = 2 * i, .nranks = 4};
         pthread_create(&th[i], NULL, rank_main, &args[i]);
     }
@@ -267,18 +284,18 @@ Test(bootstrap, comm_id_rank0_runs_the_root, .timeout = 10)
     cr_assert_eq(ac_socket_addr_parse("127.0.0.1:0", &lo), ncclSuccess);
     cr_assert_eq(ac_socket_listen(&probe, &lo), ncclSuccess);
     snprintf(env, sizeof(env), "127.0.0.1:%d", ac_socket_addr_port(&probe.addr));
-    ac_socket_close(&probe);   /* a free port: SO_REUSEADDR lets the root bind it again */
+    ac_socket_close(&probe); /* a free port: SO_REUSEADDR lets the root bind it again */
     setenv("NCCL_COMM_ID", env, 1);
     ac_config_reload();
     ncclUniqueId ids[3];
-    for (int r = 0; r < 3; r++)   /* every process computes its own id */
+    for (int r = 0; r < 3; r++) /* every process computes its own id */
         cr_assert_eq(ac_bootstrap_create_root(&ids[r]), ncclSuccess);
     cr_assert_eq(memcmp(&ids[0], &ids[1], sizeof(ids[0])), 0);
     struct rank_arg args[3];
     pthread_t th[4];
-    for (int r = 2; r >= 0; r--) {   /* rank 0 last: the others retry until the root is up */
-        args[r] = (struct rank_arg){.id = ids[r], .rank = r, .nranks = 3, .is_exchange = true,
-                                    .p2p_bytes = 8};
+    for (int r = 2; r >= 0; r--) { /* rank 0 last: the others retry until the root is up */
+        args[r] = (struct rank_arg){
+            .id = ids[r], .rank = r, .nranks = 3, .is_exchange = true, .p2p_bytes = 8};
         pthread_create(&th[r], NULL, rank_main, &args[r]);
     }
     for (int r = 0; r < 3; r++)
@@ -291,10 +308,10 @@ Test(bootstrap, comm_id_rank0_runs_the_root, .timeout = 10)
     cr_assert_neq(memcmp(&ids[0], &ids[1], sizeof(ids[0])), 0);
     struct rank_arg a1[2], a2[2];
     for (int r = 0; r < 2; r++) {
-        a1[r] = (struct rank_arg){.id = ids[0], .rank = r, .nranks = 2, .is_exchange = true,
-                                  .p2p_bytes = 8};
-        a2[r] = (struct rank_arg){.id = ids[1], .rank = r, .nranks = 2, .is_exchange = true,
-                                  .p2p_bytes = 8};
+        a1[r] = (struct rank_arg){
+            .id = ids[0], .rank = r, .nranks = 2, .is_exchange = true, .p2p_bytes = 8};
+        a2[r] = (struct rank_arg){
+            .id = ids[1], .rank = r, .nranks = 2, .is_exchange = true, .p2p_bytes = 8};
         pthread_create(&th[r], NULL, rank_main, &a1[r]);
         pthread_create(&th[2 + r], NULL, rank_main, &a2[r]);
     }

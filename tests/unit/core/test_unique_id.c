@@ -9,8 +9,10 @@
 
 static struct ac_unique_id sample_v4(void)
 {
-    struct ac_unique_id id = {.magic = AC_UNIQUE_ID_MAGIC, .version = 1,
-                              .secret = 0x0123456789abcdefull, .id_hash = 0xfedcba9876543210ull};
+    struct ac_unique_id id = {.magic = AC_UNIQUE_ID_MAGIC,
+                              .version = 1,
+                              .secret = 0x0123456789abcdefull,
+                              .id_hash = 0xfedcba9876543210ull};
     struct sockaddr_in *in = (struct sockaddr_in *)&id.root;
     in->sin_family = AF_INET;
     in->sin_port = htons(29500);
@@ -64,7 +66,7 @@ Test(unique_id, changed_byte_is_rejected, .timeout = 10)
     struct ac_unique_id in = sample_v4(), out;
     ncclUniqueId raw;
     ac_unique_id_encode(&in, &raw);
-    for (int i = 8; i < 48; i++) {   /* any byte after magic and version */
+    for (int i = 8; i < 48; i++) { /* any byte after magic and version */
         ncclUniqueId bad = raw;
         bad.internal[i] ^= 0x40;
         cr_assert_eq(ac_unique_id_decode(&bad, &out), ncclInvalidArgument, "byte %d", i);

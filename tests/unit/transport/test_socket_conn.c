@@ -17,7 +17,7 @@
 #define COMM_HASH 0x1234abcdull
 
 struct pair {
-    struct ac_peer_info info[2];   /* rank 0 receives, rank 1 sends */
+    struct ac_peer_info info[2]; /* rank 0 receives, rank 1 sends */
     struct ac_conn recv, send;
     ncclResult_t send_res, recv_res;
     int bad;
@@ -30,7 +30,10 @@ static size_t msg_bytes(int k)
     return (size_t)k * 7919u % (SLOT_BYTES + 1);
 }
 
-static unsigned char msg_byte(int k, size_t i) { return (unsigned char)(k * 131 + i * 7 + 3); }
+static unsigned char msg_byte(int k, size_t i)
+{
+    return (unsigned char)(k * 131 + i * 7 + 3);
+}
 
 static void init_conn(struct pair *p, struct ac_conn *c, bool is_send)
 {
@@ -58,7 +61,7 @@ static void setup(struct pair *p, bool with_stranger)
     init_conn(p, &p->recv, false);
     init_conn(p, &p->send, true);
     cr_assert_eq(ac_socket_transport.recv_setup(&p->recv, &blob), ncclSuccess);
-    if (with_stranger) {   /* right address, wrong everything else: must be dropped */
+    if (with_stranger) { /* right address, wrong everything else: must be dropped */
         struct ac_conn stranger;
         init_conn(p, &stranger, true);
         stranger.comm_hash = COMM_HASH + 1;
@@ -141,8 +144,14 @@ static void run_pair(bool with_stranger)
     ac_socket_transport.close(&p.recv);
 }
 
-Test(socket_conn, fifo_of_many_sizes_wraps_around, .timeout = 20) { run_pair(false); }
-Test(socket_conn, stranger_at_listener_is_dropped, .timeout = 20) { run_pair(true); }
+Test(socket_conn, fifo_of_many_sizes_wraps_around, .timeout = 20)
+{
+    run_pair(false);
+}
+Test(socket_conn, stranger_at_listener_is_dropped, .timeout = 20)
+{
+    run_pair(true);
+}
 
 Test(socket_conn, can_connect_always, .timeout = 10)
 {
@@ -171,6 +180,10 @@ Test(socket_conn, sender_closing_is_remote_error, .timeout = 10)
     }
     cr_assert_not_null(rslot, "the message sent before closing arrives");
     cr_expect_eq(n, 100);
+    /* EOF after whole slots is an error only once every delivered slot has been consumed */
+    for (int i = 0; i < 10; i++)
+        cr_assert_eq(p.recv.tp->progress(&p.recv), ncclSuccess);
+    cr_assert_eq(p.recv.tp->recv_release(&p.recv), ncclSuccess);
     while (res == ncclSuccess && ac_now_ns() < deadline)
         res = p.recv.tp->progress(&p.recv);
     cr_expect_eq(res, ncclRemoteError);
