@@ -12,6 +12,9 @@
 #include <stdbool.h>
 #include <stdint.h>
 
+/* The narrow conversions are written without branches (selects only) so that loops over them
+ * vectorize; AVX2's per-lane shifts cover the variable shift of the subnormal case. */
+
 /* A narrow format: ebits exponent bits, mbits mantissa bits, the exponent bias, whether the
  * all-ones exponent means inf/NaN (IEEE-like: fp16, e5m2) or only S.1111.111 is NaN (e4m3). */
 AC_DEVFN float ac_dt_narrow_to_float(uint32_t v, int ebits, int mbits, int bias, bool has_inf)
@@ -21,54 +24,46 @@ AC_DEVFN float ac_dt_narrow_to_float(uint32_t v, int ebits, int mbits, int bias,
     uint32_t mmask = (1u << mbits) - 1;
     uint32_t e = (v >> mbits) & emask;
     uint32_t m = v & mmask;
+    /* zero or subnormal: m * 2^(1 - bias - mbits), exact in float */
+    float sub = (float)m * ac_f32_from_bits((uint32_t)(127 + 1 - bias - mbits) << 23);
+    uint32_t normal = ((e - bias + 127) << 23) | (m << (23 - mbits));
+    uint32_t special = has_inf ? 0x7f800000u | (m << (23 - mbits)) /* inf, NaN with payload */
+                               : 0x7fc00000u;                      /* e4m3's S.1111.111 */
+    uint32_t mag = e == emask && (has_inf || m == mmask) ? special : normal;
+    /* A mask, not a select: the float product must not look conditional, or the compiler keeps
+     * a branch around it rather than speculate an operation that may raise a flag. */
+    uint32_t is_sub = 0u - (uint32_t)(e == 0);
 
-    if (e == emask && has_inf) /* inf, or NaN keeping its payload */
-        return ac_f32_from_bits(sign | 0x7f800000u | (m << (23 - mbits)));
-    if (e == emask && m == mmask)
-        return ac_f32_from_bits(sign | 0x7fc00000u);
-    if (e == 0) { /* zero or subnormal: m * 2^(1 - bias - mbits), exact in float */
-        float mag = (float)m * ac_f32_from_bits((uint32_t)(127 + 1 - bias - mbits) << 23);
-        return ac_f32_from_bits(sign | ac_f32_bits(mag));
-    }
-    return ac_f32_from_bits(sign | ((e - bias + 127) << 23) | (m << (23 - mbits)));
-}
+    mag = (ac_f32_bits(sub) & is_sub) | (mag & ~is_sub);
 
-/* Rounds mant >> shift to nearest, ties to even (shift in 1..31). */
-AC_DEVFN uint32_t ac_dt_round_shift(uint32_t mant, int shift)
-{
-    uint32_t q = mant >> shift;
-    uint32_t rem = mant & ((1u << shift) - 1);
-    uint32_t half = 1u << (shift - 1);
-    return q + (rem > half || (rem == half && (q & 1u)));
+    return ac_f32_from_bits(sign | mag);
 }
 
 /* max_finite: the largest finite magnitude's encoding; saturate: overflow (infinities included)
- * gives it, else infinity. The rounding carry may run from the mantissa into the exponent: that is
- * the correct next binade, and past max_finite it is overflow. */
+ * gives it, else infinity. Rounding to nearest even adds half an ulp less one, plus the kept
+ * lowest bit, then truncates; its carry may run from the mantissa into the exponent, which is the
+ * correct next binade, and past max_finite is overflow. */
 AC_DEVFN uint32_t ac_dt_float_to_narrow(float f, int ebits, int mbits, int bias, bool has_inf,
                                         bool saturate, uint32_t max_finite)
 {
     uint32_t x = ac_f32_bits(f);
     uint32_t sign = (x >> 31) << (ebits + mbits);
     uint32_t a = x & 0x7fffffffu;
+    uint32_t mmask = (1u << mbits) - 1;
     uint32_t inf = ((1u << ebits) - 1) << mbits;
-    uint32_t overflow = sign | (saturate ? max_finite : inf);
-    int e = (int)(a >> 23) - 127 + bias; /* biased exponent in the narrow format */
-    uint32_t q;
+    /* NaN: quiet, the top payload bits kept where there is room */
+    uint32_t nan = inf | (has_inf ? (1u << (mbits - 1)) | ((a >> (23 - mbits)) & mmask) : mmask);
+    uint32_t overflow = saturate ? max_finite : inf;
+    int32_t e = (int32_t)(a >> 23) - 127 + bias; /* biased exponent in the narrow format */
+    /* A subnormal result (float zeros and subnormals too) shifts the mantissa, implicit bit
+     * included, further right; 25 or more leaves nothing (mantissa < 2^24, half > remainder). */
+    int32_t sub_shift = 24 - mbits - e;
+    uint32_t shift = e >= 1 ? (uint32_t)(23 - mbits) : sub_shift > 25 ? 25u : (uint32_t)sub_shift;
+    uint32_t v = e >= 1 ? ((uint32_t)e << 23) | (a & 0x7fffffu) : (a & 0x7fffffu) | 0x800000u;
+    uint32_t q = (v + (1u << (shift - 1)) - 1 + ((v >> shift) & 1u)) >> shift;
+    uint32_t mag = a > 0x7f800000u ? nan : q > max_finite ? overflow : q;
 
-    if (a > 0x7f800000u) { /* NaN: quiet, the top payload bits kept where there is room */
-        uint32_t mmask = (1u << mbits) - 1;
-        return sign | inf | (has_inf ? (1u << (mbits - 1)) | ((a >> (23 - mbits)) & mmask) : mmask);
-    }
-    if (a == 0x7f800000u || e > (1 << ebits))
-        return overflow;
-    if (e >= 1) {
-        q = ac_dt_round_shift(((uint32_t)e << 23) | (a & 0x7fffffu), 23 - mbits);
-    } else { /* subnormal in the narrow format (float zero and subnormals land here too) */
-        int shift = 23 - mbits + 1 - e;
-        q = shift > 24 ? 0 : ac_dt_round_shift((a & 0x7fffffu) | 0x800000u, shift);
-    }
-    return q > max_finite ? overflow : sign | q;
+    return sign | mag;
 }
 
 AC_DEVFN float ac_dt_half_to_float(uint16_t h)
