@@ -72,6 +72,7 @@ struct ac_bootstrap {
     int fds_cap;
     struct msg *head, *tail; /* received, not yet matched */
     bool has_root_thread;
+    volatile int root_stop; /* tells the root thread to give up (we close) */
     pthread_t root_thread;
 };
 
@@ -222,7 +223,7 @@ ncclResult_t ac_bootstrap_create_private_root(ncclUniqueId *id_out)
     bool has_comm_addr = comm_id != NULL && *comm_id != '\0' &&
                          ac_socket_addr_parse(comm_id, &comm_addr) == ncclSuccess;
     AC_CHECK(ac_socket_pick_addr(has_comm_addr ? &comm_addr : NULL, &local, NULL, 0));
-    AC_CHECK(ac_bootstrap_root_start(&local, id.secret, NULL, &id.root));
+    AC_CHECK(ac_bootstrap_root_start(&local, id.secret, NULL, NULL, &id.root));
     if (is_comm_id_style(&id)) /* the port is known only now */
         return AC_FAIL(ncclInternalError, "bootstrap: random secret collided; call again");
     ac_unique_id_encode(&id, id_out);
@@ -551,9 +552,11 @@ const struct sockaddr_storage *ac_bootstrap_local_addr(const struct ac_bootstrap
 
 static ncclResult_t fail_reply(struct ac_bootstrap *bs, const struct ac_socket *root, int err)
 {
-    return AC_FAIL(err == AC_SOCKET_ABORTED                      ? ncclRemoteError
-                   : err == ETIMEDOUT || err == AC_SOCKET_CLOSED ? ncclRemoteError
-                                                                 : ncclSystemError,
+    if (err == AC_SOCKET_ABORTED)
+        return AC_FAIL(ncclRemoteError, "bootstrap rank %d: waiting for the root at %s: aborted",
+                       bs->rank, root->addr_str);
+    bool is_remote = err == ETIMEDOUT || err == AC_SOCKET_CLOSED;
+    return AC_FAIL(is_remote ? ncclRemoteError : ncclSystemError,
                    "bootstrap rank %d: no answer from the root at %s: %s (is the process that "
                    "called ncclGetUniqueId still running, and did every rank get its id?)",
                    bs->rank, root->addr_str,
@@ -639,8 +642,9 @@ ncclResult_t ac_bootstrap_init(const ncclUniqueId *id, int rank, int nranks,
     uint64_t deadline = op_deadline(bs);
     bs->secret = uid.secret;
     if (rank == 0 && is_comm_id_style(&uid)) {
-        AC_CHECK_GOTO(ac_bootstrap_root_start(&uid.root, uid.secret, &bs->root_thread, &bound), res,
-                      fail);
+        AC_CHECK_GOTO(ac_bootstrap_root_start(&uid.root, uid.secret, &bs->root_stop,
+                                              &bs->root_thread, &bound),
+                      res, fail);
         bs->has_root_thread = true;
     }
     AC_CHECK_GOTO(ac_socket_pick_addr(&uid.root, &local, NULL, 0), res, fail);
@@ -679,8 +683,10 @@ void ac_bootstrap_close(struct ac_bootstrap *bs)
         free(m->data);
         free(m);
     }
-    if (bs->has_root_thread)
+    if (bs->has_root_thread) {
+        bs->root_stop = 1;
         pthread_join(bs->root_thread, NULL);
+    }
     free(bs->peers);
     free(bs->out);
     free(bs->in);

@@ -31,6 +31,7 @@ struct root {
     uint64_t secret;
     uint64_t deadline_ns;
     int64_t timeout_s;
+    volatile int *stop_flag;
     int nranks;                     /* 0 until the first valid hello */
     int first_rank;                 /* the rank whose hello set nranks */
     struct ac_socket *ranks;        /* [nranks], fd -1 until that rank arrived */
@@ -287,6 +288,13 @@ static void *root_main(void *arg)
         }
         if (r->has_failed && r->nfail_replies >= r->nranks)
             break;
+        if (r->stop_flag != NULL && *r->stop_flag) {
+            if (!r->has_failed)
+                fail_all(r, ncclRemoteError,
+                         "bootstrap: rank 0, which runs the root "
+                         "(NCCL_COMM_ID), gave up");
+            break;
+        }
         if (ac_now_ns() >= r->deadline_ns) {
             if (!r->has_failed && r->nranks > 0)
                 fail_timeout(r);
@@ -310,7 +318,8 @@ static void *root_main(void *arg)
 }
 
 ncclResult_t ac_bootstrap_root_start(const struct sockaddr_storage *addr, uint64_t secret,
-                                     pthread_t *thread_out, struct sockaddr_storage *bound_out)
+                                     volatile int *stop_flag, pthread_t *thread_out,
+                                     struct sockaddr_storage *bound_out)
 {
     ncclResult_t res;
     pthread_t thread;
@@ -320,6 +329,7 @@ ncclResult_t ac_bootstrap_root_start(const struct sockaddr_storage *addr, uint64
         return AC_FAIL(ncclSystemError, "bootstrap root: out of memory");
     ac_socket_init(&r->listener);
     r->secret = secret;
+    r->stop_flag = stop_flag;
     r->timeout_s = ac_bootstrap_timeout_s();
     r->deadline_ns = ac_now_ns() + (uint64_t)r->timeout_s * 1000000000ull;
     AC_CHECK_GOTO(ac_socket_listen(&r->listener, addr), res, fail);

@@ -40,9 +40,12 @@ int64_t ac_bootstrap_timeout_s(void);
 
 /* Listens on addr (port 0: ephemeral) and starts the root thread, which serves one rendezvous and
  * exits, closing its socket, once every rank got the table, the rendezvous failed and every rank
- * was told, or the timeout passed. With thread_out the thread is joinable and the caller must
- * join it; without, it is detached. bound_out: the address ranks connect to. */
+ * was told, the timeout passed, or *stop_flag became non-zero (checked every ~100 ms while
+ * waiting; the ranks still waiting are told). With thread_out the thread is joinable and the
+ * caller must join it (stop_flag lets it do so at once); without, it is detached and stop_flag
+ * must be NULL. bound_out: the address ranks connect to. */
 ncclResult_t ac_bootstrap_root_start(const struct sockaddr_storage *addr, uint64_t secret,
-                                     pthread_t *thread_out, struct sockaddr_storage *bound_out);
+                                     volatile int *stop_flag, pthread_t *thread_out,
+                                     struct sockaddr_storage *bound_out);
 
 #endif

@@ -356,3 +356,38 @@ Test(bootstrap, close_leaves_no_fds, .timeout = 10)
         usleep(10000);
     cr_expect_eq(count_fds(), before);
 }
+
+static void *raise_flag_later(void *arg)
+{
+    usleep(300000);
+    *(volatile int *)arg = 1;
+    return NULL;
+}
+
+/* Rank 0 runs the root (NCCL_COMM_ID): aborting it must not wait for the root's timeout. */
+Test(bootstrap, comm_id_rank0_abort_is_prompt, .timeout = 10)
+{
+    struct ac_socket probe;
+    struct sockaddr_storage lo;
+    struct ac_bootstrap *bs = NULL;
+    volatile int abort_flag = 0;
+    char env[64];
+    pthread_t th;
+    ncclUniqueId id;
+    ac_socket_init(&probe);
+    ac_socket_addr_parse("127.0.0.1:0", &lo);
+    cr_assert_eq(ac_socket_listen(&probe, &lo), ncclSuccess);
+    snprintf(env, sizeof(env), "127.0.0.1:%d", ac_socket_addr_port(&probe.addr));
+    ac_socket_close(&probe);
+    setenv("NCCL_COMM_ID", env, 1);
+    setenv("ANYCCL_INIT_TIMEOUT", "60", 1);
+    ac_config_reload();
+    cr_assert_eq(ac_bootstrap_create_root(&id), ncclSuccess);
+    pthread_create(&th, NULL, raise_flag_later, (void *)&abort_flag);
+    uint64_t t0 = ac_now_ns();
+    cr_expect_eq(ac_bootstrap_init(&id, 0, 2, &abort_flag, &bs), ncclRemoteError);
+    pthread_join(th, NULL);
+    double secs = (double)(ac_now_ns() - t0) / 1e9;
+    cr_expect(secs < 3.0, "took %.1f s", secs);
+    cr_expect(strstr(ac_last_error(), "aborted") != NULL, "%s", ac_last_error());
+}
