@@ -66,6 +66,7 @@ struct ac_bootstrap {
     struct ac_socket listener;
     struct sockaddr_storage *peers; /* [nranks] listen addresses */
     struct ac_socket *out;          /* [nranks] cached send connections */
+    bool *is_peer_gone;             /* [nranks] its connection to us closed: it sends no more */
     struct in_conn *in;
     int nin, in_cap;
     struct pollfd *fds;
@@ -260,6 +261,8 @@ static void drop_in(struct ac_bootstrap *bs, struct in_conn *c, const char *why)
     if (why != NULL)
         AC_WARN("bootstrap rank %d: dropping connection from %s (rank %d): %s", bs->rank,
                 c->sock.addr_str, c->from, why);
+    if (c->from >= 0 && bs->is_peer_gone != NULL)
+        bs->is_peer_gone[c->from] = true;
     ac_socket_close(&c->sock);
     free(c->data);
     c->data = NULL;
@@ -481,6 +484,12 @@ static ncclResult_t recv_kind(struct ac_bootstrap *bs, int peer, uint32_t kind, 
     struct msg *m;
     char what[96];
     while ((m = take_match(bs, peer, kind, tag)) == NULL) {
+        if (bs->is_peer_gone[peer])
+            return AC_FAIL(ncclRemoteError,
+                           "bootstrap rank %d: rank %d (%s) closed its connection before sending "
+                           "tag %u: did it exit or fail?",
+                           bs->rank, peer, ac_socket_addr_str(&bs->peers[peer], what, sizeof(what)),
+                           tag);
         int err = wait_and_read(bs, -1, deadline);
         if (err != 0) {
             snprintf(what, sizeof(what), "receive from rank %d (tag %u)", peer, tag);
@@ -614,7 +623,8 @@ static ncclResult_t bs_alloc(int rank, int nranks, volatile int *abort_flag,
     ac_socket_init(&bs->listener);
     bs->peers = calloc((size_t)nranks, sizeof(*bs->peers));
     bs->out = calloc((size_t)nranks, sizeof(*bs->out));
-    if (bs->peers == NULL || bs->out == NULL) {
+    bs->is_peer_gone = calloc((size_t)nranks, sizeof(*bs->is_peer_gone));
+    if (bs->peers == NULL || bs->out == NULL || bs->is_peer_gone == NULL) {
         ac_bootstrap_close(bs);
         return AC_FAIL(ncclSystemError, "bootstrap rank %d: out of memory for %d ranks", rank,
                        nranks);
@@ -689,6 +699,7 @@ void ac_bootstrap_close(struct ac_bootstrap *bs)
     }
     free(bs->peers);
     free(bs->out);
+    free(bs->is_peer_gone);
     free(bs->in);
     free(bs->fds);
     free(bs);

@@ -391,3 +391,53 @@ Test(bootstrap, comm_id_rank0_abort_is_prompt, .timeout = 10)
     cr_expect(secs < 3.0, "took %.1f s", secs);
     cr_expect(strstr(ac_last_error(), "aborted") != NULL, "%s", ac_last_error());
 }
+
+struct gone_arg {
+    ncclUniqueId id;
+    int rank;
+    ncclResult_t res;
+    char err[512];
+    double secs;
+};
+
+/* Rank 1 sends one message and closes; rank 0 then waits for a second one. */
+static void *gone_main(void *arg)
+{
+    struct gone_arg *a = arg;
+    struct ac_bootstrap *bs = NULL;
+    int v = 42;
+    a->res = ac_bootstrap_init(&a->id, a->rank, 2, NULL, &bs);
+    if (a->res == ncclSuccess && a->rank == 1)
+        a->res = ac_bootstrap_send(bs, 0, 7, &v, sizeof(v));
+    if (a->res == ncclSuccess && a->rank == 0) {
+        a->res = ac_bootstrap_recv(bs, 1, 7, &v, sizeof(v));
+        uint64_t t0 = ac_now_ns();
+        if (a->res == ncclSuccess && v == 42)
+            a->res = ac_bootstrap_recv(bs, 1, 8, &v, sizeof(v));
+        a->secs = (double)(ac_now_ns() - t0) / 1e9;
+        snprintf(a->err, sizeof(a->err), "%s", ac_last_error());
+    }
+    ac_bootstrap_close(bs);
+    return NULL;
+}
+
+Test(bootstrap, peer_that_closed_fails_a_recv_at_once, .timeout = 10)
+{
+    setenv("ANYCCL_INIT_TIMEOUT", "30", 1);
+    ac_config_reload();
+    struct gone_arg a[2];
+    pthread_t th[2];
+    ncclUniqueId id;
+    cr_assert_eq(ac_bootstrap_create_root(&id), ncclSuccess);
+    for (int r = 0; r < 2; r++) {
+        a[r] = (struct gone_arg){.id = id, .rank = r};
+        pthread_create(&th[r], NULL, gone_main, &a[r]);
+    }
+    for (int r = 0; r < 2; r++)
+        pthread_join(th[r], NULL);
+    cr_expect_eq(a[1].res, ncclSuccess);
+    cr_expect_eq(a[0].res, ncclRemoteError);
+    cr_expect(a[0].secs < 3.0, "took %.1f s", a[0].secs);
+    cr_expect(strstr(a[0].err, "rank 1") && strstr(a[0].err, "closed its connection"), "%s",
+              a[0].err);
+}
