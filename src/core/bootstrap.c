@@ -297,6 +297,7 @@ static void read_in(struct ac_bootstrap *bs, struct in_conn *c)
                 if (why != NULL)
                     return drop_in(bs, c, why);
                 c->from = c->hdr.from;
+                bs->is_peer_gone[c->from] = false; /* it reconnected */
             }
         }
         if (err == 0 && c->hdr_got == sizeof(c->hdr))
