@@ -87,10 +87,59 @@ DEFINE_BINOP(sum_f64, double, ac_op_sum_f64)
 DEFINE_BINOP(prod_f64, double, ac_op_prod_f64)
 DEFINE_BINOP(max_f64, double, ac_op_max_f64)
 DEFINE_BINOP(min_f64, double, ac_op_min_f64)
+#if defined(__GNUC__) && __BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__
+/* bf16 is float's top half, so a 32-bit lane holding two bf16 values already has the odd one in
+ * float position (clear the low half) and the even one a shift away: 16 elements per pass with
+ * no unpacking, about half the instructions of the auto-vectorized element loop. Rounding as in
+ * dtypes.h: add half an ulp less one plus the kept lowest bit; NaN only gets its quiet bit. The
+ * helpers are macros: 32-byte vector arguments would change the ABI of the default clone. */
+typedef uint32_t u32x8 __attribute__((vector_size(32)));
+typedef float f32x8 __attribute__((vector_size(32)));
+
+#define BF16_ROUND(f) ({                                                                       \
+    u32x8 x_ = (u32x8)(f), nan_ = (u32x8)((f) != (f));                                        \
+    (nan_ & (x_ | 0x400000u)) | (~nan_ & (x_ + 0x7fffu + ((x_ >> 16) & 1u)));                 \
+})
+#define VEC_SUM(a, b) ((a) + (b))
+#define VEC_PROD(a, b) ((a) * (b))
+/* ops.h's NaN-propagating max/min: a when a > b (resp. <) or a is NaN, else b. */
+#define VEC_PICK(a, b, take_a) ({                                                              \
+    u32x8 t_ = (u32x8)(take_a);                                                                \
+    (f32x8)((t_ & (u32x8)(a)) | (~t_ & (u32x8)(b)));                                           \
+})
+#define VEC_MAX(a, b) VEC_PICK(a, b, ((a) > (b)) | ((a) != (a)))
+#define VEC_MIN(a, b) VEC_PICK(a, b, ((a) < (b)) | ((a) != (a)))
+
+/* Each block is loaded before it is stored: dst may equal a or b. */
+#define DEFINE_BF16_BINOP(name, vop, op)                                                       \
+    static HOT void name(void *dst, const void *a, const void *b, size_t n)                    \
+    {                                                                                          \
+        uint16_t *d = dst;                                                                     \
+        const uint16_t *x = a, *y = b;                                                         \
+        size_t i = 0;                                                                          \
+        for (; i + 16 <= n; i += 16) {                                                         \
+            u32x8 va, vb, r;                                                                   \
+            memcpy(&va, x + i, sizeof va);                                                     \
+            memcpy(&vb, y + i, sizeof vb);                                                     \
+            f32x8 even = vop((f32x8)(va << 16), (f32x8)(vb << 16));                            \
+            f32x8 odd = vop((f32x8)(va & 0xffff0000u), (f32x8)(vb & 0xffff0000u));             \
+            r = (BF16_ROUND(even) >> 16) | (BF16_ROUND(odd) & 0xffff0000u);                    \
+            memcpy(d + i, &r, sizeof r);                                                       \
+        }                                                                                      \
+        for (; i < n; i++)                                                                     \
+            d[i] = op(x[i], y[i]);                                                             \
+    }
+
+DEFINE_BF16_BINOP(sum_bf16, VEC_SUM, ac_op_sum_bf16)
+DEFINE_BF16_BINOP(prod_bf16, VEC_PROD, ac_op_prod_bf16)
+DEFINE_BF16_BINOP(max_bf16, VEC_MAX, ac_op_max_bf16)
+DEFINE_BF16_BINOP(min_bf16, VEC_MIN, ac_op_min_bf16)
+#else
 DEFINE_BINOP(sum_bf16, uint16_t, ac_op_sum_bf16)
 DEFINE_BINOP(prod_bf16, uint16_t, ac_op_prod_bf16)
 DEFINE_BINOP(max_bf16, uint16_t, ac_op_max_bf16)
 DEFINE_BINOP(min_bf16, uint16_t, ac_op_min_bf16)
+#endif
 DEFINE_BINOP(sum_e4m3, uint8_t, ac_op_sum_e4m3)
 DEFINE_BINOP(prod_e4m3, uint8_t, ac_op_prod_e4m3)
 DEFINE_BINOP(max_e4m3, uint8_t, ac_op_max_e4m3)
