@@ -1,7 +1,9 @@
 /* The host instantiation of the shared reduction kernels: one plain loop per (storage type,
  * operator) over the element functions of kernels/ops.h, picked once per call from a table.
  * premulsum and avg run as extra passes over blocks small enough to stay in L1, so that the common
- * case (no premul, not the final step) is a single loop that the compiler vectorizes. */
+ * case (no premul, not the final step) is a single loop that the compiler vectorizes. Two hand
+ * vectorized paths give the same bits as those loops, faster: bf16 on 32-byte vectors, fp16 with
+ * x86's F16C conversions when the CPU has them. */
 #include "device/kernels/ops.h"
 #include "device/kernels/reduce.h"
 
