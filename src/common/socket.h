@@ -59,7 +59,8 @@ void ac_socket_init(struct ac_socket *s);
 void ac_socket_close(struct ac_socket *s);
 /* Listens on addr (port 0: an ephemeral port) with SO_REUSEADDR; s->addr is the bound address. */
 ncclResult_t ac_socket_listen(struct ac_socket *s, const struct sockaddr_storage *addr);
-/* Connects to addr, retrying while refused or timed out until deadline_ns (ac_now_ns clock). */
+/* Connects to addr, retrying while refused or timed out until deadline_ns (ac_now_ns clock; 0:
+ * no deadline). Sets TCP_NODELAY. */
 ncclResult_t ac_socket_connect(struct ac_socket *s, const struct sockaddr_storage *addr,
                                uint64_t deadline_ns, volatile int *abort_flag);
 /* Accepts one connection. When the deadline passes first, returns ncclSuccess with
