@@ -20,8 +20,8 @@ const struct ac_transport *ac_transport_pick(const struct ac_peer_info *self,
         const struct ac_transport *tp = ac_transports_all[i];
         if (tp->can_connect(self, peer)) {
             AC_INFO(AC_SUB_INIT | (tp == &ac_shm_transport ? AC_SUB_SHM : AC_SUB_NET),
-                    "rank %d -> rank %d (host %s) via %s", self->rank, peer->rank,
-                    peer->hostname, tp->name);
+                    "rank %d -> rank %d (host %s) via %s", self->rank, peer->rank, peer->hostname,
+                    tp->name);
             return tp;
         }
     }

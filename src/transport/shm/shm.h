@@ -13,7 +13,7 @@
 
 #define AC_SHM_MAGIC 0x414e5943434c534dull /* "ANYCCLSM" */
 #define AC_SHM_VERSION 1u
-#define AC_SHM_LINE 128                      /* two lines: adjacent-line prefetch shares pairs */
+#define AC_SHM_LINE 128 /* two lines: adjacent-line prefetch shares pairs */
 #define AC_SHM_PAGE 4096
 #define AC_SHM_PATH_MAX 200
 
@@ -42,8 +42,8 @@ struct ac_shm_ctrl {
 struct ac_shm_layout {
     uint32_t nslots;
     size_t slot_bytes;
-    size_t slot_stride;  /* slot_bytes rounded up to a page: every slot starts page-aligned */
-    size_t ctrl_bytes;   /* control block rounded up to a page: slot 0 starts there */
+    size_t slot_stride; /* slot_bytes rounded up to a page: every slot starts page-aligned */
+    size_t ctrl_bytes;  /* control block rounded up to a page: slot 0 starts there */
     size_t total_bytes;
 };
 

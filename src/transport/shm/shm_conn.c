@@ -69,7 +69,8 @@ static bool is_peer_gone(const struct ac_conn *conn)
 
 static ncclResult_t fail_peer_gone(const struct ac_conn *conn, const char *when)
 {
-    return AC_FAIL(ncclRemoteError, "rank %d: peer rank %d (pid %d on host %s) exited %s on "
+    return AC_FAIL(ncclRemoteError,
+                   "rank %d: peer rank %d (pid %d on host %s) exited %s on "
                    "channel %d (shared memory); look at that rank's output for why it stopped",
                    conn->self_info->rank, conn->peer, conn->peer_info->pid,
                    conn->peer_info->hostname, when, conn->channel);
@@ -159,7 +160,8 @@ static ncclResult_t shm_recv_connect(struct ac_conn *conn)
             next_check = now + CONNECT_CHECK_NS;
         }
         if (timeout_s > 0 && now - start >= (uint64_t)timeout_s * 1000000000ull) {
-            res = AC_FAIL(ncclRemoteError, "rank %d: peer rank %d (host %s) did not attach "
+            res = AC_FAIL(ncclRemoteError,
+                          "rank %d: peer rank %d (host %s) did not attach "
                           "shared-memory segment %s of channel %d within %lld s "
                           "(ANYCCL_INIT_TIMEOUT); is that rank stuck or gone?",
                           conn->self_info->rank, conn->peer, conn->peer_info->hostname,
@@ -194,7 +196,8 @@ static ncclResult_t idle_poll(struct ac_conn *conn, struct shm_conn *sc)
 
 static ncclResult_t fail_corrupt(const struct ac_conn *conn, const char *what)
 {
-    return AC_FAIL(ncclRemoteError, "rank %d: shared-memory connection with rank %d on channel "
+    return AC_FAIL(ncclRemoteError,
+                   "rank %d: shared-memory connection with rank %d on channel "
                    "%d is corrupt (%s); did a process of the peer write to it out of turn?",
                    conn->self_info->rank, conn->peer, conn->channel, what);
 }
@@ -229,9 +232,10 @@ static ncclResult_t shm_send_post(struct ac_conn *conn, size_t bytes)
     uint32_t nslots = sc->seg.layout.nslots;
 
     if (bytes > sc->seg.layout.slot_bytes || sc->pos - sc->peer_pos >= nslots)
-        return AC_FAIL(ncclInternalError, "shm send_post of %zu bytes to rank %d (channel %d) "
-                       "without a free slot of %zu bytes", bytes, conn->peer, conn->channel,
-                       sc->seg.layout.slot_bytes);
+        return AC_FAIL(ncclInternalError,
+                       "shm send_post of %zu bytes to rank %d (channel %d) "
+                       "without a free slot of %zu bytes",
+                       bytes, conn->peer, conn->channel, sc->seg.layout.slot_bytes);
     sc->seg.ctrl->sizes[sc->pos % nslots] = bytes;
     sc->pos++;
     __atomic_store_n(&sc->seg.ctrl->tail, sc->pos, __ATOMIC_RELEASE);
@@ -267,14 +271,19 @@ static ncclResult_t shm_recv_release(struct ac_conn *conn)
     struct shm_conn *sc = conn->priv;
 
     if (sc->pos == sc->peer_pos)
-        return AC_FAIL(ncclInternalError, "shm recv_release from rank %d (channel %d) without a "
-                       "delivered slot", conn->peer, conn->channel);
+        return AC_FAIL(ncclInternalError,
+                       "shm recv_release from rank %d (channel %d) without a "
+                       "delivered slot",
+                       conn->peer, conn->channel);
     sc->pos++;
     __atomic_store_n(&sc->seg.ctrl->head, sc->pos, __ATOMIC_RELEASE);
     return ncclSuccess;
 }
 
-static bool shm_is_flushing(struct ac_conn *conn) { return false; }
+static bool shm_is_flushing(struct ac_conn *conn)
+{
+    return false;
+}
 
 static void shm_close(struct ac_conn *conn)
 {

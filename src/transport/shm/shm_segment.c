@@ -22,7 +22,10 @@
 #define DEFAULT_DIR "/dev/shm"
 #define NAME_TRIES 8
 
-static size_t round_up(size_t x, size_t to) { return (x + to - 1) / to * to; }
+static size_t round_up(size_t x, size_t to)
+{
+    return (x + to - 1) / to * to;
+}
 
 ncclResult_t ac_shm_layout_compute(int nslots, size_t slot_bytes, struct ac_shm_layout *out)
 {
@@ -35,13 +38,15 @@ ncclResult_t ac_shm_layout_compute(int nslots, size_t slot_bytes, struct ac_shm_
     l.nslots = (uint32_t)nslots;
     l.slot_bytes = slot_bytes;
     l.slot_stride = round_up(slot_bytes, AC_SHM_PAGE);
-    l.ctrl_bytes = round_up(sizeof(struct ac_shm_ctrl) + (size_t)nslots * sizeof(uint64_t),
-                            AC_SHM_PAGE);
+    l.ctrl_bytes =
+        round_up(sizeof(struct ac_shm_ctrl) + (size_t)nslots * sizeof(uint64_t), AC_SHM_PAGE);
     if (__builtin_mul_overflow(l.slot_stride, (size_t)nslots, &slots_bytes) ||
         __builtin_add_overflow(slots_bytes, l.ctrl_bytes, &l.total_bytes) ||
         l.total_bytes > (size_t)INT64_MAX)
-        return AC_FAIL(ncclInvalidArgument, "shm connector: %d slots of %zu bytes overflow a "
-                       "segment size; lower NCCL_BUFFSIZE or ANYCCL_NSLOTS", nslots, slot_bytes);
+        return AC_FAIL(ncclInvalidArgument,
+                       "shm connector: %d slots of %zu bytes overflow a "
+                       "segment size; lower NCCL_BUFFSIZE or ANYCCL_NSLOTS",
+                       nslots, slot_bytes);
     *out = l;
     return ncclSuccess;
 }
@@ -76,9 +81,10 @@ static ncclResult_t make_name(const struct ac_conn *conn, const char *dir, bool 
                      conn->channel, random_u32());
 
     if (n < 0 || n >= AC_SHM_PATH_MAX)
-        return AC_FAIL(ncclInvalidUsage, "shm segment directory '%s' is too long (at most %d "
-                       "characters); set ANYCCL_SHM_DIR to a shorter path", dir,
-                       AC_SHM_PATH_MAX - 48);
+        return AC_FAIL(ncclInvalidUsage,
+                       "shm segment directory '%s' is too long (at most %d "
+                       "characters); set ANYCCL_SHM_DIR to a shorter path",
+                       dir, AC_SHM_PATH_MAX - 48);
     return ncclSuccess;
 }
 
@@ -140,7 +146,8 @@ static ncclResult_t reserve(const struct ac_conn *conn, int fd, const char *dir,
     if (err == ENOSPC || err == EFBIG)
         return fail_no_space(conn, dir, path, bytes);
     errno = err;
-    return AC_FAIL(ncclSystemError, "rank %d: posix_fallocate of %zu bytes for shared-memory "
+    return AC_FAIL(ncclSystemError,
+                   "rank %d: posix_fallocate of %zu bytes for shared-memory "
                    "segment %s failed: %s; set NCCL_SHM_DISABLE=1 to use sockets",
                    conn->self_info->rank, bytes, path, strerror(err));
 }
@@ -150,8 +157,10 @@ static ncclResult_t map_fd(int fd, const char *path, size_t bytes, void **map_ou
     void *map = mmap(NULL, bytes, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_POPULATE, fd, 0);
 
     if (map == MAP_FAILED)
-        return AC_FAIL(ncclSystemError, "mmap of %zu bytes of shared-memory segment %s failed: "
-                       "%s", bytes, path, strerror(errno));
+        return AC_FAIL(ncclSystemError,
+                       "mmap of %zu bytes of shared-memory segment %s failed: "
+                       "%s",
+                       bytes, path, strerror(errno));
     *map_out = map;
     return ncclSuccess;
 }
@@ -168,13 +177,16 @@ static ncclResult_t create_fd(const struct ac_conn *conn, const char *dir, bool 
             return ncclSuccess;
         }
         if (errno != EEXIST)
-            return AC_FAIL(ncclSystemError, "rank %d: creating shared-memory segment %s failed: "
+            return AC_FAIL(ncclSystemError,
+                           "rank %d: creating shared-memory segment %s failed: "
                            "%s; check that %s exists and is writable (ANYCCL_SHM_DIR), or set "
                            "NCCL_SHM_DISABLE=1 to use sockets",
                            conn->self_info->rank, path_out, strerror(errno), dir);
     }
-    return AC_FAIL(ncclSystemError, "rank %d: no unused shared-memory segment name in %s after "
-                   "%d tries", conn->self_info->rank, dir, NAME_TRIES);
+    return AC_FAIL(ncclSystemError,
+                   "rank %d: no unused shared-memory segment name in %s after "
+                   "%d tries",
+                   conn->self_info->rank, dir, NAME_TRIES);
 }
 
 static void init_ctrl(struct ac_shm_ctrl *ctrl, const struct ac_shm_layout *l)
@@ -222,29 +234,34 @@ static ncclResult_t check_blob(const struct ac_conn *conn, const struct ac_shm_b
                                const struct ac_shm_layout *l)
 {
     if (blob->magic != AC_SHM_MAGIC || memchr(blob->path, '\0', sizeof(blob->path)) == NULL)
-        return AC_FAIL(ncclInternalError, "rank %d: malformed shm connection info from rank %d "
+        return AC_FAIL(ncclInternalError,
+                       "rank %d: malformed shm connection info from rank %d "
                        "(channel %d); are both ranks running the same AnyCCL version?",
                        conn->self_info->rank, conn->peer, conn->channel);
     if (blob->nslots != l->nslots || blob->slot_bytes != l->slot_bytes ||
         blob->total_bytes != l->total_bytes)
-        return AC_FAIL(ncclInvalidUsage, "rank %d: shm segment %s of rank %d has %u slots of %"
-                       PRIu64 " bytes, this rank expects %u of %zu; set the same NCCL_BUFFSIZE "
-                       "and ANYCCL_NSLOTS on every rank", conn->self_info->rank, blob->path,
-                       conn->peer, blob->nslots, blob->slot_bytes, l->nslots, l->slot_bytes);
+        return AC_FAIL(ncclInvalidUsage,
+                       "rank %d: shm segment %s of rank %d has %u slots of %" PRIu64
+                       " bytes, this rank expects %u of %zu; set the same NCCL_BUFFSIZE "
+                       "and ANYCCL_NSLOTS on every rank",
+                       conn->self_info->rank, blob->path, conn->peer, blob->nslots,
+                       blob->slot_bytes, l->nslots, l->slot_bytes);
     return ncclSuccess;
 }
 
 static ncclResult_t fail_open(const struct ac_conn *conn, const char *path)
 {
     if (errno == ENOENT)
-        return AC_FAIL(ncclSystemError, "rank %d: shared-memory segment %s of rank %d (host %s) "
+        return AC_FAIL(ncclSystemError,
+                       "rank %d: shared-memory segment %s of rank %d (host %s) "
                        "does not exist here although both ranks look like one host: do they see "
                        "the same /dev/shm (containers: --ipc=host or a shared /dev/shm mount)? "
                        "Otherwise set NCCL_SHM_DISABLE=1 to use sockets",
                        conn->self_info->rank, path, conn->peer, conn->peer_info->hostname);
-    return AC_FAIL(ncclSystemError, "rank %d: opening shared-memory segment %s of rank %d failed: "
-                   "%s; set NCCL_SHM_DISABLE=1 to use sockets", conn->self_info->rank, path,
-                   conn->peer, strerror(errno));
+    return AC_FAIL(ncclSystemError,
+                   "rank %d: opening shared-memory segment %s of rank %d failed: "
+                   "%s; set NCCL_SHM_DISABLE=1 to use sockets",
+                   conn->self_info->rank, path, conn->peer, strerror(errno));
 }
 
 ncclResult_t ac_shm_segment_attach(const struct ac_conn *conn, const struct ac_shm_blob *blob,
@@ -268,9 +285,11 @@ ncclResult_t ac_shm_segment_attach(const struct ac_conn *conn, const struct ac_s
         goto close_fd;
     }
     if ((uint64_t)st.st_size != seg.layout.total_bytes) {
-        res = AC_FAIL(ncclSystemError, "rank %d: shared-memory segment %s of rank %d has %lld "
-                      "bytes, expected %zu", conn->self_info->rank, seg.path, conn->peer,
-                      (long long)st.st_size, seg.layout.total_bytes);
+        res = AC_FAIL(ncclSystemError,
+                      "rank %d: shared-memory segment %s of rank %d has %lld "
+                      "bytes, expected %zu",
+                      conn->self_info->rank, seg.path, conn->peer, (long long)st.st_size,
+                      seg.layout.total_bytes);
         goto close_fd;
     }
     AC_CHECK_GOTO(map_fd(fd, seg.path, seg.layout.total_bytes, &map), res, close_fd);
@@ -280,7 +299,8 @@ ncclResult_t ac_shm_segment_attach(const struct ac_conn *conn, const struct ac_s
     if (__atomic_load_n(&seg.ctrl->magic, __ATOMIC_ACQUIRE) != AC_SHM_MAGIC ||
         seg.ctrl->version != AC_SHM_VERSION) {
         munmap(map, seg.layout.total_bytes);
-        return AC_FAIL(ncclInternalError, "rank %d: shared-memory segment %s of rank %d has an "
+        return AC_FAIL(ncclInternalError,
+                       "rank %d: shared-memory segment %s of rank %d has an "
                        "unknown layout; run the same AnyCCL version on every rank",
                        conn->self_info->rank, seg.path, conn->peer);
     }

@@ -87,7 +87,10 @@ static size_t msg_bytes(int i)
     return (size_t)(i * 7919) % (SLOT_BYTES + 1);
 }
 
-static unsigned char msg_byte(int i, size_t j) { return (unsigned char)(i * 31 + j * 7 + 1); }
+static unsigned char msg_byte(int i, size_t j)
+{
+    return (unsigned char)(i * 31 + j * 7 + 1);
+}
 
 /* Returns 0, or the 1-based index of the message that failed. */
 static int send_all(struct ac_conn *c)
@@ -145,8 +148,7 @@ Test(shm_conn, threads_stream_in_order, .timeout = 20)
     void *ret;
 
     pair_init(&p, NSLOTS, SLOT_BYTES);
-    cr_assert_eq(ac_shm_transport.recv_setup(&p.recv, &p.blob), ncclSuccess, "%s",
-                 ac_last_error());
+    cr_assert_eq(ac_shm_transport.recv_setup(&p.recv, &p.blob), ncclSuccess, "%s", ac_last_error());
     cr_assert_eq(pthread_create(&t, NULL, sender_thread, &p), 0);
     cr_assert_eq(ac_shm_transport.recv_connect(&p.recv), ncclSuccess, "%s", ac_last_error());
     recv_all(&p.recv);
@@ -163,8 +165,7 @@ Test(shm_conn, process_stream_in_order, .timeout = 20)
     int status;
 
     pair_init(&p, NSLOTS, SLOT_BYTES);
-    cr_assert_eq(ac_shm_transport.recv_setup(&p.recv, &p.blob), ncclSuccess, "%s",
-                 ac_last_error());
+    cr_assert_eq(ac_shm_transport.recv_setup(&p.recv, &p.blob), ncclSuccess, "%s", ac_last_error());
     pid_t pid = fork();
     cr_assert_neq(pid, -1);
     if (pid == 0) {
@@ -304,8 +305,7 @@ Test(shm_conn, shm_dir_holds_a_file_until_connect, .timeout = 20)
     setenv("ANYCCL_SHM_DIR", dir, 1);
     ac_config_reload();
     pair_init(&p, NSLOTS, SLOT_BYTES);
-    cr_assert_eq(ac_shm_transport.recv_setup(&p.recv, &p.blob), ncclSuccess, "%s",
-                 ac_last_error());
+    cr_assert_eq(ac_shm_transport.recv_setup(&p.recv, &p.blob), ncclSuccess, "%s", ac_last_error());
     cr_assert_eq(count_names(dir, p.recv.comm_hash), 1);
     cr_assert_eq(count_names("/dev/shm", p.recv.comm_hash), 0);
     cr_assert_eq(pthread_create(&t, NULL, sender_thread, &p), 0);
