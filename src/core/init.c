@@ -321,7 +321,7 @@ ncclResult_t ncclCommInitAll(ncclComm_t *comm, int ndev, const int *devlist)
     if (ndev < 1)
         return AC_FAIL(ncclInvalidArgument, "ndev is %d: must be >= 1", ndev);
     ncclUniqueId id;
-    AC_CHECK(ac_bootstrap_create_root(&id));
+    AC_CHECK(ac_bootstrap_create_private_root(&id));
     struct init_all_arg *args = calloc((size_t)ndev, sizeof(*args));
     pthread_t *threads = calloc((size_t)ndev, sizeof(*threads));
     ncclResult_t res = ncclSuccess;

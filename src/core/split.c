@@ -54,7 +54,7 @@ static ncclResult_t split_exchange(struct ncclComm *comm, int color, int key,
     free(mine);
     memset(&ids[comm->rank], 0, sizeof(*ids));
     if (*leader == comm->rank)
-        AC_CHECK(ac_bootstrap_create_root(&ids[comm->rank]));
+        AC_CHECK(ac_bootstrap_create_private_root(&ids[comm->rank]));
     return ac_bootstrap_allgather(comm->bs, ids, sizeof(*ids));
 }
 
@@ -104,7 +104,7 @@ static ncclResult_t shrink_id(struct ncclComm *comm, const bool *is_excluded, nc
         leader++;
     if (leader != comm->rank)
         return ac_bootstrap_recv(comm->bs, leader, tag, id, sizeof(*id));
-    AC_CHECK(ac_bootstrap_create_root(id));
+    AC_CHECK(ac_bootstrap_create_private_root(id));
     for (int r = 0; r < comm->nranks; r++)
         if (!is_excluded[r] && r != comm->rank)
             AC_CHECK(ac_bootstrap_send(comm->bs, r, tag, id, sizeof(*id)));
