@@ -28,34 +28,34 @@ typedef void binop_fn(void *dst, const void *a, const void *b, size_t n);
  * (arg: postdiv). */
 typedef void unop_fn(void *dst, const void *src, size_t n, uint64_t arg);
 
-#define DEFINE_BINOP(name, T, op)                                                              \
-    static HOT void name(void *dst, const void *a, const void *b, size_t n)                    \
-    {                                                                                          \
-        T *d = dst;                                                                            \
-        const T *x = a, *y = b;                                                                \
-        for (size_t i = 0; i < n; i++)                                                         \
-            d[i] = op(x[i], y[i]);                                                             \
+#define DEFINE_BINOP(name, T, op)                                                                  \
+    static HOT void name(void *dst, const void *a, const void *b, size_t n)                        \
+    {                                                                                              \
+        T *d = dst;                                                                                \
+        const T *x = a, *y = b;                                                                    \
+        for (size_t i = 0; i < n; i++)                                                             \
+            d[i] = op(x[i], y[i]);                                                                 \
     }
 
 /* The scalar is a value of T in the low bytes of arg; U is the unsigned type of T's size. */
-#define DEFINE_PREMUL(name, T, U, op)                                                          \
-    static HOT void name(void *dst, const void *src, size_t n, uint64_t arg)                   \
-    {                                                                                          \
-        U bits = (U)arg;                                                                       \
-        T s, *d = dst;                                                                         \
-        const T *x = src;                                                                      \
-        memcpy(&s, &bits, sizeof s);                                                           \
-        for (size_t i = 0; i < n; i++)                                                         \
-            d[i] = op(x[i], s);                                                                \
+#define DEFINE_PREMUL(name, T, U, op)                                                              \
+    static HOT void name(void *dst, const void *src, size_t n, uint64_t arg)                       \
+    {                                                                                              \
+        U bits = (U)arg;                                                                           \
+        T s, *d = dst;                                                                             \
+        const T *x = src;                                                                          \
+        memcpy(&s, &bits, sizeof s);                                                               \
+        for (size_t i = 0; i < n; i++)                                                             \
+            d[i] = op(x[i], s);                                                                    \
     }
 
-#define DEFINE_POSTDIV(name, T, op)                                                            \
-    static void name(void *dst, const void *src, size_t n, uint64_t arg)                       \
-    {                                                                                          \
-        T *d = dst;                                                                            \
-        const T *x = src;                                                                      \
-        for (size_t i = 0; i < n; i++)                                                         \
-            d[i] = op(x[i], (uint32_t)arg);                                                    \
+#define DEFINE_POSTDIV(name, T, op)                                                                \
+    static void name(void *dst, const void *src, size_t n, uint64_t arg)                           \
+    {                                                                                              \
+        T *d = dst;                                                                                \
+        const T *x = src;                                                                          \
+        for (size_t i = 0; i < n; i++)                                                             \
+            d[i] = op(x[i], (uint32_t)arg);                                                        \
     }
 
 /* sum and prod give the same bits for a signed type and its unsigned twin: one loop for both. */
@@ -98,38 +98,40 @@ DEFINE_BINOP(min_f64, double, ac_op_min_f64)
 typedef uint32_t u32x8 __attribute__((vector_size(32)));
 typedef float f32x8 __attribute__((vector_size(32)));
 
-#define BF16_ROUND(f) ({                                                                       \
-    u32x8 x_ = (u32x8)(f), nan_ = (u32x8)((f) != (f));                                        \
-    (nan_ & (x_ | 0x400000u)) | (~nan_ & (x_ + 0x7fffu + ((x_ >> 16) & 1u)));                 \
-})
+#define BF16_ROUND(f)                                                                              \
+    ({                                                                                             \
+        u32x8 x_ = (u32x8)(f), nan_ = (u32x8)((f) != (f));                                         \
+        (nan_ & (x_ | 0x400000u)) | (~nan_ & (x_ + 0x7fffu + ((x_ >> 16) & 1u)));                  \
+    })
 #define VEC_SUM(a, b) ((a) + (b))
 #define VEC_PROD(a, b) ((a) * (b))
 /* ops.h's NaN-propagating max/min: a when a > b (resp. <) or a is NaN, else b. */
-#define VEC_PICK(a, b, take_a) ({                                                              \
-    u32x8 t_ = (u32x8)(take_a);                                                                \
-    (f32x8)((t_ & (u32x8)(a)) | (~t_ & (u32x8)(b)));                                           \
-})
+#define VEC_PICK(a, b, take_a)                                                                     \
+    ({                                                                                             \
+        u32x8 t_ = (u32x8)(take_a);                                                                \
+        (f32x8)((t_ & (u32x8)(a)) | (~t_ & (u32x8)(b)));                                           \
+    })
 #define VEC_MAX(a, b) VEC_PICK(a, b, ((a) > (b)) | ((a) != (a)))
 #define VEC_MIN(a, b) VEC_PICK(a, b, ((a) < (b)) | ((a) != (a)))
 
 /* Each block is loaded before it is stored: dst may equal a or b. */
-#define DEFINE_BF16_BINOP(name, vop, op)                                                       \
-    static HOT void name(void *dst, const void *a, const void *b, size_t n)                    \
-    {                                                                                          \
-        uint16_t *d = dst;                                                                     \
-        const uint16_t *x = a, *y = b;                                                         \
-        size_t i = 0;                                                                          \
-        for (; i + 16 <= n; i += 16) {                                                         \
-            u32x8 va, vb, r;                                                                   \
-            memcpy(&va, x + i, sizeof va);                                                     \
-            memcpy(&vb, y + i, sizeof vb);                                                     \
-            f32x8 even = vop((f32x8)(va << 16), (f32x8)(vb << 16));                            \
-            f32x8 odd = vop((f32x8)(va & 0xffff0000u), (f32x8)(vb & 0xffff0000u));             \
-            r = (BF16_ROUND(even) >> 16) | (BF16_ROUND(odd) & 0xffff0000u);                    \
-            memcpy(d + i, &r, sizeof r);                                                       \
-        }                                                                                      \
-        for (; i < n; i++)                                                                     \
-            d[i] = op(x[i], y[i]);                                                             \
+#define DEFINE_BF16_BINOP(name, vop, op)                                                           \
+    static HOT void name(void *dst, const void *a, const void *b, size_t n)                        \
+    {                                                                                              \
+        uint16_t *d = dst;                                                                         \
+        const uint16_t *x = a, *y = b;                                                             \
+        size_t i = 0;                                                                              \
+        for (; i + 16 <= n; i += 16) {                                                             \
+            u32x8 va, vb, r;                                                                       \
+            memcpy(&va, x + i, sizeof va);                                                         \
+            memcpy(&vb, y + i, sizeof vb);                                                         \
+            f32x8 even = vop((f32x8)(va << 16), (f32x8)(vb << 16));                                \
+            f32x8 odd = vop((f32x8)(va & 0xffff0000u), (f32x8)(vb & 0xffff0000u));                 \
+            r = (BF16_ROUND(even) >> 16) | (BF16_ROUND(odd) & 0xffff0000u);                        \
+            memcpy(d + i, &r, sizeof r);                                                           \
+        }                                                                                          \
+        for (; i < n; i++)                                                                         \
+            d[i] = op(x[i], y[i]);                                                                 \
     }
 
 DEFINE_BF16_BINOP(sum_bf16, VEC_SUM, ac_op_sum_bf16)
@@ -182,8 +184,11 @@ struct type_kernels {
     unop_fn *postdiv;
 };
 
-#define OPS(t, s) {[AC_OP_SUM] = sum_##s, [AC_OP_PROD] = prod_##s, [AC_OP_MAX] = max_##t, \
-                   [AC_OP_MIN] = min_##t}
+#define OPS(t, s)                                                                                  \
+    {                                                                                              \
+        [AC_OP_SUM] = sum_##s, [AC_OP_PROD] = prod_##s, [AC_OP_MAX] = max_##t,                     \
+        [AC_OP_MIN] = min_##t                                                                      \
+    }
 
 static const struct type_kernels all_types[ncclNumTypes] = {
     [ncclInt8] = {"int8", 1, OPS(i8, u8), premul_u8, postdiv_i8},
@@ -238,16 +243,16 @@ F16C static inline __m256 f16c_min(__m256 a, __m256 b)
 }
 
 /* Each block of 8 is loaded before it is stored: dst may equal a or b. */
-#define DEFINE_F16C_BINOP(name, vop, op)                                                       \
-    F16C static void name(void *dst, const void *a, const void *b, size_t n)                   \
-    {                                                                                          \
-        uint16_t *d = dst;                                                                     \
-        const uint16_t *x = a, *y = b;                                                         \
-        size_t i = 0;                                                                          \
-        for (; i + 8 <= n; i += 8)                                                             \
-            f16c_store(d + i, vop(f16c_load(x + i), f16c_load(y + i)));                        \
-        for (; i < n; i++)                                                                     \
-            d[i] = op(x[i], y[i]);                                                             \
+#define DEFINE_F16C_BINOP(name, vop, op)                                                           \
+    F16C static void name(void *dst, const void *a, const void *b, size_t n)                       \
+    {                                                                                              \
+        uint16_t *d = dst;                                                                         \
+        const uint16_t *x = a, *y = b;                                                             \
+        size_t i = 0;                                                                              \
+        for (; i + 8 <= n; i += 8)                                                                 \
+            f16c_store(d + i, vop(f16c_load(x + i), f16c_load(y + i)));                            \
+        for (; i < n; i++)                                                                         \
+            d[i] = op(x[i], y[i]);                                                                 \
     }
 
 DEFINE_F16C_BINOP(sum_f16_f16c, _mm256_add_ps, ac_op_sum_f16)
@@ -256,8 +261,10 @@ DEFINE_F16C_BINOP(max_f16_f16c, f16c_max, ac_op_max_f16)
 DEFINE_F16C_BINOP(min_f16_f16c, f16c_min, ac_op_min_f16)
 
 static binop_fn *const f16c_binops[AC_OP_KIND_COUNT] = {
-    [AC_OP_SUM] = sum_f16_f16c, [AC_OP_PROD] = prod_f16_f16c,
-    [AC_OP_MAX] = max_f16_f16c, [AC_OP_MIN] = min_f16_f16c,
+    [AC_OP_SUM] = sum_f16_f16c,
+    [AC_OP_PROD] = prod_f16_f16c,
+    [AC_OP_MAX] = max_f16_f16c,
+    [AC_OP_MIN] = min_f16_f16c,
 };
 
 /* AVX (which includes the OS saving ymm state) and F16C, asked once; clang 14's
@@ -393,11 +400,35 @@ void ac_kern_combine(const struct ac_redop *op, void *dst, const void *a, const 
     run_blocks(k, op, dst, a, b, count, false, has_div);
 }
 
-float ac_half_to_float(uint16_t h) { return ac_dt_half_to_float(h); }
-uint16_t ac_float_to_half(float f) { return ac_dt_float_to_half(f); }
-float ac_bf16_to_float(uint16_t b) { return ac_dt_bf16_to_float(b); }
-uint16_t ac_float_to_bf16(float f) { return ac_dt_float_to_bf16(f); }
-float ac_fp8e4m3_to_float(uint8_t v) { return ac_dt_fp8e4m3_to_float(v); }
-uint8_t ac_float_to_fp8e4m3(float f) { return ac_dt_float_to_fp8e4m3(f); }
-float ac_fp8e5m2_to_float(uint8_t v) { return ac_dt_fp8e5m2_to_float(v); }
-uint8_t ac_float_to_fp8e5m2(float f) { return ac_dt_float_to_fp8e5m2(f); }
+float ac_half_to_float(uint16_t h)
+{
+    return ac_dt_half_to_float(h);
+}
+uint16_t ac_float_to_half(float f)
+{
+    return ac_dt_float_to_half(f);
+}
+float ac_bf16_to_float(uint16_t b)
+{
+    return ac_dt_bf16_to_float(b);
+}
+uint16_t ac_float_to_bf16(float f)
+{
+    return ac_dt_float_to_bf16(f);
+}
+float ac_fp8e4m3_to_float(uint8_t v)
+{
+    return ac_dt_fp8e4m3_to_float(v);
+}
+uint8_t ac_float_to_fp8e4m3(float f)
+{
+    return ac_dt_float_to_fp8e4m3(f);
+}
+float ac_fp8e5m2_to_float(uint8_t v)
+{
+    return ac_dt_fp8e5m2_to_float(v);
+}
+uint8_t ac_float_to_fp8e5m2(float f)
+{
+    return ac_dt_float_to_fp8e5m2(f);
+}

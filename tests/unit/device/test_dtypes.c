@@ -19,29 +19,59 @@ const char *__lsan_default_suppressions(void)
 struct format {
     const char *name;
     int ebits, mbits, bias;
-    bool is_ieee;       /* all-ones exponent is inf/NaN; else (e4m3) only S.1111.111 is NaN */
-    uint32_t max_bits;  /* encoding of the largest finite value */
-    bool saturates;     /* overflow gives max_bits, else infinity */
+    bool is_ieee;      /* all-ones exponent is inf/NaN; else (e4m3) only S.1111.111 is NaN */
+    uint32_t max_bits; /* encoding of the largest finite value */
+    bool saturates;    /* overflow gives max_bits, else infinity */
     float (*decode)(uint32_t v);
     uint32_t (*encode)(float f);
 };
 
-static float dec_half(uint32_t v) { return ac_half_to_float((uint16_t)v); }
-static uint32_t enc_half(float f) { return ac_float_to_half(f); }
-static float dec_bf16(uint32_t v) { return ac_bf16_to_float((uint16_t)v); }
-static uint32_t enc_bf16(float f) { return ac_float_to_bf16(f); }
-static float dec_e4m3(uint32_t v) { return ac_fp8e4m3_to_float((uint8_t)v); }
-static uint32_t enc_e4m3(float f) { return ac_float_to_fp8e4m3(f); }
-static float dec_e5m2(uint32_t v) { return ac_fp8e5m2_to_float((uint8_t)v); }
-static uint32_t enc_e5m2(float f) { return ac_float_to_fp8e5m2(f); }
+static float dec_half(uint32_t v)
+{
+    return ac_half_to_float((uint16_t)v);
+}
+static uint32_t enc_half(float f)
+{
+    return ac_float_to_half(f);
+}
+static float dec_bf16(uint32_t v)
+{
+    return ac_bf16_to_float((uint16_t)v);
+}
+static uint32_t enc_bf16(float f)
+{
+    return ac_float_to_bf16(f);
+}
+static float dec_e4m3(uint32_t v)
+{
+    return ac_fp8e4m3_to_float((uint8_t)v);
+}
+static uint32_t enc_e4m3(float f)
+{
+    return ac_float_to_fp8e4m3(f);
+}
+static float dec_e5m2(uint32_t v)
+{
+    return ac_fp8e5m2_to_float((uint8_t)v);
+}
+static uint32_t enc_e5m2(float f)
+{
+    return ac_float_to_fp8e5m2(f);
+}
 
 static const struct format half_fmt = {"fp16", 5, 10, 15, true, 0x7bff, false, dec_half, enc_half};
 static const struct format bf16_fmt = {"bf16", 8, 7, 127, true, 0x7f7f, false, dec_bf16, enc_bf16};
 static const struct format e4m3_fmt = {"e4m3", 4, 3, 7, false, 0x7e, true, dec_e4m3, enc_e4m3};
 static const struct format e5m2_fmt = {"e5m2", 5, 2, 15, true, 0x7b, true, dec_e5m2, enc_e5m2};
 
-static uint32_t sign_bit(const struct format *f) { return 1u << (f->ebits + f->mbits); }
-static uint32_t ncodes(const struct format *f) { return 2u << (f->ebits + f->mbits); }
+static uint32_t sign_bit(const struct format *f)
+{
+    return 1u << (f->ebits + f->mbits);
+}
+static uint32_t ncodes(const struct format *f)
+{
+    return 2u << (f->ebits + f->mbits);
+}
 
 static bool is_nan_code(const struct format *f, uint32_t v)
 {
@@ -131,7 +161,8 @@ static void check_ties(const struct format *f)
         cr_assert_eq(f->encode(mid), even, "%s: tie %a above 0x%x gave 0x%x", f->name, mid, lo,
                      f->encode(mid));
         cr_assert_eq(f->encode(-mid), sign_bit(f) | even, "%s: tie -%a", f->name, mid);
-        cr_assert_eq(f->encode(above), lo + 1, "%s: %a gave 0x%x", f->name, above, f->encode(above));
+        cr_assert_eq(f->encode(above), lo + 1, "%s: %a gave 0x%x", f->name, above,
+                     f->encode(above));
         cr_assert_eq(f->encode(below), lo, "%s: %a gave 0x%x", f->name, below, f->encode(below));
         cr_assert_eq(f->encode(-below), sign_bit(f) | lo, "%s: -%a", f->name, below);
     }
@@ -147,17 +178,17 @@ Test(dtypes, ties_round_to_even, .timeout = 10)
 
 Test(dtypes, named_ties_and_subnormals, .timeout = 10)
 {
-    cr_assert_eq(ac_float_to_half(1.0f + 0x1p-11f), 0x3c00);      /* tie, even is 1.0 */
-    cr_assert_eq(ac_float_to_half(1.0f + 3 * 0x1p-11f), 0x3c02);  /* tie, even is above */
-    cr_assert_eq(ac_float_to_half(0x1p-24f), 0x0001);             /* smallest subnormal */
-    cr_assert_eq(ac_float_to_half(0x1p-25f), 0x0000);             /* tie with zero */
+    cr_assert_eq(ac_float_to_half(1.0f + 0x1p-11f), 0x3c00);     /* tie, even is 1.0 */
+    cr_assert_eq(ac_float_to_half(1.0f + 3 * 0x1p-11f), 0x3c02); /* tie, even is above */
+    cr_assert_eq(ac_float_to_half(0x1p-24f), 0x0001);            /* smallest subnormal */
+    cr_assert_eq(ac_float_to_half(0x1p-25f), 0x0000);            /* tie with zero */
     cr_assert_eq(ac_float_to_half(nextafterf(0x1p-25f, 1.0f)), 0x0001);
     cr_assert_eq(ac_float_to_half(3 * 0x1p-25f), 0x0002);
-    cr_assert_eq(ac_float_to_half(0x1p-14f - 0x1p-25f), 0x0400);  /* rounds up into the normals */
+    cr_assert_eq(ac_float_to_half(0x1p-14f - 0x1p-25f), 0x0400); /* rounds up into the normals */
     cr_assert_eq(ac_float_to_half(-0.0f), 0x8000);
     cr_assert_eq(ac_float_to_bf16(1.0f + 0x1p-8f), 0x3f80);
     cr_assert_eq(ac_float_to_bf16(1.0f + 3 * 0x1p-8f), 0x3f82);
-    cr_assert_eq(ac_float_to_bf16(0x1p-133f), 0x0001);            /* float subnormal in bf16 */
+    cr_assert_eq(ac_float_to_bf16(0x1p-133f), 0x0001); /* float subnormal in bf16 */
     cr_assert_eq(ac_float_to_fp8e4m3(0x1p-9f), 0x01);
     cr_assert_eq(ac_float_to_fp8e4m3(0x1p-10f), 0x00);
     cr_assert_eq(ac_float_to_fp8e4m3(3 * 0x1p-10f), 0x02);
@@ -172,22 +203,22 @@ Test(dtypes, named_ties_and_subnormals, .timeout = 10)
 
 Test(dtypes, overflow, .timeout = 10)
 {
-    cr_assert_eq(ac_float_to_fp8e4m3(500.0f), 0x7e);              /* 448 */
+    cr_assert_eq(ac_float_to_fp8e4m3(500.0f), 0x7e); /* 448 */
     cr_assert_eq(ac_float_to_fp8e4m3(-500.0f), 0xfe);
-    cr_assert_eq(ac_float_to_fp8e4m3(464.0f), 0x7e);              /* past 448: saturate, not NaN */
+    cr_assert_eq(ac_float_to_fp8e4m3(464.0f), 0x7e); /* past 448: saturate, not NaN */
     cr_assert_eq(ac_float_to_fp8e4m3(1e30f), 0x7e);
     cr_assert_eq(ac_float_to_fp8e4m3(INFINITY), 0x7e);
     cr_assert_eq(ac_float_to_fp8e4m3(-INFINITY), 0xfe);
-    cr_assert_eq(ac_float_to_fp8e5m2(1e6f), 0x7b);                /* 57344 */
+    cr_assert_eq(ac_float_to_fp8e5m2(1e6f), 0x7b); /* 57344 */
     cr_assert_eq(ac_float_to_fp8e5m2(-1e6f), 0xfb);
     cr_assert_eq(ac_float_to_fp8e5m2(61440.0f), 0x7b);
     cr_assert_eq(ac_float_to_fp8e5m2(INFINITY), 0x7b);
     cr_assert_eq(ac_float_to_half(1e6f), 0x7c00);
     cr_assert_eq(ac_float_to_half(-1e6f), 0xfc00);
-    cr_assert_eq(ac_float_to_half(65519.0f), 0x7bff);             /* below the 65520 tie */
-    cr_assert_eq(ac_float_to_half(65520.0f), 0x7c00);             /* tie: the even side is inf */
+    cr_assert_eq(ac_float_to_half(65519.0f), 0x7bff); /* below the 65520 tie */
+    cr_assert_eq(ac_float_to_half(65520.0f), 0x7c00); /* tie: the even side is inf */
     cr_assert_eq(ac_float_to_half(INFINITY), 0x7c00);
-    cr_assert_eq(ac_float_to_bf16(3.4028235e38f), 0x7f80);        /* FLT_MAX rounds up to inf */
+    cr_assert_eq(ac_float_to_bf16(3.4028235e38f), 0x7f80); /* FLT_MAX rounds up to inf */
     cr_assert_eq(ac_float_to_bf16(-INFINITY), 0xff80);
     cr_assert_float_eq(ac_fp8e4m3_to_float(0x7e), 448.0f, 0.0f);
     cr_assert_float_eq(ac_fp8e5m2_to_float(0x7b), 57344.0f, 0.0f);

@@ -27,16 +27,32 @@ struct type_case {
 };
 
 static const struct type_case all_types[] = {
-    {ncclInt8, 1, false}, {ncclUint8, 1, true}, {ncclInt32, 4, false}, {ncclUint32, 4, true},
-    {ncclInt64, 8, false}, {ncclUint64, 8, true}, {ncclFloat16, 2, false, 5, 10, 15},
-    {ncclFloat32, 4, false}, {ncclFloat64, 8, false}, {ncclBfloat16, 2, false, 8, 7, 127},
-    {ncclFloat8e4m3, 1, false, 4, 3, 7}, {ncclFloat8e5m2, 1, false, 5, 2, 15},
+    {ncclInt8, 1, false},
+    {ncclUint8, 1, true},
+    {ncclInt32, 4, false},
+    {ncclUint32, 4, true},
+    {ncclInt64, 8, false},
+    {ncclUint64, 8, true},
+    {ncclFloat16, 2, false, 5, 10, 15},
+    {ncclFloat32, 4, false},
+    {ncclFloat64, 8, false},
+    {ncclBfloat16, 2, false, 8, 7, 127},
+    {ncclFloat8e4m3, 1, false, 4, 3, 7},
+    {ncclFloat8e5m2, 1, false, 5, 2, 15},
 };
 
-enum op_case { CASE_SUM, CASE_PROD, CASE_MAX, CASE_MIN, CASE_AVG_FINAL, CASE_AVG_PARTIAL,
-               CASE_PREMULSUM, CASE_COUNT };
-static const char *const case_names[CASE_COUNT] = {"sum", "prod", "max", "min", "avg(final)",
-                                                   "avg(not final)", "premulsum"};
+enum op_case {
+    CASE_SUM,
+    CASE_PROD,
+    CASE_MAX,
+    CASE_MIN,
+    CASE_AVG_FINAL,
+    CASE_AVG_PARTIAL,
+    CASE_PREMULSUM,
+    CASE_COUNT
+};
+static const char *const case_names[CASE_COUNT] = {
+    "sum", "prod", "max", "min", "avg(final)", "avg(not final)", "premulsum"};
 enum layout { OUT_OF_PLACE, DST_IS_FIRST, DST_IS_SECOND, LAYOUT_COUNT };
 enum kern { KERN_LOAD, KERN_REDUCE, KERN_COMBINE, KERN_COUNT };
 static const char *const kern_names[KERN_COUNT] = {"load", "reduce", "combine"};
@@ -55,8 +71,7 @@ static uint32_t encode_exact(const struct type_case *t, double v)
     if (v == 0)
         return sign;
     cr_assert(e - 1 + t->bias >= 1, "test bug: %g is not a normal value", v);
-    return sign | (uint32_t)(e - 1 + t->bias) << t->mbits |
-           (uint32_t)ldexp(frac * 2 - 1, t->mbits);
+    return sign | (uint32_t)(e - 1 + t->bias) << t->mbits | (uint32_t)ldexp(frac * 2 - 1, t->mbits);
 }
 
 static void put(const struct type_case *t, void *buf, size_t i, double v)
@@ -65,16 +80,37 @@ static void put(const struct type_case *t, void *buf, size_t i, double v)
     uint32_t bits = t->ebits ? encode_exact(t, v) : 0;
 
     switch (t->type) {
-    case ncclInt8: *(int8_t *)p = (int8_t)v; break;
-    case ncclUint8: *(uint8_t *)p = (uint8_t)v; break;
-    case ncclInt32: *(int32_t *)p = (int32_t)v; break;
-    case ncclUint32: *(uint32_t *)p = (uint32_t)v; break;
-    case ncclInt64: *(int64_t *)p = (int64_t)v; break;
-    case ncclUint64: *(uint64_t *)p = (uint64_t)v; break;
-    case ncclFloat32: *(float *)p = (float)v; break;
-    case ncclFloat64: *(double *)p = v; break;
-    case ncclFloat16: case ncclBfloat16: *(uint16_t *)p = (uint16_t)bits; break;
-    default: *(uint8_t *)p = (uint8_t)bits; break;
+    case ncclInt8:
+        *(int8_t *)p = (int8_t)v;
+        break;
+    case ncclUint8:
+        *(uint8_t *)p = (uint8_t)v;
+        break;
+    case ncclInt32:
+        *(int32_t *)p = (int32_t)v;
+        break;
+    case ncclUint32:
+        *(uint32_t *)p = (uint32_t)v;
+        break;
+    case ncclInt64:
+        *(int64_t *)p = (int64_t)v;
+        break;
+    case ncclUint64:
+        *(uint64_t *)p = (uint64_t)v;
+        break;
+    case ncclFloat32:
+        *(float *)p = (float)v;
+        break;
+    case ncclFloat64:
+        *(double *)p = v;
+        break;
+    case ncclFloat16:
+    case ncclBfloat16:
+        *(uint16_t *)p = (uint16_t)bits;
+        break;
+    default:
+        *(uint8_t *)p = (uint8_t)bits;
+        break;
     }
 }
 
@@ -96,19 +132,24 @@ static double expected(enum op_case c, enum kern kern, double a, double b)
     if (kern == KERN_LOAD)
         return c == CASE_AVG_FINAL ? pre_b / POSTDIV : pre_b;
     switch (c) {
-    case CASE_PROD: return a * b;
-    case CASE_MAX: return a > b ? a : b;
-    case CASE_MIN: return a < b ? a : b;
-    case CASE_AVG_FINAL: return (a + b) / POSTDIV;
-    default: return a + pre_b;
+    case CASE_PROD:
+        return a * b;
+    case CASE_MAX:
+        return a > b ? a : b;
+    case CASE_MIN:
+        return a < b ? a : b;
+    case CASE_AVG_FINAL:
+        return (a + b) / POSTDIV;
+    default:
+        return a + pre_b;
     }
 }
 
 static struct ac_redop make_op(const struct type_case *t, enum op_case c)
 {
     struct ac_redop op = {.type = t->type, .kind = AC_OP_SUM};
-    static const enum ac_op_kind kinds[] = {[CASE_PROD] = AC_OP_PROD, [CASE_MAX] = AC_OP_MAX,
-                                            [CASE_MIN] = AC_OP_MIN};
+    static const enum ac_op_kind kinds[] = {
+        [CASE_PROD] = AC_OP_PROD, [CASE_MAX] = AC_OP_MAX, [CASE_MIN] = AC_OP_MIN};
 
     if (c <= CASE_MIN)
         op.kind = kinds[c];
@@ -189,8 +230,11 @@ static void check_type(const struct type_case *t)
 
 /* One test per type rather than a ParameterizedTest: Criterion 2.4's runner leaks a parameter
  * array when those run in parallel with other tests, which fails the ASan build. */
-#define EVERY_OP_TEST(name, index)                                                             \
-    Test(reduce, every_op_##name, .timeout = 20) { check_type(&all_types[index]); }
+#define EVERY_OP_TEST(name, index)                                                                 \
+    Test(reduce, every_op_##name, .timeout = 20)                                                   \
+    {                                                                                              \
+        check_type(&all_types[index]);                                                             \
+    }
 
 EVERY_OP_TEST(int8, 0)
 EVERY_OP_TEST(uint8, 1)
@@ -208,9 +252,9 @@ EVERY_OP_TEST(f8e5m2, 11)
 Test(reduce, type_sizes_and_names, .timeout = 10)
 {
     static const size_t sizes[ncclNumTypes] = {1, 1, 4, 4, 8, 8, 2, 4, 8, 2, 1, 1};
-    static const char *const names[ncclNumTypes] = {"int8", "uint8", "int32", "uint32", "int64",
-                                                    "uint64", "half", "float", "double",
-                                                    "bfloat16", "f8e4m3", "f8e5m2"};
+    static const char *const names[ncclNumTypes] = {"int8",   "uint8",    "int32",  "uint32",
+                                                    "int64",  "uint64",   "half",   "float",
+                                                    "double", "bfloat16", "f8e4m3", "f8e5m2"};
 
     for (int i = 0; i < ncclNumTypes; i++) {
         cr_assert_eq(ac_type_size((ncclDataType_t)i), sizes[i], "type %d", i);
@@ -277,10 +321,10 @@ Test(reduce, float_max_min_propagate_nan, .timeout = 10)
 {
     float a[] = {NAN, 1.0f, -INFINITY, 2.0f}, b[] = {1.0f, NAN, 3.0f, INFINITY}, o[4];
     double da[] = {NAN, 1.0}, db[] = {1.0, NAN}, dout[2];
-    uint16_t ha[] = {0x7e00, 0x3c00}, hb[] = {0x3c00, 0x7e00}, ho[2];     /* fp16 NaN, 1.0 */
-    uint16_t ba[] = {0x7fc0, 0x3f80}, bb[] = {0x3f80, 0x7fc0}, bo[2];     /* bf16 NaN, 1.0 */
-    uint8_t ea[] = {0x7f, 0x38}, eb[] = {0x38, 0xff}, eo[2];              /* e4m3 NaN, 1.0 */
-    uint8_t fa[] = {0x7f, 0x3c}, fb[] = {0x3c, 0x7e}, fo[2];              /* e5m2 NaN, 1.0 */
+    uint16_t ha[] = {0x7e00, 0x3c00}, hb[] = {0x3c00, 0x7e00}, ho[2]; /* fp16 NaN, 1.0 */
+    uint16_t ba[] = {0x7fc0, 0x3f80}, bb[] = {0x3f80, 0x7fc0}, bo[2]; /* bf16 NaN, 1.0 */
+    uint8_t ea[] = {0x7f, 0x38}, eb[] = {0x38, 0xff}, eo[2];          /* e4m3 NaN, 1.0 */
+    uint8_t fa[] = {0x7f, 0x3c}, fb[] = {0x3c, 0x7e}, fo[2];          /* e5m2 NaN, 1.0 */
 
     for (int kind = AC_OP_MAX; kind <= AC_OP_MIN; kind++) {
         reduce_raw((struct ac_redop){.type = ncclFloat32, .kind = kind}, a, b, o, 4, false);
@@ -331,22 +375,50 @@ struct narrow_type {
     uint32_t (*encode)(float f);
 };
 
-static float dec_half(uint32_t v) { return ac_half_to_float((uint16_t)v); }
-static uint32_t enc_half(float f) { return ac_float_to_half(f); }
-static float dec_bf16(uint32_t v) { return ac_bf16_to_float((uint16_t)v); }
-static uint32_t enc_bf16(float f) { return ac_float_to_bf16(f); }
-static float dec_e4m3(uint32_t v) { return ac_fp8e4m3_to_float((uint8_t)v); }
-static uint32_t enc_e4m3(float f) { return ac_float_to_fp8e4m3(f); }
-static float dec_e5m2(uint32_t v) { return ac_fp8e5m2_to_float((uint8_t)v); }
-static uint32_t enc_e5m2(float f) { return ac_float_to_fp8e5m2(f); }
+static float dec_half(uint32_t v)
+{
+    return ac_half_to_float((uint16_t)v);
+}
+static uint32_t enc_half(float f)
+{
+    return ac_float_to_half(f);
+}
+static float dec_bf16(uint32_t v)
+{
+    return ac_bf16_to_float((uint16_t)v);
+}
+static uint32_t enc_bf16(float f)
+{
+    return ac_float_to_bf16(f);
+}
+static float dec_e4m3(uint32_t v)
+{
+    return ac_fp8e4m3_to_float((uint8_t)v);
+}
+static uint32_t enc_e4m3(float f)
+{
+    return ac_float_to_fp8e4m3(f);
+}
+static float dec_e5m2(uint32_t v)
+{
+    return ac_fp8e5m2_to_float((uint8_t)v);
+}
+static uint32_t enc_e5m2(float f)
+{
+    return ac_float_to_fp8e5m2(f);
+}
 
 static float reference_op(enum ac_op_kind kind, float a, float b)
 {
     switch (kind) {
-    case AC_OP_SUM: return a + b;
-    case AC_OP_PROD: return a * b;
-    case AC_OP_MAX: return isnan(a) || isnan(b) ? NAN : a > b ? a : b;
-    default: return isnan(a) || isnan(b) ? NAN : a < b ? a : b;
+    case AC_OP_SUM:
+        return a + b;
+    case AC_OP_PROD:
+        return a * b;
+    case AC_OP_MAX:
+        return isnan(a) || isnan(b) ? NAN : a > b ? a : b;
+    default:
+        return isnan(a) || isnan(b) ? NAN : a < b ? a : b;
     }
 }
 
