@@ -95,6 +95,12 @@ static const struct row rows[] = {
             "when ranks outnumber cores."),
     INT_ROW("ANYCCL_PEER_CHECK_MS", NULL, "200", peer_check_ms, 1, 3600000,
             "Milliseconds between the checks, during a wait, that the peers are still alive."),
+    STR_ROW("ANYCCL_TOPO_FILE", "NCCL_TOPO_FILE", NULL, topo_file,
+            "XML topology file (NCCL's format, see docs/topology.md) used instead of discovering "
+            "the machine. Unset: discovered with hwloc or /sys."),
+    STR_ROW("ANYCCL_TOPO_DUMP_FILE", "NCCL_TOPO_DUMP_FILE", NULL, topo_dump_file,
+            "File the topology in use (discovered or loaded) is written to as XML, once per "
+            "process."),
 };
 
 #define NROWS (sizeof(rows) / sizeof(rows[0]))

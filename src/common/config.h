@@ -35,6 +35,9 @@ struct ac_config {
     /* waiting */
     int64_t spin_count;         /* ANYCCL_SPIN_COUNT: polls before yielding the core */
     int64_t peer_check_ms;      /* ANYCCL_PEER_CHECK_MS: how often a wait checks peers are alive */
+    /* topology */
+    const char *topo_file;      /* NCCL_TOPO_FILE: XML topology loaded instead of discovery */
+    const char *topo_dump_file; /* NCCL_TOPO_DUMP_FILE: where the topology in use is written */
 };
 
 /* Read once (thread-safe); later calls return the same table. */
