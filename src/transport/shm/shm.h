@@ -73,6 +73,8 @@ ncclResult_t ac_shm_segment_create(const struct ac_conn *conn, struct ac_shm_seg
 /* Sender: opens and maps the segment named in blob, checks it matches conn's sizes. */
 ncclResult_t ac_shm_segment_attach(const struct ac_conn *conn, const struct ac_shm_blob *blob,
                                    struct ac_shm_segment *seg_out);
+/* Whether pid (in this pid namespace) has exited: no such process, or a zombie. */
+bool ac_shm_pid_is_gone(int pid);
 /* Removes the name (the mapping stays valid); idempotent. */
 void ac_shm_segment_unlink(struct ac_shm_segment *seg);
 /* Unmaps, and unlinks if the name is still there. */

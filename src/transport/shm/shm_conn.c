@@ -9,8 +9,6 @@
 #include "common/log.h"
 #include "common/time.h"
 
-#include <errno.h>
-#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -35,25 +33,6 @@ static bool shm_can_connect(const struct ac_peer_info *self, const struct ac_pee
     return self->host_hash == peer->host_hash && self->pid_ns_hash == peer->pid_ns_hash;
 }
 
-/* A zombie still answers kill(pid, 0): a launcher that is itself a rank reaps its children only
- * later, so look at the state in /proc too. */
-static bool is_zombie(int pid)
-{
-    char path[64], buf[512];
-    FILE *f;
-    size_t n;
-
-    snprintf(path, sizeof(path), "/proc/%d/stat", pid);
-    f = fopen(path, "re");
-    if (f == NULL)
-        return false;
-    n = fread(buf, 1, sizeof(buf) - 1, f);
-    fclose(f);
-    buf[n] = '\0';
-    const char *paren = strrchr(buf, ')'); /* the command name may hold spaces and parentheses */
-    return paren != NULL && paren[1] == ' ' && (paren[2] == 'Z' || paren[2] == 'X');
-}
-
 /* Only meaningful when the pid is ours to look at: same host and same pid namespace. */
 static bool is_peer_gone(const struct ac_conn *conn)
 {
@@ -62,9 +41,7 @@ static bool is_peer_gone(const struct ac_conn *conn)
     if (self == NULL || peer == NULL || peer->pid <= 0 || peer->host_hash != self->host_hash ||
         peer->pid_ns_hash != self->pid_ns_hash)
         return false;
-    if (kill(peer->pid, 0) != 0)
-        return errno == ESRCH; /* EPERM: alive, someone else's */
-    return is_zombie(peer->pid);
+    return ac_shm_pid_is_gone(peer->pid);
 }
 
 static ncclResult_t fail_peer_gone(const struct ac_conn *conn, const char *when)

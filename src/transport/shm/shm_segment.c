@@ -8,9 +8,12 @@
 #include "common/log.h"
 #include "common/time.h"
 
+#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <inttypes.h>
+#include <signal.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <string.h>
 #include <sys/mman.h>
@@ -72,19 +75,50 @@ static uint32_t random_u32(void)
     return (uint32_t)(ac_now_ns() * 0x9e3779b97f4a7c15ull >> 32) ^ (uint32_t)getpid();
 }
 
-/* "/anyccl-<comm hash>-<sender>-<receiver>-<channel>-<random>", under dir unless shm_open. */
+/* A zombie still answers kill(pid, 0): a launcher that is itself a rank reaps its children only
+ * later, so look at the state in /proc too. */
+static bool is_zombie(int pid)
+{
+    char path[64], buf[512];
+    FILE *f;
+    size_t n;
+
+    snprintf(path, sizeof(path), "/proc/%d/stat", pid);
+    f = fopen(path, "re");
+    if (f == NULL)
+        return false;
+    n = fread(buf, 1, sizeof(buf) - 1, f);
+    fclose(f);
+    buf[n] = '\0';
+    const char *paren = strrchr(buf, ')'); /* the command name may hold spaces and parentheses */
+    return paren != NULL && paren[1] == ' ' && (paren[2] == 'Z' || paren[2] == 'X');
+}
+
+bool ac_shm_pid_is_gone(int pid)
+{
+    if (pid <= 0)
+        return false;
+    if (kill(pid, 0) != 0)
+        return errno == ESRCH; /* EPERM: alive, someone else's */
+    return is_zombie(pid);
+}
+
+/* "/anyccl-<comm hash>-<sender>-<receiver>-<channel>-<pid ns hash>-<creator pid>-<random>",
+ * under dir unless shm_open. The creator's pid and namespace let sweep_stale find names whose
+ * creator was killed before recv_connect removed them. */
 static ncclResult_t make_name(const struct ac_conn *conn, const char *dir, bool is_shm_open,
                               char path_out[AC_SHM_PATH_MAX])
 {
-    int n = snprintf(path_out, AC_SHM_PATH_MAX, "%s/anyccl-%016" PRIx64 "-%d-%d-%d-%08x",
+    int n = snprintf(path_out, AC_SHM_PATH_MAX,
+                     "%s/anyccl-%016" PRIx64 "-%d-%d-%d-%016" PRIx64 "-%d-%08x",
                      is_shm_open ? "" : dir, conn->comm_hash, conn->peer, conn->self_info->rank,
-                     conn->channel, random_u32());
+                     conn->channel, conn->self_info->pid_ns_hash, (int)getpid(), random_u32());
 
     if (n < 0 || n >= AC_SHM_PATH_MAX)
         return AC_FAIL(ncclInvalidUsage,
                        "shm segment directory '%s' is too long (at most %d "
                        "characters); set ANYCCL_SHM_DIR to a shorter path",
-                       dir, AC_SHM_PATH_MAX - 48);
+                       dir, AC_SHM_PATH_MAX - 80);
     return ncclSuccess;
 }
 
@@ -200,6 +234,34 @@ static void init_ctrl(struct ac_shm_ctrl *ctrl, const struct ac_shm_layout *l)
     __atomic_store_n(&ctrl->magic, AC_SHM_MAGIC, __ATOMIC_RELEASE);
 }
 
+/* Names left in dir by receivers of this pid namespace that were killed between recv_setup and
+ * recv_connect (a crash during init): their creator is gone, nobody can use them any more, and on
+ * a small /dev/shm they would soon make every new segment fail. Once per process. */
+static void sweep_stale(const char *dir, uint64_t pid_ns_hash)
+{
+    static atomic_flag is_swept = ATOMIC_FLAG_INIT;
+    struct dirent *e;
+    uint64_t ns;
+    int pid, end;
+
+    if (atomic_flag_test_and_set(&is_swept))
+        return;
+    DIR *d = opendir(dir);
+    if (d == NULL)
+        return;
+    while ((e = readdir(d)) != NULL) {
+        end = 0;
+        if (sscanf(e->d_name, "anyccl-%*16[0-9a-f]-%*d-%*d-%*d-%16" SCNx64 "-%d-%*8[0-9a-f]%n", &ns,
+                   &pid, &end) != 2 ||
+            end == 0 || e->d_name[end] != '\0' || ns != pid_ns_hash || !ac_shm_pid_is_gone(pid))
+            continue;
+        if (unlinkat(dirfd(d), e->d_name, 0) == 0)
+            AC_INFO(AC_SUB_SHM, "removed %s/%s, left by pid %d which exited during init", dir,
+                    e->d_name, pid);
+    }
+    closedir(d);
+}
+
 ncclResult_t ac_shm_segment_create(const struct ac_conn *conn, struct ac_shm_segment *seg_out)
 {
     struct ac_shm_segment seg = {0};
@@ -209,6 +271,7 @@ ncclResult_t ac_shm_segment_create(const struct ac_conn *conn, struct ac_shm_seg
 
     AC_CHECK(ac_shm_layout_compute(conn->nslots, conn->slot_bytes, &seg.layout));
     const char *dir = shm_dir(&seg.is_shm_open);
+    sweep_stale(dir, conn->self_info->pid_ns_hash);
     AC_CHECK(create_fd(conn, dir, seg.is_shm_open, seg.path, &fd));
     seg.is_linked = true;
     if (!has_room(dir, seg.layout.total_bytes)) {

@@ -396,3 +396,28 @@ Test(shm_conn, sender_dying_mid_stream_is_an_error, .timeout = 10)
     cr_assert_not_null(strstr(ac_last_error(), "rank 0"), "%s", ac_last_error());
     ac_shm_transport.close(&p.recv);
 }
+
+/* A receiver killed between recv_setup and recv_connect leaves its name; the next process that
+ * creates a segment removes it, since its creator no longer exists. */
+Test(shm_conn, name_of_dead_creator_is_removed, .timeout = 10)
+{
+    struct pair dead, alive;
+    int status;
+
+    pair_init(&dead, NSLOTS, SLOT_BYTES);
+    pid_t pid = fork();
+    cr_assert_neq(pid, -1);
+    if (pid == 0) {
+        bool is_ok = ac_shm_transport.recv_setup(&dead.recv, &dead.blob) == ncclSuccess &&
+                     count_names("/dev/shm", dead.recv.comm_hash) == 1;
+        _exit(is_ok ? 0 : 1); /* no close: the name stays behind */
+    }
+    cr_assert_eq(waitpid(pid, &status, 0), pid);
+    cr_assert_eq(status, 0, "child could not create its segment");
+    pair_init(&alive, NSLOTS, SLOT_BYTES);
+    cr_assert_neq(alive.recv.comm_hash, dead.recv.comm_hash);
+    cr_assert_eq(ac_shm_transport.recv_setup(&alive.recv, &alive.blob), ncclSuccess);
+    cr_assert_eq(count_names("/dev/shm", dead.recv.comm_hash), 0);
+    cr_assert_eq(count_names("/dev/shm", alive.recv.comm_hash), 1, "own segment removed");
+    ac_shm_transport.close(&alive.recv);
+}
