@@ -1,0 +1,204 @@
+#!/usr/bin/env bash
+# The multi-node suite (issue 4): for each configuration, builds a bed of K nodes x R rails
+# (tests/multinode/bed.sh), starts L ranks per node inside the node's namespace (local rank i on
+# rail i mod R through NCCL_SOCKET_IFNAME), runs every collective (mn_colls) and reports:
+#   PASS|FAIL multinode/<cfg>/<collective>   from rank 0 (mismatches summed over all ranks)
+#   PASS|FAIL multinode/<cfg>                every rank exited 0 within its time limit
+#   INFO lines                               bytes on each rail and through the spine
+#   PASS|SKIP multinode-rail-locality/<cfg>  spine < 1% of the bytes and rails within 20%
+# Ranks within a node talk over shared memory, across nodes over TCP. With MN_PIN=1 (default) each
+# rank's sockets leave from its own NIC (bindsrc.so; see docs/multinode.md), so traffic between
+# NICs of different rails crosses the spine. Not root, or no network namespaces: SKIP.
+#   BUILD=build   MN_RATE=1gbit (cap every NIC)   MN_RANK_LIMIT=90 (seconds per rank)
+#   MN_PIN=0 (kernel picks the NIC)   tests/multinode/run.sh [CFG...]  e.g. 2n2r2l
+set -uo pipefail
+
+cd "$(dirname "$0")/../.." || exit 2
+BUILD=${BUILD:-build}
+case $BUILD in /*) ;; *) BUILD=$PWD/$BUILD ;; esac
+BED=$PWD/tests/multinode/bed.sh
+BIN=$BUILD/tests/multinode/mn_colls
+SHIM=$BUILD/tests/multinode/bindsrc.so
+RANK_LIMIT=${MN_RANK_LIMIT:-90}
+[[ $BUILD == *asan* ]] && RANK_LIMIT=$((RANK_LIMIT * 3))
+export BED_ID=acbed-$$
+export BED_NET=${BED_NET:-213}
+
+# name K R L pin(1/0) rate
+CONFIGS=(
+    "2n1r1l 2 1 1 1 -"
+    "2n2r2l 2 2 2 1 -"
+    "4n2r2l 4 2 2 1 -"
+    "2n2r2l-unpinned 2 2 2 0 -"
+    "2n2r2l-rate1gbit 2 2 2 1 1gbit"
+)
+
+failed=0
+pids=()
+TMP=""
+
+fail() {
+    echo "FAIL $*"
+    failed=1
+}
+
+# shellcheck disable=SC2317 # called by the EXIT trap
+cleanup() {
+    local p
+    for p in "${pids[@]}"; do
+        kill "$p" 2>/dev/null
+    done
+    "$BED" down 2>/dev/null
+    [[ -n $TMP ]] && rm -rf "$TMP"
+}
+
+# Reasons to skip: this needs root, iproute2 and a kernel with namespaces, veth and bridges.
+skip_reason() {
+    local probe=$BED_ID-probe why=""
+    if [[ $(id -u) != 0 ]]; then
+        echo "not root (network namespaces need CAP_SYS_ADMIN; run as root)"
+        return
+    fi
+    command -v ip >/dev/null || { echo "ip (iproute2) not found"; return; }
+    command -v timeout >/dev/null || { echo "timeout (coreutils) not found"; return; }
+    if ! ip netns add "$probe" 2>/dev/null; then
+        echo "ip netns add fails here (no network namespaces in this container?)"
+        return
+    fi
+    if ! ip -n "$probe" link add mnprobe0 type veth peer name mnprobe1 2>/dev/null; then
+        why="no veth support in this kernel"
+    elif ! ip -n "$probe" link add mnprobebr type bridge 2>/dev/null; then
+        why="no bridge support in this kernel"
+    fi
+    ip netns del "$probe" 2>/dev/null
+    echo "$why"
+}
+
+counters() { # file
+    "$BED" counters >"$1" 2>/dev/null
+}
+
+value() { # file key
+    awk -v k="$2" '$1 == k { print $2 }' "$1"
+}
+
+# Starts rank `rank` (local rank i on node k) in the background; its pid goes to pids.
+start_rank() { # name nranks k i R pin rank
+    local name=$1 n=$2 k=$3 i=$4 nrails=$5 pin=$6 rank=$7 rail preload
+    rail=$((i % nrails))
+    preload=$SAN_PRELOAD
+    ((pin)) && preload="$preload$SHIM"
+    timeout -k 5 "$RANK_LIMIT" "$BED" exec "$k" \
+        env -u NCCL_COMM_ID -u ANYCCL_COMM_ID NCCL_SOCKET_IFNAME="rail$rail" \
+        MN_BIND_ADDR="$( ((pin)) && echo "10.$BED_NET.$rail.$((k + 1))")" \
+        LD_PRELOAD="$preload" \
+        "$BIN" "multinode/$name" "$rank" "$n" "$TMP/$name.id" "$RANK_LIMIT" \
+        >"$TMP/$name.$rank.out" 2>"$TMP/$name.$rank.err" &
+    pids+=($!)
+}
+
+# Waits for every rank; prints rank 0's PASS/FAIL lines and the configuration's own line.
+collect() { # name nranks
+    local name=$1 n=$2 r rc bad=""
+    for ((r = 0; r < n; r++)); do
+        wait "${pids[r]}"
+        rc=$?
+        if ((rc == 124 || rc == 137)); then
+            bad+=" rank $r timed out after ${RANK_LIMIT}s;"
+        elif ((rc != 0)); then
+            bad+=" rank $r exited with status $rc;"
+        fi
+    done
+    pids=()
+    grep -E '^(PASS|FAIL|SKIP|INFO) ' "$TMP/$name.0.out"
+    if [[ -n $bad ]]; then
+        fail "multinode/$name:$bad"
+        for ((r = 0; r < n; r++)); do
+            [[ -s $TMP/$name.$r.err ]] || continue
+            echo "  rank $r stderr:"
+            head -n 8 "$TMP/$name.$r.err" | sed 's/^/    /'
+        done
+        return 1
+    fi
+    echo "PASS multinode/$name"
+}
+
+pct() { # part whole
+    awk -v a="$1" -v b="$2" 'BEGIN { printf "%.1f", (b > 0 ? 100 * a / b : 0) }'
+}
+
+# INFO lines from the counters' deltas, and the rail-locality verdict.
+traffic() { # name R pin before after
+    local name=$1 nrails=$2 pin=$3 b=$4 a=$5 r d total spine line max=0 min=-1 spread
+    total=$(($(value "$a" total_bytes) - $(value "$b" total_bytes)))
+    spine=$(($(value "$a" spine_rx_bytes) - $(value "$b" spine_rx_bytes)))
+    line="INFO multinode/$name: $total bytes sent onto the rails:"
+    for ((r = 0; r < nrails; r++)); do
+        d=$(($(value "$a" "rail${r}_bytes") - $(value "$b" "rail${r}_bytes")))
+        line+=" rail$r $d ($(pct "$d" "$total")%)"
+        ((d > max)) && max=$d
+        ((min < 0 || d < min)) && min=$d
+    done
+    echo "$line; through the spine $spine ($(pct "$spine" "$total")%)"
+    ((nrails > 1)) || return 0
+    spread=$(pct $((max - min)) "$max")
+    if ((!pin)); then
+        echo "SKIP multinode-rail-locality/$name: sockets not pinned to their NIC (the kernel" \
+            "picks the destination's rail, so nothing crosses the spine whatever the rings are)"
+    elif ((total > 0 && spine * 100 < total)) && awk -v s="$spread" 'BEGIN { exit !(s < 20) }'; then
+        echo "PASS multinode-rail-locality/$name"
+    else
+        echo "SKIP multinode-rail-locality/$name: rail-optimized rings not implemented yet" \
+            "(spine $(pct "$spine" "$total")% of bytes, want < 1%; rails differ by $spread%," \
+            "want < 20%)"
+    fi
+}
+
+run_config() { # name K R L pin rate
+    local name=$1 nnodes=$2 nrails=$3 nlocal=$4 pin=$5 rate=$6 k i rate_args=()
+    [[ $rate != - ]] && rate_args=(--rate "$rate")
+    [[ -n ${MN_RATE:-} ]] && rate_args=(--rate "$MN_RATE")
+    if ! "$BED" up "$nnodes" "$nrails" "${rate_args[@]}" 2>"$TMP/$name.bed.err"; then
+        fail "multinode/$name: bed.sh up $nnodes $nrails ${rate_args[*]} failed:" \
+            "$(head -c 300 "$TMP/$name.bed.err")"
+        "$BED" down 2>/dev/null
+        return
+    fi
+    counters "$TMP/$name.before"
+    for ((k = 0; k < nnodes; k++)); do
+        for ((i = 0; i < nlocal; i++)); do
+            start_rank "$name" $((nnodes * nlocal)) "$k" "$i" "$nrails" "$pin" $((k * nlocal + i))
+        done
+    done
+    collect "$name" $((nnodes * nlocal)) || failed=1
+    grep -q '^FAIL ' "$TMP/$name.0.out" && failed=1
+    counters "$TMP/$name.after"
+    traffic "$name" "$nrails" "$pin" "$TMP/$name.before" "$TMP/$name.after"
+    "$BED" down
+}
+
+reason=$(skip_reason)
+if [[ -n $reason ]]; then
+    echo "SKIP multinode: $reason"
+    exit 0
+fi
+for f in "$BIN" "$SHIM"; do
+    if [[ ! -e $f ]]; then
+        echo "FAIL multinode: $f is not built (run make test-build or make multinode)"
+        exit 1
+    fi
+done
+# A sanitized build needs its runtime first in LD_PRELOAD (before the shim).
+SAN_PRELOAD=$(ldd "$BIN" | awk '/lib(a|ub)san/ { printf "%s ", $3 }')
+
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+TMP=$(mktemp -d "${TMPDIR:-/tmp}/multinode.XXXXXX")
+for cfg in "${CONFIGS[@]}"; do
+    read -r name nnodes nrails nlocal pin rate <<<"$cfg"
+    if (($# > 0)) && [[ " $* " != *" $name "* ]]; then
+        continue
+    fi
+    run_config "$name" "$nnodes" "$nrails" "$nlocal" "$pin" "$rate"
+done
+exit $failed
