@@ -128,8 +128,8 @@ pct() { # part whole
 }
 
 # INFO lines from the counters' deltas, and the rail-locality verdict.
-traffic() { # name R pin before after
-    local name=$1 nrails=$2 pin=$3 b=$4 a=$5 r d total spine line max=0 min=-1 spread
+traffic() { # name R pin before after ok(1/0)
+    local name=$1 nrails=$2 pin=$3 b=$4 a=$5 ok=$6 r d total spine line max=0 min=-1 spread
     total=$(($(value "$a" total_bytes) - $(value "$b" total_bytes)))
     spine=$(($(value "$a" spine_rx_bytes) - $(value "$b" spine_rx_bytes)))
     line="INFO multinode/$name: $total bytes sent onto the rails:"
@@ -142,7 +142,9 @@ traffic() { # name R pin before after
     echo "$line; through the spine $spine ($(pct "$spine" "$total")%)"
     ((nrails > 1)) || return 0
     spread=$(pct $((max - min)) "$max")
-    if ((!pin)); then
+    if ((!ok)); then
+        echo "SKIP multinode-rail-locality/$name: the run failed (counts above are partial)"
+    elif ((!pin)); then
         echo "SKIP multinode-rail-locality/$name: sockets not pinned to their NIC (the kernel" \
             "picks the destination's rail, so nothing crosses the spine whatever the rings are)"
     elif ((total > 0 && spine * 100 < total)) && awk -v s="$spread" 'BEGIN { exit !(s < 20) }'; then
@@ -155,7 +157,7 @@ traffic() { # name R pin before after
 }
 
 run_config() { # name K R L pin rate
-    local name=$1 nnodes=$2 nrails=$3 nlocal=$4 pin=$5 rate=$6 k i rate_args=()
+    local name=$1 nnodes=$2 nrails=$3 nlocal=$4 pin=$5 rate=$6 k i ok rate_args=()
     [[ $rate != - ]] && rate_args=(--rate "$rate")
     [[ -n ${MN_RATE:-} ]] && rate_args=(--rate "$MN_RATE")
     if ! "$BED" up "$nnodes" "$nrails" "${rate_args[@]}" 2>"$TMP/$name.bed.err"; then
@@ -170,10 +172,12 @@ run_config() { # name K R L pin rate
             start_rank "$name" $((nnodes * nlocal)) "$k" "$i" "$nrails" "$pin" $((k * nlocal + i))
         done
     done
-    collect "$name" $((nnodes * nlocal)) || failed=1
-    grep -q '^FAIL ' "$TMP/$name.0.out" && failed=1
+    ok=1
+    collect "$name" $((nnodes * nlocal)) || ok=0
+    grep -q '^FAIL ' "$TMP/$name.0.out" && ok=0
+    ((ok)) || failed=1
     counters "$TMP/$name.after"
-    traffic "$name" "$nrails" "$pin" "$TMP/$name.before" "$TMP/$name.after"
+    traffic "$name" "$nrails" "$pin" "$TMP/$name.before" "$TMP/$name.after" "$ok"
     "$BED" down
 }
 
