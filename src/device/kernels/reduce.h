@@ -43,6 +43,10 @@ void ac_kern_reduce(const struct ac_redop *op, void *dst, const void *recvd, con
 void ac_kern_combine(const struct ac_redop *op, void *dst, const void *a, const void *b,
                      size_t count, bool is_final);
 
+/* Copies a result into the user's buffer (bytes, not elements); may bypass the cache for large
+ * copies. dst and src must not overlap unless equal. */
+void ac_kern_copy_out(void *dst, const void *src, size_t bytes);
+
 /* Element conversions, exposed for tests and for the host side of other backends. */
 float ac_half_to_float(uint16_t h);
 uint16_t ac_float_to_half(float f);
