@@ -46,6 +46,8 @@ struct ncclComm {
     _Atomic int async_error;            /* ncclResult_t: ncclInProgress while init runs */
     volatile int abort_flag;            /* set by ncclCommAbort / Revoke: waits end */
     _Atomic int nactive;                /* calls running on this communicator right now */
+    _Atomic int ras_dead_rank;          /* set by RAS: a peer known dead, -1 when none */
+    struct ac_ras_comm *ras;            /* the RAS module's record of this communicator */
     bool is_revoked;
     bool is_finalized;
     pthread_t init_thread;

@@ -445,6 +445,12 @@ static ncclResult_t check_health(const struct run *run, uint64_t start_ns)
             return AC_FAIL(ncclRemoteError, "rank %d: %s aborted (ncclCommAbort or "
                            "ncclCommRevoke on this communicator)", comm->rank,
                            ac_coll_name(rt->t.coll));
+        int dead = atomic_load(&comm->ras_dead_rank);
+        if (dead >= 0)
+            return AC_FAIL(ncclRemoteError, "rank %d: peer rank %d (pid %d on %s) is dead (RAS: "
+                           "missed heartbeats or closed connection); %s cannot complete",
+                           comm->rank, dead, comm->peers[dead].pid, comm->peers[dead].hostname,
+                           ac_coll_name(rt->t.coll));
         int peers[2] = {rt->t.uses_recv ? rt->t.recv_peer : -1,
                         rt->t.uses_send ? rt->t.send_peer : -1};
         for (int k = 0; k < 2; k++)

@@ -106,6 +106,7 @@ struct ncclComm *ac_comm_alloc(void)
     comm->magic = AC_COMM_MAGIC;
     comm->is_blocking = true;
     atomic_store(&comm->async_error, (int)ncclSuccess);
+    atomic_store(&comm->ras_dead_rank, -1);
     return comm;
 }
 
