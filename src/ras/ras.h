@@ -12,6 +12,7 @@
 
 #include "nccl.h"
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
