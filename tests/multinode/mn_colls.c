@@ -6,7 +6,9 @@
  *   mn_colls NAME RANK NRANKS IDFILE [ID_WAIT_S]
  *
  * Rank 0 writes the unique id to IDFILE (atomically: a temporary file renamed); the others wait
- * for it up to ID_WAIT_S seconds (default 30): the node namespaces share the file system. A data
+ * for it up to ID_WAIT_S seconds (default 30): the node namespaces share the file system. IDFILE
+ * "-": every rank takes the id from ncclGetUniqueId, which NCCL_COMM_ID (set by the caller to an
+ * address of rank 0's node) makes the same everywhere; rank 0 runs the root there. A data
  * mismatch is counted and the run goes on; at the end one allreduce sums the failures per
  * collective and rank 0 prints "PASS NAME/<collective>" or "FAIL NAME/<collective>: ...". A
  * failed library call ends the process at once (exit 1): its peers then fail or time out, and
@@ -368,7 +370,9 @@ int main(int argc, char **argv)
         fprintf(stderr, "%s: rank %d of %d makes no sense\n", m.name, m.rank, m.nranks);
         return 2;
     }
-    if (m.rank == 0) {
+    if (strcmp(argv[4], "-") == 0) {
+        call_ok(&m, ncclGetUniqueId(&id), "ncclGetUniqueId (NCCL_COMM_ID)");
+    } else if (m.rank == 0) {
         call_ok(&m, ncclGetUniqueId(&id), "ncclGetUniqueId");
         if (publish_id(argv[4], &id) != 0)
             return 1;

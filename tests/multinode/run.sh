@@ -24,14 +24,16 @@ RANK_LIMIT=${MN_RANK_LIMIT:-90}
 export BED_ID=acbed-$$
 export BED_NET=${BED_NET:-213}
 
-# name K R L pin(1/0) rate
+# name K R L pin(1/0) rate unique-id(file: rank 0 writes it; commid: NCCL_COMM_ID on node 0)
 CONFIGS=(
-    "2n1r1l 2 1 1 1 -"
-    "2n2r2l 2 2 2 1 -"
-    "4n2r2l 4 2 2 1 -"
-    "2n2r2l-unpinned 2 2 2 0 -"
-    "2n2r2l-rate1gbit 2 2 2 1 1gbit"
+    "2n1r1l 2 1 1 1 - file"
+    "2n2r2l 2 2 2 1 - file"
+    "4n2r2l 4 2 2 1 - file"
+    "2n2r2l-unpinned 2 2 2 0 - file"
+    "2n2r2l-rate200mbit 2 2 2 1 200mbit file"
+    "3n2r1l-commid 3 2 1 1 - commid"
 )
+COMM_ID_PORT=29517
 
 failed=0
 pids=()
@@ -83,16 +85,21 @@ value() { # file key
 }
 
 # Starts rank `rank` (local rank i on node k) in the background; its pid goes to pids.
-start_rank() { # name nranks k i R pin rank
-    local name=$1 n=$2 k=$3 i=$4 nrails=$5 pin=$6 rank=$7 rail preload
+start_rank() { # name nranks k i R pin rank idmode
+    local name=$1 n=$2 k=$3 i=$4 nrails=$5 pin=$6 rank=$7 idmode=$8 rail preload
+    local idfile=$TMP/$name.id comm_id=()
     rail=$((i % nrails))
     preload=$SAN_PRELOAD
     ((pin)) && preload="$preload$SHIM"
+    if [[ $idmode == commid ]]; then
+        idfile=-
+        comm_id=(NCCL_COMM_ID="10.$BED_NET.0.1:$COMM_ID_PORT")
+    fi
     timeout -k 5 "$RANK_LIMIT" "$BED" exec "$k" \
-        env -u NCCL_COMM_ID -u ANYCCL_COMM_ID NCCL_SOCKET_IFNAME="rail$rail" \
+        env -u NCCL_COMM_ID -u ANYCCL_COMM_ID NCCL_SOCKET_IFNAME="rail$rail" "${comm_id[@]}" \
         MN_BIND_ADDR="$( ((pin)) && echo "10.$BED_NET.$rail.$((k + 1))")" \
         LD_PRELOAD="$preload" \
-        "$BIN" "multinode/$name" "$rank" "$n" "$TMP/$name.id" "$RANK_LIMIT" \
+        "$BIN" "multinode/$name" "$rank" "$n" "$idfile" "$RANK_LIMIT" \
         >"$TMP/$name.$rank.out" 2>"$TMP/$name.$rank.err" &
     pids+=($!)
 }
@@ -128,8 +135,9 @@ pct() { # part whole
 }
 
 # INFO lines from the counters' deltas, and the rail-locality verdict.
-traffic() { # name R pin before after ok(1/0)
-    local name=$1 nrails=$2 pin=$3 b=$4 a=$5 ok=$6 r d total spine line max=0 min=-1 spread
+traffic() { # name R L pin before after ok(1/0)
+    local name=$1 nrails=$2 nlocal=$3 pin=$4 b=$5 a=$6 ok=$7 r d total spine line max=0 min=-1
+    local spread
     total=$(($(value "$a" total_bytes) - $(value "$b" total_bytes)))
     spine=$(($(value "$a" spine_rx_bytes) - $(value "$b" spine_rx_bytes)))
     line="INFO multinode/$name: $total bytes sent onto the rails:"
@@ -142,7 +150,10 @@ traffic() { # name R pin before after ok(1/0)
     echo "$line; through the spine $spine ($(pct "$spine" "$total")%)"
     ((nrails > 1)) || return 0
     spread=$(pct $((max - min)) "$max")
-    if ((!ok)); then
+    if ((nlocal < nrails)); then
+        echo "SKIP multinode-rail-locality/$name: fewer ranks per node than rails (some rails" \
+            "have no rank)"
+    elif ((!ok)); then
         echo "SKIP multinode-rail-locality/$name: the run failed (counts above are partial)"
     elif ((!pin)); then
         echo "SKIP multinode-rail-locality/$name: sockets not pinned to their NIC (the kernel" \
@@ -156,8 +167,47 @@ traffic() { # name R pin before after ok(1/0)
     fi
 }
 
-run_config() { # name K R L pin rate
-    local name=$1 nnodes=$2 nrails=$3 nlocal=$4 pin=$5 rate=$6 k i ok rate_args=()
+# A TCP connect from node 0 to a closed port of node 1 (the SYN and the RST that answers it),
+# sourced from NIC `rail` when pinned; prints how many bytes the spine forwarded meanwhile.
+probe_spine() { # dst-rail src-rail|- -> bytes
+    local dst=$1 src=$2 before after env=()
+    [[ $src != - ]] && env=(LD_PRELOAD="$SAN_PRELOAD$SHIM" MN_BIND_ADDR="10.$BED_NET.$src.1")
+    counters "$TMP/probe.before"
+    timeout 10 "$BED" exec 0 env "${env[@]}" bash -c \
+        "exec 3<>/dev/tcp/10.$BED_NET.$dst.2/9" 2>/dev/null
+    counters "$TMP/probe.after"
+    before=$(value "$TMP/probe.before" spine_tx_bytes)
+    after=$(value "$TMP/probe.after" spine_tx_bytes)
+    echo $((after - before))
+}
+
+# The bed itself: traffic between NICs of different rails crosses the spine, traffic within a
+# rail does not, and an unbound socket goes straight to the destination's rail.
+bed_selftest() {
+    local cross same unbound
+    if ! "$BED" up 2 2 2>"$TMP/selftest.err"; then
+        fail "multinode-bed: bed.sh up 2 2 failed: $(head -c 300 "$TMP/selftest.err")"
+        return
+    fi
+    cross=$(probe_spine 0 1)
+    same=$(probe_spine 0 0)
+    unbound=$(probe_spine 1 -)
+    "$BED" down
+    if ((cross > 0)); then
+        echo "PASS multinode-bed/cross-rail-via-spine"
+    else
+        fail "multinode-bed/cross-rail-via-spine: rail 1 -> rail 0 moved nothing through the spine"
+    fi
+    if ((same == 0 && unbound == 0)); then
+        echo "PASS multinode-bed/same-rail-direct"
+    else
+        fail "multinode-bed/same-rail-direct: the spine forwarded $same bytes (rail 0 -> rail 0)" \
+            "and $unbound bytes (unbound -> rail 1)"
+    fi
+}
+
+run_config() { # name K R L pin rate idmode
+    local name=$1 nnodes=$2 nrails=$3 nlocal=$4 pin=$5 rate=$6 idmode=$7 k i ok rate_args=()
     [[ $rate != - ]] && rate_args=(--rate "$rate")
     [[ -n ${MN_RATE:-} ]] && rate_args=(--rate "$MN_RATE")
     if ! "$BED" up "$nnodes" "$nrails" "${rate_args[@]}" 2>"$TMP/$name.bed.err"; then
@@ -169,7 +219,8 @@ run_config() { # name K R L pin rate
     counters "$TMP/$name.before"
     for ((k = 0; k < nnodes; k++)); do
         for ((i = 0; i < nlocal; i++)); do
-            start_rank "$name" $((nnodes * nlocal)) "$k" "$i" "$nrails" "$pin" $((k * nlocal + i))
+            start_rank "$name" $((nnodes * nlocal)) "$k" "$i" "$nrails" "$pin" \
+                $((k * nlocal + i)) "$idmode"
         done
     done
     ok=1
@@ -177,7 +228,7 @@ run_config() { # name K R L pin rate
     grep -q '^FAIL ' "$TMP/$name.0.out" && ok=0
     ((ok)) || failed=1
     counters "$TMP/$name.after"
-    traffic "$name" "$nrails" "$pin" "$TMP/$name.before" "$TMP/$name.after" "$ok"
+    traffic "$name" "$nrails" "$nlocal" "$pin" "$TMP/$name.before" "$TMP/$name.after" "$ok"
     "$BED" down
 }
 
@@ -198,11 +249,12 @@ SAN_PRELOAD=$(ldd "$BIN" | awk '/lib(a|ub)san/ { printf "%s ", $3 }')
 trap cleanup EXIT
 trap 'exit 130' INT TERM
 TMP=$(mktemp -d "${TMPDIR:-/tmp}/multinode.XXXXXX")
+(($# > 0)) || bed_selftest
 for cfg in "${CONFIGS[@]}"; do
-    read -r name nnodes nrails nlocal pin rate <<<"$cfg"
+    read -r name nnodes nrails nlocal pin rate idmode <<<"$cfg"
     if (($# > 0)) && [[ " $* " != *" $name "* ]]; then
         continue
     fi
-    run_config "$name" "$nnodes" "$nrails" "$nlocal" "$pin" "$rate"
+    run_config "$name" "$nnodes" "$nrails" "$nlocal" "$pin" "$rate" "$idmode"
 done
 exit $failed
