@@ -7,7 +7,8 @@ MN_DIR := $(BUILD)/tests/multinode
 MN_BINS := $(MN_DIR)/mn_colls $(MN_DIR)/bindsrc.so
 MN_TESTLIB := $(wildcard tests/lib/*.c)
 
-$(MN_DIR)/mn_colls: tests/multinode/mn_colls.c $(MN_TESTLIB) $(wildcard tests/lib/*.h) $(LIB_SO) $(LIB_LINKS)
+$(MN_DIR)/mn_colls: tests/multinode/mn_colls.c $(MN_TESTLIB) $(wildcard tests/lib/*.h) \
+		$(LIB_SO) $(LIB_LINKS)
 	@mkdir -p $(dir $@)
 	@$(if $(Q),echo "  MNTEST  $@")
 	$(Q)$(CC) -Iinclude -Itests/lib -D_GNU_SOURCE -std=gnu11 $(OPT) -g $(WARN) $(SAN_FLAGS) -pthread \

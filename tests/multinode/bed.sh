@@ -93,7 +93,8 @@ make_ns() {
     # shellcheck disable=SC2016 # expanded by the inner sh
     ip netns exec "$ns" sh -c '
         for k in all default; do
-            [ -e /proc/sys/net/ipv6/conf/$k/disable_ipv6 ] && echo 1 >/proc/sys/net/ipv6/conf/$k/disable_ipv6
+            v6=/proc/sys/net/ipv6/conf/$k/disable_ipv6
+            if [ -e $v6 ]; then echo 1 >$v6; fi
             echo 0 >/proc/sys/net/ipv4/conf/$k/rp_filter
             echo 1 >/proc/sys/net/ipv4/conf/$k/arp_ignore
             echo 2 >/proc/sys/net/ipv4/conf/$k/arp_announce
@@ -238,5 +239,8 @@ exec) bed_exec "$@" ;;
 counters) counters "$@" ;;
 names) names ;;
 run) run_with_bed "$@" ;;
-*) die "usage: bed.sh up K R [--rate RATE] | down | exec NODE CMD... | counters [-v] | names | run K R [--rate RATE] -- CMD..." ;;
+*)
+    die "usage: bed.sh up K R [--rate RATE] | down | exec NODE CMD... | counters [-v] | names" \
+        "| run K R [--rate RATE] -- CMD..."
+    ;;
 esac
