@@ -93,10 +93,17 @@ static int gpu_nic_score(const struct ac_topo *t, int gpu, int nic)
     return t->gpus[gpu].numa == t->nics[nic].numa ? 1000 : 2000;
 }
 
+/* An include list needs the NIC's name or its interface's to match; an exclude list (^...)
+ * rejects the NIC when either is listed. */
 static bool nic_allowed(const struct ac_topo_nic *n, const char *filter)
 {
-    return filter == NULL || filter[0] == '\0' || ac_socket_ifname_matches(filter, n->name) ||
-           (n->ifname[0] != '\0' && ac_socket_ifname_matches(filter, n->ifname));
+    if (filter == NULL || filter[0] == '\0')
+        return true;
+    bool by_name = ac_socket_ifname_matches(filter, n->name);
+    bool by_if = n->ifname[0] != '\0' && ac_socket_ifname_matches(filter, n->ifname);
+    if (filter[0] == '^')
+        return by_name && (n->ifname[0] == '\0' || by_if);
+    return by_name || by_if;
 }
 
 /* The allowed NICs closest to gpu into best[]; returns how many. */

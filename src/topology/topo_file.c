@@ -275,6 +275,8 @@ static ncclResult_t read_cpu(const struct reader *r, const struct ac_topo_xml_el
             AC_CHECK(read_pci(r, c, i));
         else if (strcmp(c->name, "nic") == 0)
             AC_CHECK(read_nic(r, c, i));
+        else if (strcmp(c->name, "gpu") == 0)
+            AC_CHECK(read_gpu(r, c, i)); /* refused with a message: it needs its <pci> */
         else
             skip_unknown(r, c, "cpu");
     }

@@ -126,8 +126,10 @@ static ncclResult_t get_switch(struct ac_topo *t, const char *name, int *index_o
             return ncclSuccess;
         }
     }
+    char copy[AC_TOPO_BUSID_MAX]; /* name points into t */
+    snprintf(copy, sizeof(copy), "%s", name);
     AC_CHECK(ac_topo_add_node(t, AC_TOPO_NODE_NVSWITCH, -1, index_out));
-    snprintf(t->nodes[*index_out].busid, sizeof(t->nodes[0].busid), "%s", name);
+    memcpy(t->nodes[*index_out].busid, copy, sizeof(copy));
     return ncclSuccess;
 }
 
