@@ -157,9 +157,8 @@ static ncclResult_t check_pick_args(const struct ac_topo *t, int local_rank, int
     if (t == NULL)
         return AC_FAIL(ncclInvalidArgument, "ac_topo_pick_nic: topology is NULL");
     if (local_nranks < 1 || local_rank < 0 || local_rank >= local_nranks)
-        return AC_FAIL(ncclInvalidArgument,
-                       "ac_topo_pick_nic: local rank %d of %d is out of range", local_rank,
-                       local_nranks);
+        return AC_FAIL(ncclInvalidArgument, "ac_topo_pick_nic: local rank %d of %d is out of range",
+                       local_rank, local_nranks);
     if (gpu < -1 || gpu >= t->ngpus)
         return AC_FAIL(ncclInvalidArgument,
                        "ac_topo_pick_nic: GPU %d is not in the topology of %s (%d GPUs)", gpu,

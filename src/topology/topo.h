@@ -25,12 +25,12 @@
 #define AC_TOPO_AFFINITY_MAX 512
 
 enum ac_topo_node_kind {
-    AC_TOPO_NODE_MACHINE, /* nodes[0], the root */
-    AC_TOPO_NODE_PACKAGE, /* a socket */
-    AC_TOPO_NODE_NUMA,    /* a NUMA node: NCCL's <cpu> element */
-    AC_TOPO_NODE_PCI,     /* a PCI bridge, switch port or device function: a <pci> element */
-    AC_TOPO_NODE_NIC,     /* one network port: a <net> element */
-    AC_TOPO_NODE_GPU,     /* a <gpu> element, child of its PCI function */
+    AC_TOPO_NODE_MACHINE,  /* nodes[0], the root */
+    AC_TOPO_NODE_PACKAGE,  /* a socket */
+    AC_TOPO_NODE_NUMA,     /* a NUMA node: NCCL's <cpu> element */
+    AC_TOPO_NODE_PCI,      /* a PCI bridge, switch port or device function: a <pci> element */
+    AC_TOPO_NODE_NIC,      /* one network port: a <net> element */
+    AC_TOPO_NODE_GPU,      /* a <gpu> element, child of its PCI function */
     AC_TOPO_NODE_NVSWITCH, /* a GPU fabric switch named by <nvlink target=...> */
     AC_TOPO_NODE_COUNT
 };
@@ -83,14 +83,14 @@ struct ac_topo_nic {
     int port;                      /* RDMA port number (1-based); 1 for plain interfaces */
     int rail;                      /* NIC i of every node is rail i */
     bool is_rdma;
-    bool has_gdr;    /* GPU Direct RDMA possible */
-    int latency_us;  /* as NCCL's latency attribute; 0 unknown */
-    int node;        /* index in nodes[] */
+    bool has_gdr;   /* GPU Direct RDMA possible */
+    int latency_us; /* as NCCL's latency attribute; 0 unknown */
+    int node;       /* index in nodes[] */
 };
 
 /* A <nvlink> or <xgmi> element, kept as written so that files round-trip. */
 struct ac_topo_gpu_link {
-    enum ac_topo_link_kind kind;   /* AC_TOPO_LINK_NVLINK or AC_TOPO_LINK_XGMI */
+    enum ac_topo_link_kind kind;    /* AC_TOPO_LINK_NVLINK or AC_TOPO_LINK_XGMI */
     char target[AC_TOPO_BUSID_MAX]; /* a GPU's bus id, or an NVSwitch's name */
     int count;
     uint32_t tclass; /* 0x068000: NVSwitch */
@@ -110,9 +110,9 @@ struct ac_topo_gpu {
     enum ac_topo_gpu_vendor vendor;
     char busid[AC_TOPO_BUSID_MAX];
     int numa;
-    int sm;                   /* compute capability x10 (90: H100); AMD files carry 94 etc. */
+    int sm;                    /* compute capability x10 (90: H100); AMD files carry 94 etc. */
     char gcn[AC_TOPO_STR_MAX]; /* AMD architecture ("gfx942"); "" otherwise */
-    int rank;                 /* as in NCCL's files; -1 unknown */
+    int rank;                  /* as in NCCL's files; -1 unknown */
     bool has_gdr;
     int nlinks;
     struct ac_topo_gpu_link links[AC_TOPO_MAX_GPU_LINKS];
@@ -126,10 +126,10 @@ struct ac_topo {
     int nnuma, npackages;
     struct ac_topo_node nodes[AC_TOPO_MAX_NODES];
     struct ac_topo_link links[AC_TOPO_MAX_LINKS];
-    struct ac_topo_nic nics[AC_TOPO_MAX_NICS];  /* in the order of their dev attribute */
+    struct ac_topo_nic nics[AC_TOPO_MAX_NICS]; /* in the order of their dev attribute */
     struct ac_topo_gpu gpus[AC_TOPO_MAX_GPUS]; /* in the order of their dev attribute */
-    char source[128]; /* "hwloc", "sysfs" or the file it was loaded from */
-    int refs;         /* see ac_topo_get / ac_topo_free */
+    char source[128];                          /* "hwloc", "sysfs" or the file it was loaded from */
+    int refs;                                  /* see ac_topo_get / ac_topo_free */
 };
 
 /* The topology of this process's machine: the file NCCL_TOPO_FILE names if set, else discovered.
@@ -147,8 +147,7 @@ ncclResult_t ac_topo_discover(struct ac_topo **out);
 ncclResult_t ac_topo_load_file(const char *path, struct ac_topo **out);
 /* Parses XML text of len bytes (need not be terminated); `what` names it in messages. Malformed
  * input gives ncclInvalidUsage and a message with the line number. */
-ncclResult_t ac_topo_load_xml(const char *text, size_t len, const char *what,
-                              struct ac_topo **out);
+ncclResult_t ac_topo_load_xml(const char *text, size_t len, const char *what, struct ac_topo **out);
 /* Writes the canonical XML; loading it gives the same topology, and writing that the same text. */
 ncclResult_t ac_topo_to_xml(const struct ac_topo *t, char **text_out, size_t *len_out);
 ncclResult_t ac_topo_dump_file(const struct ac_topo *t, const char *path);

@@ -234,7 +234,8 @@ static int default_numa(const struct ac_topo *t)
 {
     int best = -1;
     for (int i = 0; i < t->nnodes; i++) {
-        if (t->nodes[i].kind == AC_TOPO_NODE_NUMA && (best < 0 || t->nodes[i].id < t->nodes[best].id))
+        if (t->nodes[i].kind == AC_TOPO_NODE_NUMA &&
+            (best < 0 || t->nodes[i].id < t->nodes[best].id))
             best = i;
     }
     return best;
@@ -371,16 +372,20 @@ static ncclResult_t discover_rdma_ports(struct ac_topo *t, const char *dev)
     for (int i = 0; i < n; i++) {
         int port = atoi(ports[i]->d_name);
         snprintf(path, sizeof(path), "/sys/class/infiniband/%s/ports/%d/state", dev, port);
-        bool is_active = port > 0 && read_line(path, state, sizeof(state)) &&
-                         strstr(state, "ACTIVE") != NULL;
+        bool is_active =
+            port > 0 && read_line(path, state, sizeof(state)) && strstr(state, "ACTIVE") != NULL;
         snprintf(path, sizeof(path), "/sys/class/infiniband/%s/ports/%d/rate", dev, port);
         if (is_active && res == ncclSuccess) {
             double gbps = read_line(path, rate, sizeof(rate)) ? strtod(rate, NULL) : 0.0;
             rdma_ifname(dev, port, ifname, sizeof(ifname));
             snprintf(dev_path, sizeof(dev_path), "/sys/class/infiniband/%s/device", dev);
-            struct nic_found f = {.name = dev, .ifname = ifname, .dev_path = dev_path,
-                                  .speed_gbps = gbps > 0 ? gbps : 10.0, .port = port,
-                                  .is_rdma = true, .has_gdr = has_gdr()};
+            struct nic_found f = {.name = dev,
+                                  .ifname = ifname,
+                                  .dev_path = dev_path,
+                                  .speed_gbps = gbps > 0 ? gbps : 10.0,
+                                  .port = port,
+                                  .is_rdma = true,
+                                  .has_gdr = has_gdr()};
             res = add_nic(t, &f);
         }
         free(ports[i]);
@@ -412,8 +417,11 @@ static ncclResult_t discover_interface(struct ac_topo *t, const char *ifname)
     long mbps = read_long(path, -1);
     if (mbps <= 0)
         AC_INFO(AC_SUB_GRAPH, "interface %s does not report its speed: assuming 10 Gb/s", ifname);
-    struct nic_found f = {.name = ifname, .ifname = ifname, .dev_path = dev_path,
-                          .speed_gbps = mbps > 0 ? (double)mbps / 1000.0 : 10.0, .port = 1};
+    struct nic_found f = {.name = ifname,
+                          .ifname = ifname,
+                          .dev_path = dev_path,
+                          .speed_gbps = mbps > 0 ? (double)mbps / 1000.0 : 10.0,
+                          .port = 1};
     return add_nic(t, &f);
 }
 
@@ -424,7 +432,8 @@ static bool is_gpu_function(const char *busid)
     long vendor = read_long(path, 0);
     snprintf(path, sizeof(path), "/sys/bus/pci/devices/%s/class", busid);
     long cls = read_long(path, 0) >> 8;
-    return (vendor == 0x10de || vendor == 0x1002) && (cls == 0x0300 || cls == 0x0302 || cls == 0x1200);
+    return (vendor == 0x10de || vendor == 0x1002) &&
+           (cls == 0x0300 || cls == 0x0302 || cls == 0x1200);
 }
 
 static ncclResult_t discover_gpu(struct ac_topo *t, const char *busid)

@@ -144,7 +144,8 @@ static ncclResult_t read_gpu(const struct reader *r, const struct ac_topo_xml_el
     g->sm = (int)sm;
     g->rank = (int)rank;
     memcpy(g->busid, t->nodes[parent].busid, sizeof(g->busid));
-    for (const struct ac_topo_xml_elem *c = elem(r, e->first_child); c; c = elem(r, c->next_sibling)) {
+    for (const struct ac_topo_xml_elem *c = elem(r, e->first_child); c;
+         c = elem(r, c->next_sibling)) {
         if (strcmp(c->name, "nvlink") == 0 || strcmp(c->name, "xgmi") == 0)
             AC_CHECK(read_gpu_link(r, c, g));
         else
@@ -162,8 +163,8 @@ static ncclResult_t read_gpu(const struct reader *r, const struct ac_topo_xml_el
 /* Without an rdma attribute: RDMA when the name is not the interface's, or is an RDMA driver's. */
 static bool default_rdma(const char *name, const char *ifname)
 {
-    static const char *const prefixes[] = {"mlx", "bnxt_re", "irdma", "efa", "ionic", "erdma",
-                                           "qedr", "hfi", "rxe", "siw", "hns", "cxgb"};
+    static const char *const prefixes[] = {"mlx",  "bnxt_re", "irdma", "efa", "ionic", "erdma",
+                                           "qedr", "hfi",     "rxe",   "siw", "hns",   "cxgb"};
     if (ifname[0] != '\0')
         return strcmp(name, ifname) != 0;
     for (size_t i = 0; i < sizeof(prefixes) / sizeof(prefixes[0]); i++) {
@@ -208,7 +209,8 @@ static ncclResult_t read_net(const struct reader *r, const struct ac_topo_xml_el
 
 static ncclResult_t read_nic(const struct reader *r, const struct ac_topo_xml_elem *e, int parent)
 {
-    for (const struct ac_topo_xml_elem *c = elem(r, e->first_child); c; c = elem(r, c->next_sibling)) {
+    for (const struct ac_topo_xml_elem *c = elem(r, e->first_child); c;
+         c = elem(r, c->next_sibling)) {
         if (strcmp(c->name, "net") == 0)
             AC_CHECK(read_net(r, c, parent));
         else
@@ -238,7 +240,8 @@ static ncclResult_t read_pci(const struct reader *r, const struct ac_topo_xml_el
     AC_CHECK(ac_topo_add_link(t, parent, i, AC_TOPO_LINK_PCI, 1,
                               ac_topo_pcie_bw_gbs(n->link_speed, n->link_width),
                               AC_TOPO_PCI_LAT_US));
-    for (const struct ac_topo_xml_elem *c = elem(r, e->first_child); c; c = elem(r, c->next_sibling)) {
+    for (const struct ac_topo_xml_elem *c = elem(r, e->first_child); c;
+         c = elem(r, c->next_sibling)) {
         if (strcmp(c->name, "pci") == 0)
             AC_CHECK(read_pci(r, c, i));
         else if (strcmp(c->name, "gpu") == 0)
@@ -270,7 +273,8 @@ static ncclResult_t read_cpu(const struct reader *r, const struct ac_topo_xml_el
     AC_CHECK(attr_str(r, e, "affinity", false, n->affinity, sizeof(n->affinity)));
     AC_CHECK(attr_str(r, e, "arch", false, n->arch, sizeof(n->arch)));
     AC_CHECK(attr_str(r, e, "vendor", false, n->vendor, sizeof(n->vendor)));
-    for (const struct ac_topo_xml_elem *c = elem(r, e->first_child); c; c = elem(r, c->next_sibling)) {
+    for (const struct ac_topo_xml_elem *c = elem(r, e->first_child); c;
+         c = elem(r, c->next_sibling)) {
         if (strcmp(c->name, "pci") == 0)
             AC_CHECK(read_pci(r, c, i));
         else if (strcmp(c->name, "nic") == 0)
@@ -298,13 +302,13 @@ static ncclResult_t read_system(const struct reader *r)
             skip_unknown(r, c, "system");
     }
     if (r->t->nnodes == 1)
-        return READ_FAIL(r, root, "%s", "no <cpu numaid=...> element: a topology needs at least "
-                                        "one NUMA node");
+        return READ_FAIL(r, root, "%s",
+                         "no <cpu numaid=...> element: a topology needs at least "
+                         "one NUMA node");
     return ncclSuccess;
 }
 
-ncclResult_t ac_topo_load_xml(const char *text, size_t len, const char *what,
-                              struct ac_topo **out)
+ncclResult_t ac_topo_load_xml(const char *text, size_t len, const char *what, struct ac_topo **out)
 {
     struct ac_topo_xml_doc doc;
     struct ac_topo *t = NULL;
@@ -334,8 +338,8 @@ ncclResult_t ac_topo_load_file(const char *path, struct ac_topo **out)
         return AC_FAIL(ncclInvalidArgument, "ac_topo_load_file: path or out is NULL");
     FILE *f = fopen(path, "rb");
     if (f == NULL)
-        return AC_FAIL(ncclSystemError, "cannot open topology file %s (NCCL_TOPO_FILE): %s",
-                       path, strerror(errno));
+        return AC_FAIL(ncclSystemError, "cannot open topology file %s (NCCL_TOPO_FILE): %s", path,
+                       strerror(errno));
     char *buf = malloc(AC_TOPO_XML_MAX_BYTES + 1);
     size_t len = buf != NULL ? fread(buf, 1, AC_TOPO_XML_MAX_BYTES + 1, f) : 0;
     bool failed = buf == NULL || ferror(f);

@@ -259,8 +259,8 @@ static ncclResult_t link_packages(struct ac_topo *t)
             continue;
         for (int j = i + 1; j < t->nnodes; j++) {
             if (t->nodes[j].kind == AC_TOPO_NODE_PACKAGE)
-                AC_CHECK(ac_topo_add_link(t, i, j, AC_TOPO_LINK_SMP, 1,
-                                          smp_bw(t, t->nodes[i].id), AC_TOPO_SMP_LAT_US));
+                AC_CHECK(ac_topo_add_link(t, i, j, AC_TOPO_LINK_SMP, 1, smp_bw(t, t->nodes[i].id),
+                                          AC_TOPO_SMP_LAT_US));
         }
     }
     return ncclSuccess;

@@ -6,10 +6,10 @@
 #include "topology/topo.h"
 
 /* Per-direction bandwidth of one link, GB/s, and latencies, microseconds (docs/topology.md). */
-#define AC_TOPO_NVLINK_BW_GBS 25.0     /* NVLink 2-4 (sm >= 70); 20 before */
+#define AC_TOPO_NVLINK_BW_GBS 25.0 /* NVLink 2-4 (sm >= 70); 20 before */
 #define AC_TOPO_NVLINK_OLD_BW_GBS 20.0
-#define AC_TOPO_XGMI_BW_GBS 64.0       /* MI300X Infinity Fabric link */
-#define AC_TOPO_SMP_INTEL_BW_GBS 10.0  /* NCCL's values */
+#define AC_TOPO_XGMI_BW_GBS 64.0      /* MI300X Infinity Fabric link */
+#define AC_TOPO_SMP_INTEL_BW_GBS 10.0 /* NCCL's values */
 #define AC_TOPO_SMP_AMD_BW_GBS 16.0
 #define AC_TOPO_SMP_OTHER_BW_GBS 6.0
 #define AC_TOPO_PCI_LAT_US 0.5

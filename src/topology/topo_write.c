@@ -66,7 +66,10 @@ static void put_attr(struct sbuf *b, const char *name, const char *value)
     put(b, "\"");
 }
 
-static void put_int(struct sbuf *b, const char *name, long long v) { put(b, " %s=\"%lld\"", name, v); }
+static void put_int(struct sbuf *b, const char *name, long long v)
+{
+    put(b, " %s=\"%lld\"", name, v);
+}
 
 static void put_hex(struct sbuf *b, const char *name, uint32_t v, int digits)
 {
@@ -227,8 +230,8 @@ ncclResult_t ac_topo_dump_file(const struct ac_topo *t, const char *path)
 
 const char *ac_topo_node_kind_name(enum ac_topo_node_kind kind)
 {
-    static const char *const names[AC_TOPO_NODE_COUNT] = {"machine", "package", "numa", "pci",
-                                                         "nic",     "gpu",     "nvswitch"};
+    static const char *const names[AC_TOPO_NODE_COUNT] = {"machine", "package", "numa",    "pci",
+                                                          "nic",     "gpu",     "nvswitch"};
     return (int)kind >= 0 && kind < AC_TOPO_NODE_COUNT ? names[kind] : "?";
 }
 
@@ -290,7 +293,8 @@ static void print_gpu_peers(const struct ac_topo *t, FILE *out)
 
 void ac_topo_print(const struct ac_topo *t, FILE *out)
 {
-    fprintf(out, "topology from %s: %d packages, %d NUMA nodes, %d GPUs, %d NICs, %d nodes, "
+    fprintf(out,
+            "topology from %s: %d packages, %d NUMA nodes, %d GPUs, %d NICs, %d nodes, "
             "%d links\n",
             t->source, t->npackages, t->nnuma, t->ngpus, t->nnics, t->nnodes, t->nlinks);
     print_node(t, 0, out);

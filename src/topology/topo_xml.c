@@ -35,7 +35,10 @@ static bool starts_with(const struct scanner *sc, const char *lit)
     return sc->len - sc->pos >= n && memcmp(sc->s + sc->pos, lit, n) == 0;
 }
 
-static bool is_space(int c) { return c == ' ' || c == '\t' || c == '\n' || c == '\r'; }
+static bool is_space(int c)
+{
+    return c == ' ' || c == '\t' || c == '\n' || c == '\r';
+}
 
 static void skip_space(struct scanner *sc)
 {
@@ -106,7 +109,7 @@ static ncclResult_t scan_entity(struct scanner *sc, char *ch)
         long v = 0;
         size_t i = hex ? 3 : 2, ndigits = 0;
         for (int c; (c = peek_at(sc, i)) != ';' && ndigits < 8; i++, ndigits++) {
-            int d = c >= '0' && c <= '9' ? c - '0'
+            int d = c >= '0' && c <= '9'          ? c - '0'
                     : hex && c >= 'a' && c <= 'f' ? c - 'a' + 10
                     : hex && c >= 'A' && c <= 'F' ? c - 'A' + 10
                                                   : -1;
@@ -120,8 +123,9 @@ static ncclResult_t scan_entity(struct scanner *sc, char *ch)
             return ncclSuccess;
         }
     }
-    return SCAN_FAIL(sc, "%s", "unknown or malformed entity after '&' (use &amp; &lt; &gt; "
-                               "&quot; &apos; or an ASCII &#N;)");
+    return SCAN_FAIL(sc, "%s",
+                     "unknown or malformed entity after '&' (use &amp; &lt; &gt; "
+                     "&quot; &apos; or an ASCII &#N;)");
 }
 
 static ncclResult_t scan_value(struct scanner *sc, const char *attr, const char **out)
@@ -292,8 +296,9 @@ static ncclResult_t scan_document(struct scanner *sc)
         } else if (c == '<') {
             AC_CHECK(scan_markup(sc, &cur, &depth));
         } else {
-            return SCAN_FAIL(sc, "%s", "text outside tags (only elements and attributes are "
-                                       "allowed)");
+            return SCAN_FAIL(sc, "%s",
+                             "text outside tags (only elements and attributes are "
+                             "allowed)");
         }
     }
     if (cur >= 0) {

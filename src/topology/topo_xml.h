@@ -22,7 +22,7 @@ struct ac_topo_xml_attr {
 
 struct ac_topo_xml_elem {
     const char *name;
-    int line; /* where the start tag begins, 1-based */
+    int line;                              /* where the start tag begins, 1-based */
     int parent, first_child, next_sibling; /* indices in elems[]; -1: none */
     int last_child;
     int nattrs;

@@ -124,8 +124,14 @@ static void expect_gpu_i_nic_i(const char *path)
     ac_topo_free(t);
 }
 
-Test(topo_file, dgx_gpu_i_nic_i) { expect_gpu_i_nic_i(DGX); }
-Test(topo_file, mi300x_gpu_i_nic_i) { expect_gpu_i_nic_i(MI300X); }
+Test(topo_file, dgx_gpu_i_nic_i)
+{
+    expect_gpu_i_nic_i(DGX);
+}
+Test(topo_file, mi300x_gpu_i_nic_i)
+{
+    expect_gpu_i_nic_i(MI300X);
+}
 
 static char *dump(const struct ac_topo *t)
 {
@@ -162,8 +168,14 @@ static void expect_round_trip(const char *path)
     ac_topo_free(u);
 }
 
-Test(topo_file, dgx_round_trip) { expect_round_trip(DGX); }
-Test(topo_file, mi300x_round_trip) { expect_round_trip(MI300X); }
+Test(topo_file, dgx_round_trip)
+{
+    expect_round_trip(DGX);
+}
+Test(topo_file, mi300x_round_trip)
+{
+    expect_round_trip(MI300X);
+}
 
 Test(topo_file, dump_file_and_load_file)
 {
@@ -291,8 +303,7 @@ Test(topo_file, no_nics)
 
 Test(topo_file, pcie_bandwidth)
 {
-    cr_expect_float_eq(ac_topo_pcie_bw_gbs("32.0 GT/s PCIe", 16), 32.0 * 16 * 128 / 130 / 8,
-                       1e-9);
+    cr_expect_float_eq(ac_topo_pcie_bw_gbs("32.0 GT/s PCIe", 16), 32.0 * 16 * 128 / 130 / 8, 1e-9);
     cr_expect_float_eq(ac_topo_pcie_bw_gbs("16 GT/s", 8), 16.0 * 8 * 128 / 130 / 8, 1e-9);
     cr_expect_float_eq(ac_topo_pcie_bw_gbs("5 GT/s", 8), 5.0 * 8 * 0.8 / 8, 1e-9);
     cr_expect_float_eq(ac_topo_pcie_bw_gbs("Unknown", 16), 0.0, 1e-9);
@@ -303,14 +314,14 @@ Test(topo_file, pcie_bandwidth)
 /* Files dumped by NCCL carry elements and attributes we do not use: they are skipped. */
 Test(topo_file, unknown_elements_skipped)
 {
-    struct ac_topo *t = load_text(
-        "<?xml version=\"1.0\"?>\n<!-- from NCCL -->\n<system version=\"1\">\n"
-        "  <cpu numaid=\"0\" familyid=\"6\" modelid=\"143\">\n"
-        "    <pci busid=\"0000:1b:00.0\" subsystem_vendor=\"0x10de\">\n"
-        "      <gpu dev=\"0\" sm=\"90\"><c2c bw=\"1\" count=\"1\"/></gpu>\n"
-        "    </pci>\n"
-        "    <nic><net name=\"mlx5_0\" dev=\"0\" speed=\"200000\" guid=\"0x1\"/></nic>\n"
-        "  </cpu>\n  <nvs/>\n</system>\n");
+    struct ac_topo *t =
+        load_text("<?xml version=\"1.0\"?>\n<!-- from NCCL -->\n<system version=\"1\">\n"
+                  "  <cpu numaid=\"0\" familyid=\"6\" modelid=\"143\">\n"
+                  "    <pci busid=\"0000:1b:00.0\" subsystem_vendor=\"0x10de\">\n"
+                  "      <gpu dev=\"0\" sm=\"90\"><c2c bw=\"1\" count=\"1\"/></gpu>\n"
+                  "    </pci>\n"
+                  "    <nic><net name=\"mlx5_0\" dev=\"0\" speed=\"200000\" guid=\"0x1\"/></nic>\n"
+                  "  </cpu>\n  <nvs/>\n</system>\n");
     cr_expect_eq(t->ngpus, 1);
     cr_expect_eq(t->nnics, 1);
     cr_expect(t->nics[0].is_rdma, "mlx5_* is an RDMA device by default");

@@ -62,13 +62,13 @@ static struct bad_case bad_cases[] = {
     {SYS_OPEN CPU0 GPU_PCI("1", "32") "</cpu></system>", "dev=\"32\""},
     {SYS_OPEN CPU0 GPU_PCI("1", "1.5") "</cpu></system>", "dev=\"1.5\""},
     {SYS_OPEN CPU0 "<pci busid=\"1\"><gpu dev=\"0\"><xgmi target=\"2\"/></gpu></pci></cpu>"
-             "</system>",
+                   "</system>",
      "no GPU has this bus id"},
     {SYS_OPEN CPU0 "<pci busid=\"1\"><gpu dev=\"0\"><nvlink target=\"1\"/></gpu></pci></cpu>"
-             "</system>",
+                   "</system>",
      "link to itself"},
     {SYS_OPEN CPU0 "<pci busid=\"1\"><gpu dev=\"0\"><nvlink target=\"2\" count=\"0\"/></gpu>"
-             "</pci></cpu></system>",
+                   "</pci></cpu></system>",
      "count=\"0\""},
     {SYS_OPEN CPU0 "<nic><net dev=\"0\"/></nic></cpu></system>", "attribute name is missing"},
     {SYS_OPEN CPU0 "<nic><net name=\"a\"/></nic></cpu></system>", "attribute dev is missing"},
@@ -76,15 +76,17 @@ static struct bad_case bad_cases[] = {
      "speed=\"1e3\""},
     {SYS_OPEN CPU0 "<nic><net name=\"a\" dev=\"0\" rdma=\"2\"/></nic></cpu></system>",
      "rdma=\"2\""},
-    {SYS_OPEN CPU0 "<nic><net name=\"a\" dev=\"1\"/></nic></cpu></system>", "dev=\"0\"> is missing"},
+    {SYS_OPEN CPU0 "<nic><net name=\"a\" dev=\"1\"/></nic></cpu></system>",
+     "dev=\"0\"> is missing"},
     {SYS_OPEN CPU0 "<nic><net name=\"a\" dev=\"0\"/><net name=\"b\" dev=\"0\"/></nic></cpu>"
-             "</system>",
+                   "</system>",
      "NIC dev=0 appears twice"},
 };
 
 ParameterizedTestParameters(topo_xml, malformed)
 {
-    return cr_make_param_array(struct bad_case, bad_cases, sizeof(bad_cases) / sizeof(bad_cases[0]));
+    return cr_make_param_array(struct bad_case, bad_cases,
+                               sizeof(bad_cases) / sizeof(bad_cases[0]));
 }
 
 ParameterizedTest(struct bad_case *c, topo_xml, malformed, .timeout = 10)
@@ -93,8 +95,8 @@ ParameterizedTest(struct bad_case *c, topo_xml, malformed, .timeout = 10)
     ncclResult_t res = ac_topo_load_xml(c->text, strlen(c->text), "bad.xml", &t);
     cr_expect_eq(res, ncclInvalidUsage, "input <<%s>>: result %d", c->text, (int)res);
     cr_expect_null(t);
-    cr_expect_neq(strstr(ac_last_error(), c->message), NULL, "input <<%s>>: message '%s' lacks '%s'",
-                  c->text, ac_last_error(), c->message);
+    cr_expect_neq(strstr(ac_last_error(), c->message), NULL,
+                  "input <<%s>>: message '%s' lacks '%s'", c->text, ac_last_error(), c->message);
     cr_expect_neq(strstr(ac_last_error(), "bad.xml"), NULL, "message names the file: %s",
                   ac_last_error());
 }
