@@ -15,7 +15,7 @@
 #define BACK_TO_BACK_COUNT 64
 
 struct plan {
-    bool has_all_types;   /* else float, bf16, f8e4m3 and int32 only */
+    bool has_all_types; /* else float, bf16, f8e4m3 and int32 only */
     bool has_big;
     bool has_back_to_back;
 };
@@ -59,10 +59,11 @@ static int check_one(struct tl_ctx *ctx, ncclDataType_t type, enum tl_op op, siz
     if (!is_inplace)
         tl_poison(recv, bytes);
     char what[160];
-    snprintf(what, sizeof(what), "allreduce %s %s count %zu %s", tl_type_name(type),
-             tl_op_name(op), count, is_inplace ? "in-place" : "out-of-place");
-    if (!tl_ok(ctx, ncclAllReduce(is_inplace ? recv : send, recv, count, type, nop, ctx->comm,
-                                  NULL), what))
+    snprintf(what, sizeof(what), "allreduce %s %s count %zu %s", tl_type_name(type), tl_op_name(op),
+             count, is_inplace ? "in-place" : "out-of-place");
+    if (!tl_ok(ctx,
+               ncclAllReduce(is_inplace ? recv : send, recv, count, type, nop, ctx->comm, NULL),
+               what))
         goto out_op;
     rc = CHECK_WRONG;
     if (tl_check(recv, count, type, op, ctx->nranks, seed, why, sizeof(why))) {
@@ -128,8 +129,9 @@ static int run_back_to_back(struct tl_ctx *ctx, unsigned *seed)
     unsigned first = *seed;
     tl_fill(send, BACK_TO_BACK_COUNT, ncclFloat32, TL_SUM, ctx->rank, ctx->nranks, first);
     for (int k = 0; k < NBACK_TO_BACK; k++) {
-        if (!tl_ok(ctx, ncclAllReduce(send, recv + (size_t)k * BACK_TO_BACK_COUNT,
-                                      BACK_TO_BACK_COUNT, ncclFloat32, ncclSum, ctx->comm, NULL),
+        if (!tl_ok(ctx,
+                   ncclAllReduce(send, recv + (size_t)k * BACK_TO_BACK_COUNT, BACK_TO_BACK_COUNT,
+                                 ncclFloat32, ncclSum, ctx->comm, NULL),
                    "back-to-back allreduce")) {
             free(send);
             return 1;
@@ -138,8 +140,8 @@ static int run_back_to_back(struct tl_ctx *ctx, unsigned *seed)
     int rc = 0;
     char why[256];
     for (int k = 0; k < NBACK_TO_BACK && rc == 0; k++) {
-        if (tl_check(recv + (size_t)k * BACK_TO_BACK_COUNT, BACK_TO_BACK_COUNT, ncclFloat32,
-                     TL_SUM, ctx->nranks, first, why, sizeof(why))) {
+        if (tl_check(recv + (size_t)k * BACK_TO_BACK_COUNT, BACK_TO_BACK_COUNT, ncclFloat32, TL_SUM,
+                     ctx->nranks, first, why, sizeof(why))) {
             tl_failf(ctx, "back-to-back allreduce %d of %d: %s", k, NBACK_TO_BACK, why);
             rc = 1;
         }

@@ -87,11 +87,12 @@ static int bad_call_args(struct tl_ctx *ctx, ncclComm_t comm)
     nbad += !expect_invalid(ctx, ncclAllReduce(buf, buf, 4, ncclInt32, ncclSum, NULL, NULL), NULL,
                             "ncclAllReduce(comm=NULL)", "comm");
     nbad += good_allreduce(ctx, comm, seed++, "comm=NULL");
-    nbad += !expect_invalid(ctx, ncclAllReduce(buf, buf, 4, (ncclDataType_t)99, ncclSum, comm,
-                                               NULL), comm, "ncclAllReduce(datatype=99)", "type");
+    nbad +=
+        !expect_invalid(ctx, ncclAllReduce(buf, buf, 4, (ncclDataType_t)99, ncclSum, comm, NULL),
+                        comm, "ncclAllReduce(datatype=99)", "type");
     nbad += good_allreduce(ctx, comm, seed++, "datatype=99");
-    nbad += !expect_invalid(ctx, ncclAllReduce(buf, buf, 4, ncclInt32, (ncclRedOp_t)77, comm,
-                                               NULL), comm, "ncclAllReduce(op=77)", "op");
+    nbad += !expect_invalid(ctx, ncclAllReduce(buf, buf, 4, ncclInt32, (ncclRedOp_t)77, comm, NULL),
+                            comm, "ncclAllReduce(op=77)", "op");
     nbad += good_allreduce(ctx, comm, seed++, "op=77");
     nbad += !expect_invalid(ctx, ncclAllReduce(NULL, buf, 4, ncclInt32, ncclSum, comm, NULL), comm,
                             "ncclAllReduce(sendbuff=NULL, count=4)", "sendbuff");
@@ -99,10 +100,10 @@ static int bad_call_args(struct tl_ctx *ctx, ncclComm_t comm)
     nbad += !expect_invalid(ctx, ncclAllReduce(buf, NULL, 4, ncclInt32, ncclSum, comm, NULL), comm,
                             "ncclAllReduce(recvbuff=NULL, count=4)", "recvbuff");
     nbad += good_allreduce(ctx, comm, seed++, "recvbuff=NULL");
-    nbad += !expect_invalid(ctx, ncclCommCount(comm, NULL), comm, "ncclCommCount(count=NULL)",
-                            "count");
-    nbad += !expect_invalid(ctx, ncclRedOpDestroy(ncclSum, comm), comm,
-                            "ncclRedOpDestroy(ncclSum)", "op");
+    nbad +=
+        !expect_invalid(ctx, ncclCommCount(comm, NULL), comm, "ncclCommCount(count=NULL)", "count");
+    nbad += !expect_invalid(ctx, ncclRedOpDestroy(ncclSum, comm), comm, "ncclRedOpDestroy(ncclSum)",
+                            "op");
     if (!tl_ok(ctx, ncclCommCount(comm, &count), "ncclCommCount") || count != ctx->nranks) {
         tl_failf(ctx, "ncclCommCount gave %d, want %d", count, ctx->nranks);
         nbad++;
@@ -137,8 +138,8 @@ static int no_comm_body(struct tl_ctx *ctx)
     nbad += !expect_invalid(ctx, ncclGetUniqueId(NULL), NULL, "ncclGetUniqueId(NULL)", "id");
     nbad += !expect_invalid(ctx, ncclCommInitAll(comms, 0, NULL), NULL, "ncclCommInitAll(ndev=0)",
                             "ndev");
-    nbad += !expect_invalid(ctx, ncclCommInitAll(NULL, 2, NULL), NULL, "ncclCommInitAll(NULL)",
-                            "comm");
+    nbad +=
+        !expect_invalid(ctx, ncclCommInitAll(NULL, 2, NULL), NULL, "ncclCommInitAll(NULL)", "comm");
     return nbad ? 1 : 0;
 }
 
@@ -196,7 +197,9 @@ static int try_bad_id(struct tl_ctx *ctx, int fill_byte, int nranks)
 static int garbage_id_body(struct tl_ctx *ctx)
 {
     return try_bad_id(ctx, 0xA5, 1) + try_bad_id(ctx, 0xA5, 2) + try_bad_id(ctx, 0x00, 2) +
-           try_bad_id(ctx, 0xFF, 1) ? 1 : 0;
+                   try_bad_id(ctx, 0xFF, 1)
+               ? 1
+               : 0;
 }
 
 /* Two ranks of a three-rank communicator start; with ANYCCL_INIT_TIMEOUT=2 both must get an
@@ -226,19 +229,23 @@ static int missing_rank_body(struct tl_ctx *ctx)
     return 0;
 }
 
+#define RAW_CASE(name_, mode_, nranks_, env_, body_, timeout_)                                     \
+    {                                                                                              \
+        .name = (name_), .mode = (mode_), .nranks = (nranks_), .env = (env_), .raw_body = (body_), \
+        .timeout_s = (timeout_)                                                                    \
+    }
+
 static const struct tl_case cases[] = {
-    {"errors/version-and-no-comm-args", TL_THREADS, 1, NULL, NULL, no_comm_body, NULL, 30, false},
-    {"errors/error-strings", TL_THREADS, 1, NULL, NULL, error_strings_body, NULL, 30, false},
-    {"errors/bad-args/np2/proc", TL_PROCS, 2, NULL, NULL, bad_args_body, NULL, 60, false},
-    {"errors/bad-args/np3/tcp/proc", TL_PROCS, 3, "NCCL_SHM_DISABLE=1", NULL, bad_args_body, NULL,
-     60, false},
-    {"errors/bad-args/np2/threads", TL_THREADS, 2, NULL, NULL, bad_args_body, NULL, 60, false},
-    {"errors/garbage-id", TL_THREADS, 1, "ANYCCL_INIT_TIMEOUT=3", NULL, garbage_id_body, NULL, 60,
-     false},
-    {"errors/missing-rank/2of3/proc", TL_PROCS, 2, "ANYCCL_INIT_TIMEOUT=2", NULL,
-     missing_rank_body, NULL, 30, false},
-    {"errors/missing-rank/2of3/threads", TL_THREADS, 2, "ANYCCL_INIT_TIMEOUT=2", NULL,
-     missing_rank_body, NULL, 30, false},
+    RAW_CASE("errors/version-and-no-comm-args", TL_THREADS, 1, NULL, no_comm_body, 30),
+    RAW_CASE("errors/error-strings", TL_THREADS, 1, NULL, error_strings_body, 30),
+    RAW_CASE("errors/bad-args/np2/proc", TL_PROCS, 2, NULL, bad_args_body, 60),
+    RAW_CASE("errors/bad-args/np3/tcp/proc", TL_PROCS, 3, "NCCL_SHM_DISABLE=1", bad_args_body, 60),
+    RAW_CASE("errors/bad-args/np2/threads", TL_THREADS, 2, NULL, bad_args_body, 60),
+    RAW_CASE("errors/garbage-id", TL_THREADS, 1, "ANYCCL_INIT_TIMEOUT=3", garbage_id_body, 60),
+    RAW_CASE("errors/missing-rank/2of3/proc", TL_PROCS, 2, "ANYCCL_INIT_TIMEOUT=2",
+             missing_rank_body, 30),
+    RAW_CASE("errors/missing-rank/2of3/threads", TL_THREADS, 2, "ANYCCL_INIT_TIMEOUT=2",
+             missing_rank_body, 30),
 };
 
 int main(int argc, char **argv)

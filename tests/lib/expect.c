@@ -8,8 +8,8 @@
 #include <string.h>
 
 const ncclDataType_t tl_all_types[] = {
-    ncclInt8,    ncclUint8,   ncclInt32,   ncclUint32,     ncclInt64,      ncclUint64,
-    ncclFloat16, ncclFloat32, ncclFloat64, ncclBfloat16,   ncclFloat8e4m3, ncclFloat8e5m2,
+    ncclInt8,    ncclUint8,   ncclInt32,   ncclUint32,   ncclInt64,      ncclUint64,
+    ncclFloat16, ncclFloat32, ncclFloat64, ncclBfloat16, ncclFloat8e4m3, ncclFloat8e5m2,
 };
 const size_t tl_ntypes = sizeof(tl_all_types) / sizeof(tl_all_types[0]);
 
@@ -22,7 +22,7 @@ size_t tl_type_size(ncclDataType_t type)
 const char *tl_type_name(ncclDataType_t type)
 {
     static const char *const names[ncclNumTypes] = {
-        "int8", "uint8", "int32", "uint32", "int64", "uint64",
+        "int8", "uint8", "int32",  "uint32",   "int64",  "uint64",
         "half", "float", "double", "bfloat16", "f8e4m3", "f8e5m2",
     };
     return (unsigned)type < ncclNumTypes ? names[type] : "?";
@@ -120,63 +120,132 @@ static double fp_decode(const struct fp_format *f, uint32_t bits)
     return sign * ldexp((double)(mant | (1u << f->mbits)), (int)biased - bias - f->mbits);
 }
 
-uint16_t tl_double_to_half(double v) { return (uint16_t)fp_encode(&fmt_half, v); }
-double tl_half_to_double(uint16_t h) { return fp_decode(&fmt_half, h); }
-uint16_t tl_double_to_bf16(double v) { return (uint16_t)fp_encode(&fmt_bf16, v); }
-double tl_bf16_to_double(uint16_t b) { return fp_decode(&fmt_bf16, b); }
-uint8_t tl_double_to_fp8e4m3(double v) { return (uint8_t)fp_encode(&fmt_e4m3, v); }
-double tl_fp8e4m3_to_double(uint8_t b) { return fp_decode(&fmt_e4m3, b); }
-uint8_t tl_double_to_fp8e5m2(double v) { return (uint8_t)fp_encode(&fmt_e5m2, v); }
-double tl_fp8e5m2_to_double(uint8_t b) { return fp_decode(&fmt_e5m2, b); }
+uint16_t tl_double_to_half(double v)
+{
+    return (uint16_t)fp_encode(&fmt_half, v);
+}
+double tl_half_to_double(uint16_t h)
+{
+    return fp_decode(&fmt_half, h);
+}
+uint16_t tl_double_to_bf16(double v)
+{
+    return (uint16_t)fp_encode(&fmt_bf16, v);
+}
+double tl_bf16_to_double(uint16_t b)
+{
+    return fp_decode(&fmt_bf16, b);
+}
+uint8_t tl_double_to_fp8e4m3(double v)
+{
+    return (uint8_t)fp_encode(&fmt_e4m3, v);
+}
+double tl_fp8e4m3_to_double(uint8_t b)
+{
+    return fp_decode(&fmt_e4m3, b);
+}
+uint8_t tl_double_to_fp8e5m2(double v)
+{
+    return (uint8_t)fp_encode(&fmt_e5m2, v);
+}
+double tl_fp8e5m2_to_double(uint8_t b)
+{
+    return fp_decode(&fmt_e5m2, b);
+}
 
 double tl_load(ncclDataType_t type, const void *buf, size_t i)
 {
     switch (type) {
-    case ncclInt8: return ((const int8_t *)buf)[i];
-    case ncclUint8: return ((const uint8_t *)buf)[i];
-    case ncclInt32: return ((const int32_t *)buf)[i];
-    case ncclUint32: return ((const uint32_t *)buf)[i];
-    case ncclInt64: return (double)((const int64_t *)buf)[i];
-    case ncclUint64: return (double)((const uint64_t *)buf)[i];
-    case ncclFloat16: return tl_half_to_double(((const uint16_t *)buf)[i]);
-    case ncclFloat32: return ((const float *)buf)[i];
-    case ncclFloat64: return ((const double *)buf)[i];
-    case ncclBfloat16: return tl_bf16_to_double(((const uint16_t *)buf)[i]);
-    case ncclFloat8e4m3: return tl_fp8e4m3_to_double(((const uint8_t *)buf)[i]);
-    case ncclFloat8e5m2: return tl_fp8e5m2_to_double(((const uint8_t *)buf)[i]);
-    default: return NAN;
+    case ncclInt8:
+        return ((const int8_t *)buf)[i];
+    case ncclUint8:
+        return ((const uint8_t *)buf)[i];
+    case ncclInt32:
+        return ((const int32_t *)buf)[i];
+    case ncclUint32:
+        return ((const uint32_t *)buf)[i];
+    case ncclInt64:
+        return (double)((const int64_t *)buf)[i];
+    case ncclUint64:
+        return (double)((const uint64_t *)buf)[i];
+    case ncclFloat16:
+        return tl_half_to_double(((const uint16_t *)buf)[i]);
+    case ncclFloat32:
+        return ((const float *)buf)[i];
+    case ncclFloat64:
+        return ((const double *)buf)[i];
+    case ncclBfloat16:
+        return tl_bf16_to_double(((const uint16_t *)buf)[i]);
+    case ncclFloat8e4m3:
+        return tl_fp8e4m3_to_double(((const uint8_t *)buf)[i]);
+    case ncclFloat8e5m2:
+        return tl_fp8e5m2_to_double(((const uint8_t *)buf)[i]);
+    default:
+        return NAN;
     }
 }
 
 void tl_store(ncclDataType_t type, void *buf, size_t i, double v)
 {
     switch (type) {
-    case ncclInt8: ((int8_t *)buf)[i] = (int8_t)v; break;
-    case ncclUint8: ((uint8_t *)buf)[i] = (uint8_t)v; break;
-    case ncclInt32: ((int32_t *)buf)[i] = (int32_t)v; break;
-    case ncclUint32: ((uint32_t *)buf)[i] = (uint32_t)v; break;
-    case ncclInt64: ((int64_t *)buf)[i] = (int64_t)v; break;
-    case ncclUint64: ((uint64_t *)buf)[i] = (uint64_t)v; break;
-    case ncclFloat16: ((uint16_t *)buf)[i] = tl_double_to_half(v); break;
-    case ncclFloat32: ((float *)buf)[i] = (float)v; break;
-    case ncclFloat64: ((double *)buf)[i] = v; break;
-    case ncclBfloat16: ((uint16_t *)buf)[i] = tl_double_to_bf16(v); break;
-    case ncclFloat8e4m3: ((uint8_t *)buf)[i] = tl_double_to_fp8e4m3(v); break;
-    case ncclFloat8e5m2: ((uint8_t *)buf)[i] = tl_double_to_fp8e5m2(v); break;
-    default: break;
+    case ncclInt8:
+        ((int8_t *)buf)[i] = (int8_t)v;
+        break;
+    case ncclUint8:
+        ((uint8_t *)buf)[i] = (uint8_t)v;
+        break;
+    case ncclInt32:
+        ((int32_t *)buf)[i] = (int32_t)v;
+        break;
+    case ncclUint32:
+        ((uint32_t *)buf)[i] = (uint32_t)v;
+        break;
+    case ncclInt64:
+        ((int64_t *)buf)[i] = (int64_t)v;
+        break;
+    case ncclUint64:
+        ((uint64_t *)buf)[i] = (uint64_t)v;
+        break;
+    case ncclFloat16:
+        ((uint16_t *)buf)[i] = tl_double_to_half(v);
+        break;
+    case ncclFloat32:
+        ((float *)buf)[i] = (float)v;
+        break;
+    case ncclFloat64:
+        ((double *)buf)[i] = v;
+        break;
+    case ncclBfloat16:
+        ((uint16_t *)buf)[i] = tl_double_to_bf16(v);
+        break;
+    case ncclFloat8e4m3:
+        ((uint8_t *)buf)[i] = tl_double_to_fp8e4m3(v);
+        break;
+    case ncclFloat8e5m2:
+        ((uint8_t *)buf)[i] = tl_double_to_fp8e5m2(v);
+        break;
+    default:
+        break;
     }
 }
 
 int64_t tl_exact_bound(ncclDataType_t type)
 {
     switch (type) {
-    case ncclInt8: return 127;
-    case ncclUint8: return 255;
-    case ncclFloat16: return 2048;
-    case ncclBfloat16: return 256;
-    case ncclFloat8e4m3: return 16;
-    case ncclFloat8e5m2: return 8;
-    default: return 1 << 20; /* wide types: kept small so that doubles stay exact everywhere */
+    case ncclInt8:
+        return 127;
+    case ncclUint8:
+        return 255;
+    case ncclFloat16:
+        return 2048;
+    case ncclBfloat16:
+        return 256;
+    case ncclFloat8e4m3:
+        return 16;
+    case ncclFloat8e5m2:
+        return 8;
+    default:
+        return 1 << 20; /* wide types: kept small so that doubles stay exact everywhere */
     }
 }
 
@@ -188,9 +257,12 @@ static int64_t value_cap(enum tl_op op, ncclDataType_t type, int nranks)
     int64_t m = tl_exact_bound(type);
     switch (op) {
     case TL_MAX:
-    case TL_MIN: return m;
-    case TL_PREMULSUM: return type_is_integer(type) ? m / (2 * nranks) : m / nranks;
-    default: return m / nranks;
+    case TL_MIN:
+        return m;
+    case TL_PREMULSUM:
+        return type_is_integer(type) ? m / (2 * nranks) : m / nranks;
+    default:
+        return m / nranks;
     }
 }
 
@@ -224,7 +296,8 @@ static double avg_value(ncclDataType_t type, int rank, int nranks, size_t i, uns
     int64_t cap = value_cap(TL_AVG, type, nranks);
     int64_t k = cap / 2;
     uint32_t ha = hash(-1, i, seed);
-    double a = tl_type_is_signed(type) ? pick(type, cap - k, ha) : (double)(k + ha % (cap - 2 * k + 1));
+    double a =
+        tl_type_is_signed(type) ? pick(type, cap - k, ha) : (double)(k + ha % (cap - 2 * k + 1));
     if (rank == nranks - 1 && nranks % 2 == 1)
         return a;
     double e = (double)(hash(rank / 2 + 1000, i, seed) % (uint64_t)(k + 1));
@@ -252,11 +325,21 @@ double tl_expected(enum tl_op op, ncclDataType_t type, int nranks, size_t i, uns
     for (int r = 1; r < nranks; r++) {
         double v = tl_value(op, type, r, nranks, i, seed);
         switch (op) {
-        case TL_PROD: acc *= v; break;
-        case TL_MAX: acc = v > acc ? v : acc; break;
-        case TL_MIN: acc = v < acc ? v : acc; break;
-        case TL_PREMULSUM: acc += v * TL_PREMUL_SCALAR; break;
-        default: acc += v; break;
+        case TL_PROD:
+            acc *= v;
+            break;
+        case TL_MAX:
+            acc = v > acc ? v : acc;
+            break;
+        case TL_MIN:
+            acc = v < acc ? v : acc;
+            break;
+        case TL_PREMULSUM:
+            acc += v * TL_PREMUL_SCALAR;
+            break;
+        default:
+            acc += v;
+            break;
         }
     }
     return op == TL_AVG ? acc / nranks : acc;

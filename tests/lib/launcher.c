@@ -31,6 +31,7 @@ struct shared {
     int nmsgs[TL_MAX_RANKS];
     char msg[TL_MAX_RANKS][MSG_LEN];
     char case_msg[MSG_LEN];
+    ncclUniqueId id; /* for TL_PROCS: written before the ranks are released */
 };
 
 static struct shared *shared;
@@ -185,10 +186,48 @@ static int wait_ranks(const struct tl_case *c, const pid_t *pids)
     }
 }
 
+static int make_unique_id(ncclUniqueId *id_out)
+{
+    ncclResult_t res = ncclGetUniqueId(id_out);
+    if (res == ncclSuccess)
+        return 0;
+    snprintf(shared->case_msg, MSG_LEN, "ncclGetUniqueId: %s (%s)", ncclGetErrorString(res),
+             ncclGetLastError(NULL));
+    return 1;
+}
+
+/* A rank process: waits for the case process to release it (one byte on the pipe, the unique id
+ * in the shared mapping), runs, and exits with its status. EOF instead: the id could not be made.
+ */
+static void rank_process(const struct tl_case *c, const struct tl_ctx *base, int rank, int go_fd)
+{
+    char go;
+    ssize_t n;
+    while ((n = read(go_fd, &go, 1)) < 0 && errno == EINTR)
+        ;
+    if (n != 1)
+        _exit(1);
+    struct tl_ctx ctx = *base;
+    ctx.rank = rank;
+    ctx.id = shared->id;
+    int rc = run_rank(c, &ctx);
+    finish_rank(rank, rc);
+    fflush(NULL);
+    _exit(rc ? 1 : 0);
+}
+
+/* The ranks are forked before the unique id exists, while this process has no thread: forking
+ * after ncclGetUniqueId (which starts the root thread) can copy a lock held by that thread (the
+ * sanitizers' allocator lock, the library's own) into a child that then waits on it forever. */
 static int run_procs(const struct tl_case *c, const struct tl_ctx *base)
 {
     pid_t pids[TL_MAX_RANKS];
     pid_t parent = getpid();
+    int go[2];
+    if (pipe(go) != 0) {
+        snprintf(shared->case_msg, MSG_LEN, "pipe: %s", strerror(errno));
+        return 1;
+    }
     for (int r = 0; r < c->nranks; r++) {
         fflush(NULL);
         pids[r] = fork();
@@ -200,15 +239,18 @@ static int run_procs(const struct tl_case *c, const struct tl_ctx *base)
             prctl(PR_SET_PDEATHSIG, SIGKILL);
             if (getppid() != parent)
                 _exit(1);
-            struct tl_ctx ctx = *base;
-            ctx.rank = r;
-            int rc = run_rank(c, &ctx);
-            finish_rank(r, rc);
-            fflush(NULL);
-            _exit(rc ? 1 : 0);
+            close(go[1]);
+            rank_process(c, base, r, go[0]);
         }
     }
-    return wait_ranks(c, pids);
+    close(go[0]);
+    int rc = make_unique_id(&shared->id);
+    for (int r = 0; rc == 0 && r < c->nranks; r++)
+        if (write(go[1], "g", 1) != 1)
+            rc = 1;
+    close(go[1]);
+    int nfailed = wait_ranks(c, pids);
+    return rc != 0 ? 1 : nfailed;
 }
 
 struct thread_arg {
@@ -261,23 +303,18 @@ static int run_initall(const struct tl_case *c, struct tl_ctx *base)
 }
 
 /* The case process: its own process group, the case's environment, then the ranks. */
-static int case_main(const struct tl_case *c)
+static int case_main(const struct tl_case *c, pid_t harness)
 {
     setpgid(0, 0);
+    prctl(PR_SET_PDEATHSIG, SIGKILL); /* the harness killed: the case goes, and its ranks with it */
+    if (getppid() != harness)
+        return 1;
     set_case_env(c->env);
     struct tl_ctx base = {.rank = 0, .nranks = c->nranks, .arg = c->arg, .mode = c->mode};
-    if (c->mode != TL_INITALL) {
-        ncclResult_t res = ncclGetUniqueId(&base.id);
-        if (res != ncclSuccess) {
-            snprintf(shared->case_msg, MSG_LEN, "ncclGetUniqueId: %s (%s)",
-                     ncclGetErrorString(res), ncclGetLastError(NULL));
-            return 1;
-        }
-    }
     if (c->mode == TL_PROCS)
         return run_procs(c, &base);
     if (c->mode == TL_THREADS)
-        return run_threads(c, &base, NULL);
+        return make_unique_id(&base.id) ? 1 : run_threads(c, &base, NULL);
     return run_initall(c, &base);
 }
 
@@ -339,7 +376,8 @@ static bool ensure_shared(void)
 {
     if (shared)
         return true;
-    void *p = mmap(NULL, sizeof(*shared), PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
+    void *p =
+        mmap(NULL, sizeof(*shared), PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
     if (p == MAP_FAILED)
         return false;
     shared = p;
@@ -359,6 +397,7 @@ int tl_run_case(const struct tl_case *c)
     current_case = c->name;
     fflush(NULL);
     double start = now_s();
+    pid_t harness = getpid();
     pid_t pid = fork();
     if (pid < 0) {
         printf("FAIL %s: fork: %s\n", c->name, strerror(errno));
@@ -366,7 +405,7 @@ int tl_run_case(const struct tl_case *c)
         return 1;
     }
     if (pid == 0) {
-        int rc = case_main(c);
+        int rc = case_main(c, harness);
         fflush(NULL);
         _exit(rc);
     }
@@ -437,6 +476,22 @@ int tl_main(int argc, char **argv, const struct tl_case *cases, size_t ncases)
     return nfailed ? 1 : 0;
 }
 
+/* Names made by tl_standard_cases stay reachable here for the life of the program (LeakSanitizer
+ * would otherwise report them once a caller's case table goes out of scope at exit). */
+static char *owned_names[1024];
+static size_t nowned_names;
+
+static char *case_name(const char *prefix, const char *fmt, int nranks, const char *suffix)
+{
+    char *name = NULL;
+    if (nowned_names == sizeof(owned_names) / sizeof(owned_names[0]))
+        return NULL;
+    if (asprintf(&name, fmt, prefix, nranks, suffix) < 0)
+        return NULL;
+    owned_names[nowned_names++] = name;
+    return name;
+}
+
 static size_t add_case(struct tl_case *out, size_t n, size_t max, struct tl_case c)
 {
     if (n < max)
@@ -454,23 +509,39 @@ size_t tl_standard_cases(struct tl_case *out, size_t max, const char *prefix, tl
     for (size_t i = 0; i < sizeof(proc_nranks) / sizeof(proc_nranks[0]); i++) {
         for (int is_tcp = 0; is_tcp <= 1; is_tcp++) {
             int np = proc_nranks[i];
-            if (asprintf(&name, "%s/np%d/%s/proc", prefix, np, is_tcp ? "tcp" : "shm") < 0)
-                return n;
-            struct tl_case c = {name, TL_PROCS, np, is_tcp ? "NCCL_SHM_DISABLE=1" : NULL, body,
-                                NULL, arg, timeout_s, np == 8 || (is_tcp && np != 2)};
+            if (!(name = case_name(prefix, "%s/np%d/%s/proc", np, is_tcp ? "tcp" : "shm")))
+                return n < max ? n : max;
+            struct tl_case c = {.name = name,
+                                .mode = TL_PROCS,
+                                .nranks = np,
+                                .body = body,
+                                .arg = arg,
+                                .timeout_s = timeout_s};
+            c.env = is_tcp ? "NCCL_SHM_DISABLE=1" : NULL;
+            c.is_slow = np == 8 || (is_tcp && np != 2);
             n = add_case(out, n, max, c);
         }
     }
     for (size_t i = 0; i < sizeof(thread_nranks) / sizeof(thread_nranks[0]); i++) {
-        if (asprintf(&name, "%s/np%d/threads", prefix, thread_nranks[i]) < 0)
-            return n;
-        struct tl_case c = {name, TL_THREADS, thread_nranks[i], NULL, body, NULL, arg, timeout_s,
-                            thread_nranks[i] != 2};
+        if (!(name = case_name(prefix, "%s/np%d/%s", thread_nranks[i], "threads")))
+            return n < max ? n : max;
+        struct tl_case c = {.name = name,
+                            .mode = TL_THREADS,
+                            .nranks = thread_nranks[i],
+                            .body = body,
+                            .arg = arg,
+                            .timeout_s = timeout_s};
+        c.is_slow = thread_nranks[i] != 2;
         n = add_case(out, n, max, c);
     }
-    if (asprintf(&name, "%s/np3/initall", prefix) < 0)
-        return n;
-    struct tl_case c = {name, TL_INITALL, 3, NULL, body, NULL, arg, timeout_s, false};
+    if (!(name = case_name(prefix, "%s/np%d/%s", 3, "initall")))
+        return n < max ? n : max;
+    struct tl_case c = {.name = name,
+                        .mode = TL_INITALL,
+                        .nranks = 3,
+                        .body = body,
+                        .arg = arg,
+                        .timeout_s = timeout_s};
     n = add_case(out, n, max, c);
     return n < max ? n : max;
 }

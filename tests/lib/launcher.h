@@ -22,9 +22,9 @@
 #define TL_MAX_RANKS 64
 
 enum tl_mode {
-    TL_PROCS,    /* one forked process per rank, ncclCommInitRank */
-    TL_THREADS,  /* one thread per rank in one process, ncclCommInitRank */
-    TL_INITALL,  /* one process, ncclCommInitAll, one thread per comm */
+    TL_PROCS,   /* one forked process per rank, ncclCommInitRank */
+    TL_THREADS, /* one thread per rank in one process, ncclCommInitRank */
+    TL_INITALL, /* one process, ncclCommInitAll, one thread per comm */
 };
 
 /* What a body sees. comm is NULL for raw bodies (they make their own from id). */
@@ -43,15 +43,15 @@ struct tl_ctx {
 typedef int (*tl_body_fn)(struct tl_ctx *ctx);
 
 struct tl_case {
-    const char *name;     /* unique in the program, e.g. "np4/shm/proc" */
+    const char *name; /* unique in the program, e.g. "np4/shm/proc" */
     enum tl_mode mode;
     int nranks;
-    const char *env;      /* "VAR=value VAR2=value", set before the case's first library call */
-    tl_body_fn body;      /* called with a ready communicator (destroyed after) */
-    tl_body_fn raw_body;  /* or: called with only the unique id (TL_PROCS / TL_THREADS) */
+    const char *env;     /* "VAR=value VAR2=value", set before the case's first library call */
+    tl_body_fn body;     /* called with a ready communicator (destroyed after) */
+    tl_body_fn raw_body; /* or: called with only the unique id (TL_PROCS / TL_THREADS) */
     const void *arg;
-    int timeout_s;        /* 0: 120 */
-    bool is_slow;         /* skipped under --quick */
+    int timeout_s; /* 0: 120 */
+    bool is_slow;  /* skipped under --quick */
 };
 
 /* Records the first failure message of this rank; later messages go to stderr only. */
