@@ -8,7 +8,7 @@
 # Full logs: $BUILD/test-logs/.
 set -uo pipefail
 
-cd "$(dirname "$0")/.."
+cd "$(dirname "$0")/.." || exit 1
 export BUILD=${BUILD:-build}
 UNIT_JOBS=${UNIT_JOBS:-2}
 UNIT_LIMIT=${UNIT_LIMIT:-300}
@@ -26,7 +26,8 @@ LOGS=$BUILD/test-logs
 mkdir -p "$LOGS"
 # Criterion's runner leaks a few bytes at exit; LeakSanitizer must not fail the unit binaries for it.
 printf 'leak:libcriterion.so\n' >"$LOGS/lsan.supp"
-export LSAN_OPTIONS="suppressions=$(cd "$LOGS" && pwd)/lsan.supp:print_suppressions=0${LSAN_OPTIONS:+:$LSAN_OPTIONS}"
+supp=$(cd "$LOGS" && pwd)/lsan.supp
+export LSAN_OPTIONS="suppressions=$supp:print_suppressions=0${LSAN_OPTIONS:+:$LSAN_OPTIONS}"
 total_pass=0 total_fail=0 total_skip=0
 summary=()
 

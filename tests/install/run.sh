@@ -4,7 +4,7 @@
 # ncclCommInitAll and an allreduce. Also checks the NCCL-named link (libnccl.so.2) is installed.
 set -uo pipefail
 
-cd "$(dirname "$0")/../.."
+cd "$(dirname "$0")/../.." || exit 1
 BUILD=${BUILD:-build}
 tmp=$(mktemp -d)
 trap 'rm -rf "$tmp"' EXIT

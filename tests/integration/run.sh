@@ -7,7 +7,7 @@
 #   tests/integration/run.sh [PROGRAM...]   e.g. tests/integration/run.sh allreduce
 set -uo pipefail
 
-cd "$(dirname "$0")/../.."
+cd "$(dirname "$0")/../.." || exit 1
 BUILD=${BUILD:-build}
 BIN_DIR=$BUILD/tests/integration
 
