@@ -83,9 +83,9 @@ struct ac_topo_nic {
     int port;                      /* RDMA port number (1-based); 1 for plain interfaces */
     int rail;                      /* NIC i of every node is rail i */
     bool is_rdma;
-    bool has_gdr;   /* GPU Direct RDMA possible */
-    int latency_us; /* as NCCL's latency attribute; 0 unknown */
-    int node;       /* index in nodes[] */
+    bool has_gdr;      /* GPU Direct RDMA possible */
+    double latency_us; /* NCCL's latency attribute; 0 unknown */
+    int node;          /* index in nodes[] */
 };
 
 /* A <nvlink> or <xgmi> element, kept as written so that files round-trip. */

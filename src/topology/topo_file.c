@@ -51,6 +51,21 @@ static ncclResult_t attr_bool(const struct reader *r, const struct ac_topo_xml_e
     return ncclSuccess;
 }
 
+static ncclResult_t attr_double(const struct reader *r, const struct ac_topo_xml_elem *e,
+                                const char *name, double max, double *out)
+{
+    const char *v = ac_topo_xml_attr(e, name);
+    char *end;
+    *out = 0.0;
+    if (v == NULL)
+        return ncclSuccess;
+    double x = strtod(v, &end);
+    if (end == v || *end != '\0' || !(x >= 0.0 && x <= max))
+        return READ_FAIL(r, e, "%s=\"%s\" is not a number from 0 to %g", name, v, max);
+    *out = x;
+    return ncclSuccess;
+}
+
 /* "0x060400" or "060400": at most 8 hex digits. */
 static ncclResult_t attr_hex(const struct reader *r, const struct ac_topo_xml_elem *e,
                              const char *name, uint32_t *out)
@@ -174,34 +189,45 @@ static bool default_rdma(const char *name, const char *ifname)
     return false;
 }
 
+/* NCCL numbers ports in file order when dev is absent: the lowest unused number. */
+static int next_free_nic(const struct ac_topo *t)
+{
+    int dev = 0;
+    while (dev < AC_TOPO_MAX_NICS && t->nics[dev].node >= 0)
+        dev++;
+    return dev;
+}
+
 static ncclResult_t read_net(const struct reader *r, const struct ac_topo_xml_elem *e, int parent)
 {
     struct ac_topo *t = r->t;
-    long long dev, speed, port, rail, latency;
-    AC_CHECK(attr_int(r, e, "dev", true, 0, AC_TOPO_MAX_NICS - 1, 0, &dev));
+    long long dev, speed, port, rail;
+    AC_CHECK(attr_int(r, e, "dev", false, 0, AC_TOPO_MAX_NICS - 1, next_free_nic(t), &dev));
+    if (dev == AC_TOPO_MAX_NICS)
+        return READ_FAIL(r, e, "more than %d NICs", AC_TOPO_MAX_NICS);
     struct ac_topo_nic *n = &t->nics[dev];
     if (n->node >= 0)
         return READ_FAIL(r, e, "NIC dev=%lld appears twice", dev);
     memset(n, 0, sizeof(*n));
+    n->node = -1;
     AC_CHECK(attr_str(r, e, "name", true, n->name, sizeof(n->name)));
     AC_CHECK(attr_str(r, e, "if", false, n->ifname, sizeof(n->ifname)));
     AC_CHECK(attr_int(r, e, "speed", false, 0, 100000000, 0, &speed));
     AC_CHECK(attr_int(r, e, "port", false, 0, 255, 1, &port));
     AC_CHECK(attr_int(r, e, "rail", false, -1, AC_TOPO_MAX_NICS - 1, -1, &rail));
-    AC_CHECK(attr_int(r, e, "latency", false, 0, 1000000, 0, &latency));
+    AC_CHECK(attr_double(r, e, "latency", 1e6, &n->latency_us));
     AC_CHECK(attr_bool(r, e, "rdma", default_rdma(n->name, n->ifname), &n->is_rdma));
     AC_CHECK(attr_bool(r, e, "gdr", false, &n->has_gdr));
     n->speed_gbps = (double)speed / 1000.0;
     n->port = (int)port;
     n->rail = (int)rail;
-    n->latency_us = (int)latency;
     if (t->nodes[parent].kind == AC_TOPO_NODE_PCI)
         memcpy(n->busid, t->nodes[parent].busid, sizeof(n->busid));
     AC_CHECK(ac_topo_add_node(t, AC_TOPO_NODE_NIC, parent, &n->node));
     t->nodes[n->node].id = (int)dev;
     memcpy(t->nodes[n->node].busid, n->busid, sizeof(n->busid));
     AC_CHECK(ac_topo_add_link(t, parent, n->node, AC_TOPO_LINK_NET, 1, n->speed_gbps / 8.0,
-                              latency > 0 ? (double)latency : AC_TOPO_NET_DEFAULT_LAT_US));
+                              n->latency_us > 0 ? n->latency_us : AC_TOPO_NET_DEFAULT_LAT_US));
     if (dev + 1 > t->nnics)
         t->nnics = (int)dev + 1;
     return ncclSuccess;
@@ -259,8 +285,9 @@ static ncclResult_t read_cpu(const struct reader *r, const struct ac_topo_xml_el
     struct ac_topo *t = r->t;
     long long numa, package, cores;
     int pkg, i;
-    AC_CHECK(attr_int(r, e, "numaid", true, 0, 4095, 0, &numa));
-    AC_CHECK(attr_int(r, e, "package", false, 0, 4095, numa, &package));
+    /* NCCL writes numaid="-1" where the kernel does not know (virtual machines). */
+    AC_CHECK(attr_int(r, e, "numaid", true, -1, 4095, 0, &numa));
+    AC_CHECK(attr_int(r, e, "package", false, -1, 4095, numa, &package));
     AC_CHECK(attr_int(r, e, "cores", false, 0, 1 << 20, 0, &cores));
     if (ac_topo_find_numa(t, (int)numa) >= 0)
         return READ_FAIL(r, e, "numaid=\"%lld\" appears twice", numa);

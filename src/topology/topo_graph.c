@@ -174,7 +174,7 @@ static void derive_peer(struct ac_topo *t, int a, int b)
             kind = g->links[i].kind;
         }
     }
-    if (count == 0) {
+    if (count == 0) { /* listed on b's side only */
         for (int i = 0; i < h->nlinks; i++) {
             if (strcasecmp(h->links[i].target, g->busid) == 0) {
                 count += h->links[i].count;
@@ -182,9 +182,10 @@ static void derive_peer(struct ac_topo *t, int a, int b)
             }
         }
     }
-    for (int i = 0; count == 0 && i < g->nlinks; i++) {
+    int direct = count;
+    for (int i = 0; direct == 0 && i < g->nlinks; i++) {
         const char *target = g->links[i].target;
-        if (find_gpu_by_busid(t, target) >= 0 || links_to(g, target) == 0)
+        if (find_gpu_by_busid(t, target) >= 0)
             continue;
         /* Every link element to this switch is summed once: only at its first mention. */
         bool first = true;

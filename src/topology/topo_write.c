@@ -110,7 +110,7 @@ static void write_net(struct sbuf *b, const struct ac_topo_nic *n, int dev, int 
     put_int(b, "rail", n->rail);
     put_int(b, "rdma", n->is_rdma);
     put_int(b, "gdr", n->has_gdr);
-    put_int(b, "latency", n->latency_us);
+    put(b, " latency=\"%g\"", n->latency_us);
     put(b, "/>\n");
 }
 

@@ -328,3 +328,80 @@ Test(topo_file, unknown_elements_skipped)
     cr_expect_str_eq(t->nics[0].busid, "");
     ac_topo_free(t);
 }
+
+/* What NCCL and RCCL dumps look like: float latencies, short classes, unknown link speeds, explicit
+ * end tags, nets without dev (numbered in file order), version 2. */
+Test(topo_file, nccl_dump_style)
+{
+    struct ac_topo *t = load_text(
+        "<system version=\"2\">\n"
+        "  <cpu numaid=\"3\" affinity=\"00000000,ff000000\" arch=\"x86_64\" vendor=\"AMD\">\n"
+        "    <pci busid=\"0000:42:00.0\" class=\"0x02\" link_speed=\"Unknown\" link_width=\"0\">\n"
+        "      <nic>\n"
+        "        <net name=\"mlx5_0\" port=\"1\" guid=\"12345678901234567890\" gdr=\"1\" "
+        "latency=\"0.000000\" speed=\"200000\" maxconn=\"131072\"></net>\n"
+        "        <net name=\"mlx5_1\" port=\"2\" latency=\"1.500000\" speed=\"200000\"></net>\n"
+        "      </nic>\n"
+        "    </pci>\n"
+        "  </cpu>\n"
+        "</system>\n");
+    cr_expect_eq(t->nnics, 2);
+    cr_expect_str_eq(t->nics[0].name, "mlx5_0");
+    cr_expect_str_eq(t->nics[1].name, "mlx5_1");
+    cr_expect_eq(t->nics[1].port, 2);
+    cr_expect_eq(t->nics[0].numa, 3);
+    cr_expect_float_eq(t->nics[1].latency_us, 1.5, 1e-12);
+    cr_expect(t->nics[0].has_gdr);
+    cr_expect_eq(t->nodes[t->nics[0].node - 0].kind, AC_TOPO_NODE_NIC);
+    char *a = dump(t);
+    cr_expect_neq(strstr(a, "latency=\"1.5\""), NULL, "%s", a);
+    struct ac_topo *u = load_text(a);
+    char *b = dump(u);
+    cr_expect_str_eq(a, b);
+    free(a);
+    free(b);
+    ac_topo_free(t);
+    ac_topo_free(u);
+}
+
+/* HGX H200 as NCCL dumps it: each GPU reaches 4 NVSwitches (5 + 5 + 4 + 4 links); a virtual
+ * machine's NUMA node is -1. Peers count the links both GPUs have to the switches they share. */
+static const char four_switches[] =
+    "<system version=\"1\">\n"
+    "  <cpu numaid=\"-1\" arch=\"x86_64\" vendor=\"GenuineIntel\">\n"
+    "    <pci busid=\"0000:05:00.0\" vendor=\"0x10de\"><gpu dev=\"0\" sm=\"90\">\n"
+    "      <nvlink target=\"0000:a7:00.0\" count=\"5\" tclass=\"0x068000\"/>\n"
+    "      <nvlink target=\"0000:a6:00.0\" count=\"5\" tclass=\"0x068000\"/>\n"
+    "      <nvlink target=\"0000:a5:00.0\" count=\"4\" tclass=\"0x068000\"/>\n"
+    "      <nvlink target=\"0000:a8:00.0\" count=\"4\" tclass=\"0x068000\"/>\n"
+    "    </gpu></pci>\n"
+    "    <pci busid=\"0000:06:00.0\" vendor=\"0x10de\"><gpu dev=\"1\" sm=\"90\">\n"
+    "      <nvlink target=\"0000:a8:00.0\" count=\"4\" tclass=\"0x068000\"/>\n"
+    "      <nvlink target=\"0000:a6:00.0\" count=\"5\" tclass=\"0x068000\"/>\n"
+    "      <nvlink target=\"0000:a7:00.0\" count=\"5\" tclass=\"0x068000\"/>\n"
+    "    </gpu></pci>\n"
+    "  </cpu>\n"
+    "</system>\n";
+
+Test(topo_file, several_nvswitches)
+{
+    struct ac_topo *t = load_text(four_switches);
+    cr_expect_eq(count_nodes(t, AC_TOPO_NODE_NVSWITCH), 4);
+    cr_expect_eq(count_links(t, AC_TOPO_LINK_NVLINK), 4 + 3);
+    cr_assert_eq(t->gpus[0].npeers, 1);
+    cr_assert_eq(t->gpus[1].npeers, 1);
+    /* GPU 1 lacks the switch a5: shared are 5 + 5 + 4 = 14 links. */
+    cr_expect_eq(t->gpus[0].peers[0].count, 14);
+    cr_expect_eq(t->gpus[1].peers[0].count, 14);
+    cr_expect_float_eq(t->gpus[0].peers[0].bw_gbs, 14 * 25.0, 1e-9);
+    cr_expect_eq(t->gpus[0].numa, -1);
+    cr_expect_eq(t->nnuma, 1);
+    char *a = dump(t);
+    struct ac_topo *u = load_text(a);
+    char *b = dump(u);
+    cr_expect_str_eq(a, b);
+    free(a);
+    free(b);
+    ac_topo_free(t);
+    ac_topo_free(u);
+}
