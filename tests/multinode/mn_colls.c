@@ -3,12 +3,15 @@
  * reduce-scatter, broadcast, reduce, alltoall, gather, scatter, send/recv) with exact checks on a
  * few types, counts 0, 1, 1001 and 1M, roots first and last.
  *
- *   mn_colls NAME RANK NRANKS IDFILE [ID_WAIT_S]
+ *   mn_colls NAME RANK NRANKS IDFILE [ID_WAIT_S [SPLIT]]
  *
  * Rank 0 writes the unique id to IDFILE (atomically: a temporary file renamed); the others wait
  * for it up to ID_WAIT_S seconds (default 30): the node namespaces share the file system. IDFILE
  * "-": every rank takes the id from ncclGetUniqueId, which NCCL_COMM_ID (set by the caller to an
- * address of rank 0's node) makes the same everywhere; rank 0 runs the root there. A data
+ * address of rank 0's node) makes the same everywhere; rank 0 runs the root there. SPLIT = L > 0:
+ * the sweep runs on ncclCommSplit(color = rank mod L) instead, named NAME/local<color>: with L
+ * ranks per node, each sub-communicator holds one rank per node, all on the same rail (what
+ * rail-optimized rings would do for the whole job). A data
  * mismatch is counted and the run goes on; at the end one allreduce sums the failures per
  * collective and rank 0 prints "PASS NAME/<collective>" or "FAIL NAME/<collective>: ...". A
  * failed library call ends the process at once (exit 1): its peers then fail or time out, and
@@ -354,14 +357,31 @@ static int report(struct mn *m, double t_init, double t_run)
     return bad;
 }
 
+/* Replaces m's communicator with its part for color rank mod split; keeps the parent in *parent. */
+static void split_by_local_rank(struct mn *m, int split, ncclComm_t *parent)
+{
+    static char name[256];
+    int color = m->rank % split;
+    ncclComm_t sub = NULL;
+    call_ok(m, ncclCommSplit(m->comm, color, m->rank, &sub, NULL), "ncclCommSplit");
+    *parent = m->comm;
+    m->comm = sub;
+    call_ok(m, ncclCommUserRank(sub, &m->rank), "ncclCommUserRank");
+    call_ok(m, ncclCommCount(sub, &m->nranks), "ncclCommCount");
+    snprintf(name, sizeof(name), "%s/local%d", m->name, color);
+    m->name = name;
+}
+
 int main(int argc, char **argv)
 {
     struct mn m = {0};
     ncclUniqueId id;
+    ncclComm_t parent = NULL;
     if (argc < 5) {
-        fprintf(stderr, "usage: %s NAME RANK NRANKS IDFILE [ID_WAIT_S]\n", argv[0]);
+        fprintf(stderr, "usage: %s NAME RANK NRANKS IDFILE [ID_WAIT_S [SPLIT]]\n", argv[0]);
         return 2;
     }
+    int split = argc > 6 ? atoi(argv[6]) : 0;
     m.name = argv[1];
     m.rank = atoi(argv[2]);
     m.nranks = atoi(argv[3]);
@@ -380,10 +400,14 @@ int main(int argc, char **argv)
         return 1;
     }
     call_ok(&m, ncclCommInitRank(&m.comm, m.nranks, id, m.rank), "ncclCommInitRank");
+    if (split > 0)
+        split_by_local_rank(&m, split, &parent);
     double t1 = now_s();
     sweep_reductions(&m);
     sweep_movement(&m);
     int bad = report(&m, t1 - t0, now_s() - t1);
     call_ok(&m, ncclCommDestroy(m.comm), "ncclCommDestroy");
+    if (parent != NULL)
+        call_ok(&m, ncclCommDestroy(parent), "ncclCommDestroy (parent)");
     return bad ? 1 : 0;
 }

@@ -25,6 +25,9 @@ export BED_ID=acbed-$$
 export BED_NET=${BED_NET:-213}
 
 # name K R L pin(1/0) rate unique-id(file: rank 0 writes it; commid: NCCL_COMM_ID on node 0)
+# A name ending in -railsplit runs the collectives on ncclCommSplit(color = local rank): one
+# sub-communicator per rail, the traffic rail-optimized rings would give (the locality check's
+# positive control).
 CONFIGS=(
     "2n1r1l 2 1 1 1 - file"
     "2n2r2l 2 2 2 1 - file"
@@ -32,6 +35,7 @@ CONFIGS=(
     "2n2r2l-unpinned 2 2 2 0 - file"
     "2n2r2l-rate200mbit 2 2 2 1 200mbit file"
     "3n2r1l-commid 3 2 1 1 - commid"
+    "4n2r2l-railsplit 4 2 2 1 - file"
 )
 COMM_ID_PORT=29517
 
@@ -85,21 +89,22 @@ value() { # file key
 }
 
 # Starts rank `rank` (local rank i on node k) in the background; its pid goes to pids.
-start_rank() { # name nranks k i R pin rank idmode
-    local name=$1 n=$2 k=$3 i=$4 nrails=$5 pin=$6 rank=$7 idmode=$8 rail preload
-    local idfile=$TMP/$name.id comm_id=()
-    rail=$((i % nrails))
+start_rank() { # name nranks k i L R pin idmode
+    local name=$1 n=$2 k=$3 i=$4 nlocal=$5 nrails=$6 pin=$7 idmode=$8 rail preload rank
+    local idfile=$TMP/$name.id comm_id=() split=0
+    rank=$((k * nlocal + i)) rail=$((i % nrails))
     preload=$SAN_PRELOAD
     ((pin)) && preload="$preload$SHIM"
     if [[ $idmode == commid ]]; then
         idfile=-
         comm_id=(NCCL_COMM_ID="10.$BED_NET.0.1:$COMM_ID_PORT")
     fi
+    [[ $name == *-railsplit ]] && split=$nlocal
     timeout -k 5 "$RANK_LIMIT" "$BED" exec "$k" \
         env -u NCCL_COMM_ID -u ANYCCL_COMM_ID NCCL_SOCKET_IFNAME="rail$rail" "${comm_id[@]}" \
         MN_BIND_ADDR="$( ((pin)) && echo "10.$BED_NET.$rail.$((k + 1))")" \
         LD_PRELOAD="$preload" \
-        "$BIN" "multinode/$name" "$rank" "$n" "$idfile" "$RANK_LIMIT" \
+        "$BIN" "multinode/$name" "$rank" "$n" "$idfile" "$RANK_LIMIT" "$split" \
         >"$TMP/$name.$rank.out" 2>"$TMP/$name.$rank.err" &
     pids+=($!)
 }
@@ -117,7 +122,9 @@ collect() { # name nranks
         fi
     done
     pids=()
-    grep -E '^(PASS|FAIL|SKIP|INFO) ' "$TMP/$name.0.out"
+    for ((r = 0; r < n; r++)); do # rank 0 (of each sub-communicator) reports
+        grep -hE '^(PASS|FAIL|SKIP|INFO) ' "$TMP/$name.$r.out"
+    done
     if [[ -n $bad ]]; then
         fail "multinode/$name:$bad"
         for ((r = 0; r < n; r++)); do
@@ -219,13 +226,13 @@ run_config() { # name K R L pin rate idmode
     counters "$TMP/$name.before"
     for ((k = 0; k < nnodes; k++)); do
         for ((i = 0; i < nlocal; i++)); do
-            start_rank "$name" $((nnodes * nlocal)) "$k" "$i" "$nrails" "$pin" \
-                $((k * nlocal + i)) "$idmode"
+            start_rank "$name" $((nnodes * nlocal)) "$k" "$i" "$nlocal" "$nrails" "$pin" \
+                "$idmode"
         done
     done
     ok=1
     collect "$name" $((nnodes * nlocal)) || ok=0
-    grep -q '^FAIL ' "$TMP/$name.0.out" && ok=0
+    cat "$TMP/$name".*.out | grep -q '^FAIL ' && ok=0
     ((ok)) || failed=1
     counters "$TMP/$name.after"
     traffic "$name" "$nrails" "$nlocal" "$pin" "$TMP/$name.before" "$TMP/$name.after" "$ok"
