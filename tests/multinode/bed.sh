@@ -3,7 +3,7 @@
 #
 #   bed.sh up K R [--rate RATE]   K nodes with R NICs each (RATE: tc rate per NIC, e.g. 1gbit)
 #   bed.sh down                   removes every namespace (and so every link) of this bed
-#   bed.sh exec NODE CMD...       runs CMD inside node NODE's namespace
+#   bed.sh exec NODE CMD...       runs CMD inside node NODE's namespace (or spine, fabric)
 #   bed.sh counters [-v]          byte counters: spine, and what the nodes sent on each rail
 #   bed.sh names                  the namespaces of this bed, one per line
 #   bed.sh run K R [--rate RATE] -- CMD...   up, CMD (on the host, with BED_ID exported), down
@@ -205,12 +205,17 @@ counters() {
     echo "total_bytes $total"
 }
 
-bed_exec() {
-    local k=${1:-}
-    [[ $k =~ ^[0-9]+$ ]] || die "usage: bed.sh exec NODE CMD..."
+bed_exec() { # NODE: a node number, spine or fabric
+    local k=${1:-} ns
+    case $k in
+    spine) ns=$SPINE ;;
+    fabric) ns=$FAB ;;
+    *) [[ $k =~ ^[0-9]+$ ]] && ns=$(node_ns "$k") ;;
+    esac
+    [[ -n ${ns:-} ]] || die "usage: bed.sh exec NODE|spine|fabric CMD..."
     shift
-    (($# > 0)) || die "usage: bed.sh exec NODE CMD..."
-    exec ip netns exec "$(node_ns "$k")" "$@"
+    (($# > 0)) || die "usage: bed.sh exec NODE|spine|fabric CMD..."
+    exec ip netns exec "$ns" "$@"
 }
 
 # up, CMD, down: the bed is removed however CMD ends (a signal to this script included).
@@ -240,7 +245,7 @@ counters) counters "$@" ;;
 names) names ;;
 run) run_with_bed "$@" ;;
 *)
-    die "usage: bed.sh up K R [--rate RATE] | down | exec NODE CMD... | counters [-v] | names" \
-        "| run K R [--rate RATE] -- CMD..."
+    die "usage: bed.sh up K R [--rate RATE] | down | exec NODE|spine|fabric CMD..." \
+        "| counters [-v] | names | run K R [--rate RATE] -- CMD..."
     ;;
 esac
