@@ -2,6 +2,7 @@
  * environment variable with its current value. `--env-markdown` writes docs/env.md. */
 #include "anyccl.h"
 #include "common/config.h"
+#include "device/backend.h"
 #include "transport/transport.h"
 
 #include <stdio.h>
@@ -23,11 +24,8 @@ static const char *const env_intro =
 
 static void print_backends(void)
 {
-    /* Device backends this version can drive; the GPU ones are not part of this build yet. */
     printf("Device backends:\n");
-    printf("  host: available\n");
-    printf("  cuda: not built in this version\n");
-    printf("  hip: not built in this version\n");
+    ac_backends_describe(stdout);
 }
 
 static void print_transports(void)

@@ -1,0 +1,101 @@
+/* Device backends: one ops table per kind of memory (host, CUDA, HIP), libfabric hmem_ops style.
+ * The GPU backends dlopen their vendor's driver library at first use and carry their kernels as
+ * code embedded in this library; no SDK header or library is needed to build or to link AnyCCL.
+ * Streams and events are the vendor's opaque handles (a CUstream / hipStream_t is what a user
+ * passes as cudaStream_t); NULL is the vendor's default stream. */
+#ifndef AC_DEVICE_BACKEND_H
+#define AC_DEVICE_BACKEND_H
+
+#include "nccl.h"
+#include "device/kernels/reduce.h"
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdio.h>
+
+enum ac_mem_kind {
+    AC_MEM_HOST,
+    AC_MEM_CUDA,
+    AC_MEM_HIP,
+    AC_MEM_KIND_COUNT,
+};
+
+/* CUDA's and HIP's IPC handles are both 64 opaque bytes (CU_IPC_HANDLE_SIZE, HIP_IPC_HANDLE_SIZE).
+ */
+#define AC_IPC_HANDLE_BYTES 64
+struct ac_ipc_handle {
+    unsigned char bytes[AC_IPC_HANDLE_BYTES];
+};
+
+/* What a backend knows about a pointer. */
+struct ac_ptr_info {
+    enum ac_mem_kind kind;
+    int device;      /* the GPU ordinal the memory belongs to; -1 for host memory */
+    bool is_managed; /* managed (unified) memory: reachable from host and device */
+};
+
+/* Every call but init and classify requires a usable backend (init said so). Calls that take a
+ * stream are asynchronous on GPU backends (ordered on that stream) and complete before returning
+ * on the host backend. Errors are ncclUnhandledCudaError (the vendor's call and its error string in
+ * the last-error message), ncclInvalidUsage for what the backend cannot do. */
+struct ac_backend {
+    size_t size; /* sizeof(struct ac_backend): members are only ever appended */
+    const char *name;
+    enum ac_mem_kind kind;
+    /* Loads the vendor library and looks for a device. Never fails: a missing library, symbol or
+     * device gives *usable_out = false and the reason in why. Called once by the registry. */
+    void (*init)(bool *usable_out, char *why, size_t why_len);
+    /* Forgets what init found (closes the library): the registry's test reset only. */
+    void (*fini)(void);
+    /* *is_mine_out: ptr is memory of this backend (for host: always true); info_out filled then. */
+    ncclResult_t (*classify)(const void *ptr, bool *is_mine_out, struct ac_ptr_info *info_out);
+    ncclResult_t (*alloc)(int device, size_t bytes, void **ptr_out);
+    ncclResult_t (*free)(void *ptr);
+    /* Copies between any two pointers the vendor's unified addressing knows (host included). */
+    ncclResult_t (*memcpy_async)(void *dst, const void *src, size_t bytes, void *stream);
+    ncclResult_t (*memset_async)(void *dst, int value, size_t bytes, void *stream);
+    ncclResult_t (*stream_create)(void **stream_out);
+    ncclResult_t (*stream_destroy)(void *stream);
+    ncclResult_t (*stream_sync)(void *stream);
+    ncclResult_t (*event_create)(void **event_out);
+    ncclResult_t (*event_destroy)(void *event);
+    ncclResult_t (*event_record)(void *event, void *stream);
+    ncclResult_t (*event_query)(void *event, bool *done_out); /* not done yet is not an error */
+    ncclResult_t (*event_sync)(void *event);
+    ncclResult_t (*stream_wait_event)(void *stream, void *event);
+    /* Device memory shared with another process of the same machine: export gives a handle the
+     * peer passes to import; the importer closes its mapping with ipc_close. */
+    ncclResult_t (*ipc_export)(void *ptr, struct ac_ipc_handle *handle_out);
+    ncclResult_t (*ipc_import)(const struct ac_ipc_handle *handle, void **ptr_out);
+    ncclResult_t (*ipc_close)(void *ptr);
+    /* The kernels of src/device/kernels/, with the semantics of reduce.h's ac_kern_copy_out and
+     * ac_kern_reduce (a == NULL: ac_kern_load), on the stream. */
+    ncclResult_t (*copy)(void *dst, const void *src, size_t bytes, void *stream);
+    ncclResult_t (*reduce)(const struct ac_redop *op, void *dst, const void *a, const void *b,
+                           size_t count, bool is_final, void *stream);
+};
+
+extern const struct ac_backend ac_host_backend;
+extern const struct ac_backend ac_cuda_backend;
+extern const struct ac_backend ac_hip_backend;
+
+/* The backend of a memory kind, initialized at first use; NULL when it is not usable (then why,
+ * when not NULL, says why). Thread-safe. */
+const struct ac_backend *ac_backend_get(enum ac_mem_kind kind, char *why, size_t why_len);
+/* The backend that owns p: the first usable GPU backend that claims it, else the host backend.
+ * Never NULL. */
+const struct ac_backend *ac_backend_for_pointer(const void *p);
+/* One line per backend: usable or not, and why (anyccl-info). */
+void ac_backends_describe(FILE *out);
+/* What the library was built with for a GPU backend: "sm_80 sm_90 compute_90", "" when its kernels
+ * were not built (no nvcc / hipcc at build time). */
+const char *ac_cuda_built_archs(void);
+const char *ac_hip_built_archs(void);
+
+/* Tests only: the library a backend opens (NULL: the default names), and a reset that makes the
+ * next ac_backend_get run init again. Not thread-safe against concurrent ac_backend_get. */
+void ac_cuda_set_library_for_test(const char *path);
+void ac_hip_set_library_for_test(const char *path);
+void ac_backends_reset_for_test(void);
+
+#endif

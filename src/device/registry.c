@@ -1,0 +1,100 @@
+/* The one table of device backends, indexed by memory kind. Each backend is initialized once, at
+ * first use, and its verdict (usable, or why not) is kept: a process without a GPU runtime pays
+ * for the failed dlopen once and runs everything on the host backend. */
+#include "device/backend.h"
+
+#include "common/log.h"
+
+#include <pthread.h>
+#include <stdio.h>
+
+#define WHY_BYTES 256
+
+static const struct ac_backend *const all_backends[AC_MEM_KIND_COUNT] = {
+    [AC_MEM_HOST] = &ac_host_backend,
+    [AC_MEM_CUDA] = &ac_cuda_backend,
+    [AC_MEM_HIP] = &ac_hip_backend,
+};
+
+struct verdict {
+    bool is_done;
+    bool is_usable;
+    char why[WHY_BYTES];
+};
+
+static pthread_mutex_t lock = PTHREAD_MUTEX_INITIALIZER;
+static struct verdict verdicts[AC_MEM_KIND_COUNT];
+
+static const struct verdict *verdict_of(enum ac_mem_kind kind)
+{
+    struct verdict *v = &verdicts[kind];
+
+    pthread_mutex_lock(&lock);
+    if (!v->is_done) {
+        v->why[0] = '\0';
+        all_backends[kind]->init(&v->is_usable, v->why, sizeof v->why);
+        v->is_done = true;
+        AC_INFO(AC_SUB_INIT, "device backend %s: %s%s%s", all_backends[kind]->name,
+                v->is_usable ? "usable" : "not usable", v->why[0] ? ": " : "", v->why);
+    }
+    pthread_mutex_unlock(&lock);
+    return v;
+}
+
+const struct ac_backend *ac_backend_get(enum ac_mem_kind kind, char *why, size_t why_len)
+{
+    const struct verdict *v;
+
+    if ((int)kind < 0 || kind >= AC_MEM_KIND_COUNT) {
+        if (why && why_len)
+            snprintf(why, why_len, "no backend for memory kind %d", (int)kind);
+        return NULL;
+    }
+    v = verdict_of(kind);
+    if (!v->is_usable && why && why_len)
+        snprintf(why, why_len, "%s", v->why);
+    return v->is_usable ? all_backends[kind] : NULL;
+}
+
+const struct ac_backend *ac_backend_for_pointer(const void *p)
+{
+    for (int k = 0; k < AC_MEM_KIND_COUNT; k++) {
+        const struct ac_backend *be = all_backends[k];
+        struct ac_ptr_info info;
+        bool is_mine = false;
+
+        if (k == AC_MEM_HOST || !ac_backend_get(k, NULL, 0))
+            continue;
+        /* A failing query is not a verdict on the pointer: the next backend may know it. */
+        if (be->classify(p, &is_mine, &info) == ncclSuccess && is_mine)
+            return be;
+    }
+    return &ac_host_backend;
+}
+
+void ac_backends_describe(FILE *out)
+{
+    for (int k = 0; k < AC_MEM_KIND_COUNT; k++) {
+        const struct verdict *v = verdict_of(k);
+        const char *archs = k == AC_MEM_CUDA  ? ac_cuda_built_archs()
+                            : k == AC_MEM_HIP ? ac_hip_built_archs()
+                                              : NULL;
+
+        fprintf(out, "  %s: %s%s%s\n", all_backends[k]->name,
+                v->is_usable ? "usable" : "not usable", v->why[0] ? ": " : "", v->why);
+        if (archs)
+            fprintf(out, "    kernels in this library: %s\n",
+                    archs[0] ? archs : "none (built without the vendor's compiler)");
+    }
+}
+
+void ac_backends_reset_for_test(void)
+{
+    pthread_mutex_lock(&lock);
+    for (int k = 0; k < AC_MEM_KIND_COUNT; k++) {
+        if (verdicts[k].is_done)
+            all_backends[k]->fini();
+        verdicts[k].is_done = false;
+    }
+    pthread_mutex_unlock(&lock);
+}
