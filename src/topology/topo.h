@@ -158,7 +158,8 @@ void ac_topo_print(const struct ac_topo *t, FILE *out);
  * ifname_filter (NCCL_SOCKET_IFNAME syntax; NULL: all): with a GPU, the one closest to it (fewest
  * PCI hops under a common switch, then same NUMA node; GPUs equally close to the same NICs share
  * them out in GPU order); else one on the rank's NUMA node; else rails round-robin by local rank,
- * spread over all rails when fewer ranks than rails. gpu_or_minus1 indexes t->gpus. Fails with
+ * spread over all rails when fewer ranks than rails. gpu_or_minus1 indexes t->gpus;
+ * numa_or_minus1 is a NUMA node id (nodes[].id), ignored when no allowed NIC is there. Fails with
  * ncclInvalidArgument for ranks or a GPU out of range, ncclInvalidUsage when no NIC matches the
  * filter, ncclSystemError when the machine has no NIC. */
 ncclResult_t ac_topo_pick_nic(const struct ac_topo *t, int local_rank, int local_nranks,

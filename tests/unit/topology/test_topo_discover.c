@@ -87,7 +87,8 @@ Test(topo_discover, numa_nodes_and_cores)
     struct ac_topo *t = NULL;
     cr_assert_eq(ac_topo_discover(&t), ncclSuccess, "%s", ac_last_error());
     cr_expect_geq(t->nnuma, 1);
-    cr_expect_eq(t->nnuma, count_numa_dirs());
+    /* hwloc leaves out nodes a cgroup forbids: never more than /sys lists. */
+    cr_expect_leq(t->nnuma, count_numa_dirs());
     cr_expect_geq(t->npackages, 1);
     int cores = 0;
     for (int i = 0; i < t->nnodes; i++) {
