@@ -6,6 +6,7 @@
 #ifndef AC_COLLECTIVES_COLL_H
 #define AC_COLLECTIVES_COLL_H
 
+#include "collectives/graph.h"
 #include "device/kernels/reduce.h"
 #include "nccl.h"
 
@@ -42,6 +43,14 @@ enum {
     AC_STEP_FINAL = 1u << 4,
 };
 
+enum ac_algo {
+    AC_ALGO_RING,
+    AC_ALGO_TREE,
+    AC_ALGO_COUNT,
+};
+
+const char *ac_algo_name(enum ac_algo algo);
+
 struct ac_step {
     const void *src;
     void *dst;
@@ -49,9 +58,12 @@ struct ac_step {
     unsigned flags;
 };
 
-/* One rank's part of one collective on one channel. */
+/* One rank's part of one collective on one channel. A step receives from every recv peer (and
+ * reduces them all together) and sends the same data to every send peer. */
+#define AC_TASK_MAX_PEERS 3
 struct ac_task {
     enum ac_coll coll;
+    enum ac_algo algo;
     const char *sendbuff;
     char *recvbuff;
     size_t count;            /* the user's count argument */
@@ -60,20 +72,37 @@ struct ac_task {
     struct ac_redop op;
     int nranks;
     int pos;                 /* this rank's position in the ring or chain (0 = chain head) */
+    const int *ring;         /* ring order (rank at each position) */
     size_t region_off;       /* this channel's share, in elements of one block */
     size_t region_count;
     size_t chunk_elems;      /* elements per slot */
     uint64_t nsteps;
-    bool uses_recv, uses_send;
-    int recv_peer, send_peer;     /* ranks */
-    int conn_index;               /* which connector set: a ring channel or a p2p channel */
+    unsigned tree_flags;     /* tree tasks: the flags of every step */
+    int nrecv, nsend;
+    int recv_peers[AC_TASK_MAX_PEERS];
+    int send_peers[AC_TASK_MAX_PEERS];
+    int conn_index;          /* which connector set: a ring channel or a p2p channel */
 };
 
-/* Fills the ring/chain fields (pos, nsteps, uses_*) of a collective task whose coll, buffers,
- * count, type, op, nranks, region and chunk_elems are set. rank, root: the caller's and the root. */
-void ac_ring_plan(struct ac_task *t, int rank, int root);
-/* Fills nsteps/uses_* of an AC_COLL_SEND or AC_COLL_RECV task. */
+/* Fills the ring/chain fields (pos, ring, nsteps, peers) of a collective task whose coll,
+ * buffers, count, type, op, nranks, region and chunk_elems are set. */
+void ac_ring_plan(struct ac_task *t, const struct ac_layout *l, int rank, int root);
+
+/* Tree tasks. Allreduce runs an "up" task (reduce towards the tree's root, which also starts the
+ * way down) and, except at the root, a "down" task (broadcast from the root); reduce runs only
+ * the up part and broadcast only the down part, on a tree rooted at the root. Returns false when
+ * this rank has no task of that kind. */
+enum ac_tree_part {
+    AC_TREE_UP,
+    AC_TREE_DOWN,
+};
+bool ac_tree_plan(struct ac_task *t, const struct ac_layout *l, int rank, int root, int channel,
+                  enum ac_tree_part part);
+/* Fills nsteps and the peer of an AC_COLL_SEND or AC_COLL_RECV task (peer in recv_peers[0] or
+ * send_peers[0] on entry). */
 void ac_p2p_plan(struct ac_task *t);
+/* Step k of a tree task (src/collectives/tree.c). */
+void ac_tree_step(const struct ac_task *t, uint64_t k, struct ac_step *out);
 /* Step k (0 <= k < t->nsteps) of a planned task. */
 void ac_task_step(const struct ac_task *t, uint64_t k, struct ac_step *out);
 
@@ -82,7 +111,10 @@ void ac_task_step(const struct ac_task *t, uint64_t k, struct ac_step *out);
 void ac_channel_share(size_t total, int c, int nchannels, size_t align, size_t *off, size_t *n);
 
 /* The cost model: estimated microseconds for a collective of `bytes` per rank (the user's count
- * times the type size) on nranks ranks. */
-double ac_tuner_estimate_us(enum ac_coll coll, size_t bytes, int nranks, bool is_same_host);
+ * times the type size) with an algorithm on a layout. */
+double ac_tuner_estimate_us(enum ac_coll coll, enum ac_algo algo, size_t bytes,
+                            const struct ac_layout *l);
+/* The algorithm for a call: the cheapest by the model among those NCCL_ALGO allows. */
+enum ac_algo ac_tuner_pick(enum ac_coll coll, size_t bytes, const struct ac_layout *l);
 
 #endif

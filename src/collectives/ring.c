@@ -8,6 +8,13 @@
  * step that overwrites it. */
 #include "collectives/coll.h"
 
+static const char *const algo_names[AC_ALGO_COUNT] = {"Ring", "Tree"};
+
+const char *ac_algo_name(enum ac_algo algo)
+{
+    return (unsigned)algo < AC_ALGO_COUNT ? algo_names[algo] : "unknown";
+}
+
 static const char *const coll_names[AC_COLL_COUNT] = {
     [AC_COLL_ALLREDUCE] = "AllReduce",       [AC_COLL_ALLGATHER] = "AllGather",
     [AC_COLL_REDUCESCATTER] = "ReduceScatter", [AC_COLL_BROADCAST] = "Broadcast",
@@ -56,38 +63,42 @@ static size_t loop_elems(const struct ac_task *t)
     return t->coll == AC_COLL_ALLREDUCE ? t->chunk_elems * (size_t)t->nranks : t->chunk_elems;
 }
 
-void ac_ring_plan(struct ac_task *t, int rank, int root)
+void ac_ring_plan(struct ac_task *t, const struct ac_layout *l, int rank, int root)
 {
     int n = t->nranks;
+    int me = l->ring_pos[rank];
+    int root_pos = root >= 0 ? l->ring_pos[root] : 0;
     uint64_t nloops = div_up(t->region_count, loop_elems(t));
 
+    t->algo = AC_ALGO_RING;
+    t->ring = l->ring;
     switch (t->coll) {
     case AC_COLL_BROADCAST:
-        t->pos = mod(rank - root, n);
+        t->pos = mod(me - root_pos, n);
         break;
     case AC_COLL_REDUCE:
-        t->pos = mod(rank - root - 1, n);   /* the root is the chain's tail */
+        t->pos = mod(me - root_pos - 1, n);   /* the root is the chain's tail */
         break;
     default:
-        t->pos = rank;
+        t->pos = me;
         break;
     }
     t->nsteps = nloops * steps_per_loop(t);
-    t->recv_peer = mod(rank - 1, n);
-    t->send_peer = mod(rank + 1, n);
+    t->recv_peers[0] = l->ring[mod(me - 1, n)];
+    t->send_peers[0] = l->ring[mod(me + 1, n)];
     if (t->coll == AC_COLL_BROADCAST || t->coll == AC_COLL_REDUCE) {
-        t->uses_recv = t->pos > 0;
-        t->uses_send = t->pos < n - 1;
+        t->nrecv = t->pos > 0;
+        t->nsend = t->pos < n - 1;
     } else {
-        t->uses_recv = t->uses_send = n > 1;
+        t->nrecv = t->nsend = n > 1;
     }
 }
 
 void ac_p2p_plan(struct ac_task *t)
 {
     t->nsteps = div_up(t->count, t->chunk_elems);
-    t->uses_send = t->coll == AC_COLL_SEND;
-    t->uses_recv = t->coll == AC_COLL_RECV;
+    t->nsend = t->coll == AC_COLL_SEND;
+    t->nrecv = t->coll == AC_COLL_RECV;
     t->pos = 0;
 }
 
@@ -141,7 +152,7 @@ static void blocks_step(const struct ac_task *t, uint64_t l, int s, struct ac_st
     loop_slice(t, l, &lo, &cnt);
     out->count = cnt;
     if (t->coll == AC_COLL_ALLGATHER) {
-        int b = mod(t->pos - s, n);
+        int b = t->ring[mod(t->pos - s, n)];
         out->src = t->sendbuff + lo * t->type_bytes;
         out->dst = t->recvbuff + ((size_t)b * t->count + lo) * t->type_bytes;
         if (n == 1)
@@ -154,7 +165,7 @@ static void blocks_step(const struct ac_task *t, uint64_t l, int s, struct ac_st
             out->flags = AC_STEP_RECV | AC_STEP_DST;
         return;
     }
-    int b = mod(t->pos - 1 - s, n);
+    int b = t->ring[mod(t->pos - 1 - s, n)];
     out->src = t->sendbuff + ((size_t)b * t->count + lo) * t->type_bytes;
     out->dst = t->recvbuff + lo * t->type_bytes;
     if (n == 1)
@@ -180,8 +191,8 @@ static void chain_step(const struct ac_task *t, uint64_t l, struct ac_step *out)
     out->src = t->sendbuff + lo * t->type_bytes;
     out->dst = t->recvbuff + lo * t->type_bytes;
     out->count = cnt;
-    unsigned in = t->uses_recv ? AC_STEP_RECV : 0;
-    unsigned send = t->uses_send ? AC_STEP_SEND : 0;
+    unsigned in = t->nrecv ? AC_STEP_RECV : 0;
+    unsigned send = t->nsend ? AC_STEP_SEND : 0;
     switch (t->coll) {
     case AC_COLL_BROADCAST:
         out->flags = in | send | (t->pos == 0 && out->src == out->dst ? 0 : AC_STEP_DST);
@@ -201,6 +212,10 @@ static void chain_step(const struct ac_task *t, uint64_t l, struct ac_step *out)
 
 void ac_task_step(const struct ac_task *t, uint64_t k, struct ac_step *out)
 {
+    if (t->algo == AC_ALGO_TREE) {
+        ac_tree_step(t, k, out);
+        return;
+    }
     uint64_t spl = t->coll == AC_COLL_SEND || t->coll == AC_COLL_RECV ? 1 : steps_per_loop(t);
     uint64_t l = k / spl;
     int s = (int)(k % spl);

@@ -60,6 +60,9 @@ static const struct row rows[] = {
             "automatically."),
     STR_ROW("ANYCCL_SOCKET_FAMILY", "NCCL_SOCKET_FAMILY", NULL, socket_family,
             "Address family for sockets: AF_INET or AF_INET6. Unset: either."),
+    STR_ROW("ANYCCL_HOSTID", "NCCL_HOSTID", NULL, hostid,
+            "Overrides the host identity: ranks with different values are on different nodes "
+            "(no shared memory between them). Unset: hostname, boot id and network namespace."),
     INT_ROW("ANYCCL_INIT_TIMEOUT", NULL, "300", init_timeout_s, 1, INT32_MAX,
             "Seconds communicator initialization (bootstrap rendezvous, connection set-up) waits "
             "for the other ranks before it fails."),
@@ -101,6 +104,28 @@ static const struct row rows[] = {
     STR_ROW("ANYCCL_TOPO_DUMP_FILE", "NCCL_TOPO_DUMP_FILE", NULL, topo_dump_file,
             "File the topology in use (discovered or loaded) is written to as XML, once per "
             "process."),
+    BOOL_ROW("ANYCCL_RAS_ENABLE", "NCCL_RAS_ENABLE", "1", ras_enable,
+             "1 runs the RAS thread (see docs/ras.md): heartbeats between the job's processes, "
+             "dead-peer detection, the status report on NCCL_RAS_ADDR; 0 turns it off."),
+    STR_ROW("ANYCCL_RAS_ADDR", "NCCL_RAS_ADDR", "localhost:28028", ras_addr,
+            "host:port where one process per host answers RAS clients (anyccl-ras, ncclras, nc); "
+            "empty or none: no client port."),
+    INT_ROW("ANYCCL_RAS_HEARTBEAT_MS", NULL, "1000", ras_heartbeat_ms, 10, 3600000,
+            "Milliseconds between RAS heartbeats to the processes this one shares a communicator "
+            "with."),
+    INT_ROW("ANYCCL_RAS_DEAD_MS", NULL, "5000", ras_dead_ms, 100, INT64_C(86400000),
+            "Milliseconds without a heartbeat after which a peer process is declared dead (a "
+            "closed RAS connection is noticed at once)."),
+    INT_ROW("ANYCCL_FLIGHT_RECORDER", NULL, "256", flight_recorder, 1, 1048576,
+            "Operations the flight recorder keeps per communicator (rounded up to a power of "
+            "two)."),
+    STR_ROW("ANYCCL_FLIGHT_RECORDER_FILE", NULL, "/tmp/anyccl-fr.%h.%p.txt", flight_recorder_file,
+            "File the flight recorder is appended to on abort, on a failed operation "
+            "(ncclRemoteError) and on SIGUSR1; %h is the host name, %p the process id. Empty: "
+            "never written."),
+    BOOL_ROW("ANYCCL_RAS_SIGUSR1", NULL, "0", ras_sigusr1,
+             "1 makes SIGUSR1 dump every communicator's flight recorder (the handler is installed "
+             "when the first communicator is created)."),
 };
 
 #define NROWS (sizeof(rows) / sizeof(rows[0]))

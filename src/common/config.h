@@ -18,6 +18,7 @@ struct ac_config {
     const char *comm_id;        /* NCCL_COMM_ID: host:port of the root */
     const char *socket_ifname;  /* NCCL_SOCKET_IFNAME: prefixes, ^ excludes, = exact */
     const char *socket_family;  /* NCCL_SOCKET_FAMILY: AF_INET or AF_INET6 */
+    const char *hostid;         /* NCCL_HOSTID: overrides the node identity */
     int64_t init_timeout_s;     /* ANYCCL_INIT_TIMEOUT: bound on bootstrap rendezvous */
     int64_t timeout_s;          /* ANYCCL_TIMEOUT: bound on any wait inside a call; 0: none */
     /* transports */
@@ -38,6 +39,14 @@ struct ac_config {
     /* topology */
     const char *topo_file;      /* NCCL_TOPO_FILE: XML topology loaded instead of discovery */
     const char *topo_dump_file; /* NCCL_TOPO_DUMP_FILE: where the topology in use is written */
+    /* RAS */
+    bool ras_enable;            /* ANYCCL_RAS_ENABLE: RAS thread, heartbeats, client port */
+    const char *ras_addr;       /* NCCL_RAS_ADDR: host:port of the RAS client port */
+    int64_t ras_heartbeat_ms;   /* ANYCCL_RAS_HEARTBEAT_MS */
+    int64_t ras_dead_ms;        /* ANYCCL_RAS_DEAD_MS: silence after which a peer is dead */
+    int64_t flight_recorder;    /* ANYCCL_FLIGHT_RECORDER: operations kept per communicator */
+    const char *flight_recorder_file; /* ANYCCL_FLIGHT_RECORDER_FILE: %h host, %p pid */
+    bool ras_sigusr1;           /* ANYCCL_RAS_SIGUSR1: SIGUSR1 dumps the flight recorders */
 };
 
 /* Read once (thread-safe); later calls return the same table. */

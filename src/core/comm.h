@@ -34,6 +34,7 @@ struct ncclComm {
     uint64_t comm_hash;                 /* from the unique id: names shared resources */
     struct ac_bootstrap *bs;
     struct ac_peer_info *peers;         /* nranks entries */
+    struct ac_layout layout;            /* nodes, rings, trees */
     int nchannels;                      /* ring channels used by collectives */
     size_t slot_bytes;                  /* per slot of ring connectors */
     size_t p2p_slot_bytes;

@@ -6,6 +6,7 @@
 #include "common/check.h"
 #include "core/api.h"
 #include "core/enqueue.h"
+#include "ras/ras.h"
 
 #include <stdlib.h>
 #include <string.h>
@@ -42,12 +43,15 @@ ncclResult_t ac_group_defer(ac_deferred_fn fn, void *arg)
     return ncclSuccess;
 }
 
-static ncclResult_t run_now(const struct ac_op *op)
+static ncclResult_t run_now(const struct ac_op *op, uint64_t ras_seq)
 {
     struct ac_op copy = *op;
     copy.next = NULL;
+    copy.ras_seq = ras_seq;
     atomic_fetch_add(&op->comm->nactive, 1);
+    ac_ras_op_start(copy.comm, ras_seq);
     ncclResult_t res = ac_exec_ops(&copy);
+    ac_ras_op_end(copy.comm, ras_seq, res);
     atomic_fetch_sub(&op->comm->nactive, 1);
     return res;
 }
@@ -55,8 +59,11 @@ static ncclResult_t run_now(const struct ac_op *op)
 ncclResult_t ac_enqueue(const struct ac_op *op)
 {
     op->comm->nops_issued++;
+    bool is_p2p = op->coll == AC_COLL_SEND || op->coll == AC_COLL_RECV;
+    uint64_t ras_seq = ac_ras_op_enqueue(op->comm, (int)op->coll, op->count, (int)op->type,
+                                         (int)op->redop.kind, is_p2p ? op->peer : op->root);
     if (group_depth == 0)
-        return run_now(op);
+        return run_now(op, ras_seq);
     struct ac_op *copy = malloc(sizeof(*copy));
     if (!copy) {
         record_error(ncclSystemError);
@@ -64,6 +71,7 @@ ncclResult_t ac_enqueue(const struct ac_op *op)
     }
     *copy = *op;
     copy->next = NULL;
+    copy->ras_seq = ras_seq;
     if (group_tail)
         group_tail->next = copy;
     else
@@ -143,11 +151,15 @@ ncclResult_t ncclGroupStart(void)
 
 static ncclResult_t run_ops(struct ac_op *ops)
 {
-    for (struct ac_op *op = ops; op; op = op->next)
+    for (struct ac_op *op = ops; op; op = op->next) {
         atomic_fetch_add(&op->comm->nactive, 1);
+        ac_ras_op_start(op->comm, op->ras_seq);
+    }
     ncclResult_t res = ac_exec_ops(ops);
-    for (struct ac_op *op = ops; op; op = op->next)
+    for (struct ac_op *op = ops; op; op = op->next) {
+        ac_ras_op_end(op->comm, op->ras_seq, res);
         atomic_fetch_sub(&op->comm->nactive, 1);
+    }
     return res;
 }
 
@@ -194,11 +206,9 @@ ncclResult_t ncclGroupSimulateEnd(ncclSimInfo_t *simInfo)
     take_group(&ops, &deferred, &res);
     double us = 0;
     for (struct ac_op *op = ops; op; op = op->next) {
-        bool is_local = op->comm->peers &&
-                        op->comm->peers[0].host_hash ==
-                            op->comm->peers[op->comm->nranks - 1].host_hash;
-        us += ac_tuner_estimate_us(op->coll, op->count * ac_type_size(op->type),
-                                   op->comm->nranks, is_local);
+        size_t bytes = op->count * ac_type_size(op->type);
+        us += ac_tuner_estimate_us(op->coll, ac_tuner_pick(op->coll, bytes, &op->comm->layout),
+                                   bytes, &op->comm->layout);
     }
     if (res == ncclSuccess)
         simInfo->estimatedTime = (float)us;

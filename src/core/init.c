@@ -4,6 +4,7 @@
 #include "common/config.h"
 #include "core/api.h"
 #include "core/enqueue.h"
+#include "ras/ras.h"
 
 #include <stdlib.h>
 #include <string.h>
@@ -45,6 +46,9 @@ static void fill_self_info(struct ncclComm *comm, struct ac_peer_info *me)
     uint64_t h = fnv1a(0xcbf29ce484222325ull, me->hostname, strlen(me->hostname));
     h ^= hash_of_file("/proc/sys/kernel/random/boot_id", false);
     h = fnv1a(h, "", 1) ^ hash_of_file("/proc/self/ns/net", true);
+    const char *hostid = ac_config_get()->hostid;
+    if (hostid && *hostid) /* NCCL_HOSTID: the user says which ranks share a node */
+        h = fnv1a(0x84222325cbf29ce4ull, hostid, strlen(hostid));
     me->host_hash = h;
     me->pid_ns_hash = hash_of_file("/proc/self/ns/pid", true);
     me->addr = *ac_bootstrap_local_addr(comm->bs);
@@ -71,6 +75,26 @@ static void pick_sizes(struct ncclComm *comm, const ncclConfig_t *config)
     comm->nchannels = nch < 1 ? 1 : nch > AC_MAX_CHANNELS ? AC_MAX_CHANNELS : (int)nch;
 }
 
+static ncclResult_t build_layout(struct ncclComm *comm)
+{
+    uint64_t *hashes = calloc((size_t)comm->nranks, sizeof(*hashes));
+    if (!hashes)
+        return AC_FAIL(ncclSystemError, "out of memory");
+    for (int r = 0; r < comm->nranks; r++)
+        hashes[r] = comm->peers[r].host_hash;
+    ncclResult_t res = ac_layout_build(&comm->layout, hashes, comm->nranks);
+    free(hashes);
+    if (res == ncclSuccess && comm->rank == 0 && ac_log_enabled(AC_LOG_INFO, AC_SUB_GRAPH)) {
+        char line[256];
+        int at = 0;
+        for (int i = 0; i < comm->nranks && at < (int)sizeof(line) - 16; i++)
+            at += snprintf(line + at, sizeof(line) - (size_t)at, " %d", comm->layout.ring[i]);
+        AC_INFO(AC_SUB_GRAPH | AC_SUB_INIT, "%d rank(s) on %d node(s); ring:%s",
+                comm->nranks, comm->layout.nnodes, line);
+    }
+    return res;
+}
+
 ncclResult_t ac_comm_init(struct ncclComm *comm, const ncclUniqueId *id, int rank, int nranks,
                           const ncclConfig_t *config)
 {
@@ -89,12 +113,14 @@ ncclResult_t ac_comm_init(struct ncclComm *comm, const ncclUniqueId *id, int ran
         return AC_FAIL(ncclSystemError, "out of memory for a communicator of %d ranks", nranks);
     fill_self_info(comm, &comm->peers[rank]);
     AC_CHECK(ac_bootstrap_allgather(comm->bs, comm->peers, sizeof(*comm->peers)));
+    AC_CHECK(build_layout(comm));
     pick_sizes(comm, config);
     if (config && config->commName)
         snprintf(comm->name, sizeof(comm->name), "%s", config->commName);
     AC_INFO(AC_SUB_INIT, "comm %p%s%s rank %d nranks %d: %d channel(s), %d slots of %zu bytes",
             (void *)comm, comm->name[0] ? " " : "", comm->name, rank, nranks, comm->nchannels,
             comm->nslots, comm->slot_bytes);
+    ac_ras_comm_init(comm);
     return ncclSuccess;
 }
 
@@ -114,10 +140,12 @@ void ac_comm_free(struct ncclComm *comm)
 {
     if (!comm)
         return;
+    ac_ras_comm_fini(comm, comm->abort_flag != 0);
     ac_disconnect_all(comm);
     if (comm->bs)
         ac_bootstrap_close(comm->bs);
     free(comm->peers);
+    ac_layout_free(&comm->layout);
     comm->magic = 0;
     free(comm);
 }

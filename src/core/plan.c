@@ -1,0 +1,219 @@
+/* Planning: each operation of a call or group becomes tasks, one per channel and tree part for
+ * collectives, one per peer for point-to-point traffic; the tuner picks ring or tree. A rank's
+ * sends to itself are matched with its receives from itself here and done as local copies. */
+#include "common/check.h"
+#include "core/plan.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+/* Below this size a ring collective uses one channel: more would only add steps. */
+#define AC_MULTI_CHANNEL_MIN_BYTES (256 * 1024)
+/* Trees always come in pairs (the double binary tree), one per channel. */
+#define AC_TREE_NCHANNELS 2
+
+static ncclResult_t add_task(struct ac_run *run, struct ncclComm *comm, const struct ac_task *t)
+{
+    if (run->ntasks == run->cap) {
+        int cap = run->cap ? 2 * run->cap : 8;
+        struct ac_run_task *grown = realloc(run->tasks, (size_t)cap * sizeof(*grown));
+        if (!grown)
+            return AC_FAIL(ncclSystemError, "out of memory for %d tasks", cap);
+        run->tasks = grown;
+        run->cap = cap;
+    }
+    struct ac_run_task *rt = &run->tasks[run->ntasks++];
+    memset(rt, 0, sizeof(*rt));
+    rt->t = *t;
+    rt->comm = comm;
+    return ncclSuccess;
+}
+
+static ncclResult_t add_comm(struct ac_run *run, struct ncclComm *comm)
+{
+    for (int i = 0; i < run->ncomms; i++)
+        if (run->comms[i] == comm)
+            return ncclSuccess;
+    struct ncclComm **grown = realloc(run->comms, (size_t)(run->ncomms + 1) * sizeof(*grown));
+    if (!grown)
+        return AC_FAIL(ncclSystemError, "out of memory");
+    run->comms = grown;
+    run->comms[run->ncomms++] = comm;
+    return ncclSuccess;
+}
+
+static void base_task(const struct ac_op *op, struct ac_task *t)
+{
+    memset(t, 0, sizeof(*t));
+    t->coll = op->coll;
+    t->sendbuff = op->sendbuff;
+    t->recvbuff = op->recvbuff;
+    t->count = op->count;
+    t->type_bytes = ac_type_size(op->type);
+    t->op = op->redop;
+    t->is_reduction = op->coll == AC_COLL_ALLREDUCE || op->coll == AC_COLL_REDUCESCATTER ||
+                      op->coll == AC_COLL_REDUCE;
+    t->nranks = op->comm->nranks;
+}
+
+static ncclResult_t add_channel_tasks(struct ac_run *run, const struct ac_op *op,
+                                      enum ac_algo algo, int c, int nch)
+{
+    struct ncclComm *comm = op->comm;
+    size_t tb = ac_type_size(op->type);
+    struct ac_task t;
+    base_task(op, &t);
+    ac_channel_share(op->count, c, nch, tb >= 64 ? 1 : 64 / tb, &t.region_off, &t.region_count);
+    if (t.region_count == 0)
+        return ncclSuccess;
+    t.chunk_elems = comm->slot_bytes / tb;
+    t.conn_index = c;
+    int root = op->coll == AC_COLL_ALLREDUCE ? -1 : op->root;
+    if (algo == AC_ALGO_RING) {
+        ac_ring_plan(&t, &comm->layout, comm->rank, op->root);
+        return t.nsteps > 0 ? add_task(run, comm, &t) : ncclSuccess;
+    }
+    struct ac_task down = t;
+    if (op->coll != AC_COLL_BROADCAST && ac_tree_plan(&t, &comm->layout, comm->rank, root, c,
+                                                      AC_TREE_UP))
+        AC_CHECK(add_task(run, comm, &t));
+    if (op->coll != AC_COLL_REDUCE && ac_tree_plan(&down, &comm->layout, comm->rank, root, c,
+                                                   AC_TREE_DOWN))
+        AC_CHECK(add_task(run, comm, &down));
+    return ncclSuccess;
+}
+
+static ncclResult_t add_coll_op(struct ac_run *run, const struct ac_op *op)
+{
+    struct ncclComm *comm = op->comm;
+    size_t bytes = op->count * ac_type_size(op->type);
+    enum ac_algo algo = comm->nranks > 1 ? ac_tuner_pick(op->coll, bytes, &comm->layout)
+                                         : AC_ALGO_RING;
+    int nch = algo == AC_ALGO_TREE ? AC_TREE_NCHANNELS
+              : bytes >= AC_MULTI_CHANNEL_MIN_BYTES ? comm->nchannels : 1;
+    for (int c = 0; c < nch; c++)
+        AC_CHECK(add_channel_tasks(run, op, algo, c, nch));
+    return ncclSuccess;
+}
+
+/* One point-to-point transfer of count elements at buf with peer (never self). */
+static ncclResult_t add_p2p(struct ac_run *run, const struct ac_op *op, enum ac_coll coll,
+                            int peer, const void *buf, size_t count)
+{
+    if (count == 0)
+        return ncclSuccess;
+    struct ac_task t;
+    base_task(op, &t);
+    t.coll = coll;
+    t.count = count;
+    t.sendbuff = buf;
+    t.recvbuff = (char *)buf;
+    t.chunk_elems = op->comm->p2p_slot_bytes / t.type_bytes;
+    t.conn_index = AC_P2P_CONN_BASE;
+    t.recv_peers[0] = t.send_peers[0] = peer;
+    ac_p2p_plan(&t);
+    return add_task(run, op->comm, &t);
+}
+
+static void local_copy(void *dst, const void *src, size_t bytes)
+{
+    if (dst != src && bytes > 0)
+        memmove(dst, src, bytes);
+}
+
+/* All-to-all, gather and scatter: point-to-point transfers, plus the rank's own block. Peers are
+ * visited in a rotating order so that all ranks do not send to the same peer first. */
+static ncclResult_t add_exchange_op(struct ac_run *run, const struct ac_op *op)
+{
+    struct ncclComm *comm = op->comm;
+    int n = comm->nranks, me = comm->rank;
+    size_t blk = op->count * ac_type_size(op->type);
+    const char *sb = op->sendbuff;
+    char *rb = op->recvbuff;
+    for (int i = 1; i < n; i++) {
+        int to = (me + i) % n, from = (me - i + n) % n;
+        if (op->coll == AC_COLL_ALLTOALL) {
+            AC_CHECK(add_p2p(run, op, AC_COLL_SEND, to, sb + (size_t)to * blk, op->count));
+            AC_CHECK(add_p2p(run, op, AC_COLL_RECV, from, rb + (size_t)from * blk, op->count));
+        } else if (op->coll == AC_COLL_GATHER && me == op->root) {
+            AC_CHECK(add_p2p(run, op, AC_COLL_RECV, from, rb + (size_t)from * blk, op->count));
+        } else if (op->coll == AC_COLL_SCATTER && me == op->root) {
+            AC_CHECK(add_p2p(run, op, AC_COLL_SEND, to, sb + (size_t)to * blk, op->count));
+        }
+    }
+    if (op->coll == AC_COLL_ALLTOALL)
+        local_copy(rb + (size_t)me * blk, sb + (size_t)me * blk, blk);
+    else if (op->coll == AC_COLL_GATHER && me != op->root)
+        AC_CHECK(add_p2p(run, op, AC_COLL_SEND, op->root, sb, op->count));
+    else if (op->coll == AC_COLL_GATHER)
+        local_copy(rb + (size_t)me * blk, sb, blk);
+    else if (me != op->root)
+        AC_CHECK(add_p2p(run, op, AC_COLL_RECV, op->root, rb, op->count));
+    else
+        local_copy(rb, sb + (size_t)me * blk, blk);
+    return ncclSuccess;
+}
+
+/* A rank's sends to itself are matched, in order, with its receives from itself. */
+static ncclResult_t match_self(struct ac_op *ops)
+{
+    for (struct ac_op *s = ops; s; s = s->next) {
+        if (s->coll != AC_COLL_SEND || s->peer != s->comm->rank)
+            continue;
+        struct ac_op *r = ops;
+        for (; r; r = r->next)
+            if (r->coll == AC_COLL_RECV && r->comm == s->comm && r->peer == r->comm->rank)
+                break;
+        if (!r)
+            return AC_FAIL(ncclInvalidUsage,
+                           "rank %d: ncclSend to itself without a matching ncclRecv from itself "
+                           "in the same group", s->comm->rank);
+        if (r->count != s->count || r->type != s->type)
+            return AC_FAIL(ncclInvalidUsage,
+                           "rank %d: ncclSend to itself of %zu elements of type %d, but the "
+                           "matching ncclRecv expects %zu of type %d", s->comm->rank, s->count,
+                           (int)s->type, r->count, (int)r->type);
+        local_copy(r->recvbuff, s->sendbuff, s->count * ac_type_size(s->type));
+        s->peer = r->peer = -1; /* consumed */
+    }
+    for (struct ac_op *r = ops; r; r = r->next)
+        if (r->coll == AC_COLL_RECV && r->peer == r->comm->rank)
+            return AC_FAIL(ncclInvalidUsage,
+                           "rank %d: ncclRecv from itself without a matching ncclSend to itself "
+                           "in the same group", r->comm->rank);
+    return ncclSuccess;
+}
+
+ncclResult_t ac_plan_build(struct ac_run *run, struct ac_op *ops)
+{
+    AC_CHECK(match_self(ops));
+    for (struct ac_op *op = ops; op; op = op->next) {
+        AC_CHECK(add_comm(run, op->comm));
+        switch (op->coll) {
+        case AC_COLL_SEND:
+        case AC_COLL_RECV:
+            if (op->peer >= 0)
+                AC_CHECK(add_p2p(run, op, op->coll, op->peer,
+                                 op->coll == AC_COLL_SEND ? op->sendbuff : op->recvbuff,
+                                 op->count));
+            break;
+        case AC_COLL_ALLTOALL:
+        case AC_COLL_GATHER:
+        case AC_COLL_SCATTER:
+            AC_CHECK(add_exchange_op(run, op));
+            break;
+        default:
+            if (op->count > 0)
+                AC_CHECK(add_coll_op(run, op));
+            break;
+        }
+    }
+    return ncclSuccess;
+}
+
+void ac_plan_free(struct ac_run *run)
+{
+    free(run->tasks);
+    free(run->comms);
+    memset(run, 0, sizeof(*run));
+}
