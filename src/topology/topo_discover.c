@@ -2,7 +2,7 @@
  * (AC_HAVE_HWLOC, mk/topology.mk), else from /sys/devices/system/{node,cpu}; NICs (RDMA ports of
  * /sys/class/infiniband that are ACTIVE, interfaces of /sys/class/net backed by a device and up),
  * GPUs (NVIDIA and AMD display/accelerator functions of /sys/bus/pci) and the PCI switches above
- * them from /sys in both cases. Nothing found is an error except a machine without CPUs. */
+ * them from /sys in both cases. Finding nothing is not an error, except no NUMA node at all. */
 #include "topology/topo_internal.h"
 
 #include "common/check.h"
@@ -127,11 +127,12 @@ static ncclResult_t discover_cpus(struct ac_topo *t)
     int n = hwloc_get_nbobjs_by_type(topo, HWLOC_OBJ_NUMANODE);
     for (int i = 0; i < n && res == ncclSuccess; i++) {
         hwloc_obj_t numa = hwloc_get_obj_by_type(topo, HWLOC_OBJ_NUMANODE, i);
-        unsigned id;
         cpus.n = 0;
-        hwloc_bitmap_foreach_begin(id, numa->cpuset) if (cpus.n < MAX_CPUS && id < MAX_CPUS)
-            cpus.cpus[cpus.n++] = (int)id;
-        hwloc_bitmap_foreach_end();
+        if (numa->cpuset == NULL)
+            continue;
+        for (int id = hwloc_bitmap_first(numa->cpuset); id >= 0 && id < MAX_CPUS;
+             id = hwloc_bitmap_next(numa->cpuset, id))
+            cpus.cpus[cpus.n++] = id;
         int ncores = hwloc_get_nbobjs_inside_cpuset_by_type(topo, numa->cpuset, HWLOC_OBJ_CORE);
         res = add_numa(t, (int)numa->os_index, hwloc_package_of(topo, numa), ncores, &cpus);
     }
@@ -497,6 +498,13 @@ ncclResult_t ac_topo_discover(struct ac_topo **out)
     res = discover_cpus(t);
     pthread_mutex_unlock(&discover_mutex);
     AC_CHECK_GOTO(res, res, fail);
+    if (default_numa(t) < 0) {
+        res = AC_FAIL(ncclSystemError,
+                      "topology discovery (%s) found no NUMA node: set "
+                      "NCCL_TOPO_FILE to describe this machine",
+                      t->source);
+        goto fail;
+    }
     AC_CHECK_GOTO(discover_devices(t), res, fail);
     AC_CHECK_GOTO(ac_topo_finish(t, t->source), res, fail);
     AC_INFO(AC_SUB_GRAPH, "topology discovered (%s): %d packages, %d NUMA nodes, %d GPUs, %d NICs",
