@@ -43,6 +43,8 @@ struct shared {
     char msg[C_COUNT][MSG_LEN];
     int has_rank_msg;
     char rank_msg[MSG_LEN];
+    int is_id_ready; /* rank 0 publishes the unique id here */
+    ncclUniqueId id;
 };
 static struct shared *sh;
 
@@ -248,16 +250,55 @@ static const check_fn check_fns[C_COUNT] = {
     do_alltoall,  do_gather,    do_scatter,       do_sendrecv,
 };
 
-static int run_rank(int rank, int n, ncclUniqueId id)
+static double now_s(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + ts.tv_nsec * 1e-9;
+}
+
+static void rank_failf(int rank, const char *what, ncclResult_t res)
+{
+    if (__atomic_exchange_n(&sh->has_rank_msg, 1, __ATOMIC_ACQ_REL) == 0)
+        snprintf(sh->rank_msg, MSG_LEN, "rank %d: %s: %s (%s)", rank, what,
+                 ncclGetErrorString(res), ncclGetLastError(NULL));
+}
+
+/* As an MPI program would: rank 0 makes the unique id and hands it to the others (here through
+ * shared memory). The ranks are forked before any library thread exists. */
+static ncclResult_t get_id(int rank, ncclUniqueId *id)
+{
+    if (rank == 0) {
+        ncclResult_t res = ncclGetUniqueId(&sh->id);
+        if (res != ncclSuccess)
+            return res;
+        __atomic_store_n(&sh->is_id_ready, 1, __ATOMIC_RELEASE);
+    }
+    double deadline = now_s() + DEADLINE_S;
+    while (!__atomic_load_n(&sh->is_id_ready, __ATOMIC_ACQUIRE)) {
+        if (now_s() > deadline)
+            return ncclSystemError;
+        struct timespec ts = {0, 1000 * 1000};
+        nanosleep(&ts, NULL);
+    }
+    *id = sh->id;
+    return ncclSuccess;
+}
+
+static int run_rank(int rank, int n)
 {
     struct ctx c = {NULL, rank, n};
     size_t elems = (size_t)COUNT * n;
     int32_t *a = malloc(elems * sizeof(*a)), *b = malloc(elems * sizeof(*b));
-    ncclResult_t res = ncclCommInitRank(&c.comm, n, id, rank);
+    ncclUniqueId id;
+    ncclResult_t res = get_id(rank, &id);
+    if (res != ncclSuccess) {
+        rank_failf(rank, "unique id from rank 0", res);
+        return 1;
+    }
+    res = ncclCommInitRank(&c.comm, n, id, rank);
     if (res != ncclSuccess || !a || !b) {
-        if (__atomic_exchange_n(&sh->has_rank_msg, 1, __ATOMIC_ACQ_REL) == 0)
-            snprintf(sh->rank_msg, MSG_LEN, "rank %d: ncclCommInitRank: %s (%s)", rank,
-                     ncclGetErrorString(res), ncclGetLastError(NULL));
+        rank_failf(rank, "ncclCommInitRank", res);
         return 1;
     }
     int nbad = 0;
@@ -278,13 +319,6 @@ static int run_rank(int rank, int n, ncclUniqueId id)
     free(a);
     free(b);
     return nbad > 0 || res != ncclSuccess;
-}
-
-static double now_s(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + ts.tv_nsec * 1e-9;
 }
 
 /* Reaps the ranks until all have exited or the deadline passes (then kills the rest). */
@@ -357,7 +391,6 @@ int main(int argc, char **argv)
     int n = argc > 1 ? atoi(argv[1]) : 2;
     const char *prefix = argc > 2 ? argv[2] : "dropin";
     pid_t pids[MAX_RANKS];
-    ncclUniqueId id;
     char why[MSG_LEN] = "";
     if (n < 1 || n > MAX_RANKS) {
         fprintf(stderr, "usage: %s NRANKS [PREFIX] (1 <= NRANKS <= %d)\n", argv[0], MAX_RANKS);
@@ -369,16 +402,11 @@ int main(int argc, char **argv)
     setvbuf(stdout, NULL, _IOLBF, 0);
     if (check_library(prefix))
         return 1;
-    ncclResult_t res = ncclGetUniqueId(&id);
-    if (res != ncclSuccess) {
-        printf("FAIL %s/init: ncclGetUniqueId: %s\n", prefix, ncclGetErrorString(res));
-        return 1;
-    }
     fflush(NULL);
     for (int r = 0; r < n; r++) {
         pids[r] = fork();
         if (pids[r] == 0)
-            _exit(run_rank(r, n, id));
+            _exit(run_rank(r, n));
         if (pids[r] < 0) {
             snprintf(why, sizeof(why), "fork of rank %d failed", r);
             for (int k = 0; k < r; k++)
