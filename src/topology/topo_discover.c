@@ -10,6 +10,7 @@
 #include <dirent.h>
 #include <limits.h>
 #include <pthread.h>
+#include <stdarg.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/utsname.h>
@@ -20,6 +21,30 @@
 #endif
 
 #define MAX_CPUS 4096
+
+/* Where sysfs is: "/sys", or a fake tree in tests (ac_topo_set_sysfs_root). */
+static char sysfs_root[PATH_MAX] = "/sys";
+
+void ac_topo_set_sysfs_root(const char *root)
+{
+    snprintf(sysfs_root, sizeof(sysfs_root), "%s", root != NULL ? root : "/sys");
+}
+
+/* sysfs_root followed by the formatted rest; returns buf. A path too long stays truncated and
+ * simply names nothing. */
+static const char *sys_path(char *buf, size_t cap, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+
+static const char *sys_path(char *buf, size_t cap, const char *fmt, ...)
+{
+    va_list ap;
+    int n = snprintf(buf, cap, "%s", sysfs_root);
+    va_start(ap, fmt);
+    if (n >= 0 && (size_t)n < cap)
+        vsnprintf(buf + n, cap - (size_t)n, fmt, ap);
+    va_end(ap);
+    return buf;
+}
 
 struct cpu_set_list {
     int n;
@@ -113,15 +138,18 @@ static int hwloc_package_of(hwloc_topology_t topo, hwloc_obj_t numa)
     return pkg != NULL && pkg->os_index != HWLOC_UNKNOWN_INDEX ? (int)pkg->os_index : 0;
 }
 
-static ncclResult_t discover_cpus(struct ac_topo *t)
+/* *is_done_out stays false when hwloc cannot load a topology: /sys is read instead. */
+static ncclResult_t discover_cpus_hwloc(struct ac_topo *t, bool *is_done_out)
 {
     hwloc_topology_t topo;
     ncclResult_t res = ncclSuccess;
     static struct cpu_set_list cpus; /* 16 KiB: off the stack; guarded by the caller's lock */
-    if (hwloc_topology_init(&topo) != 0)
-        return AC_SYSFAIL("hwloc_topology_init");
+    if (hwloc_topology_init(&topo) != 0) {
+        AC_INFO(AC_SUB_GRAPH, "hwloc_topology_init failed: reading /sys instead");
+        return ncclSuccess;
+    }
     if (hwloc_topology_load(topo) != 0) {
-        res = AC_SYSFAIL("hwloc_topology_load (topology discovery)");
+        AC_INFO(AC_SUB_GRAPH, "hwloc_topology_load failed: reading /sys instead");
         goto destroy;
     }
     int n = hwloc_get_nbobjs_by_type(topo, HWLOC_OBJ_NUMANODE);
@@ -136,11 +164,15 @@ static ncclResult_t discover_cpus(struct ac_topo *t)
         int ncores = hwloc_get_nbobjs_inside_cpuset_by_type(topo, numa->cpuset, HWLOC_OBJ_CORE);
         res = add_numa(t, (int)numa->os_index, hwloc_package_of(topo, numa), ncores, &cpus);
     }
+    *is_done_out = res == ncclSuccess && n > 0;
+    if (*is_done_out)
+        snprintf(t->source, sizeof(t->source), "hwloc");
 destroy:
     hwloc_topology_destroy(topo);
     return res;
 }
-#else
+#endif
+
 /* "0-3,8,10-11" (sysfs cpulist syntax). */
 static void parse_cpulist(const char *text, struct cpu_set_list *out)
 {
@@ -168,12 +200,11 @@ static int count_cores(const struct cpu_set_list *cpus, int *package_out)
     int n = 0;
     *package_out = 0;
     for (int i = 0; i < cpus->n; i++) {
-        char path[128];
-        snprintf(path, sizeof(path), "/sys/devices/system/cpu/cpu%d/topology/physical_package_id",
+        char path[PATH_MAX];
+        sys_path(path, sizeof(path), "/devices/system/cpu/cpu%d/topology/physical_package_id",
                  cpus->cpus[i]);
         long pkg = read_long(path, 0);
-        snprintf(path, sizeof(path), "/sys/devices/system/cpu/cpu%d/topology/core_id",
-                 cpus->cpus[i]);
+        sys_path(path, sizeof(path), "/devices/system/cpu/cpu%d/topology/core_id", cpus->cpus[i]);
         long core = read_long(path, cpus->cpus[i]);
         if (i == 0)
             *package_out = (int)pkg;
@@ -189,34 +220,48 @@ static int count_cores(const struct cpu_set_list *cpus, int *package_out)
     return n;
 }
 
-static ncclResult_t discover_cpus(struct ac_topo *t)
+static ncclResult_t discover_cpus_sysfs(struct ac_topo *t)
 {
     static struct cpu_set_list cpus; /* off the stack; guarded by the caller's lock */
     struct dirent **names;
-    char path[300], list[8192];
-    int package, n = scandir("/sys/devices/system/node", &names, NULL, alphasort);
+    char path[PATH_MAX], list[8192];
+    int package,
+        n = scandir(sys_path(path, sizeof(path), "/devices/system/node"), &names, NULL, alphasort);
     ncclResult_t res = ncclSuccess;
     for (int i = 0; i < n; i++) {
         int id;
         char tail;
         if (res == ncclSuccess && sscanf(names[i]->d_name, "node%d%c", &id, &tail) == 1) {
-            snprintf(path, sizeof(path), "/sys/devices/system/node/%s/cpulist", names[i]->d_name);
+            sys_path(path, sizeof(path), "/devices/system/node/%s/cpulist", names[i]->d_name);
             parse_cpulist(read_line(path, list, sizeof(list)) ? list : "", &cpus);
             int ncores = count_cores(&cpus, &package);
             res = add_numa(t, id, package, ncores, &cpus);
         }
         free(names[i]);
     }
-    free(names);
+    if (n >= 0)
+        free(names);
     AC_CHECK(res);
     if (t->nnodes > 1)
         return ncclSuccess;
     /* No NUMA information (kernel without NUMA, some containers): one node with every CPU. */
-    parse_cpulist(read_line("/sys/devices/system/cpu/online", list, sizeof(list)) ? list : "0",
-                  &cpus);
+    sys_path(path, sizeof(path), "/devices/system/cpu/online");
+    parse_cpulist(read_line(path, list, sizeof(list)) ? list : "0", &cpus);
     return add_numa(t, 0, 0, count_cores(&cpus, &package), &cpus);
 }
+
+/* hwloc when built with it and reading the real /sys; else /sys parsed here. */
+static ncclResult_t discover_cpus(struct ac_topo *t)
+{
+#ifdef AC_HAVE_HWLOC
+    bool is_done = false;
+    if (strcmp(sysfs_root, "/sys") == 0)
+        AC_CHECK(discover_cpus_hwloc(t, &is_done));
+    if (is_done)
+        return ncclSuccess;
 #endif
+    return discover_cpus_sysfs(t);
+}
 
 static bool is_busid(const char *s)
 {
@@ -244,17 +289,17 @@ static int default_numa(const struct ac_topo *t)
 
 static void fill_pci_attrs(struct ac_topo_node *n)
 {
-    char path[128], buf[64];
-    snprintf(path, sizeof(path), "/sys/bus/pci/devices/%s/class", n->busid);
+    char path[PATH_MAX], buf[64];
+    sys_path(path, sizeof(path), "/bus/pci/devices/%s/class", n->busid);
     n->pci_class = (uint32_t)read_long(path, 0);
-    snprintf(path, sizeof(path), "/sys/bus/pci/devices/%s/vendor", n->busid);
+    sys_path(path, sizeof(path), "/bus/pci/devices/%s/vendor", n->busid);
     n->pci_vendor = (uint32_t)read_long(path, 0);
-    snprintf(path, sizeof(path), "/sys/bus/pci/devices/%s/device", n->busid);
+    sys_path(path, sizeof(path), "/bus/pci/devices/%s/device", n->busid);
     n->pci_device = (uint32_t)read_long(path, 0);
-    snprintf(path, sizeof(path), "/sys/bus/pci/devices/%s/current_link_speed", n->busid);
+    sys_path(path, sizeof(path), "/bus/pci/devices/%s/current_link_speed", n->busid);
     if (read_line(path, buf, sizeof(buf)) && buf[0] >= '0' && buf[0] <= '9')
         snprintf(n->link_speed, sizeof(n->link_speed), "%s", buf);
-    snprintf(path, sizeof(path), "/sys/bus/pci/devices/%s/current_link_width", n->busid);
+    sys_path(path, sizeof(path), "/bus/pci/devices/%s/current_link_width", n->busid);
     long width = read_long(path, 0);
     n->link_width = width > 0 && width <= 64 ? (int)width : 0;
 }
@@ -264,7 +309,7 @@ static void fill_pci_attrs(struct ac_topo_node *n)
  * a device that is not on PCI. */
 static ncclResult_t add_pci_chain(struct ac_topo *t, const char *dev_path, int *parent_out)
 {
-    char real[PATH_MAX], path[128], *save = NULL;
+    char real[PATH_MAX], path[PATH_MAX], *save = NULL;
     char busids[16][AC_TOPO_BUSID_MAX];
     int nbus = 0;
     if (realpath(dev_path, real) == NULL)
@@ -275,7 +320,7 @@ static ncclResult_t add_pci_chain(struct ac_topo *t, const char *dev_path, int *
     }
     int prev = default_numa(t);
     if (nbus > 0) {
-        snprintf(path, sizeof(path), "/sys/bus/pci/devices/%s/numa_node", busids[nbus - 1]);
+        sys_path(path, sizeof(path), "/bus/pci/devices/%s/numa_node", busids[nbus - 1]);
         int numa = ac_topo_find_numa(t, (int)read_long(path, -1));
         prev = numa >= 0 ? numa : prev;
     }
@@ -337,8 +382,10 @@ static ncclResult_t add_nic(struct ac_topo *t, const struct nic_found *f)
 
 static bool has_gdr(void)
 {
-    return access("/sys/kernel/mm/memory_peers/nv_mem/version", F_OK) == 0 ||
-           access("/sys/module/nvidia_peermem", F_OK) == 0;
+    char path[PATH_MAX];
+    return access(sys_path(path, sizeof(path), "/kernel/mm/memory_peers/nv_mem/version"), F_OK) ==
+               0 ||
+           access(sys_path(path, sizeof(path), "/module/nvidia_peermem"), F_OK) == 0;
 }
 
 /* The network interface of port `port` of RDMA device dev: the one of its PCI function whose
@@ -347,13 +394,13 @@ static void rdma_ifname(const char *dev, int port, char *buf, size_t cap)
 {
     char path[PATH_MAX];
     struct dirent **names;
-    snprintf(path, sizeof(path), "/sys/class/infiniband/%s/device/net", dev);
+    sys_path(path, sizeof(path), "/class/infiniband/%s/device/net", dev);
     int n = scandir(path, &names, NULL, alphasort);
     buf[0] = '\0';
     for (int i = 0; i < n; i++) {
         const char *name = names[i]->d_name;
         if (name[0] != '.') {
-            snprintf(path, sizeof(path), "/sys/class/net/%s/dev_port", name);
+            sys_path(path, sizeof(path), "/class/net/%s/dev_port", name);
             if (buf[0] == '\0' || read_long(path, -1) == port - 1)
                 snprintf(buf, cap, "%.63s", name);
         }
@@ -368,18 +415,18 @@ static ncclResult_t discover_rdma_ports(struct ac_topo *t, const char *dev)
     char path[PATH_MAX], state[64], rate[64], ifname[AC_TOPO_NAME_MAX], dev_path[PATH_MAX];
     struct dirent **ports;
     ncclResult_t res = ncclSuccess;
-    snprintf(path, sizeof(path), "/sys/class/infiniband/%s/ports", dev);
+    sys_path(path, sizeof(path), "/class/infiniband/%s/ports", dev);
     int n = scandir(path, &ports, NULL, alphasort);
     for (int i = 0; i < n; i++) {
         int port = atoi(ports[i]->d_name);
-        snprintf(path, sizeof(path), "/sys/class/infiniband/%s/ports/%d/state", dev, port);
+        sys_path(path, sizeof(path), "/class/infiniband/%s/ports/%d/state", dev, port);
         bool is_active =
             port > 0 && read_line(path, state, sizeof(state)) && strstr(state, "ACTIVE") != NULL;
-        snprintf(path, sizeof(path), "/sys/class/infiniband/%s/ports/%d/rate", dev, port);
+        sys_path(path, sizeof(path), "/class/infiniband/%s/ports/%d/rate", dev, port);
         if (is_active && res == ncclSuccess) {
             double gbps = read_line(path, rate, sizeof(rate)) ? strtod(rate, NULL) : 0.0;
             rdma_ifname(dev, port, ifname, sizeof(ifname));
-            snprintf(dev_path, sizeof(dev_path), "/sys/class/infiniband/%s/device", dev);
+            sys_path(dev_path, sizeof(dev_path), "/class/infiniband/%s/device", dev);
             struct nic_found f = {.name = dev,
                                   .ifname = ifname,
                                   .dev_path = dev_path,
@@ -409,12 +456,12 @@ static bool listed_as_rdma(const struct ac_topo *t, const char *ifname)
 static ncclResult_t discover_interface(struct ac_topo *t, const char *ifname)
 {
     char path[PATH_MAX], dev_path[PATH_MAX], state[32];
-    snprintf(dev_path, sizeof(dev_path), "/sys/class/net/%s/device", ifname);
-    snprintf(path, sizeof(path), "/sys/class/net/%s/operstate", ifname);
+    sys_path(dev_path, sizeof(dev_path), "/class/net/%s/device", ifname);
+    sys_path(path, sizeof(path), "/class/net/%s/operstate", ifname);
     if (ifname[0] == '.' || access(dev_path, F_OK) != 0 || !read_line(path, state, sizeof(state)) ||
         strcmp(state, "up") != 0 || listed_as_rdma(t, ifname))
         return ncclSuccess;
-    snprintf(path, sizeof(path), "/sys/class/net/%s/speed", ifname);
+    sys_path(path, sizeof(path), "/class/net/%s/speed", ifname);
     long mbps = read_long(path, -1);
     if (mbps <= 0)
         AC_INFO(AC_SUB_GRAPH, "interface %s does not report its speed: assuming 10 Gb/s", ifname);
@@ -428,10 +475,10 @@ static ncclResult_t discover_interface(struct ac_topo *t, const char *ifname)
 
 static bool is_gpu_function(const char *busid)
 {
-    char path[128];
-    snprintf(path, sizeof(path), "/sys/bus/pci/devices/%s/vendor", busid);
+    char path[PATH_MAX];
+    sys_path(path, sizeof(path), "/bus/pci/devices/%s/vendor", busid);
     long vendor = read_long(path, 0);
-    snprintf(path, sizeof(path), "/sys/bus/pci/devices/%s/class", busid);
+    sys_path(path, sizeof(path), "/bus/pci/devices/%s/class", busid);
     long cls = read_long(path, 0) >> 8;
     return (vendor == 0x10de || vendor == 0x1002) &&
            (cls == 0x0300 || cls == 0x0302 || cls == 0x1200);
@@ -439,11 +486,11 @@ static bool is_gpu_function(const char *busid)
 
 static ncclResult_t discover_gpu(struct ac_topo *t, const char *busid)
 {
-    char dev_path[128];
+    char dev_path[PATH_MAX];
     int parent, node;
     if (!is_busid(busid) || !is_gpu_function(busid) || t->ngpus == AC_TOPO_MAX_GPUS)
         return ncclSuccess;
-    snprintf(dev_path, sizeof(dev_path), "/sys/bus/pci/devices/%s", busid);
+    sys_path(dev_path, sizeof(dev_path), "/bus/pci/devices/%s", busid);
     AC_CHECK(add_pci_chain(t, dev_path, &parent));
     AC_CHECK(ac_topo_add_node(t, AC_TOPO_NODE_GPU, parent, &node));
     struct ac_topo_gpu *g = &t->gpus[t->ngpus];
@@ -477,9 +524,11 @@ static ncclResult_t for_each_entry(struct ac_topo *t, const char *dir,
 
 static ncclResult_t discover_devices(struct ac_topo *t)
 {
-    AC_CHECK(for_each_entry(t, "/sys/class/infiniband", discover_rdma_ports));
-    AC_CHECK(for_each_entry(t, "/sys/class/net", discover_interface));
-    return for_each_entry(t, "/sys/bus/pci/devices", discover_gpu);
+    char path[PATH_MAX];
+    AC_CHECK(
+        for_each_entry(t, sys_path(path, sizeof(path), "/class/infiniband"), discover_rdma_ports));
+    AC_CHECK(for_each_entry(t, sys_path(path, sizeof(path), "/class/net"), discover_interface));
+    return for_each_entry(t, sys_path(path, sizeof(path), "/bus/pci/devices"), discover_gpu);
 }
 
 ncclResult_t ac_topo_discover(struct ac_topo **out)
@@ -489,11 +538,7 @@ ncclResult_t ac_topo_discover(struct ac_topo **out)
     ncclResult_t res;
     if (out == NULL)
         return AC_FAIL(ncclInvalidArgument, "ac_topo_discover: out is NULL");
-#ifdef AC_HAVE_HWLOC
-    AC_CHECK(ac_topo_new("hwloc", &t));
-#else
-    AC_CHECK(ac_topo_new("sysfs", &t));
-#endif
+    AC_CHECK(ac_topo_new("sysfs", &t)); /* "hwloc" once hwloc has read the CPUs */
     pthread_mutex_lock(&discover_mutex);
     res = discover_cpus(t);
     pthread_mutex_unlock(&discover_mutex);

@@ -37,4 +37,8 @@ int ac_topo_find_pci(const struct ac_topo *t, const char *busid);
  * source in messages. */
 ncclResult_t ac_topo_finish(struct ac_topo *t, const char *what);
 
+/* Tests only: discovery reads the sysfs tree under root instead of /sys (NULL: /sys again), and
+ * then parses the CPUs from it too rather than asking hwloc. Not thread-safe. */
+void ac_topo_set_sysfs_root(const char *root);
+
 #endif
