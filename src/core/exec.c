@@ -300,7 +300,8 @@ static bool peer_is_dead(const struct ncclComm *comm, int peer)
     return kill(p->pid, 0) != 0 && errno == ESRCH;
 }
 
-static ncclResult_t check_task(const struct ac_run_task *rt, uint64_t start_ns)
+static ncclResult_t check_task(const struct ac_run_task *rt, uint64_t start_ns,
+                               bool *is_second_look)
 {
     const struct ac_config *cfg = ac_config_get();
     struct ncclComm *comm = rt->comm;
@@ -315,10 +316,16 @@ static ncclResult_t check_task(const struct ac_run_task *rt, uint64_t start_ns)
                        comm->rank, dead, comm->peers[dead].pid, comm->peers[dead].hostname, what);
     for (int k = 0; k < rt->t.nrecv + rt->t.nsend; k++) {
         int peer = k < rt->t.nrecv ? rt->t.recv_peers[k] : rt->t.send_peers[k - rt->t.nrecv];
-        if (peer_is_dead(comm, peer))
-            return AC_FAIL(ncclRemoteError, "rank %d: peer rank %d (pid %d on %s) exited during "
-                           "%s", comm->rank, peer, comm->peers[peer].pid,
-                           comm->peers[peer].hostname, what);
+        if (!peer_is_dead(comm, peer))
+            continue;
+        /* It may have delivered its last data just before exiting: fail only if a second
+         * check, after another pass over the connectors, finds it dead and nothing moved. */
+        if (!*is_second_look) {
+            *is_second_look = true;
+            return ncclSuccess;
+        }
+        return AC_FAIL(ncclRemoteError, "rank %d: peer rank %d (pid %d on %s) exited during %s",
+                       comm->rank, peer, comm->peers[peer].pid, comm->peers[peer].hostname, what);
     }
     if (cfg->timeout_s > 0 && ac_now_ns() - start_ns > (uint64_t)cfg->timeout_s * 1000000000ull) {
         int peer = rt->t.nrecv ? rt->t.recv_peers[0] : rt->t.send_peers[0];
@@ -330,11 +337,12 @@ static ncclResult_t check_task(const struct ac_run_task *rt, uint64_t start_ns)
     return ncclSuccess;
 }
 
-static ncclResult_t check_health(const struct ac_run *run, uint64_t start_ns)
+static ncclResult_t check_health(const struct ac_run *run, uint64_t start_ns,
+                                 bool *is_second_look)
 {
     for (int i = 0; i < run->ntasks; i++)
         if (run->tasks[i].step < run->tasks[i].t.nsteps)
-            AC_CHECK(check_task(&run->tasks[i], start_ns));
+            AC_CHECK(check_task(&run->tasks[i], start_ns, is_second_look));
     return ncclSuccess;
 }
 
@@ -345,7 +353,7 @@ static ncclResult_t run_loop(struct ac_run *run)
     uint64_t start = ac_now_ns(), check_ns = (uint64_t)cfg->peer_check_ms * 1000000ull;
     uint64_t next_check = start + check_ns;
     int remaining = run->ntasks;
-    bool is_flushing = true;
+    bool is_flushing = true, is_second_look = false;
     while (remaining > 0 || is_flushing) {
         bool progressed = false;
         is_flushing = false;
@@ -362,6 +370,7 @@ static ncclResult_t run_loop(struct ac_run *run)
         }
         if (progressed) {
             ac_backoff_reset(&backoff);
+            is_second_look = false;
             continue;
         }
         if (remaining == 0 && !is_flushing)
@@ -369,8 +378,10 @@ static ncclResult_t run_loop(struct ac_run *run)
         ac_backoff_idle(&backoff);
         uint64_t now = ac_now_ns();
         if (now >= next_check) {
-            AC_CHECK(check_health(run, start));
-            next_check = now + check_ns;
+            bool was_second_look = is_second_look;
+            AC_CHECK(check_health(run, start, &is_second_look));
+            /* a suspected death is looked at again right after one more pass */
+            next_check = is_second_look && !was_second_look ? now : now + check_ns;
         }
     }
     return ncclSuccess;

@@ -165,10 +165,16 @@ static ncclResult_t idle_poll(struct ac_conn *conn, struct shm_conn *sc)
     if (now < sc->next_peer_check_ns)
         return ncclSuccess;
     sc->next_peer_check_ns = now + sc->peer_check_ns;
-    if (is_peer_gone(conn))
-        return fail_peer_gone(conn, conn->is_send ? "while this rank waits to send to it"
-                                                  : "while this rank waits for its data");
-    return ncclSuccess;
+    if (!is_peer_gone(conn))
+        return ncclSuccess;
+    /* The peer may have posted its last slot (or released ours) and exited between our read of
+     * the counter and the check: read it again now that the peer can no longer change it. */
+    uint64_t counter = conn->is_send ? __atomic_load_n(&sc->seg.ctrl->head, __ATOMIC_ACQUIRE)
+                                     : __atomic_load_n(&sc->seg.ctrl->tail, __ATOMIC_ACQUIRE);
+    if (counter != sc->peer_pos)
+        return ncclSuccess;
+    return fail_peer_gone(conn, conn->is_send ? "while this rank waits to send to it"
+                                              : "while this rank waits for its data");
 }
 
 static ncclResult_t fail_corrupt(const struct ac_conn *conn, const char *what)
