@@ -69,7 +69,9 @@ run_unit_binary() { # bin -> sets u_pass u_fail u_skip
 
 run_unit() {
     local start=$SECONDS pass=0 fail=0 skip=0 bins bin
-    mapfile -t bins < <(find "$BUILD/tests/unit" -type f -perm -u+x 2>/dev/null | sort)
+    # test_<unit> binaries only: helpers built beside them (fake drivers, *.so) are not tests.
+    mapfile -t bins < <(find "$BUILD/tests/unit" -type f -name 'test_*' ! -name '*.*' -perm -u+x \
+        2>/dev/null | sort)
     echo "== unit: ${#bins[@]} binaries"
     for bin in "${bins[@]}"; do
         run_unit_binary "$bin"
