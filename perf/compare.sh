@@ -392,7 +392,7 @@ write_meta() {
         echo "date_utc=$(date -u +%Y-%m-%dT%H:%M:%SZ)"
         echo "host=$(hostname) cores=$(nproc) cpu=$(grep -m1 'model name' /proc/cpuinfo |
             cut -d: -f2 | sed 's/^ //')"
-        echo "anyccl_commit=$(git -C "$ROOT" rev-parse --short HEAD 2>/dev/null)"
+        echo "anyccl_commit=$(git -C "$ROOT" rev-parse --short HEAD 2>/dev/null || echo unknown)"
         echo "open_mpi=$(mpirun --version 2>/dev/null | head -1)"
         echo "repeats=$R factor=$FACTOR sizes=${TIERS[*]} quick=$QUICK"
         echo "colls=$COLLS transports=$TRANSPORTS nranks=$NRANKS"
