@@ -202,3 +202,35 @@ ncclResult_t ac_topo_pick_nic(const struct ac_topo *t, int local_rank, int local
     *nic_index_out = pick;
     return ncclSuccess;
 }
+
+/* Whether bit cpu is set in an affinity mask of hex digits, most significant first; commas
+ * between 32-bit words are skipped. */
+static bool affinity_has_cpu(const char *mask, int cpu)
+{
+    int digit = cpu / 4;
+    for (const char *p = mask + strlen(mask); p > mask;) {
+        char c = *--p;
+        if (c == ',')
+            continue;
+        if (digit-- > 0)
+            continue;
+        int v = c >= '0' && c <= '9'   ? c - '0'
+                : c >= 'a' && c <= 'f' ? c - 'a' + 10
+                : c >= 'A' && c <= 'F' ? c - 'A' + 10
+                                       : 0;
+        return (v >> (cpu % 4)) & 1;
+    }
+    return false;
+}
+
+int ac_topo_cpu_numa(const struct ac_topo *t, int cpu)
+{
+    if (t == NULL || cpu < 0)
+        return -1;
+    for (int i = 0; i < t->nnodes; i++) {
+        const struct ac_topo_node *n = &t->nodes[i];
+        if (n->kind == AC_TOPO_NODE_NUMA && affinity_has_cpu(n->affinity, cpu))
+            return n->id;
+    }
+    return -1;
+}

@@ -166,6 +166,10 @@ ncclResult_t ac_topo_pick_nic(const struct ac_topo *t, int local_rank, int local
                               int gpu_or_minus1, int numa_or_minus1, const char *ifname_filter,
                               int *nic_index_out);
 
+/* The id of the NUMA node whose affinity holds CPU cpu (as from sched_getcpu), or -1: what a rank
+ * without a GPU passes to ac_topo_pick_nic. */
+int ac_topo_cpu_numa(const struct ac_topo *t, int cpu);
+
 const char *ac_topo_node_kind_name(enum ac_topo_node_kind kind);
 const char *ac_topo_link_kind_name(enum ac_topo_link_kind kind);
 /* GB/s per direction of a PCIe link: "32.0 GT/s PCIe" x16 -> 63.0 (128b/130b encoding from

@@ -405,3 +405,14 @@ Test(topo_file, several_nvswitches)
     ac_topo_free(t);
     ac_topo_free(u);
 }
+
+Test(topo_file, cpu_numa)
+{
+    struct ac_topo *t = load(DGX);
+    /* NUMA 0: CPUs 0-55 and their siblings 112-167; NUMA 1: 56-111 and 168-223. */
+    static const int cpus[][2] = {{0, 0},   {55, 0},  {56, 1},   {111, 1}, {112, 0},    {167, 0},
+                                  {168, 1}, {223, 1}, {224, -1}, {-1, -1}, {100000, -1}};
+    for (size_t i = 0; i < sizeof(cpus) / sizeof(cpus[0]); i++)
+        cr_expect_eq(ac_topo_cpu_numa(t, cpus[i][0]), cpus[i][1], "CPU %d", cpus[i][0]);
+    ac_topo_free(t);
+}
