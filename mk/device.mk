@@ -5,6 +5,8 @@
 # that the library has no kernels for it. What was found is reported at the start of the build.
 #   CUDA_HOME (default /usr/local/cuda), NVCC, HIPCC: where the compilers are; NVCC=none or
 #   HIPCC=none builds without them.
+# -fmad=false / -ffp-contract=off: no fused multiply-add, so that premul-then-sum rounds twice,
+# bit for bit as the host build does.
 # The C side (src/device/*/…_backend.c) is always built: it dlopens the vendor's driver at run time.
 
 CUDA_HOME ?= /usr/local/cuda
@@ -17,9 +19,9 @@ DEVICE_DIR := $(BUILD)/device
 DEVICE_KERNEL_HDRS := $(wildcard src/device/kernels/*.h src/device/kernels/*.cuh)
 CUDA_ARCHS := sm_80 sm_90 compute_90
 CUDA_GENCODE := -gencode arch=compute_80,code=sm_80 -gencode arch=compute_90,code=[sm_90,compute_90]
-NVCC_FLAGS := -O3 -std=c++17 -Iinclude -Isrc --fatbin $(CUDA_GENCODE)
+NVCC_FLAGS := -O3 -fmad=false -std=c++17 -Iinclude -Isrc --fatbin $(CUDA_GENCODE)
 HIP_ARCHS := gfx90a gfx940
-HIPCC_FLAGS := -O3 -std=c++17 -Iinclude -Isrc --genco $(HIP_ARCHS:%=--offload-arch=%)
+HIPCC_FLAGS := -O3 -ffp-contract=off -std=c++17 -Iinclude -Isrc --genco $(HIP_ARCHS:%=--offload-arch=%)
 
 CUDA_STATE := $(if $(NVCC),$(NVCC): $(CUDA_ARCHS),none)
 HIP_STATE := $(if $(HIPCC),$(HIPCC): $(HIP_ARCHS),none)
@@ -38,12 +40,12 @@ endif
 
 LIB_OBJS += $(DEVICE_DIR)/cuda_fatbin.o $(DEVICE_DIR)/hip_code.o
 
-$(DEVICE_DIR)/cuda_kernels.fatbin: src/device/cuda/kernels.cu $(DEVICE_KERNEL_HDRS)
+$(DEVICE_DIR)/cuda_kernels.fatbin: src/device/cuda/kernels.cu $(DEVICE_KERNEL_HDRS) mk/device.mk
 	@mkdir -p $(dir $@)
 	@$(if $(Q),echo "  NVCC    $@")
 	$(Q)$(NVCC) $(NVCC_FLAGS) -o $@ $<
 
-$(DEVICE_DIR)/hip_kernels.hsaco: src/device/hip/kernels.hip $(DEVICE_KERNEL_HDRS)
+$(DEVICE_DIR)/hip_kernels.hsaco: src/device/hip/kernels.hip $(DEVICE_KERNEL_HDRS) mk/device.mk
 	@mkdir -p $(dir $@)
 	@$(if $(Q),echo "  HIPCC   $@")
 	$(Q)$(HIPCC) $(HIPCC_FLAGS) -o $@ $<
