@@ -109,7 +109,7 @@ static const struct row rows[] = {
              "dead-peer detection, the status report on NCCL_RAS_ADDR; 0 turns it off."),
     STR_ROW("ANYCCL_RAS_ADDR", "NCCL_RAS_ADDR", "localhost:28028", ras_addr,
             "host:port where one process per host answers RAS clients (anyccl-ras, ncclras, nc); "
-            "empty or none: no client port."),
+            "none: no client port."),
     INT_ROW("ANYCCL_RAS_HEARTBEAT_MS", NULL, "1000", ras_heartbeat_ms, 10, 3600000,
             "Milliseconds between RAS heartbeats to the processes this one shares a communicator "
             "with."),
@@ -121,7 +121,7 @@ static const struct row rows[] = {
             "two)."),
     STR_ROW("ANYCCL_FLIGHT_RECORDER_FILE", NULL, "/tmp/anyccl-fr.%h.%p.txt", flight_recorder_file,
             "File the flight recorder is appended to on abort, on a failed operation "
-            "(ncclRemoteError) and on SIGUSR1; %h is the host name, %p the process id. Empty: "
+            "(ncclRemoteError) and on SIGUSR1; %h is the host name, %p the process id; none: "
             "never written."),
     BOOL_ROW("ANYCCL_RAS_SIGUSR1", NULL, "0", ras_sigusr1,
              "1 makes SIGUSR1 dump every communicator's flight recorder (the handler is installed "

@@ -15,6 +15,7 @@ struct ac_op {
     struct ac_redop redop;
     int root;                 /* broadcast, reduce, gather, scatter */
     int peer;                 /* send, recv */
+    uint64_t ras_seq;         /* from ac_ras_op_enqueue: this op's number on its communicator */
     struct ac_op *next;
 };
 
