@@ -217,7 +217,7 @@ static void find_behind(struct ac_ras_strbuf *sb, bool is_json, bool *first,
     rank_list(ahead, cv->nranks, list, sizeof(list));
     for (int r = 0; r < cv->nranks; r++) {
         const struct rank_view *v = &cv->ranks[r];
-        if (!v->has_rec || ahead[r] || (lead_s < SLOW_S && !is_verbose))
+        if (!v->has_rec || ahead[r] || v->state != V_OK || (lead_s < SLOW_S && !is_verbose))
             continue; /* a running job is always a little out of step */
         describe_rank(v, r, who, sizeof(who));
         if (v->rec.nstarted > v->rec.nfinished)
@@ -246,8 +246,8 @@ static void find_inside(struct ac_ras_strbuf *sb, bool is_json, bool *first,
     double age = 0;
     for (int r = 0; in && idle && r < cv->nranks; r++) {
         const struct rank_view *v = &cv->ranks[r];
-        if (!v->has_rec)
-            continue;
+        if (!v->has_rec || v->state != V_OK)
+            continue; /* silent ranks are reported with what was last seen */
         in[r] = v->rec.nstarted > v->rec.nfinished;
         idle[r] = !in[r];
         nin += in[r];
