@@ -76,8 +76,10 @@ static int connect_to(const struct opts *o)
     }
     freeaddrinfo(res);
     if (fd < 0)
-        fprintf(stderr, "anyccl-ras: cannot connect to %s:%s (%s): is a job running on this "
-                "host, and is NCCL_RAS_ADDR the same?\n", o->host, o->port, strerror(errno));
+        fprintf(stderr,
+                "anyccl-ras: cannot connect to %s:%s (%s): is a job running on this "
+                "host, and is NCCL_RAS_ADDR the same?\n",
+                o->host, o->port, strerror(errno));
     return fd;
 }
 

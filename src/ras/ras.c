@@ -126,7 +126,8 @@ bool ac_ras_proc_declare_dead(int idx, const char *why)
         }
     }
     AC_WARN("RAS: process %u on %s is dead (%s); its ranks (comm:rank) %s will fail their "
-            "operations", p->addr.pid, p->host, why, o ? ranks : "(none here)");
+            "operations",
+            p->addr.pid, p->host, why, o ? ranks : "(none here)");
     ac_ras_event("pid %u on %s declared dead: %s; ranks %s", p->addr.pid, p->host, why,
                  o ? ranks : "-");
     return true;
@@ -248,7 +249,10 @@ static void after_fork_child(void)
     ac_ras_clients_close_all();
 }
 
-static void register_atfork(void) { pthread_atfork(NULL, NULL, after_fork_child); }
+static void register_atfork(void)
+{
+    pthread_atfork(NULL, NULL, after_fork_child);
+}
 
 static bool start_thread_locked(struct ncclComm *comm)
 {
@@ -290,14 +294,16 @@ void ac_ras_comm_init(struct ncclComm *comm)
     gethostname(host, sizeof(host) - 1);
     if (!blobs) {
         AC_WARN("RAS: out of memory registering comm rank %d; RAS is off for it (the other "
-                "ranks may wait for this rank's RAS address)", comm->rank);
+                "ranks may wait for this rank's RAS address)",
+                comm->rank);
         goto fail;
     }
     /* Every rank takes part, RAS on or off, so the bootstrap stays in step across ranks. */
     encode_blob(&blobs[comm->rank], rec ? &self : &(struct ac_ras_addr){0}, host);
     if (ac_bootstrap_allgather(comm->bs, blobs, sizeof(*blobs)) != ncclSuccess) {
         AC_WARN("RAS: exchanging RAS addresses failed on rank %d (%s); RAS is off for this "
-                "communicator", comm->rank, ac_last_error());
+                "communicator",
+                comm->rank, ac_last_error());
         goto fail;
     }
     if (!rec)

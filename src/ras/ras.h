@@ -31,6 +31,7 @@ void ac_ras_op_end(struct ncclComm *comm, uint64_t seq, ncclResult_t res);
 
 /* Set by the RAS thread when it learns that a peer of `comm` died (missed heartbeats, closed RAS
  * connection): the executor polls it (comm->ras_dead_rank, -1 when none) and fails the call with
- * a message naming the rank. Declared here for documentation; the field lives in struct ncclComm. */
+ * a message naming the rank. Declared here for documentation; the field lives in struct ncclComm.
+ */
 
 #endif

@@ -100,7 +100,10 @@ int ac_ras_clients_pollfds(struct pollfd *fds, int max)
     return n;
 }
 
-static void reply(struct client *c, const char *text) { ac_ras_sb_printf(&c->out, "%s\n", text); }
+static void reply(struct client *c, const char *text)
+{
+    ac_ras_sb_printf(&c->out, "%s\n", text);
+}
 
 static bool starts_with(const char *s, const char *prefix)
 {

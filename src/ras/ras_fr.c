@@ -178,8 +178,7 @@ static void write_entry(const struct ac_ras_fr_entry *e, uint64_t seq, uint64_t 
         snprintf(peer, sizeof(peer), "%s=%d", e->coll >= 8 ? "peer" : "root", e->root_or_peer);
     fprintf(out, "seq=%" PRIu64 " %s count=%" PRIu64 " type=%s op=%s %s state=%s", seq,
             ac_ras_coll_name(e->coll), e->count, ac_type_name((ncclDataType_t)e->type),
-            e->coll <= 4 && e->coll != 1 && e->coll != 3 ? redop_name(e->redop) : "-", peer,
-            state);
+            e->coll <= 4 && e->coll != 1 && e->coll != 3 ? redop_name(e->redop) : "-", peer, state);
     fprintf(out, " enqueued=-%.3fs", now > e->enqueue_ns ? (now - e->enqueue_ns) / 1e9 : 0.0);
     if (st)
         fprintf(out, " started=-%.3fs", now > st ? (now - st) / 1e9 : 0.0);
@@ -198,12 +197,14 @@ void ac_ras_fr_write(struct ac_ras_comm *rec, const char *reason, FILE *out)
     time_t wall = time(NULL);
     char when[32];
     strftime(when, sizeof(when), "%Y-%m-%dT%H:%M:%S", gmtime(&wall));
-    fprintf(out, "# AnyCCL flight recorder: comm 0x%016" PRIx64 " rank %d of %d, pid %d on %s, "
-            "%s UTC, reason: %s\n", rec->comm_hash, rec->rank, rec->nranks, (int)getpid(), host,
-            when, reason);
-    fprintf(out, "# ops enqueued %" PRIu64 ", started %" PRIu64 ", finished %" PRIu64
-            "; times are before this dump (clock resolution ~4 ms)\n", last,
-            (uint64_t)atomic_load(&rec->nstarted), (uint64_t)atomic_load(&rec->nfinished));
+    fprintf(out,
+            "# AnyCCL flight recorder: comm 0x%016" PRIx64 " rank %d of %d, pid %d on %s, "
+            "%s UTC, reason: %s\n",
+            rec->comm_hash, rec->rank, rec->nranks, (int)getpid(), host, when, reason);
+    fprintf(out,
+            "# ops enqueued %" PRIu64 ", started %" PRIu64 ", finished %" PRIu64
+            "; times are before this dump (clock resolution ~4 ms)\n",
+            last, (uint64_t)atomic_load(&rec->nstarted), (uint64_t)atomic_load(&rec->nfinished));
     for (uint64_t s = first; s <= last && last > 0; s++) {
         const struct ac_ras_fr_entry *e = &rec->fr[s & rec->fr_mask];
         if (atomic_load_explicit(&e->seq, memory_order_acquire) == s)
@@ -221,7 +222,8 @@ void ac_ras_fr_dump(struct ac_ras_comm *rec, const char *reason)
     FILE *f = fopen(path, "a");
     if (!f) {
         AC_WARN("RAS: cannot write the flight recorder to %s (%s): set "
-                "ANYCCL_FLIGHT_RECORDER_FILE to a writable path", path, strerror(errno));
+                "ANYCCL_FLIGHT_RECORDER_FILE to a writable path",
+                path, strerror(errno));
         return;
     }
     ac_ras_fr_write(rec, reason, f);

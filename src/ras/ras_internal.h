@@ -28,8 +28,8 @@ struct ac_ras_fr_entry {
 };
 
 /* A peer rank's location: the RAS process that runs it. */
-#define AC_RAS_PROC_NONE (-1)  /* the rank's process runs no RAS thread */
-#define AC_RAS_PROC_SELF (-2)  /* this process */
+#define AC_RAS_PROC_NONE (-1) /* the rank's process runs no RAS thread */
+#define AC_RAS_PROC_SELF (-2) /* this process */
 
 struct ac_ras_comm {
     struct ncclComm *comm;
@@ -42,12 +42,12 @@ struct ac_ras_comm {
     _Atomic uint64_t cur_start_ns;
     _Atomic int32_t cur_coll;
     _Atomic int32_t last_error;
-    _Atomic bool has_dumped;       /* the error dump ran once */
+    _Atomic bool has_dumped; /* the error dump ran once */
     bool is_aborting;
-    uint32_t fr_mask;               /* flight recorder: fr_mask + 1 entries (power of two) */
+    uint32_t fr_mask; /* flight recorder: fr_mask + 1 entries (power of two) */
     struct ac_ras_fr_entry *fr;
     /* Owned by ras.c, under the state lock. */
-    int *rank_proc;                 /* nranks: index in the process table, or AC_RAS_PROC_* */
+    int *rank_proc; /* nranks: index in the process table, or AC_RAS_PROC_* */
     int *rank_pid;
     char (*rank_host)[64];
     struct ac_ras_comm *next;
@@ -68,7 +68,7 @@ void ac_ras_fr_path(char *buf, size_t len);
 /* ras.c: the RAS thread's state, shared with the report (ras_client_proto.c). */
 enum ac_ras_proc_state {
     AC_RAS_PROC_ALIVE,
-    AC_RAS_PROC_LEFT,   /* said BYE: ended its RAS thread on purpose */
+    AC_RAS_PROC_LEFT, /* said BYE: ended its RAS thread on purpose */
     AC_RAS_PROC_DEAD,
 };
 
@@ -76,10 +76,10 @@ struct ac_ras_proc {
     struct ac_ras_addr addr;
     char host[64];
     enum ac_ras_proc_state state;
-    int nrefs;                     /* local communicators that contain one of its ranks */
-    uint64_t key_id;               /* a key both sides know (a shared communicator's) */
+    int nrefs;       /* local communicators that contain one of its ranks */
+    uint64_t key_id; /* a key both sides know (a shared communicator's) */
     uint8_t key[8];
-    uint64_t last_rx_ns;           /* anything received from it */
+    uint64_t last_rx_ns; /* anything received from it */
     uint64_t connect_fail_since_ns;
     uint64_t next_connect_ns;
     uint64_t dead_ns;
@@ -88,7 +88,7 @@ struct ac_ras_proc {
     struct ac_ras_record *recs;
     uint32_t nrecs;
     uint64_t recs_ns;
-    uint64_t replied_query;        /* id of the last query it answered */
+    uint64_t replied_query; /* id of the last query it answered */
 };
 
 #define AC_RAS_NEVENTS 16
@@ -125,7 +125,7 @@ bool ac_ras_net_start(const struct sockaddr_storage *bootstrap_addr);
 void ac_ras_net_stop(void);
 void ac_ras_net_wake(void);
 void ac_ras_net_signal_dump(void); /* async-signal-safe */
-void ac_ras_net_forget(void);       /* in a child after fork */
+void ac_ras_net_forget(void);      /* in a child after fork */
 /* Asks every live peer process for its progress; complete when all answered (lock held). */
 uint64_t ac_ras_query_start(void);
 bool ac_ras_query_complete(uint64_t id);

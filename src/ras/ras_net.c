@@ -34,7 +34,7 @@ enum conn_state { C_CONNECTING, C_WAIT_ACK, C_AUTH, C_UP, C_CLOSED };
 struct conn {
     int fd;
     enum conn_state state;
-    int proc;              /* index in ac_ras_g.procs, -1 until known */
+    int proc; /* index in ac_ras_g.procs, -1 until known */
     bool has_bye;
     uint64_t created_ns;
     char peer_str[AC_SOCKADDR_STRLEN];
@@ -91,8 +91,8 @@ static void conn_queue(struct conn *c, uint16_t type, const uint8_t *payload, ui
         c->out = p;
         c->out_cap = cap;
     }
-    struct ac_ras_hdr h = {AC_RAS_MAGIC, AC_RAS_VERSION, type, len, ++net.msg_seq,
-                           (uint32_t)getpid(), 0};
+    struct ac_ras_hdr h = {AC_RAS_MAGIC,  AC_RAS_VERSION,     type, len,
+                           ++net.msg_seq, (uint32_t)getpid(), 0};
     ac_ras_hdr_encode(&h, c->out + c->out_len);
     if (len)
         memcpy(c->out + c->out_len + AC_RAS_HDR_BYTES, payload, len);
@@ -102,8 +102,8 @@ static void conn_queue(struct conn *c, uint16_t type, const uint8_t *payload, ui
 static void conn_flush(struct conn *c)
 {
     while (c->state != C_CLOSED && c->state != C_CONNECTING && c->out_off < c->out_len) {
-        ssize_t n = send(c->fd, c->out + c->out_off, c->out_len - c->out_off,
-                         MSG_DONTWAIT | MSG_NOSIGNAL);
+        ssize_t n =
+            send(c->fd, c->out + c->out_off, c->out_len - c->out_off, MSG_DONTWAIT | MSG_NOSIGNAL);
         if (n <= 0)
             return; /* EAGAIN, or an error the next recv reports */
         c->out_off += (size_t)n;
@@ -234,8 +234,7 @@ static void start_connect(int idx)
     }
     int one = 1;
     setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
-    if (connect(fd, (struct sockaddr *)&sa, ac_socket_addr_len(&sa)) != 0 &&
-        errno != EINPROGRESS) {
+    if (connect(fd, (struct sockaddr *)&sa, ac_socket_addr_len(&sa)) != 0 && errno != EINPROGRESS) {
         int err = errno;
         close(fd);
         connect_failed(idx, strerror(err));
@@ -269,7 +268,8 @@ static void accept_all(void)
 static void drop(struct conn *c, const char *why)
 {
     AC_WARN("RAS: dropped the connection from %s: %s (another job, a port scanner, or a "
-            "mismatched AnyCCL version?)", c->peer_str, why);
+            "mismatched AnyCCL version?)",
+            c->peer_str, why);
     conn_close(c);
 }
 
@@ -426,8 +426,8 @@ static void on_closed(struct conn *c, const char *why)
         return;
     if (has_bye) {
         p->state = AC_RAS_PROC_LEFT;
-        AC_INFO(AC_SUB_RAS, "RAS: pid %u on %s left (its last communicator is gone)",
-                p->addr.pid, p->host);
+        AC_INFO(AC_SUB_RAS, "RAS: pid %u on %s left (its last communicator is gone)", p->addr.pid,
+                p->host);
         return;
     }
     char msg[96];

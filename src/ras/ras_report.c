@@ -46,8 +46,8 @@ struct rank_view {
     struct ac_ras_record rec;
     int pid;
     const char *host;
-    double data_age_s;       /* how old rec is (0: answered this query, or local) */
-    const char *why;         /* dead: why */
+    double data_age_s; /* how old rec is (0: answered this query, or local) */
+    const char *why;   /* dead: why */
 };
 
 struct comm_view {
@@ -57,7 +57,10 @@ struct comm_view {
     struct rank_view *ranks;
 };
 
-static double age_s(uint64_t then, uint64_t now) { return now > then ? (now - then) / 1e9 : 0; }
+static double age_s(uint64_t then, uint64_t now)
+{
+    return now > then ? (now - then) / 1e9 : 0;
+}
 
 static void view_from_proc(struct rank_view *v, const struct ac_ras_proc *p, uint64_t query,
                            uint64_t now)
@@ -187,8 +190,10 @@ static void find_silent(struct ac_ras_strbuf *sb, bool is_json, bool *first,
         else if (v->state == V_LEFT)
             snprintf(line, sizeof(line), "%s left (destroyed its communicators)%s", who, seen);
         else
-            snprintf(line, sizeof(line), "%s: no information (its process runs no RAS thread, "
-                     "or has not connected yet)", who);
+            snprintf(line, sizeof(line),
+                     "%s: no information (its process runs no RAS thread, "
+                     "or has not connected yet)",
+                     who);
         emit(sb, is_json, first, line);
     }
 }
@@ -221,13 +226,15 @@ static void find_behind(struct ac_ras_strbuf *sb, bool is_json, bool *first,
             continue; /* a running job is always a little out of step */
         describe_rank(v, r, who, sizeof(who));
         if (v->rec.nstarted > v->rec.nfinished)
-            snprintf(line, sizeof(line), "%s is in %s #%" PRIu64 ", %.1f s behind ranks %s "
-                     "(in %s #%" PRIu64 ")", who, op_name(&v->rec), v->rec.nstarted, lead_s,
-                     list, lead_op, top);
+            snprintf(line, sizeof(line),
+                     "%s is in %s #%" PRIu64 ", %.1f s behind ranks %s "
+                     "(in %s #%" PRIu64 ")",
+                     who, op_name(&v->rec), v->rec.nstarted, lead_s, list, lead_op, top);
         else
-            snprintf(line, sizeof(line), "%s has not called op #%" PRIu64 " yet (finished #%"
-                     PRIu64 "), %.1f s behind ranks %s (in %s #%" PRIu64 ")", who,
-                     v->rec.nfinished + 1, v->rec.nfinished, lead_s, list, lead_op, top);
+            snprintf(line, sizeof(line),
+                     "%s has not called op #%" PRIu64 " yet (finished #%" PRIu64
+                     "), %.1f s behind ranks %s (in %s #%" PRIu64 ")",
+                     who, v->rec.nfinished + 1, v->rec.nfinished, lead_s, list, lead_op, top);
         emit(sb, is_json, first, line);
     }
     free(ahead);
@@ -265,9 +272,10 @@ static void find_inside(struct ac_ras_strbuf *sb, bool is_json, bool *first,
     }
     if (nin > 0 && (age >= SLOW_S || is_verbose || is_mismatch)) {
         rank_list(in, cv->nranks, list, sizeof(list));
-        snprintf(line, sizeof(line), "ranks %s are inside %s #%" PRIu64 " (longest %.1f s)%s",
-                 list, ac_ras_coll_name(coll), seq, age,
-                 is_mismatch ? "; MISMATCH: they called different operations with this number" : "");
+        snprintf(line, sizeof(line), "ranks %s are inside %s #%" PRIu64 " (longest %.1f s)%s", list,
+                 ac_ras_coll_name(coll), seq, age,
+                 is_mismatch ? "; MISMATCH: they called different operations with this number"
+                             : "");
         emit(sb, is_json, first, line);
     }
     if (nidle > 0 && (is_verbose || (nin > 0 && age >= SLOW_S))) {
@@ -322,8 +330,7 @@ static int collect_comms(struct comm_view **out)
     return n;
 }
 
-static void report_processes(struct ac_ras_strbuf *sb, bool is_json, uint64_t query,
-                             uint64_t now)
+static void report_processes(struct ac_ras_strbuf *sb, bool is_json, uint64_t query, uint64_t now)
 {
     int nnodes = 1;
     for (int i = 0; i < ac_ras_g.nprocs; i++) {
@@ -338,9 +345,10 @@ static void report_processes(struct ac_ras_strbuf *sb, bool is_json, uint64_t qu
         ac_ras_sb_printf(sb, "Processes:\n  pid %d on %s: this process\n", (int)getpid(),
                          ac_ras_g.self_host);
     } else {
-        ac_ras_sb_printf(sb, "\"nodes\":%d,\"processes\":[{\"pid\":%d,\"host\":\"%s\","
-                         "\"state\":\"ok\",\"self\":true}", nnodes, (int)getpid(),
-                         ac_ras_g.self_host);
+        ac_ras_sb_printf(sb,
+                         "\"nodes\":%d,\"processes\":[{\"pid\":%d,\"host\":\"%s\","
+                         "\"state\":\"ok\",\"self\":true}",
+                         nnodes, (int)getpid(), ac_ras_g.self_host);
     }
     for (int i = 0; i < ac_ras_g.nprocs; i++) {
         const struct ac_ras_proc *p = &ac_ras_g.procs[i];
@@ -348,9 +356,10 @@ static void report_processes(struct ac_ras_strbuf *sb, bool is_json, uint64_t qu
         view_from_proc(&v, p, query, now);
         double heard = age_s(p->last_rx_ns, now);
         if (is_json) {
-            ac_ras_sb_printf(sb, ",{\"pid\":%u,\"host\":\"%s\",\"state\":\"%s\","
-                             "\"last_heard_s\":%.3f}", p->addr.pid, p->host,
-                             state_names[v.state], heard);
+            ac_ras_sb_printf(sb,
+                             ",{\"pid\":%u,\"host\":\"%s\",\"state\":\"%s\","
+                             "\"last_heard_s\":%.3f}",
+                             p->addr.pid, p->host, state_names[v.state], heard);
             continue;
         }
         ac_ras_sb_printf(sb, "  pid %u on %s: %s", p->addr.pid, p->host,
@@ -381,14 +390,17 @@ static void report_comm(struct ac_ras_strbuf *sb, bool is_json, bool is_verbose,
         nok += cv->ranks[r].state == V_OK;
     }
     if (is_json) {
-        ac_ras_sb_printf(sb, "%s{\"hash\":\"0x%016" PRIx64 "\",\"nranks\":%d,\"nprocesses\":%d,"
-                         "\"ranks\":[", is_first_comm ? "" : ",", cv->hash, cv->nranks, nprocs);
+        ac_ras_sb_printf(sb,
+                         "%s{\"hash\":\"0x%016" PRIx64 "\",\"nranks\":%d,\"nprocesses\":%d,"
+                         "\"ranks\":[",
+                         is_first_comm ? "" : ",", cv->hash, cv->nranks, nprocs);
         for (int r = 0; r < cv->nranks; r++) {
             const struct rank_view *v = &cv->ranks[r];
             ac_ras_sb_printf(sb, "%s{\"rank\":%d,\"pid\":%d,\"host\":\"%s\",\"state\":\"%s\"",
                              r ? "," : "", r, v->pid, v->host, state_names[v->state]);
             if (v->has_rec)
-                ac_ras_sb_printf(sb, ",\"enqueued\":%" PRIu64 ",\"started\":%" PRIu64
+                ac_ras_sb_printf(sb,
+                                 ",\"enqueued\":%" PRIu64 ",\"started\":%" PRIu64
                                  ",\"finished\":%" PRIu64 ",\"current\":\"%s\","
                                  "\"current_age_s\":%.3f,\"data_age_s\":%.3f,\"last_error\":%d",
                                  v->rec.nenqueued, v->rec.nstarted, v->rec.nfinished,
@@ -414,15 +426,18 @@ static void report_comm(struct ac_ras_strbuf *sb, bool is_json, bool is_verbose,
             emit(sb, is_json, &first, line);
         }
         if (is_verbose && v->has_rec) {
-            snprintf(line, sizeof(line), "rank %d (pid %d): enqueued %" PRIu64 ", started %"
-                     PRIu64 ", finished %" PRIu64, r, v->pid, v->rec.nenqueued, v->rec.nstarted,
-                     v->rec.nfinished);
+            snprintf(line, sizeof(line),
+                     "rank %d (pid %d): enqueued %" PRIu64 ", started %" PRIu64
+                     ", finished %" PRIu64,
+                     r, v->pid, v->rec.nenqueued, v->rec.nstarted, v->rec.nfinished);
             emit(sb, is_json, &first, line);
         }
     }
     if (first && !is_json)
-        ac_ras_sb_printf(sb, "    all ranks answered; none is stuck (no operation older than "
-                         "%.0f s)\n", SLOW_S);
+        ac_ras_sb_printf(sb,
+                         "    all ranks answered; none is stuck (no operation older than "
+                         "%.0f s)\n",
+                         SLOW_S);
     if (is_json)
         ac_ras_sb_printf(sb, "]}");
 }

@@ -40,14 +40,38 @@ static uint64_t get_le(struct ac_ras_buf *b, int n)
     return v;
 }
 
-void ac_ras_put_u8(struct ac_ras_buf *b, uint8_t v) { put_le(b, v, 1); }
-void ac_ras_put_u16(struct ac_ras_buf *b, uint16_t v) { put_le(b, v, 2); }
-void ac_ras_put_u32(struct ac_ras_buf *b, uint32_t v) { put_le(b, v, 4); }
-void ac_ras_put_u64(struct ac_ras_buf *b, uint64_t v) { put_le(b, v, 8); }
-uint8_t ac_ras_get_u8(struct ac_ras_buf *b) { return (uint8_t)get_le(b, 1); }
-uint16_t ac_ras_get_u16(struct ac_ras_buf *b) { return (uint16_t)get_le(b, 2); }
-uint32_t ac_ras_get_u32(struct ac_ras_buf *b) { return (uint32_t)get_le(b, 4); }
-uint64_t ac_ras_get_u64(struct ac_ras_buf *b) { return get_le(b, 8); }
+void ac_ras_put_u8(struct ac_ras_buf *b, uint8_t v)
+{
+    put_le(b, v, 1);
+}
+void ac_ras_put_u16(struct ac_ras_buf *b, uint16_t v)
+{
+    put_le(b, v, 2);
+}
+void ac_ras_put_u32(struct ac_ras_buf *b, uint32_t v)
+{
+    put_le(b, v, 4);
+}
+void ac_ras_put_u64(struct ac_ras_buf *b, uint64_t v)
+{
+    put_le(b, v, 8);
+}
+uint8_t ac_ras_get_u8(struct ac_ras_buf *b)
+{
+    return (uint8_t)get_le(b, 1);
+}
+uint16_t ac_ras_get_u16(struct ac_ras_buf *b)
+{
+    return (uint16_t)get_le(b, 2);
+}
+uint32_t ac_ras_get_u32(struct ac_ras_buf *b)
+{
+    return (uint32_t)get_le(b, 4);
+}
+uint64_t ac_ras_get_u64(struct ac_ras_buf *b)
+{
+    return get_le(b, 8);
+}
 
 void ac_ras_put_bytes(struct ac_ras_buf *b, const void *p, size_t n)
 {
@@ -246,7 +270,10 @@ struct sha256 {
     uint64_t total;
 };
 
-static uint32_t ror(uint32_t x, int n) { return (x >> n) | (x << (32 - n)); }
+static uint32_t ror(uint32_t x, int n)
+{
+    return (x >> n) | (x << (32 - n));
+}
 
 static void sha_compress(struct sha256 *s, const uint8_t *p)
 {

@@ -19,13 +19,13 @@
 #define AC_RAS_MAX_RECORDS 1024
 
 enum ac_ras_msg_type {
-    AC_RAS_MSG_HELLO = 1,      /* key id, nonce, sender identity, MAC: first message of a conn */
-    AC_RAS_MSG_HELLO_ACK = 2,  /* u32 status: 0 accepted */
-    AC_RAS_MSG_KEEPALIVE = 3,  /* u64 sender ns, progress records */
-    AC_RAS_MSG_DEAD_PEER = 4,  /* the process at an address is dead */
-    AC_RAS_MSG_QUERY = 5,      /* u64 query id */
-    AC_RAS_MSG_REPLY = 6,      /* u64 query id, progress records */
-    AC_RAS_MSG_BYE = 7,        /* the sender closes this connection on purpose (not a death) */
+    AC_RAS_MSG_HELLO = 1,     /* key id, nonce, sender identity, MAC: first message of a conn */
+    AC_RAS_MSG_HELLO_ACK = 2, /* u32 status: 0 accepted */
+    AC_RAS_MSG_KEEPALIVE = 3, /* u64 sender ns, progress records */
+    AC_RAS_MSG_DEAD_PEER = 4, /* the process at an address is dead */
+    AC_RAS_MSG_QUERY = 5,     /* u64 query id */
+    AC_RAS_MSG_REPLY = 6,     /* u64 query id, progress records */
+    AC_RAS_MSG_BYE = 7,       /* the sender closes this connection on purpose (not a death) */
 };
 
 struct ac_ras_hdr {
@@ -40,18 +40,18 @@ struct ac_ras_hdr {
 
 /* A process's RAS listening address as published in the bootstrap allgather and in messages. */
 struct ac_ras_addr {
-    uint8_t family;  /* 4 or 6; 0: this process runs no RAS thread */
-    uint8_t ip[16];  /* v4 in the first 4 bytes */
+    uint8_t family; /* 4 or 6; 0: this process runs no RAS thread */
+    uint8_t ip[16]; /* v4 in the first 4 bytes */
     uint16_t port;
     uint32_t pid;
 };
 #define AC_RAS_ADDR_BYTES 24
 
 struct ac_ras_hello {
-    uint64_t key_id;                     /* names the key (never the key itself) */
+    uint64_t key_id; /* names the key (never the key itself) */
     uint8_t nonce[AC_RAS_NONCE_BYTES];
     struct ac_ras_addr from;
-    uint8_t mac[AC_RAS_MAC_BYTES];       /* HMAC-SHA256(key, everything above), truncated */
+    uint8_t mac[AC_RAS_MAC_BYTES]; /* HMAC-SHA256(key, everything above), truncated */
 };
 
 /* One rank's progress on one communicator. Times are ages (ms before the message was built), as
@@ -60,13 +60,13 @@ struct ac_ras_record {
     uint64_t comm_hash;
     uint32_t nranks;
     uint32_t rank;
-    uint64_t nenqueued;   /* seq of the last op enqueued (ops are numbered from 1) */
+    uint64_t nenqueued; /* seq of the last op enqueued (ops are numbered from 1) */
     uint64_t nstarted;
     uint64_t nfinished;
-    int32_t cur_coll;     /* enum ac_coll of op #nstarted; -1 when none */
-    uint32_t cur_age_ms;  /* since op #nstarted started; UINT32_MAX: none */
-    int32_t last_error;   /* ncclResult_t of the last failed op, 0 when none */
-    uint32_t flags;       /* AC_RAS_REC_* */
+    int32_t cur_coll;    /* enum ac_coll of op #nstarted; -1 when none */
+    uint32_t cur_age_ms; /* since op #nstarted started; UINT32_MAX: none */
+    int32_t last_error;  /* ncclResult_t of the last failed op, 0 when none */
+    uint32_t flags;      /* AC_RAS_REC_* */
 };
 #define AC_RAS_RECORD_BYTES 56
 #define AC_RAS_REC_ABORTED 1u
@@ -91,7 +91,10 @@ uint16_t ac_ras_get_u16(struct ac_ras_buf *b);
 uint32_t ac_ras_get_u32(struct ac_ras_buf *b);
 uint64_t ac_ras_get_u64(struct ac_ras_buf *b);
 void ac_ras_get_bytes(struct ac_ras_buf *b, void *p, size_t n);
-static inline size_t ac_ras_buf_left(const struct ac_ras_buf *b) { return b->len - b->pos; }
+static inline size_t ac_ras_buf_left(const struct ac_ras_buf *b)
+{
+    return b->len - b->pos;
+}
 
 void ac_ras_hdr_encode(const struct ac_ras_hdr *h, uint8_t out[AC_RAS_HDR_BYTES]);
 /* Checks magic, version and length bound; on failure *why_out says what was wrong. */

@@ -80,8 +80,8 @@ static int run_loop(const struct opts *o, int rank, ncclComm_t comm)
         for (int k = 0; k < COUNT; k++) {
             float want = (float)(o->nranks * (o->nranks - 1) / 2 + o->nranks * (k % 7));
             if (buf[k] != want) {
-                printf("WRONG %d iteration %ld element %d: %g, expected %g\n", rank, i, k,
-                       buf[k], want);
+                printf("WRONG %d iteration %ld element %d: %g, expected %g\n", rank, i, k, buf[k],
+                       want);
                 return 4;
             }
         }
@@ -172,9 +172,9 @@ static size_t bad_ras_hello(uint8_t *m)
     m[8] = 64; /* payload: key id 8, nonce 16, address 24, mac 16 */
     for (int i = 24; i < 24 + 24; i++)
         m[i] = (uint8_t)(i * 37);
-    m[24 + 24] = 4;               /* address family v4 */
+    m[24 + 24] = 4; /* address family v4 */
     m[24 + 26] = 127, m[24 + 29] = 1;
-    m[24 + 42] = 0x12;            /* port */
+    m[24 + 42] = 0x12; /* port */
     return 24 + 64;
 }
 
@@ -226,7 +226,8 @@ static int listening_ports(int pid, int *ports, uint32_t *ips, int max)
         unsigned ip, port, state;
         unsigned long inode;
         if (sscanf(line, " %*d: %x:%x %*x:%*x %x %*x:%*x %*x:%*x %*x %*d %*d %lu", &ip, &port,
-                   &state, &inode) != 4 || state != 0x0A)
+                   &state, &inode) != 4 ||
+            state != 0x0A)
             continue;
         for (int i = 0; i < ninodes && n < max; i++) {
             if (inodes[i] == inode) {

@@ -80,7 +80,10 @@ Test(ras_wire, reader_never_passes_the_end, .timeout = 10)
     cr_expect_eq(w.pos, 2u);
 }
 
-static void key_of(uint8_t key[8]) { memcpy(key, "\x11\x22\x33\x44\x55\x66\x77\x88", 8); }
+static void key_of(uint8_t key[8])
+{
+    memcpy(key, "\x11\x22\x33\x44\x55\x66\x77\x88", 8);
+}
 
 Test(ras_wire, hello_mac, .timeout = 10)
 {
@@ -118,10 +121,12 @@ Test(ras_wire, hello_mac, .timeout = 10)
 
 Test(ras_wire, records_roundtrip_and_bounds, .timeout = 10)
 {
-    struct ac_ras_record in[2] = {
-        {0x1122334455667788ull, 8, 3, 1045, 1042, 1041, 0, 15000, 0, 0},
-        {0x99, 2, 1, 5, 5, 5, -1, UINT32_MAX, 6, 1},
-    }, out[2];
+    struct ac_ras_record in[2] =
+        {
+            {0x1122334455667788ull, 8, 3, 1045, 1042, 1041, 0, 15000, 0, 0},
+            {0x99, 2, 1, 5, 5, 5, -1, UINT32_MAX, 6, 1},
+        },
+                         out[2];
     uint8_t buf[4 + 2 * AC_RAS_RECORD_BYTES];
     struct ac_ras_buf w, r;
     uint32_t n = 0;
