@@ -1,10 +1,17 @@
 /* TCP loopback probe for perf/compare.sh: one sender thread and one receiver thread stream
  * -t bytes over one connection on 127.0.0.1 with -b byte send/recv calls; the receiver answers
- * one byte once it has everything, and the sender times from its first byte to that answer.
- * Best and median of -r runs, in GB/s (payload bytes per second).
+ * one byte once it has everything. With -s S, S such connections (S sender and S receiver
+ * threads) stream at once and the rate is their sum: what the cores sustain together, which
+ * one stream alone does not show (its two ends leave each other idle part of the time).
+ * Each end walks its calls through a -B byte buffer (default: one call's, hot in the caches, as
+ * a transport's staging chunks are; -B 256M measures out-of-cache user buffers), written once
+ * beforehand so that its pages exist (and are not the shared zero page). Each run is timed from the
+ * common start to the last answer. Best and median of -r runs, in GB/s (payload bytes per second,
+ * all streams).
  *
- * Usage: probe_tcp [-t total bytes (default 1G)] [-b bytes per call (default 4M)] [-r runs]
- * Prints one line: "tcp <best GB/s> <median GB/s>". */
+ * Usage: probe_tcp [-t bytes per stream (default 1G)] [-b bytes per call (default 4M)]
+ *                  [-r runs] [-s streams (default 1)] [-B buffer bytes (default -b)]
+ * Prints one line: "tcp <best GB/s> <median GB/s>" ("tcp<S>x" for S > 1 streams). */
 #ifndef _GNU_SOURCE
 #define _GNU_SOURCE
 #endif
@@ -20,12 +27,22 @@
 #include <unistd.h>
 
 #define MAX_RUNS 64
+#define MAX_STREAMS 64
 
 struct probe {
     size_t total, chunk;
-    int runs;
+    size_t span; /* bytes of each end's buffer the calls walk through (beyond the caches) */
+    int runs, streams;
+    pthread_barrier_t start, end; /* the senders and the timing thread, per run */
+};
+
+struct stream {
+    struct probe *p;
+    struct sockaddr_in addr;
     int listen_fd;
-    int rc; /* receiver's status */
+    int rc;      /* receiver's status */
+    int send_rc; /* sender's status */
+    pthread_t receiver, sender;
 };
 
 static double now(void)
@@ -49,21 +66,30 @@ static int xfer(int fd, char *buf, size_t len, int sending)
     return 0;
 }
 
+static char *touched_buffer(size_t bytes)
+{
+    char *buf = malloc(bytes);
+    if (buf != NULL)
+        memset(buf, 1, bytes);
+    return buf;
+}
+
 /* Receives -t bytes per run and answers one byte. */
 static void *receiver(void *arg)
 {
-    struct probe *p = arg;
-    char *buf = malloc(p->chunk);
-    int fd = accept(p->listen_fd, NULL, NULL);
-    p->rc = buf == NULL || fd < 0 ? -1 : 0;
-    for (int r = 0; r < p->runs && p->rc == 0; r++) {
-        for (size_t left = p->total; left > 0 && p->rc == 0;) {
+    struct stream *st = arg;
+    const struct probe *p = st->p;
+    char *buf = touched_buffer(p->span);
+    int fd = accept(st->listen_fd, NULL, NULL);
+    st->rc = buf == NULL || fd < 0 ? -1 : 0;
+    for (int r = 0; r < p->runs && st->rc == 0; r++) {
+        for (size_t left = p->total; left > 0 && st->rc == 0;) {
             size_t len = left < p->chunk ? left : p->chunk;
-            p->rc = xfer(fd, buf, len, 0);
+            st->rc = xfer(fd, buf + (p->total - left) % (p->span / p->chunk * p->chunk), len, 0);
             left -= len;
         }
-        if (p->rc == 0)
-            p->rc = xfer(fd, buf, 1, 1);
+        if (st->rc == 0)
+            st->rc = xfer(fd, buf, 1, 1);
     }
     if (fd >= 0)
         close(fd);
@@ -87,30 +113,36 @@ static int listen_loopback(struct sockaddr_in *addr)
     return fd;
 }
 
-/* Sends the runs; fills gbps[] with each run's rate. */
-static int send_runs(struct probe *p, const struct sockaddr_in *addr, double *gbps)
+/* Sends each run between the two barriers; a failed stream keeps meeting them, so that the
+ * others and the timing thread never wait for it. */
+static void *sender(void *arg)
 {
-    char *buf = calloc(1, p->chunk);
-    int fd = socket(AF_INET, SOCK_STREAM, 0), rc = 0;
-    if (buf == NULL || fd < 0 || connect(fd, (const struct sockaddr *)addr, sizeof(*addr)) != 0) {
+    struct stream *st = arg;
+    const struct probe *p = st->p;
+    char *buf = touched_buffer(p->span);
+    int fd = socket(AF_INET, SOCK_STREAM, 0);
+    st->send_rc = 0;
+    if (buf == NULL || fd < 0 ||
+        connect(fd, (const struct sockaddr *)&st->addr, sizeof(st->addr)) != 0) {
         perror("probe_tcp: connect to 127.0.0.1");
-        rc = -1;
+        st->send_rc = -1;
     }
-    for (int r = 0; r < p->runs && rc == 0; r++) {
-        double t0 = now();
-        for (size_t left = p->total; left > 0 && rc == 0;) {
+    for (int r = 0; r < p->runs; r++) {
+        pthread_barrier_wait(&st->p->start);
+        for (size_t left = p->total; left > 0 && st->send_rc == 0;) {
             size_t len = left < p->chunk ? left : p->chunk;
-            rc = xfer(fd, buf, len, 1);
+            st->send_rc =
+                xfer(fd, buf + (p->total - left) % (p->span / p->chunk * p->chunk), len, 1);
             left -= len;
         }
-        if (rc == 0)
-            rc = xfer(fd, buf, 1, 0);
-        gbps[r] = (double)p->total / (now() - t0) / 1e9;
+        if (st->send_rc == 0)
+            st->send_rc = xfer(fd, buf, 1, 0);
+        pthread_barrier_wait(&st->p->end);
     }
     if (fd >= 0)
         close(fd);
     free(buf);
-    return rc;
+    return NULL;
 }
 
 static int cmp_double(const void *a, const void *b)
@@ -122,8 +154,8 @@ static int cmp_double(const void *a, const void *b)
 static int parse(int argc, char **argv, struct probe *p)
 {
     int c;
-    *p = (struct probe){.total = 1UL << 30, .chunk = 4UL << 20, .runs = 5};
-    while ((c = getopt(argc, argv, "t:b:r:")) != -1) {
+    *p = (struct probe){.total = 1UL << 30, .chunk = 4UL << 20, .runs = 5, .streams = 1, .span = 0};
+    while ((c = getopt(argc, argv, "t:b:r:s:B:")) != -1) {
         char *end = NULL;
         unsigned long long v = strtoull(optarg != NULL ? optarg : "", &end, 10);
         if (c == '?' || end == optarg)
@@ -138,40 +170,90 @@ static int parse(int argc, char **argv, struct probe *p)
             p->total = v;
         else if (c == 'b')
             p->chunk = v;
+        else if (c == 's')
+            p->streams = (int)v;
+        else if (c == 'B')
+            p->span = v;
         else
             p->runs = (int)v;
     }
+    if (p->streams < 1 || p->streams > MAX_STREAMS || p->chunk == 0)
+        return -1;
+    if (p->span < p->chunk)
+        p->span = p->chunk;
     return p->total > 0 && p->chunk > 0 && p->runs >= 1 && p->runs <= MAX_RUNS ? 0 : -1;
+}
+
+/* Starts the receiver and the sender of every stream; returns the number started. */
+static int start_streams(struct probe *p, struct stream *st)
+{
+    for (int i = 0; i < p->streams; i++) {
+        st[i] = (struct stream){.p = p};
+        if ((st[i].listen_fd = listen_loopback(&st[i].addr)) < 0)
+            return i;
+        if (pthread_create(&st[i].receiver, NULL, receiver, &st[i]) != 0) {
+            close(st[i].listen_fd);
+            return i;
+        }
+        if (pthread_create(&st[i].sender, NULL, sender, &st[i]) != 0) {
+            shutdown(st[i].listen_fd, SHUT_RDWR);
+            pthread_join(st[i].receiver, NULL);
+            close(st[i].listen_fd);
+            return i;
+        }
+    }
+    return p->streams;
+}
+
+static void report(const struct probe *p, double *gbps)
+{
+    qsort(gbps, (size_t)p->runs, sizeof(gbps[0]), cmp_double);
+    double median =
+        p->runs % 2 ? gbps[p->runs / 2] : (gbps[p->runs / 2 - 1] + gbps[p->runs / 2]) / 2;
+    if (p->streams > 1)
+        printf("tcp%dx %.3f %.3f\n", p->streams, gbps[p->runs - 1], median);
+    else
+        printf("tcp %.3f %.3f\n", gbps[p->runs - 1], median);
 }
 
 int main(int argc, char **argv)
 {
     struct probe p;
-    struct sockaddr_in addr;
-    pthread_t thread;
+    static struct stream st[MAX_STREAMS];
     double gbps[MAX_RUNS];
+    int rc = 0;
     if (parse(argc, argv, &p) != 0) {
-        fprintf(stderr, "usage: probe_tcp [-t total bytes] [-b bytes per call] [-r runs 1-%d]\n",
-                MAX_RUNS);
+        fprintf(stderr,
+                "usage: probe_tcp [-t bytes per stream] [-b bytes per call] [-r runs 1-%d] "
+                "[-s streams 1-%d] [-B buffer bytes]\n",
+                MAX_RUNS, MAX_STREAMS);
         return 2;
     }
-    if ((p.listen_fd = listen_loopback(&addr)) < 0)
-        return 1;
-    if (pthread_create(&thread, NULL, receiver, &p) != 0) {
-        fprintf(stderr, "probe_tcp: cannot start the receiver thread\n");
+    pthread_barrier_init(&p.start, NULL, (unsigned)p.streams + 1);
+    pthread_barrier_init(&p.end, NULL, (unsigned)p.streams + 1);
+    if (start_streams(&p, st) != p.streams) {
+        /* The streams started wait at the first barrier forever: exit without joining. */
+        fprintf(stderr, "probe_tcp: cannot start %d streams on 127.0.0.1\n", p.streams);
         return 1;
     }
-    int rc = send_runs(&p, &addr, gbps);
-    if (rc != 0)
-        shutdown(p.listen_fd, SHUT_RDWR); /* a receiver still in accept() returns */
-    pthread_join(thread, NULL);
-    close(p.listen_fd);
-    if (rc != 0 || p.rc != 0) {
+    for (int r = 0; r < p.runs; r++) {
+        pthread_barrier_wait(&p.start);
+        double t0 = now();
+        pthread_barrier_wait(&p.end);
+        gbps[r] = (double)p.total * p.streams / (now() - t0) / 1e9;
+    }
+    for (int i = 0; i < p.streams; i++) {
+        pthread_join(st[i].sender, NULL);
+        if (st[i].send_rc != 0)
+            shutdown(st[i].listen_fd, SHUT_RDWR); /* a receiver still in accept() returns */
+        pthread_join(st[i].receiver, NULL);
+        close(st[i].listen_fd);
+        rc |= st[i].send_rc | st[i].rc;
+    }
+    if (rc != 0) {
         fprintf(stderr, "probe_tcp: transfer over 127.0.0.1 failed\n");
         return 1;
     }
-    qsort(gbps, (size_t)p.runs, sizeof(gbps[0]), cmp_double);
-    double median = p.runs % 2 ? gbps[p.runs / 2] : (gbps[p.runs / 2 - 1] + gbps[p.runs / 2]) / 2;
-    printf("tcp %.3f %.3f\n", gbps[p.runs - 1], median);
+    report(&p, gbps);
     return 0;
 }
