@@ -57,6 +57,14 @@ struct comm_view {
     struct rank_view *ranks;
 };
 
+/* Communicator sizes come from peers: bounded like the bootstrap's. */
+#define MAX_RANKS (1 << 20)
+
+static bool *new_flags(int n)
+{
+    return n > 0 && n <= MAX_RANKS ? calloc((size_t)n, sizeof(bool)) : NULL;
+}
+
 static double age_s(uint64_t then, uint64_t now)
 {
     return now > then ? (now - then) / 1e9 : 0;
@@ -205,7 +213,7 @@ static void find_behind(struct ac_ras_strbuf *sb, bool is_json, bool *first,
     for (int r = 0; r < cv->nranks; r++)
         if (cv->ranks[r].has_rec && cv->ranks[r].rec.nstarted > top)
             top = cv->ranks[r].rec.nstarted;
-    bool *ahead = calloc((size_t)cv->nranks, sizeof(bool));
+    bool *ahead = new_flags(cv->nranks);
     if (!ahead)
         return;
     double lead_s = 0;
@@ -244,8 +252,8 @@ static void find_behind(struct ac_ras_strbuf *sb, bool is_json, bool *first,
 static void find_inside(struct ac_ras_strbuf *sb, bool is_json, bool *first,
                         const struct comm_view *cv, bool is_verbose)
 {
-    bool *in = calloc((size_t)cv->nranks, sizeof(bool));
-    bool *idle = calloc((size_t)cv->nranks, sizeof(bool));
+    bool *in = new_flags(cv->nranks);
+    bool *idle = new_flags(cv->nranks);
     char list[256], line[512];
     int nin = 0, nidle = 0, coll = -2;
     bool is_mismatch = false;
@@ -476,6 +484,8 @@ void ac_ras_report(struct ac_ras_strbuf *sb, bool is_json, bool is_verbose, uint
     else
         ac_ras_sb_printf(sb, "Communicators: %d\n", ncomms);
     for (int i = 0; i < ncomms; i++) {
+        if (cvs[i].nranks <= 0 || cvs[i].nranks > MAX_RANKS)
+            continue;
         cvs[i].ranks = calloc((size_t)cvs[i].nranks, sizeof(struct rank_view));
         if (!cvs[i].ranks)
             continue;

@@ -243,7 +243,8 @@ bool ac_ras_records_get(struct ac_ras_buf *b, struct ac_ras_record *r_out, uint3
         r->cur_age_ms = ac_ras_get_u32(b);
         r->last_error = (int32_t)ac_ras_get_u32(b);
         r->flags = ac_ras_get_u32(b);
-        if (r->rank >= r->nranks || r->nstarted > r->nenqueued || r->nfinished > r->nstarted)
+        if (r->nranks > (1u << 20) || r->rank >= r->nranks || r->nstarted > r->nenqueued ||
+            r->nfinished > r->nstarted)
             return false;
     }
     *n_out = n;

@@ -62,15 +62,18 @@ static void report_error(int rank, ncclResult_t res)
     fflush(stdout);
 }
 
+/* The ranks stop together: rank 0 decides (time or iterations) and sums a flag into the last
+ * element, so every rank sees the decision after the same allreduce. */
 static int run_loop(const struct opts *o, int rank, ncclComm_t comm)
 {
-    float *buf = malloc(COUNT * sizeof(float));
+    float *buf = malloc((COUNT + 1) * sizeof(float));
     double end = mono_s() + o->seconds;
     long i = 0;
-    for (; i < o->iters && mono_s() < end; i++) {
+    for (bool is_last = false; !is_last; i++) {
         for (int k = 0; k < COUNT; k++)
             buf[k] = (float)(rank + k % 7);
-        ncclResult_t res = ncclAllReduce(buf, buf, COUNT, ncclFloat, ncclSum, comm, NULL);
+        buf[COUNT] = rank == 0 && (i + 1 >= o->iters || mono_s() >= end) ? 1.0f : 0.0f;
+        ncclResult_t res = ncclAllReduce(buf, buf, COUNT + 1, ncclFloat, ncclSum, comm, NULL);
         if (res != ncclSuccess) {
             report_error(rank, res);
             sleep(2);
@@ -85,6 +88,7 @@ static int run_loop(const struct opts *o, int rank, ncclComm_t comm)
                 return 4;
             }
         }
+        is_last = buf[COUNT] != 0.0f;
         usleep(1000); /* be gentle with shared cores */
     }
     printf("DONE %d %ld\n", rank, i);

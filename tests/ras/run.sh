@@ -166,7 +166,8 @@ poke_test() {
     local ndone npoked
     ndone=$(grep -c '^DONE' "$WORK/out")
     npoked=$(grep -c '^POKED [0-9]' "$WORK/out")
-    if ((ndone != 4 || npoked != 4)) || grep -q '^WRONG\|^ERROR' "$WORK/out"; then
+    if ((ndone != 4 || npoked != 4)) || grep -q '^WRONG\|^ERROR' "$WORK/out" ||
+        (($(grep -c '^EXIT [0-9]* 0$' "$WORK/out") != 4)); then
         fail ras/garbage_connections "$ndone of 4 ranks finished, $npoked poked"
     else
         pass "ras/garbage_connections ($(grep '^POKED' "$WORK/out" | tr '\n' ' '))"
@@ -183,7 +184,9 @@ status_test() {
     timeout 15 "$CLIENT" --port "$port" --timeout 2 >"$WORK/report" 2>&1
     timeout 15 "$CLIENT" --port "$port" --timeout 2 --json >"$WORK/report.json" 2>&1
     wait_job 20
-    if ! grep -q "3 ranks in 3 process(es), 3 answered" "$WORK/report"; then
+    if (($(grep -c '^EXIT [0-9]* 0$' "$WORK/out") != 3)); then
+        fail ras/status "not every rank exited with status 0"
+    elif ! grep -q "3 ranks in 3 process(es), 3 answered" "$WORK/report"; then
         fail ras/status "report: $(head -c 600 "$WORK/report")"
     elif ! grep -q '"nranks":3' "$WORK/report.json"; then
         fail ras/status "json report: $(head -c 600 "$WORK/report.json")"
