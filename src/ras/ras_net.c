@@ -26,7 +26,10 @@
 
 #define AUTH_TIMEOUT_NS (5ull * 1000000000ull)
 #define MAX_OUT_BYTES (4u << 20)
-#define MESH_MAX 16
+#ifndef AC_RAS_MESH_MAX /* -DAC_RAS_MESH_MAX=2 tests the ring with a few processes */
+#define AC_RAS_MESH_MAX 16
+#endif
+#define MESH_MAX AC_RAS_MESH_MAX
 #define RING_REACH 2
 
 enum conn_state { C_CONNECTING, C_WAIT_ACK, C_AUTH, C_UP, C_CLOSED };
