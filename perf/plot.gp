@@ -9,6 +9,7 @@ set title ARG3
 set logscale x 2
 set logscale y 10
 set format x "%.0b%B"
+set format y "%g"
 set xlabel "message size (bytes, nccl-tests size column)"
 set ylabel "bus bandwidth (GB/s)"
 set key bottom right
