@@ -37,15 +37,16 @@ void ac_backoff_idle(struct ac_backoff *b)
     if (n < UINT32_MAX)
         b->idle_polls = n + 1;
     /* spin_count is at most 2^30 (config range), so the sums below cannot wrap. */
-    uint32_t spin = (uint32_t)ac_config_get()->spin_count;
+    uint32_t spin = b->is_oversubscribed ? 0 : (uint32_t)ac_config_get()->spin_count;
+    uint32_t yields = b->is_oversubscribed ? 16 * YIELD_POLLS : YIELD_POLLS;
     if (n < spin) {
         cpu_relax();
         return;
     }
-    if (n < spin + YIELD_POLLS) {
+    if (n < spin + yields) {
         sched_yield();
         return;
     }
-    struct timespec ts = {0, (long)sleep_ns_for(n - spin - YIELD_POLLS)};
+    struct timespec ts = {0, (long)sleep_ns_for(n - spin - yields)};
     nanosleep(&ts, NULL);
 }

@@ -2,6 +2,7 @@
 #ifndef AC_COMMON_TIME_H
 #define AC_COMMON_TIME_H
 
+#include <stdbool.h>
 #include <stdint.h>
 #include <time.h>
 
@@ -17,6 +18,9 @@ static inline uint64_t ac_now_ns(void)
  * whenever the loop made progress. */
 struct ac_backoff {
     uint32_t idle_polls;
+    /* More ranks than cores on this machine: the rank we wait for is probably not running, so
+     * spinning only delays it; yield at once, and keep yielding longer before sleeping. */
+    bool is_oversubscribed;
 };
 
 void ac_backoff_idle(struct ac_backoff *b);

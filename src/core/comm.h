@@ -43,6 +43,7 @@ struct ncclComm {
     struct ac_conn **send_conns;
     struct ac_conn **recv_conns;
 
+    bool is_oversubscribed;             /* more ranks on this node than usable cores */
     bool is_blocking;
     _Atomic int async_error;            /* ncclResult_t: ncclInProgress while init runs */
     volatile int abort_flag;            /* set by ncclCommAbort / Revoke: waits end */

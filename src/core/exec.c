@@ -354,6 +354,8 @@ static ncclResult_t run_loop(struct ac_run *run)
     uint64_t next_check = start + check_ns;
     int remaining = run->ntasks;
     bool is_flushing = true, is_second_look = false;
+    for (int i = 0; i < run->ncomms; i++)
+        backoff.is_oversubscribed |= run->comms[i]->is_oversubscribed;
     while (remaining > 0 || is_flushing) {
         bool progressed = false;
         is_flushing = false;

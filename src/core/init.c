@@ -6,6 +6,7 @@
 #include "core/enqueue.h"
 #include "ras/ras.h"
 
+#include <sched.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
@@ -75,6 +76,19 @@ static void pick_sizes(struct ncclComm *comm, const ncclConfig_t *config)
     comm->nchannels = nch < 1 ? 1 : nch > AC_MAX_CHANNELS ? AC_MAX_CHANNELS : (int)nch;
 }
 
+/* Ranks of all this node's communicators share the cores; this one's count is what we know. */
+static void check_oversubscribed(struct ncclComm *comm)
+{
+    cpu_set_t set;
+    int ncpus = sched_getaffinity(0, sizeof(set), &set) == 0 ? CPU_COUNT(&set) : 1;
+    int node = comm->layout.node_of[comm->rank];
+    int ppn = ac_layout_ppn(&comm->layout, node);
+    comm->is_oversubscribed = ppn > ncpus;
+    if (comm->is_oversubscribed)
+        AC_INFO(AC_SUB_INIT, "%d ranks on this node share %d cores: waiting ranks yield at once",
+                ppn, ncpus);
+}
+
 static ncclResult_t build_layout(struct ncclComm *comm)
 {
     uint64_t *hashes = calloc((size_t)comm->nranks, sizeof(*hashes));
@@ -115,6 +129,7 @@ ncclResult_t ac_comm_init(struct ncclComm *comm, const ncclUniqueId *id, int ran
     AC_CHECK(ac_bootstrap_allgather(comm->bs, comm->peers, sizeof(*comm->peers)));
     AC_CHECK(build_layout(comm));
     pick_sizes(comm, config);
+    check_oversubscribed(comm);
     if (config && config->commName)
         snprintf(comm->name, sizeof(comm->name), "%s", config->commName);
     AC_INFO(AC_SUB_INIT, "comm %p%s%s rank %d nranks %d: %d channel(s), %d slots of %zu bytes",
