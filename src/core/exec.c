@@ -60,9 +60,27 @@ static ncclResult_t collect_needs(const struct ac_run *run, struct ncclComm *com
 
 /* Several communicators set up at once (one thread driving several ranks) must not wait on each
  * other, so each gets its own thread; a single one connects in the calling thread. */
+/* After the first calls every connector exists: checking that is all the set-up a run needs. */
+static bool is_connected(const struct ac_run *run)
+{
+    for (int i = 0; i < run->ntasks; i++) {
+        const struct ac_task *t = &run->tasks[i].t;
+        struct ncclComm *comm = run->tasks[i].comm;
+        for (int k = 0; k < t->nrecv; k++)
+            if (!*ac_conn_slot(comm, t->conn_index, t->recv_peers[k], false))
+                return false;
+        for (int k = 0; k < t->nsend; k++)
+            if (!*ac_conn_slot(comm, t->conn_index, t->send_peers[k], true))
+                return false;
+    }
+    return true;
+}
+
 static ncclResult_t connect_all(const struct ac_run *run)
 {
     ncclResult_t res = ncclSuccess;
+    if (is_connected(run))
+        return ncclSuccess;
     struct connect_job *jobs = calloc((size_t)run->ncomms, sizeof(*jobs));
     pthread_t *threads = calloc((size_t)run->ncomms, sizeof(*threads));
     int nstarted = 0;
