@@ -77,6 +77,7 @@ ncclResult_t ac_layout_build(struct ac_layout *l, const uint64_t *host_hash, int
 {
     memset(l, 0, sizeof(*l));
     l->nranks = nranks;
+    l->nrails = 1;
     l->node_of = calloc((size_t)nranks, sizeof(int));
     l->local_of = calloc((size_t)nranks, sizeof(int));
     l->node_first = calloc((size_t)nranks + 1, sizeof(int));

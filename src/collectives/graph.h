@@ -11,6 +11,7 @@ struct ac_layout {
     int nranks;
     int nnodes;
     bool is_uniform;     /* every node has the same number of ranks */
+    int nrails;          /* NICs per node in use (distinct rails of node 0's ranks); >= 1 */
     int *node_of;        /* [nranks] node index, numbered by first appearance */
     int *local_of;       /* [nranks] rank within its node (by ascending global rank) */
     int *node_first;     /* [nnodes + 1] start of each node's ranks in node_ranks */

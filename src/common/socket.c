@@ -20,6 +20,10 @@
 #include <stdlib.h>
 #include <unistd.h>
 
+#ifndef IP_BIND_ADDRESS_NO_PORT
+#define IP_BIND_ADDRESS_NO_PORT 24 /* linux/in.h */
+#endif
+
 #define ABORT_POLL_MS 50
 #define CONNECT_RETRY_MAX_MS 100
 
@@ -327,6 +331,88 @@ ncclResult_t ac_socket_pick_addr(const struct sockaddr_storage *remote,
 }
 
 /* ------------------------------------------------------------------------------------------ */
+/* binding to a NIC                                                                             */
+
+ncclResult_t ac_socket_ifname_addr(const char *ifname, struct sockaddr_storage *addr_out)
+{
+    struct ifaddrs *all = NULL;
+    char list[AC_IFNAME_MAX + 2], name[AC_IFNAME_MAX];
+    struct sockaddr_storage addr;
+    if (getifaddrs(&all) != 0)
+        return AC_SYSFAIL("getifaddrs (listing network interfaces)");
+    snprintf(list, sizeof(list), "=%s", ifname);
+    bool found = find_interface(all, list, wanted_family(), &addr, name, sizeof(name));
+    freeifaddrs(all);
+    if (!found)
+        return AC_FAIL(ncclSystemError,
+                       "interface %s has no usable address (NCCL_SOCKET_FAMILY='%s'): is it up "
+                       "and configured?",
+                       ifname, ac_config_get()->socket_family ?: "");
+    ac_socket_addr_set_port(&addr, 0);
+    *addr_out = addr;
+    return ncclSuccess;
+}
+
+static const unsigned char *host_bytes(const struct sockaddr *sa, size_t *len)
+{
+    if (sa->sa_family == AF_INET6) {
+        *len = 16;
+        return ((const struct sockaddr_in6 *)(const void *)sa)->sin6_addr.s6_addr;
+    }
+    *len = 4;
+    return (const unsigned char *)&((const struct sockaddr_in *)(const void *)sa)->sin_addr;
+}
+
+/* Whether peer is inside the subnet of interface address ifa. */
+static bool on_subnet(const struct ifaddrs *ifa, const struct sockaddr_storage *peer)
+{
+    size_t n, m;
+    if (ifa->ifa_netmask == NULL || ifa->ifa_addr->sa_family != peer->ss_family)
+        return false;
+    const unsigned char *a = host_bytes(ifa->ifa_addr, &n);
+    const unsigned char *mask = host_bytes(ifa->ifa_netmask, &m);
+    const unsigned char *p = host_bytes((const struct sockaddr *)(const void *)peer, &m);
+    for (size_t i = 0; i < n; i++)
+        if ((a[i] & mask[i]) != (p[i] & mask[i]))
+            return false;
+    return true;
+}
+
+bool ac_socket_source_for(const struct sockaddr_storage *peer, const struct sockaddr_storage *own,
+                          struct sockaddr_storage *src_out)
+{
+    const char *list = ac_config_get()->socket_ifname;
+    struct ifaddrs *all = NULL;
+    bool has_own = own != NULL && own->ss_family == peer->ss_family, found = false;
+    if (getifaddrs(&all) != 0)
+        return false;
+    /* Pass 0: own address, if on the peer's subnet; pass 1: any allowed interface that is. */
+    for (int pass = 0; pass < 2 && !found; pass++) {
+        for (const struct ifaddrs *ifa = all; ifa != NULL && !found; ifa = ifa->ifa_next) {
+            struct sockaddr_storage a;
+            if (!is_usable_ifa(ifa, peer->ss_family) || !on_subnet(ifa, peer))
+                continue;
+            memset(&a, 0, sizeof(a));
+            memcpy(&a, ifa->ifa_addr, ac_socket_addr_len(peer));
+            bool is_allowed = list == NULL || *list == '\0' ||
+                              ac_socket_ifname_matches(list, ifa->ifa_name);
+            if (pass == 0 ? has_own && addr_host_equal(&a, own) : is_allowed) {
+                *src_out = a;
+                found = true;
+            }
+        }
+    }
+    freeifaddrs(all);
+    if (!found && has_own) {
+        *src_out = *own;
+        found = true;
+    }
+    if (found)
+        ac_socket_addr_set_port(src_out, 0);
+    return found;
+}
+
+/* ------------------------------------------------------------------------------------------ */
 /* connections                                                                                  */
 
 void ac_socket_init(struct ac_socket *s)
@@ -409,13 +495,22 @@ static bool is_retryable_connect(int err)
 }
 
 /* One attempt: 0 with *fd_out connected, or an errno. */
-static int try_connect(const struct sockaddr_storage *addr, uint64_t deadline_ns,
-                       volatile int *abort_flag, int *fd_out)
+static int try_connect(const struct sockaddr_storage *addr, const struct sockaddr_storage *src,
+                       uint64_t deadline_ns, volatile int *abort_flag, int *fd_out)
 {
     int fd = socket(addr->ss_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
     if (fd < 0)
         return errno;
-    int err = 0;
+    int err = 0, one = 1;
+    if (src != NULL) {
+        /* The port is chosen at connect, per destination: no early ephemeral-port exhaustion. */
+        setsockopt(fd, IPPROTO_IP, IP_BIND_ADDRESS_NO_PORT, &one, sizeof(one));
+        if (bind(fd, (const struct sockaddr *)src, ac_socket_addr_len(src)) != 0) {
+            err = errno;
+            close(fd);
+            return err;
+        }
+    }
     if (connect(fd, (const struct sockaddr *)addr, ac_socket_addr_len(addr)) != 0) {
         err = errno;
         if (err == EINPROGRESS) {
@@ -437,13 +532,27 @@ static int try_connect(const struct sockaddr_storage *addr, uint64_t deadline_ns
 ncclResult_t ac_socket_connect(struct ac_socket *s, const struct sockaddr_storage *addr,
                                uint64_t deadline_ns, volatile int *abort_flag)
 {
+    return ac_socket_connect_from(s, addr, NULL, deadline_ns, abort_flag);
+}
+
+ncclResult_t ac_socket_connect_from(struct ac_socket *s, const struct sockaddr_storage *addr,
+                                    const struct sockaddr_storage *src, uint64_t deadline_ns,
+                                    volatile int *abort_flag)
+{
     char str[AC_SOCKADDR_STRLEN];
     uint64_t sleep_ms = 1;
     int fd = -1, err, attempts = 0;
     ac_socket_addr_str(addr, str, sizeof(str));
     for (;;) {
         attempts++;
-        err = try_connect(addr, deadline_ns, abort_flag, &fd);
+        err = try_connect(addr, src, deadline_ns, abort_flag, &fd);
+        if (err == EADDRNOTAVAIL && src != NULL) { /* the source went away: let the kernel pick */
+            char from[AC_SOCKADDR_STRLEN];
+            AC_INFO(AC_SUB_NET, "connect to %s: cannot bind to %s (%s); using any source", str,
+                    ac_socket_addr_str(src, from, sizeof(from)), strerror(err));
+            src = NULL;
+            continue;
+        }
         if (err == 0 || !is_retryable_connect(err) ||
             (deadline_ns != 0 && ac_now_ns() >= deadline_ns))
             break;

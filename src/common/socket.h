@@ -53,6 +53,17 @@ ncclResult_t ac_socket_pick_addr(const struct sockaddr_storage *remote,
 /* Whether ifname matches an NCCL_SOCKET_IFNAME-style list ("eth,ib", "^docker", "=eth0"). */
 bool ac_socket_ifname_matches(const char *list, const char *ifname);
 
+/* --- binding to a NIC --- */
+
+/* The address (port 0) of interface ifname, IPv4 before IPv6 unless NCCL_SOCKET_FAMILY says. */
+ncclResult_t ac_socket_ifname_addr(const char *ifname, struct sockaddr_storage *addr_out);
+/* The source address for a connection to peer: own (this rank's NIC) when it is on the peer's
+ * subnet, else another interface of this host on that subnet (NCCL_SOCKET_IFNAME allowing), else
+ * own. False (leave the choice to the kernel) when own is NULL or of another family and no
+ * interface is on the peer's subnet. */
+bool ac_socket_source_for(const struct sockaddr_storage *peer, const struct sockaddr_storage *own,
+                          struct sockaddr_storage *src_out);
+
 /* --- connections --- */
 
 void ac_socket_init(struct ac_socket *s);
@@ -63,6 +74,11 @@ ncclResult_t ac_socket_listen(struct ac_socket *s, const struct sockaddr_storage
  * no deadline). Sets TCP_NODELAY. */
 ncclResult_t ac_socket_connect(struct ac_socket *s, const struct sockaddr_storage *addr,
                                uint64_t deadline_ns, volatile int *abort_flag);
+/* The same from source address src (port 0; NULL: the kernel picks). A source that cannot be
+ * bound (EADDRNOTAVAIL) is dropped with an INFO line. */
+ncclResult_t ac_socket_connect_from(struct ac_socket *s, const struct sockaddr_storage *addr,
+                                    const struct sockaddr_storage *src, uint64_t deadline_ns,
+                                    volatile int *abort_flag);
 /* Accepts one connection. When the deadline passes first, returns ncclSuccess with
  * out->fd == -1: the caller knows what it was waiting for and words the message. */
 ncclResult_t ac_socket_accept(struct ac_socket *listener, struct ac_socket *out,

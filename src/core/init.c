@@ -4,6 +4,7 @@
 #include "common/config.h"
 #include "core/api.h"
 #include "core/enqueue.h"
+#include "core/netdev.h"
 #include "ras/ras.h"
 
 #include <sched.h>
@@ -128,6 +129,7 @@ ncclResult_t ac_comm_init(struct ncclComm *comm, const ncclUniqueId *id, int ran
     fill_self_info(comm, &comm->peers[rank]);
     AC_CHECK(ac_bootstrap_allgather(comm->bs, comm->peers, sizeof(*comm->peers)));
     AC_CHECK(build_layout(comm));
+    AC_CHECK(ac_comm_pick_netdev(comm));
     pick_sizes(comm, config);
     check_oversubscribed(comm);
     if (config && config->commName)

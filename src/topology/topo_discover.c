@@ -1,11 +1,14 @@
 /* Discovery of this machine: sockets, NUMA nodes and cores from hwloc when built with it
  * (AC_HAVE_HWLOC, mk/topology.mk), else from /sys/devices/system/{node,cpu}; NICs (RDMA ports of
- * /sys/class/infiniband that are ACTIVE, interfaces of /sys/class/net backed by a device and up),
+ * /sys/class/infiniband that are ACTIVE, interfaces of /sys/class/net backed by a device and up,
+ * or named by NCCL_SOCKET_IFNAME),
  * GPUs (NVIDIA and AMD display/accelerator functions of /sys/bus/pci) and the PCI switches above
  * them from /sys in both cases. Finding nothing is not an error, except no NUMA node at all. */
 #include "topology/topo_internal.h"
 
 #include "common/check.h"
+#include "common/config.h"
+#include "common/socket.h"
 
 #include <dirent.h>
 #include <limits.h>
@@ -452,14 +455,27 @@ static bool listed_as_rdma(const struct ac_topo *t, const char *ifname)
     return false;
 }
 
-/* An interface counts when it is backed by a device (not lo, bridges, veth, tunnels) and up. */
+/* Whether NCCL_SOCKET_IFNAME names ifname (a list of names or prefixes, not an exclusion). */
+static bool named_by_user(const char *ifname)
+{
+    const char *list = ac_config_get()->socket_ifname;
+    return list != NULL && list[0] != '\0' && list[0] != '^' &&
+           ac_socket_ifname_matches(list, ifname);
+}
+
+/* An interface counts when it is up and backed by a device (not lo, bridges, veth, tunnels), or,
+ * whatever it is, when NCCL_SOCKET_IFNAME names it (the multi-node test bed's veth rails,
+ * containers): such a NIC has no PCI position and hangs under the first NUMA node. */
 static ncclResult_t discover_interface(struct ac_topo *t, const char *ifname)
 {
     char path[PATH_MAX], dev_path[PATH_MAX], state[32];
     sys_path(dev_path, sizeof(dev_path), "/class/net/%s/device", ifname);
     sys_path(path, sizeof(path), "/class/net/%s/operstate", ifname);
-    if (ifname[0] == '.' || access(dev_path, F_OK) != 0 || !read_line(path, state, sizeof(state)) ||
-        strcmp(state, "up") != 0 || listed_as_rdma(t, ifname))
+    bool is_named = named_by_user(ifname);
+    bool is_up = read_line(path, state, sizeof(state)) &&
+                 (strcmp(state, "up") == 0 || (is_named && strcmp(state, "unknown") == 0));
+    if (ifname[0] == '.' || (access(dev_path, F_OK) != 0 && !is_named) || !is_up ||
+        listed_as_rdma(t, ifname))
         return ncclSuccess;
     sys_path(path, sizeof(path), "/class/net/%s/speed", ifname);
     long mbps = read_long(path, -1);

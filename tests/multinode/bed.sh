@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # A rail-optimized multi-node cluster on one machine, made of network namespaces (issue 4).
 #
-#   bed.sh up K R [--rate RATE]   K nodes with R NICs each (RATE: tc rate per NIC, e.g. 1gbit)
+#   bed.sh up K R [--rate RATE] [--route0]
+#                                 K nodes with R NICs each (RATE: tc rate per NIC, e.g. 1gbit;
+#                                 --route0: see "Routing" below)
 #   bed.sh down                   removes every namespace (and so every link) of this bed
 #   bed.sh exec NODE CMD...       runs CMD inside node NODE's namespace (or spine, fabric)
 #   bed.sh counters [-v]          byte counters: spine, and what the nodes sent on each rail
@@ -17,7 +19,10 @@
 # with no bound source goes straight to the destination's rail). Source-based rules send a packet
 # whose source is NIC r's address through NIC r only: to rail r directly, to any other rail via the
 # spine (10.<net>.<r>.254). So traffic that leaves on one rail for another crosses the spine and
-# shows in its counters, as in a real rail-optimized fabric.
+# shows in its counters, as in a real rail-optimized fabric. With --route0 the main table reaches
+# the other rails' subnets through rail 0 and the spine instead (a host whose routes all point at
+# its first NIC): then only a socket bound to a NIC's address uses that NIC, which is what the
+# rail tests check the library does.
 #
 # Environment: BED_ID (default acbed-<pid of the caller>; must be acbed-<pid> with the pid of a live
 # process that owns the bed: namespaces of a dead owner are stale and removed by `up`), BED_NET
@@ -119,8 +124,8 @@ make_rails() { # R
     ip netns exec "$SPINE" sh -c 'echo 1 >/proc/sys/net/ipv4/ip_forward'
 }
 
-make_node() { # k R rate
-    local k=$1 nrails=$2 rate=$3 ns r a
+make_node() { # k R rate route0(1/0)
+    local k=$1 nrails=$2 rate=$3 route0=$4 ns r a
     ns=$(node_ns "$k")
     make_ns "$ns"
     for ((r = 0; r < nrails; r++)); do
@@ -135,6 +140,10 @@ make_node() { # k R rate
                 table $((100 + r))
         fi
         ip -n "$ns" rule add from "$a" table $((100 + r)) pref $((1000 + r))
+        if ((route0 && r > 0)); then
+            ip -n "$ns" route del "10.$BED_NET.$r.0/24" dev "rail$r"
+            ip -n "$ns" route add "10.$BED_NET.$r.0/24" via "$(addr 0 254)" dev rail0
+        fi
         if [[ -n $rate ]]; then
             cap "$ns" "rail$r" "$rate"
             cap "$FAB" "n${k}r$r" "$rate"
@@ -143,14 +152,16 @@ make_node() { # k R rate
 }
 
 up() {
-    local nnodes=${1:-} nrails=${2:-} rate="" k
-    [[ $nnodes =~ ^[0-9]+$ && $nrails =~ ^[0-9]+$ ]] || die "usage: bed.sh up K R [--rate RATE]"
+    local nnodes=${1:-} nrails=${2:-} rate="" route0=0 k
+    [[ $nnodes =~ ^[0-9]+$ && $nrails =~ ^[0-9]+$ ]] ||
+        die "usage: bed.sh up K R [--rate RATE] [--route0]"
     ((nnodes >= 1 && nnodes <= MAX_NODES)) || die "K=$nnodes: 1..$MAX_NODES nodes"
     ((nrails >= 1 && nrails <= MAX_RAILS)) || die "R=$nrails: 1..$MAX_RAILS rails"
     shift 2
     while (($# > 0)); do
         case $1 in
         --rate) rate=${2:?--rate needs a value such as 1gbit}; shift 2 ;;
+        --route0) route0=1; shift ;;
         *) die "unknown argument '$1'" ;;
         esac
     done
@@ -163,7 +174,7 @@ up() {
     make_ns "$SPINE"
     make_rails "$nrails"
     for ((k = 0; k < nnodes; k++)); do
-        make_node "$k" "$nrails" "$rate"
+        make_node "$k" "$nrails" "$rate" "$route0"
     done
     echo "K=$nnodes R=$nrails RATE=$rate" >"$(state_file)"
     trap - ERR INT TERM

@@ -1,16 +1,20 @@
 #!/usr/bin/env bash
 # The multi-node suite (issue 4): for each configuration, builds a bed of K nodes x R rails
-# (tests/multinode/bed.sh), starts L ranks per node inside the node's namespace (local rank i on
-# rail i mod R through NCCL_SOCKET_IFNAME), runs every collective (mn_colls) and reports:
+# (tests/multinode/bed.sh), starts L ranks per node inside the node's namespace, runs every
+# collective (mn_colls) and reports:
 #   PASS|FAIL multinode/<cfg>/<collective>   from rank 0 (mismatches summed over all ranks)
 #   PASS|FAIL multinode/<cfg>                every rank exited 0 within its time limit
 #   INFO lines                               bytes on each rail and through the spine
-#   PASS|SKIP multinode-rail-locality/<cfg>  spine < 1% of the bytes and rails within 20%
-# Ranks within a node talk over shared memory, across nodes over TCP. With MN_PIN=1 (default) each
-# rank's sockets leave from its own NIC (bindsrc.so; see docs/multinode.md), so traffic between
-# NICs of different rails crosses the spine. Not root, or no network namespaces: SKIP.
+#   PASS|FAIL|SKIP multinode-rail-locality/<cfg>  spine < 1% of the bytes and rails within 20%
+# Ranks within a node talk over shared memory, across nodes over TCP. NIC choice (column nic):
+#   auto   NCCL_SOCKET_IFNAME=rail for every rank: the library gives local rank i the NIC of rail
+#          i mod R and binds its sockets to it (docs/multinode.md); the bed runs with --route0,
+#          so an unbound socket would cross the spine: the locality check tests the library.
+#   fixed  NCCL_SOCKET_IFNAME=rail<i mod R> per rank: each rank may use one NIC only, so pairs on
+#          different rails (all-to-all) must cross the spine; no locality verdict.
+# Not root, or no network namespaces: SKIP.
 #   BUILD=build   MN_RATE=1gbit (cap every NIC)   MN_RANK_LIMIT=90 (seconds per rank)
-#   MN_PIN=0 (kernel picks the NIC)   tests/multinode/run.sh [CFG...]  e.g. 2n2r2l
+#   tests/multinode/run.sh [CFG...]  e.g. 2n2r2l
 set -uo pipefail
 
 cd "$(dirname "$0")/../.." || exit 2
@@ -24,18 +28,18 @@ RANK_LIMIT=${MN_RANK_LIMIT:-90}
 export BED_ID=acbed-$$
 export BED_NET=${BED_NET:-213}
 
-# name K R L pin(1/0) rate unique-id(file: rank 0 writes it; commid: NCCL_COMM_ID on node 0)
+# name K R L nic(auto/fixed) rate unique-id(file: rank 0 writes it; commid: NCCL_COMM_ID on node 0)
 # A name ending in -railsplit runs the collectives on ncclCommSplit(color = local rank): one
 # sub-communicator per rail, the traffic rail-optimized rings would give (the locality check's
 # positive control).
 CONFIGS=(
-    "2n1r1l 2 1 1 1 - file"
-    "2n2r2l 2 2 2 1 - file"
-    "4n2r2l 4 2 2 1 - file"
-    "2n2r2l-unpinned 2 2 2 0 - file"
-    "2n2r2l-rate200mbit 2 2 2 1 200mbit file"
-    "3n2r1l-commid 3 2 1 1 - commid"
-    "4n2r2l-railsplit 4 2 2 1 - file"
+    "2n1r1l 2 1 1 auto - file"
+    "2n2r2l 2 2 2 auto - file"
+    "4n2r2l 4 2 2 auto - file"
+    "2n2r2l-fixednic 2 2 2 fixed - file"
+    "2n2r2l-rate200mbit 2 2 2 auto 200mbit file"
+    "3n2r1l-commid 3 2 1 auto - commid"
+    "4n2r2l-railsplit 4 2 2 auto - file"
 )
 COMM_ID_PORT=29517
 
@@ -89,21 +93,19 @@ value() { # file key
 }
 
 # Starts rank `rank` (local rank i on node k) in the background; its pid goes to pids.
-start_rank() { # name nranks k i L R pin idmode
-    local name=$1 n=$2 k=$3 i=$4 nlocal=$5 nrails=$6 pin=$7 idmode=$8 rail preload rank
+start_rank() { # name nranks k i L R nic idmode
+    local name=$1 n=$2 k=$3 i=$4 nlocal=$5 nrails=$6 nic=$7 idmode=$8 ifname=rail rank
     local idfile=$TMP/$name.id comm_id=() split=0
-    rank=$((k * nlocal + i)) rail=$((i % nrails))
-    preload=$SAN_PRELOAD
-    ((pin)) && preload="$preload$SHIM"
+    rank=$((k * nlocal + i))
+    [[ $nic == fixed ]] && ifname=rail$((i % nrails))
     if [[ $idmode == commid ]]; then
         idfile=-
         comm_id=(NCCL_COMM_ID="10.$BED_NET.0.1:$COMM_ID_PORT")
     fi
     [[ $name == *-railsplit ]] && split=$nlocal
     timeout -k 5 "$RANK_LIMIT" "$BED" exec "$k" \
-        env -u NCCL_COMM_ID -u ANYCCL_COMM_ID NCCL_SOCKET_IFNAME="rail$rail" "${comm_id[@]}" \
-        MN_BIND_ADDR="$( ((pin)) && echo "10.$BED_NET.$rail.$((k + 1))")" \
-        LD_PRELOAD="$preload" \
+        env -u NCCL_COMM_ID -u ANYCCL_COMM_ID NCCL_SOCKET_IFNAME="$ifname" "${comm_id[@]}" \
+        LD_PRELOAD="$SAN_PRELOAD" \
         "$BIN" "multinode/$name" "$rank" "$n" "$idfile" "$RANK_LIMIT" "$split" \
         >"$TMP/$name.$rank.out" 2>"$TMP/$name.$rank.err" &
     pids+=($!)
@@ -142,8 +144,8 @@ pct() { # part whole
 }
 
 # INFO lines from the counters' deltas, and the rail-locality verdict.
-traffic() { # name R L pin before after ok(1/0)
-    local name=$1 nrails=$2 nlocal=$3 pin=$4 b=$5 a=$6 ok=$7 r d total spine line max=0 min=-1
+traffic() { # name R L nic before after ok(1/0)
+    local name=$1 nrails=$2 nlocal=$3 nic=$4 b=$5 a=$6 ok=$7 r d total spine line max=0 min=-1
     local spread
     total=$(($(value "$a" total_bytes) - $(value "$b" total_bytes)))
     spine=$(($(value "$a" spine_rx_bytes) - $(value "$b" spine_rx_bytes)))
@@ -162,15 +164,15 @@ traffic() { # name R L pin before after ok(1/0)
             "have no rank)"
     elif ((!ok)); then
         echo "SKIP multinode-rail-locality/$name: the run failed (counts above are partial)"
-    elif ((!pin)); then
-        echo "SKIP multinode-rail-locality/$name: sockets not pinned to their NIC (the kernel" \
-            "picks the destination's rail, so nothing crosses the spine whatever the rings are)"
+    elif [[ $nic == fixed ]]; then
+        echo "SKIP multinode-rail-locality/$name: each rank may use only its own NIC" \
+            "(NCCL_SOCKET_IFNAME=rail<i>), so pairs on different rails cross the spine"
     elif ((total > 0 && spine * 100 < total)) && awk -v s="$spread" 'BEGIN { exit !(s < 20) }'; then
-        echo "PASS multinode-rail-locality/$name"
+        echo "PASS multinode-rail-locality/$name (spine $(pct "$spine" "$total")%, rails" \
+            "differ by $spread%)"
     else
-        echo "SKIP multinode-rail-locality/$name: rail-optimized rings not implemented yet" \
-            "(spine $(pct "$spine" "$total")% of bytes, want < 1%; rails differ by $spread%," \
-            "want < 20%)"
+        fail "multinode-rail-locality/$name: spine $(pct "$spine" "$total")% of bytes, want" \
+            "< 1%; rails differ by $spread%, want < 20%"
     fi
 }
 
@@ -213,10 +215,11 @@ bed_selftest() {
     fi
 }
 
-run_config() { # name K R L pin rate idmode
-    local name=$1 nnodes=$2 nrails=$3 nlocal=$4 pin=$5 rate=$6 idmode=$7 k i ok rate_args=()
+run_config() { # name K R L nic rate idmode
+    local name=$1 nnodes=$2 nrails=$3 nlocal=$4 nic=$5 rate=$6 idmode=$7 k i ok rate_args=()
     [[ $rate != - ]] && rate_args=(--rate "$rate")
     [[ -n ${MN_RATE:-} ]] && rate_args=(--rate "$MN_RATE")
+    [[ $nic == auto ]] && rate_args+=(--route0)
     if ! "$BED" up "$nnodes" "$nrails" "${rate_args[@]}" 2>"$TMP/$name.bed.err"; then
         fail "multinode/$name: bed.sh up $nnodes $nrails ${rate_args[*]} failed:" \
             "$(head -c 300 "$TMP/$name.bed.err")"
@@ -226,7 +229,7 @@ run_config() { # name K R L pin rate idmode
     counters "$TMP/$name.before"
     for ((k = 0; k < nnodes; k++)); do
         for ((i = 0; i < nlocal; i++)); do
-            start_rank "$name" $((nnodes * nlocal)) "$k" "$i" "$nlocal" "$nrails" "$pin" \
+            start_rank "$name" $((nnodes * nlocal)) "$k" "$i" "$nlocal" "$nrails" "$nic" \
                 "$idmode"
         done
     done
@@ -235,7 +238,7 @@ run_config() { # name K R L pin rate idmode
     cat "$TMP/$name".*.out | grep -q '^FAIL ' && ok=0
     ((ok)) || failed=1
     counters "$TMP/$name.after"
-    traffic "$name" "$nrails" "$nlocal" "$pin" "$TMP/$name.before" "$TMP/$name.after" "$ok"
+    traffic "$name" "$nrails" "$nlocal" "$nic" "$TMP/$name.before" "$TMP/$name.after" "$ok"
     "$BED" down
 }
 
@@ -258,10 +261,10 @@ trap 'exit 130' INT TERM
 TMP=$(mktemp -d "${TMPDIR:-/tmp}/multinode.XXXXXX")
 (($# > 0)) || bed_selftest
 for cfg in "${CONFIGS[@]}"; do
-    read -r name nnodes nrails nlocal pin rate idmode <<<"$cfg"
+    read -r name nnodes nrails nlocal nic rate idmode <<<"$cfg"
     if (($# > 0)) && [[ " $* " != *" $name "* ]]; then
         continue
     fi
-    run_config "$name" "$nnodes" "$nrails" "$nlocal" "$pin" "$rate" "$idmode"
+    run_config "$name" "$nnodes" "$nrails" "$nlocal" "$nic" "$rate" "$idmode"
 done
 exit $failed

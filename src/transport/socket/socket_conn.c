@@ -2,7 +2,13 @@
  * The sender stages data in nslots local slots; progress writes each posted slot as
  * [u64 bytes][payload] with non-blocking sends (resuming partial writes, several slots per call)
  * and frees it once the kernel has it. The receiver's progress reads messages, in order, into its
- * own nslots slots, only into a free one; TCP's flow control does the rest. */
+ * own nslots slots, only into a free one; TCP's flow control does the rest.
+ *
+ * Rails: the receiver listens on its rank's NIC (peer_info addr, chosen by topology affinity at
+ * init). The sender connects from the NIC of its own node that is on the receiver's subnet (its
+ * own NIC when it is; else the node's NIC of the receiver's rail; else its own NIC), so traffic
+ * between nodes stays on the receiver's rail: where sender and receiver own different rails the
+ * change of rail happens inside the sending node, as NCCL's PXN does, not in the fabric's spine. */
 #include "transport/transport.h"
 
 #include "common/check.h"
@@ -167,7 +173,16 @@ static ncclResult_t sock_send_connect(struct ac_conn *conn, const struct ac_conn
                                .comm_hash = conn->comm_hash,
                                .nonce = blob.nonce,
                                .sender_rank = conn->self_info ? conn->self_info->rank : -1};
-    AC_CHECK(ac_socket_connect(&sc->sock, &blob.addr, deadline, NULL));
+    struct sockaddr_storage src;
+    const struct sockaddr_storage *own = conn->self_info ? &conn->self_info->addr : NULL;
+    bool has_src = ac_socket_source_for(&blob.addr, own, &src);
+    if (ac_log_enabled(AC_LOG_INFO, AC_SUB_NET)) {
+        char to[AC_SOCKADDR_STRLEN], from[AC_SOCKADDR_STRLEN];
+        AC_INFO(AC_SUB_NET, "socket: channel %d to rank %d at %s from %s", conn->channel,
+                conn->peer, ac_socket_addr_str(&blob.addr, to, sizeof(to)),
+                has_src ? ac_socket_addr_str(&src, from, sizeof(from)) : "any address");
+    }
+    AC_CHECK(ac_socket_connect_from(&sc->sock, &blob.addr, has_src ? &src : NULL, deadline, NULL));
     ac_socket_set_bufsize(&sc->sock, SOCKET_BUF_BYTES);
     AC_CHECK(ac_socket_send_all(&sc->sock, &hello, sizeof(hello), deadline, NULL));
     return ac_socket_set_nonblocking(&sc->sock);
