@@ -20,7 +20,7 @@
 #include <unistd.h>
 
 #define MAX_CLIENTS 64
-#define LINE_MAX_BYTES 1024
+#define LINE_MAX_BYTES AC_RAS_CLIENT_LINE_MAX
 
 enum client_state { CL_COMMANDS, CL_WAITING, CL_FINISHING, CL_CLOSED };
 
@@ -110,38 +110,72 @@ static bool starts_with(const char *s, const char *prefix)
     return strncasecmp(s, prefix, strlen(prefix)) == 0;
 }
 
-static void run_command(struct client *c, char *cmd)
+void ac_ras_client_parse_cmd(const char *cmd, struct ac_ras_client_cmd *out)
 {
-    char msg[LINE_MAX_BYTES + 64];
-    if (!*cmd)
-        return;
-    if (starts_with(cmd, "client protocol ")) {
-        reply(c, "SERVER PROTOCOL 2");
+    memset(out, 0, sizeof(*out));
+    out->kind = AC_RAS_CMD_REPLY;
+    if (!*cmd) {
+        out->kind = AC_RAS_CMD_NONE;
+    } else if (starts_with(cmd, "client protocol ")) {
+        snprintf(out->reply, sizeof(out->reply), "SERVER PROTOCOL 2");
     } else if (starts_with(cmd, "timeout ")) {
         char *end;
         errno = 0;
         double t = strtod(cmd + 8, &end);
         bool is_ok = errno == 0 && end != cmd + 8 && *end == '\0' && isfinite(t) && t >= 0;
-        if (is_ok)
-            c->timeout_s = t;
-        snprintf(msg, sizeof(msg), "ERROR: Invalid timeout value %s", cmd + 8);
-        reply(c, is_ok ? "OK" : msg);
+        if (is_ok) {
+            out->kind = AC_RAS_CMD_TIMEOUT;
+            out->timeout_s = t;
+        }
+        snprintf(out->reply, sizeof(out->reply), "%s%s",
+                 is_ok ? "OK" : "ERROR: Invalid timeout value ", is_ok ? "" : cmd + 8);
     } else if (starts_with(cmd, "set format ")) {
         const char *f = cmd + 11;
-        bool is_text = strcasecmp(f, "text") == 0, is_json = strcasecmp(f, "json") == 0;
-        if (is_text || is_json)
-            c->is_json = is_json;
-        snprintf(msg, sizeof(msg), "ERROR: Invalid format %s", f);
-        reply(c, is_text || is_json ? "OK" : msg);
+        bool is_json = strcasecmp(f, "json") == 0, is_ok = is_json || strcasecmp(f, "text") == 0;
+        if (is_ok) {
+            out->kind = AC_RAS_CMD_FORMAT;
+            out->is_json = is_json;
+        }
+        snprintf(out->reply, sizeof(out->reply), "%s%s", is_ok ? "OK" : "ERROR: Invalid format ",
+                 is_ok ? "" : f);
     } else if (strcasecmp(cmd, "status") == 0 || strcasecmp(cmd, "verbose status") == 0) {
-        c->is_verbose = starts_with(cmd, "verbose");
-        c->query_id = ac_ras_query_start();
-        c->deadline_ns = ac_now_ns() + (uint64_t)(c->timeout_s * 1e9);
-        c->state = CL_WAITING;
+        out->kind = AC_RAS_CMD_STATUS;
+        out->is_verbose = starts_with(cmd, "verbose");
     } else {
-        snprintf(msg, sizeof(msg), "ERROR: Unknown command %s", cmd);
-        reply(c, msg);
+        snprintf(out->reply, sizeof(out->reply), "ERROR: Unknown command %s", cmd);
     }
+}
+
+size_t ac_ras_client_take_line(char *in, size_t len, char **line_out)
+{
+    char *nl = memchr(in, '\n', len);
+    if (nl == NULL)
+        return 0;
+    *nl = '\0';
+    if (nl > in && nl[-1] == '\r')
+        nl[-1] = '\0';
+    *line_out = in;
+    return (size_t)(nl - in) + 1;
+}
+
+static void run_command(struct client *c, const char *line)
+{
+    struct ac_ras_client_cmd cmd;
+    ac_ras_client_parse_cmd(line, &cmd);
+    if (cmd.kind == AC_RAS_CMD_NONE)
+        return;
+    if (cmd.kind == AC_RAS_CMD_TIMEOUT)
+        c->timeout_s = cmd.timeout_s;
+    if (cmd.kind == AC_RAS_CMD_FORMAT)
+        c->is_json = cmd.is_json;
+    if (cmd.kind != AC_RAS_CMD_STATUS) {
+        reply(c, cmd.reply);
+        return;
+    }
+    c->is_verbose = cmd.is_verbose;
+    c->query_id = ac_ras_query_start();
+    c->deadline_ns = ac_now_ns() + (uint64_t)(c->timeout_s * 1e9);
+    c->state = CL_WAITING;
 }
 
 static void client_read(struct client *c)
@@ -154,22 +188,19 @@ static void client_read(struct client *c)
     if (n < 0)
         return;
     c->in_len += (size_t)n;
-    char *line = c->in, *nl;
+    size_t used = 0, taken;
+    char *line;
     while (c->state == CL_COMMANDS &&
-           (nl = memchr(line, '\n', c->in_len - (size_t)(line - c->in))) != NULL) {
-        *nl = '\0';
-        if (nl > line && nl[-1] == '\r')
-            nl[-1] = '\0';
+           (taken = ac_ras_client_take_line(c->in + used, c->in_len - used, &line)) > 0) {
         run_command(c, line);
-        line = nl + 1;
+        used += taken;
     }
-    size_t used = (size_t)(line - c->in);
     if (used == 0 && c->in_len == sizeof(c->in)) {
         AC_INFO(AC_SUB_RAS, "RAS: client sent a line over %d bytes; closing it", LINE_MAX_BYTES);
         c->state = CL_CLOSED;
         return;
     }
-    memmove(c->in, line, c->in_len - used);
+    memmove(c->in, c->in + used, c->in_len - used);
     c->in_len -= used;
 }
 

@@ -150,4 +150,25 @@ void ac_ras_sb_printf(struct ac_ras_strbuf *sb, const char *fmt, ...)
     __attribute__((format(printf, 2, 3)));
 void ac_ras_report(struct ac_ras_strbuf *sb, bool is_json, bool is_verbose, uint64_t query_id);
 
+/* ras_client_proto.c: the text protocol's parsing, pure (no state, no I/O; fuzzed). */
+#define AC_RAS_CLIENT_LINE_MAX 1024
+enum ac_ras_client_cmd_kind {
+    AC_RAS_CMD_NONE,    /* empty line: nothing to do */
+    AC_RAS_CMD_REPLY,   /* answer `reply` and change nothing */
+    AC_RAS_CMD_TIMEOUT, /* set timeout_s, answer `reply` */
+    AC_RAS_CMD_FORMAT,  /* set is_json, answer `reply` */
+    AC_RAS_CMD_STATUS,  /* start a report (is_verbose) */
+};
+struct ac_ras_client_cmd {
+    enum ac_ras_client_cmd_kind kind;
+    double timeout_s;
+    bool is_json;
+    bool is_verbose;
+    char reply[AC_RAS_CLIENT_LINE_MAX + 64];
+};
+void ac_ras_client_parse_cmd(const char *line, struct ac_ras_client_cmd *out);
+/* The first complete line of in[0..len): terminated in place (a trailing \r dropped), *line_out
+ * points at it; returns the bytes it used with its newline, 0 when no newline has arrived yet. */
+size_t ac_ras_client_take_line(char *in, size_t len, char **line_out);
+
 #endif
