@@ -22,21 +22,9 @@
 #include <stdlib.h>
 #include <sys/random.h>
 
-#define MSG_MAX_BYTES (64u << 20)
 #define TABLE_GRACE_NS (2ull * 1000000000ull) /* the root's verdict arrives before ours */
 #define POLL_SLICE_MS 50
 #define UID_HASHED_BYTES 48
-
-enum msg_kind { KIND_USER = 1, KIND_ALLGATHER = 2, KIND_BARRIER = 3 };
-
-struct msg_hdr {
-    uint64_t secret;
-    int32_t from;
-    uint32_t kind;
-    uint32_t tag;
-    uint32_t pad;
-    uint64_t bytes;
-};
 
 struct msg {
     struct msg *next;
@@ -51,7 +39,7 @@ struct msg {
 struct in_conn {
     struct ac_socket sock;
     int from; /* -1 until its first header */
-    struct msg_hdr hdr;
+    struct ac_bootstrap_msg_hdr hdr;
     size_t hdr_got;
     char *data;
     size_t data_got;
@@ -268,17 +256,16 @@ static void drop_in(struct ac_bootstrap *bs, struct in_conn *c, const char *why)
     c->data = NULL;
 }
 
-/* NULL when the header is acceptable, else why not. */
-static const char *check_hdr(const struct ac_bootstrap *bs, const struct in_conn *c)
+const char *ac_bootstrap_msg_hdr_check(const struct ac_bootstrap_msg_hdr *h, uint64_t secret,
+                                       int nranks, int from)
 {
-    const struct msg_hdr *h = &c->hdr;
-    if (h->secret != bs->secret)
+    if (h->secret != secret)
         return "wrong secret (not a rank of this communicator)";
-    if (h->from < 0 || h->from >= bs->nranks || (c->from >= 0 && c->from != h->from))
+    if (h->from < 0 || h->from >= nranks || (from >= 0 && from != h->from))
         return "bad sender rank";
-    if (h->kind < KIND_USER || h->kind > KIND_BARRIER)
+    if (h->kind < AC_BOOTSTRAP_KIND_USER || h->kind > AC_BOOTSTRAP_KIND_BARRIER)
         return "bad message kind";
-    if (h->bytes > MSG_MAX_BYTES)
+    if (h->bytes > AC_BOOTSTRAP_MSG_MAX_BYTES)
         return "message larger than 64 MiB";
     return NULL;
 }
@@ -291,7 +278,8 @@ static void read_in(struct ac_bootstrap *bs, struct in_conn *c)
         if (c->hdr_got < sizeof(c->hdr)) {
             err = ac_socket_recv_some(&c->sock, &c->hdr, sizeof(c->hdr), &c->hdr_got);
             if (err == 0 && c->hdr_got == sizeof(c->hdr)) {
-                const char *why = check_hdr(bs, c);
+                const char *why =
+                    ac_bootstrap_msg_hdr_check(&c->hdr, bs->secret, bs->nranks, c->from);
                 if (why == NULL && (c->data = malloc(c->hdr.bytes ? c->hdr.bytes : 1)) == NULL)
                     why = "out of memory";
                 if (why != NULL)
@@ -444,7 +432,7 @@ static ncclResult_t send_kind(struct ac_bootstrap *bs, int peer, uint32_t kind, 
                               const void *data, size_t bytes)
 {
     AC_CHECK(check_peer(bs, peer, "send to"));
-    if (bytes > MSG_MAX_BYTES)
+    if (bytes > AC_BOOTSTRAP_MSG_MAX_BYTES)
         return AC_FAIL(ncclInvalidArgument,
                        "bootstrap rank %d: send of %zu bytes to rank %d: "
                        "more than 64 MiB",
@@ -454,7 +442,7 @@ static ncclResult_t send_kind(struct ac_bootstrap *bs, int peer, uint32_t kind, 
     uint64_t deadline = op_deadline(bs);
     if (bs->out[peer].fd < 0)
         AC_CHECK(ac_socket_connect(&bs->out[peer], &bs->peers[peer], deadline, bs->abort_flag));
-    struct msg_hdr hdr = {
+    struct ac_bootstrap_msg_hdr hdr = {
         .secret = bs->secret, .from = bs->rank, .kind = kind, .tag = tag, .bytes = bytes};
     AC_CHECK(write_reading(bs, peer, &hdr, sizeof(hdr), deadline));
     return write_reading(bs, peer, data, bytes, deadline);
@@ -513,13 +501,13 @@ static ncclResult_t recv_kind(struct ac_bootstrap *bs, int peer, uint32_t kind, 
 ncclResult_t ac_bootstrap_send(struct ac_bootstrap *bs, int peer, uint32_t tag, const void *data,
                                size_t bytes)
 {
-    return send_kind(bs, peer, KIND_USER, tag, data, bytes);
+    return send_kind(bs, peer, AC_BOOTSTRAP_KIND_USER, tag, data, bytes);
 }
 
 ncclResult_t ac_bootstrap_recv(struct ac_bootstrap *bs, int peer, uint32_t tag, void *data,
                                size_t bytes)
 {
-    return recv_kind(bs, peer, KIND_USER, tag, data, bytes);
+    return recv_kind(bs, peer, AC_BOOTSTRAP_KIND_USER, tag, data, bytes);
 }
 
 /* Ring: at step s, pass on the block received at step s-1 (own block first). Messages on one
@@ -538,7 +526,7 @@ static ncclResult_t ring_allgather(struct ac_bootstrap *bs, uint32_t kind, void 
 
 ncclResult_t ac_bootstrap_allgather(struct ac_bootstrap *bs, void *all, size_t bytes)
 {
-    return ring_allgather(bs, KIND_ALLGATHER, all, bytes);
+    return ring_allgather(bs, AC_BOOTSTRAP_KIND_ALLGATHER, all, bytes);
 }
 
 ncclResult_t ac_bootstrap_barrier(struct ac_bootstrap *bs)
@@ -546,7 +534,7 @@ ncclResult_t ac_bootstrap_barrier(struct ac_bootstrap *bs)
     char stack[64], *flags = bs->nranks <= 64 ? stack : calloc((size_t)bs->nranks, 1);
     if (flags == NULL)
         return AC_FAIL(ncclSystemError, "bootstrap rank %d: out of memory", bs->rank);
-    ncclResult_t res = ring_allgather(bs, KIND_BARRIER, flags, 1);
+    ncclResult_t res = ring_allgather(bs, AC_BOOTSTRAP_KIND_BARRIER, flags, 1);
     if (flags != stack)
         free(flags);
     return res;

@@ -104,31 +104,52 @@ static bool set_nranks(struct root *r, const struct ac_bootstrap_hello *h)
     return true;
 }
 
-/* A rank with a valid secret: admit it, or fail the rendezvous with the reason. */
-static void admit(struct root *r, struct pending *p)
+enum ac_bootstrap_verdict ac_bootstrap_hello_judge(const struct ac_bootstrap_hello *h,
+                                                   uint64_t secret, char *why, size_t len)
+{
+    if (h->magic != AC_BOOTSTRAP_HELLO_MAGIC) {
+        snprintf(why, len, "not an AnyCCL bootstrap hello (garbage, or another program)");
+    } else if (h->version != AC_BOOTSTRAP_VERSION) {
+        snprintf(why, len, "bootstrap version %u, this root speaks %u", h->version,
+                 AC_BOOTSTRAP_VERSION);
+    } else if (h->secret != secret) {
+        snprintf(why, len, "wrong secret (a rank of another communicator or job?)");
+    } else if (h->nranks <= 0 || h->nranks > AC_BOOTSTRAP_MAX_RANKS || h->rank < 0 ||
+               h->rank >= h->nranks) {
+        snprintf(why, len,
+                 "bootstrap: rank %d joined with nranks=%d (needs 0 <= rank < nranks <= %d)",
+                 h->rank, h->nranks, AC_BOOTSTRAP_MAX_RANKS);
+        return AC_BOOTSTRAP_REFUSE;
+    } else if (!ac_socket_addr_is_valid(&h->listen_addr)) {
+        snprintf(why, len, "bootstrap: rank %d sent no valid listen address", h->rank);
+        return AC_BOOTSTRAP_REFUSE;
+    } else {
+        why[0] = '\0';
+        return AC_BOOTSTRAP_ADMIT;
+    }
+    return AC_BOOTSTRAP_DROP;
+}
+
+/* A rank of this job whose hello is well formed (refuse_msg empty), or not: admit it, or fail
+ * the rendezvous with the reason. */
+static void admit(struct root *r, struct pending *p, const char *refuse_msg)
 {
     const struct ac_bootstrap_hello *h = &p->hello;
     char msg[AC_BOOTSTRAP_MSG_LEN];
-    msg[0] = '\0';
-    if (h->nranks <= 0 || h->nranks > AC_BOOTSTRAP_MAX_RANKS || h->rank < 0 || h->rank >= h->nranks)
-        snprintf(msg, sizeof(msg),
-                 "bootstrap: rank %d joined with nranks=%d (needs 0 <= rank < "
-                 "nranks <= %d)",
-                 h->rank, h->nranks, AC_BOOTSTRAP_MAX_RANKS);
-    else if (!ac_socket_addr_is_valid(&h->listen_addr))
-        snprintf(msg, sizeof(msg), "bootstrap: rank %d sent no valid listen address", h->rank);
-    else if (r->nranks == 0 && !set_nranks(r, h))
-        snprintf(msg, sizeof(msg), "bootstrap: root out of memory for %d ranks", h->nranks);
-    else if (h->nranks != r->nranks)
-        snprintf(msg, sizeof(msg),
-                 "bootstrap: rank %d joined with nranks=%d but rank %d said "
-                 "nranks=%d",
-                 h->rank, h->nranks, r->first_rank, r->nranks);
-    else if (r->ranks[h->rank].fd >= 0)
-        snprintf(msg, sizeof(msg),
-                 "bootstrap: rank %d joined twice (from %s and %s): every rank "
-                 "needs its own rank number",
-                 h->rank, r->ranks[h->rank].addr_str, p->sock.addr_str);
+    snprintf(msg, sizeof(msg), "%s", refuse_msg);
+    if (msg[0] == '\0') {
+        if (r->nranks == 0 && !set_nranks(r, h))
+            snprintf(msg, sizeof(msg), "bootstrap: root out of memory for %d ranks", h->nranks);
+        else if (h->nranks != r->nranks)
+            snprintf(msg, sizeof(msg),
+                     "bootstrap: rank %d joined with nranks=%d but rank %d said nranks=%d", h->rank,
+                     h->nranks, r->first_rank, r->nranks);
+        else if (r->ranks[h->rank].fd >= 0)
+            snprintf(msg, sizeof(msg),
+                     "bootstrap: rank %d joined twice (from %s and %s): every rank needs its own "
+                     "rank number",
+                     h->rank, r->ranks[h->rank].addr_str, p->sock.addr_str);
+    }
     if (msg[0] != '\0') {
         send_reply(&p->sock, ncclInvalidUsage, msg);
         ac_socket_close(&p->sock);
@@ -147,22 +168,16 @@ static void admit(struct root *r, struct pending *p)
 
 static void on_hello(struct root *r, struct pending *p)
 {
-    const struct ac_bootstrap_hello *h = &p->hello;
-    char why[96];
-    if (h->magic != AC_BOOTSTRAP_HELLO_MAGIC) {
-        drop(p, "not an AnyCCL bootstrap hello (garbage, or another program)");
-    } else if (h->version != AC_BOOTSTRAP_VERSION) {
-        snprintf(why, sizeof(why), "bootstrap version %u, this root speaks %u", h->version,
-                 AC_BOOTSTRAP_VERSION);
+    char why[AC_BOOTSTRAP_MSG_LEN];
+    enum ac_bootstrap_verdict v = ac_bootstrap_hello_judge(&p->hello, r->secret, why, sizeof(why));
+    if (v == AC_BOOTSTRAP_DROP) {
         drop(p, why);
-    } else if (h->secret != r->secret) {
-        drop(p, "wrong secret (a rank of another communicator or job?)");
     } else if (r->has_failed) {
         send_reply(&p->sock, r->fail_status, r->fail_msg);
         ac_socket_close(&p->sock);
         r->nfail_replies++;
     } else {
-        admit(r, p);
+        admit(r, p, why);
     }
 }
 

@@ -8,6 +8,7 @@
 
 #include <pthread.h>
 #include <stdbool.h>
+#include <stddef.h>
 #include <stdint.h>
 #include <sys/socket.h>
 
@@ -34,6 +35,30 @@ struct ac_bootstrap_reply {
     int32_t status;
     char msg[AC_BOOTSTRAP_MSG_LEN];
 };
+
+/* A rank's message to another rank: this header, then `bytes` of payload. */
+struct ac_bootstrap_msg_hdr {
+    uint64_t secret;
+    int32_t from;
+    uint32_t kind; /* AC_BOOTSTRAP_KIND_* */
+    uint32_t tag;
+    uint32_t pad;
+    uint64_t bytes;
+};
+enum { AC_BOOTSTRAP_KIND_USER = 1, AC_BOOTSTRAP_KIND_ALLGATHER = 2, AC_BOOTSTRAP_KIND_BARRIER = 3 };
+#define AC_BOOTSTRAP_MSG_MAX_BYTES (64u << 20)
+
+/* The checks on received bytes, pure (no I/O; fuzzed by tests/fuzz/). */
+/* A complete message header from a connection that so far sent as rank `from` (-1: nothing
+ * yet) to a rank of an nranks-rank bootstrap: NULL when acceptable, else why not. */
+const char *ac_bootstrap_msg_hdr_check(const struct ac_bootstrap_msg_hdr *h, uint64_t secret,
+                                       int nranks, int from);
+/* A complete hello at the root: DROP a stranger (bad magic, version or secret: not answered),
+ * REFUSE a rank of this job whose fields are unusable (the rendezvous fails), or ADMIT it (the
+ * root still checks nranks agreement and duplicates). why (len bytes) says why not. */
+enum ac_bootstrap_verdict { AC_BOOTSTRAP_DROP, AC_BOOTSTRAP_REFUSE, AC_BOOTSTRAP_ADMIT };
+enum ac_bootstrap_verdict ac_bootstrap_hello_judge(const struct ac_bootstrap_hello *h,
+                                                   uint64_t secret, char *why, size_t len);
 
 /* The rendezvous bound: ANYCCL_INIT_TIMEOUT, or ANYCCL_TIMEOUT when set and smaller. */
 int64_t ac_bootstrap_timeout_s(void);
