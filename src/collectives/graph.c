@@ -12,7 +12,9 @@
 #include "collectives/graph.h"
 
 #include "common/check.h"
+#include "common/log.h"
 
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -27,19 +29,43 @@ void ac_layout_free(struct ac_layout *l)
     memset(l, 0, sizeof(*l));
 }
 
+/* Node of every rank by host hash, numbered by first appearance: an open-addressing table of
+ * (hash, node) pairs, so that 16k nodes x 8 ranks take linear time and memory. */
+static ncclResult_t number_nodes(struct ac_layout *l, const uint64_t *host_hash)
+{
+    size_t cap = 1;
+    while (cap < 2 * (size_t)l->nranks)
+        cap *= 2;
+    uint64_t *keys = malloc(cap * sizeof(*keys));
+    int *vals = malloc(cap * sizeof(*vals));
+    if (!keys || !vals) {
+        free(keys);
+        free(vals);
+        return AC_FAIL(ncclSystemError, "out of memory for the layout of %d ranks", l->nranks);
+    }
+    for (size_t i = 0; i < cap; i++)
+        vals[i] = -1;
+    l->nnodes = 0;
+    for (int r = 0; r < l->nranks; r++) {
+        uint64_t h = host_hash[r];
+        size_t i = (size_t)((h ^ (h >> 29)) * 0x9e3779b97f4a7c15ull) & (cap - 1);
+        while (vals[i] >= 0 && keys[i] != h)
+            i = (i + 1) & (cap - 1);
+        if (vals[i] < 0) {
+            keys[i] = h;
+            vals[i] = l->nnodes++;
+        }
+        l->node_of[r] = vals[i];
+    }
+    free(keys);
+    free(vals);
+    return ncclSuccess;
+}
+
 static ncclResult_t assign_nodes(struct ac_layout *l, const uint64_t *host_hash)
 {
     int n = l->nranks;
-    l->nnodes = 0;
-    for (int r = 0; r < n; r++) {
-        int node = -1;
-        for (int q = 0; q < r && node < 0; q++)
-            if (host_hash[q] == host_hash[r])
-                node = l->node_of[q];
-        if (node < 0)
-            node = l->nnodes++;
-        l->node_of[r] = node;
-    }
+    AC_CHECK(number_nodes(l, host_hash));
     /* node_ranks: the ranks of node k, ascending, at node_first[k] .. node_first[k+1]-1 */
     int *count = calloc((size_t)l->nnodes + 1, sizeof(int));
     if (!count)
@@ -120,7 +146,10 @@ static void btree(int i, int m, int *parent, int child[2])
 
 /* Tree t (0 or 1) over m nodes in "virtual" numbering v: tree 1 mirrors tree 0 (m even) or
  * shifts it by one (m odd), so that a node is an inner node in at most one of the two. */
-static int to_tree(int v, int t, int m) { return t == 0 ? v : (m % 2 == 0 ? m - 1 - v : (v + 1) % m); }
+static int to_tree(int v, int t, int m)
+{
+    return t == 0 ? v : (m % 2 == 0 ? m - 1 - v : (v + 1) % m);
+}
 static int from_tree(int u, int t, int m)
 {
     return t == 0 ? u : (m % 2 == 0 ? m - 1 - u : (u - 1 + m) % m);
@@ -148,19 +177,48 @@ void ac_tree_neighbors(const struct ac_layout *l, int rank, int channel, int roo
     int u = root >= 0 ? v : to_tree(v, t, m);
     int up, child[2];
     btree(u, m, &up, child);
-    int local = channel % ppn;
     for (int k = 0; k < 2; k++) {
         if (child[k] < 0)
             continue;
         int cv = root >= 0 ? child[k] : from_tree(child[k], t, m);
         int cn = (cv + root_node) % m;
-        int cl = local % ac_layout_ppn(l, cn);
+        int cl = channel % ac_layout_ppn(l, cn); /* that node's head on this channel */
         out->children[out->nchildren++] = l->node_ranks[l->node_first[cn] + cl];
     }
     if (up >= 0) {
         int pv = root >= 0 ? up : from_tree(up, t, m);
         int pn = (pv + root_node) % m;
-        int pl = pn == root_node && root >= 0 ? l->local_of[root] : local % ac_layout_ppn(l, pn);
+        int pl = pn == root_node && root >= 0 ? l->local_of[root] : channel % ac_layout_ppn(l, pn);
         out->parent = l->node_ranks[l->node_first[pn] + pl];
+    }
+}
+
+/* "p -> me -> c1 c2": a tree neighbourhood as NCCL prints it (-1 for none). */
+static void tree_str(const struct ac_layout *l, int rank, int channel, char *buf, size_t len)
+{
+    struct ac_tree_node tn;
+    ac_tree_neighbors(l, rank, channel, -1, &tn);
+    int at = snprintf(buf, len, "%d -> %d ->", tn.parent, rank);
+    for (int i = 0; i < tn.nchildren && at > 0 && (size_t)at < len; i++)
+        at += snprintf(buf + at, len - (size_t)at, " %d", tn.children[i]);
+    if (tn.nchildren == 0 && at > 0 && (size_t)at < len)
+        snprintf(buf + at, len - (size_t)at, " -1");
+}
+
+void ac_layout_log(const struct ac_layout *l, int rank, int ntrees)
+{
+    if (!ac_log_enabled(AC_LOG_INFO, AC_SUB_GRAPH) || l->nranks <= 1)
+        return;
+    int n = l->nranks, pos = l->ring_pos[rank];
+    AC_INFO(AC_SUB_GRAPH | AC_SUB_INIT,
+            "Ring (every channel): %d -> %d -> %d (node %d, local rank "
+            "%d, %d rail(s))",
+            l->ring[(pos - 1 + n) % n], rank, l->ring[(pos + 1) % n], l->node_of[rank],
+            l->local_of[rank], l->nrails);
+    for (int c = 0; c < ntrees; c++) {
+        char buf[96];
+        tree_str(l, rank, c, buf, sizeof(buf));
+        AC_INFO(AC_SUB_GRAPH | AC_SUB_INIT, "Tree channel %d (double binary tree %d): %s", c, c % 2,
+                buf);
     }
 }

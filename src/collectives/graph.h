@@ -12,6 +12,7 @@ struct ac_layout {
     int nnodes;
     bool is_uniform;     /* every node has the same number of ranks */
     int nrails;          /* NICs per node in use (distinct rails of node 0's ranks); >= 1 */
+    double nic_gbit;     /* line rate of the slowest NIC in use, Gb/s; 0 unknown */
     int *node_of;        /* [nranks] node index, numbered by first appearance */
     int *local_of;       /* [nranks] rank within its node (by ascending global rank) */
     int *node_first;     /* [nnodes + 1] start of each node's ranks in node_ranks */
@@ -36,5 +37,9 @@ struct ac_tree_node {
  * else the tree is rooted at that rank (broadcast, reduce). */
 void ac_tree_neighbors(const struct ac_layout *l, int rank, int channel, int root,
                        struct ac_tree_node *out);
+
+/* At INFO (NCCL_DEBUG_SUBSYS GRAPH or INIT): rank's ring neighbours and its place in the
+ * allreduce trees of channels 0 .. ntrees-1. */
+void ac_layout_log(const struct ac_layout *l, int rank, int ntrees);
 
 #endif

@@ -1,83 +1,188 @@
-/* The cost model and the choice of algorithm. time = hops on the critical path x per-hop latency
- * + bytes through the busiest link / its bandwidth. Hops and links are counted on the layout
- * (ranks per node, nodes): hops between nodes cost network latency and bandwidth, hops inside a
- * node shared-memory ones. NCCL_ALGO (NCCL's syntax: a list, ^ to exclude) limits the choice. */
-#include "collectives/coll.h"
+/* The cost model and the choice of algorithm. time = steps on the critical path x per-step latency
+ * + bytes through the busiest resource / its bandwidth, where the resources are the NICs (one per
+ * rail, each direction) and the paths between ranks of a node. The bytes are counted on the
+ * schedules that graph.c builds: the snake ring (local rank i of every node chained across the
+ * nodes on rail i, alternating direction) and the double binary trees (channel c on local rank
+ * c % ppn, so on rail c % nrails). NCCL_ALGO (NCCL's syntax: a list, ^ to exclude) limits the
+ * choice; AnyCCL has one protocol (Simple), which NCCL_PROTO cannot exclude.
+ *
+ * Parameters (src/collectives/tuner.h) were calibrated on the multi-node bed with tc caps
+ * (tests/multinode/calib.sh; docs/topology.md): see the table there. */
+#include "collectives/tuner.h"
+
 #include "common/config.h"
 #include "common/log.h"
 
 #include <math.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <string.h>
 #include <strings.h>
 
-struct link_model {
-    double hop_us;       /* per slot hand-off */
-    double gbps;         /* GB/s of one link */
-};
+/* Calibrated defaults (docs/topology.md, "Calibration"). */
+#define NET_HOP_US 60.0  /* per step between nodes (TCP over veth + progress thread) */
+#define SOCKET_GBS 1.2   /* socket transport ceiling per NIC and direction, GB/s */
+#define INTRA_HOP_US 2.0 /* per step between ranks of a node (shared memory) */
+#define INTRA_GBS 6.0    /* GB/s of one shared-memory path */
+#define TREE_NCHANNELS 2 /* as src/core/plan.c: one channel per tree of the pair */
 
-static const struct link_model shm_link = {.hop_us = 0.5, .gbps = 6.0};
-static const struct link_model net_link = {.hop_us = 15.0, .gbps = 1.2};
+void ac_tuner_params_for(const struct ac_layout *l, struct ac_tuner_params *out)
+{
+    out->net_hop_us = NET_HOP_US;
+    out->net_gbs = SOCKET_GBS;
+    out->intra_hop_us = INTRA_HOP_US;
+    out->intra_gbs = INTRA_GBS;
+    double line = l->nic_gbit > 0 ? l->nic_gbit / 8.0 * AC_TUNER_NET_EFFICIENCY : 0;
+    if (line > 0 && line < out->net_gbs)
+        out->net_gbs = line;
+}
 
-/* Bytes each rank sends (as a multiple of the user's bytes) and sequential hops of the ring. */
-static void ring_factors(enum ac_coll coll, int n, double *traffic, double *hops)
+bool ac_tuner_algo_applies(enum ac_coll coll, enum ac_algo algo)
+{
+    if (algo == AC_ALGO_RING)
+        return coll == AC_COLL_ALLREDUCE || coll == AC_COLL_ALLGATHER ||
+               coll == AC_COLL_REDUCESCATTER || coll == AC_COLL_BROADCAST || coll == AC_COLL_REDUCE;
+    return algo == AC_ALGO_TREE &&
+           (coll == AC_COLL_ALLREDUCE || coll == AC_COLL_BROADCAST || coll == AC_COLL_REDUCE);
+}
+
+double ac_tuner_busbw_factor(enum ac_coll coll, int n)
 {
     double dn = n;
     switch (coll) {
     case AC_COLL_ALLREDUCE:
-        *traffic = 2.0 * (dn - 1) / dn;
-        *hops = 2.0 * (dn - 1);
-        break;
+        return 2.0 * (dn - 1) / dn;
     case AC_COLL_ALLGATHER:
     case AC_COLL_REDUCESCATTER:
     case AC_COLL_ALLTOALL:
-    case AC_COLL_GATHER:
-    case AC_COLL_SCATTER:
-        *traffic = dn - 1;
-        *hops = dn - 1;
-        break;
-    case AC_COLL_BROADCAST:
-    case AC_COLL_REDUCE:
-        *traffic = 1.0;
-        *hops = dn - 1;
-        break;
+        return (dn - 1) / dn;
     default:
-        *traffic = 1.0;
-        *hops = 1.0;
-        break;
+        return 1.0;
     }
 }
 
-static bool tree_applies(enum ac_coll coll)
+static int max_ppn(const struct ac_layout *l)
 {
-    return coll == AC_COLL_ALLREDUCE || coll == AC_COLL_BROADCAST || coll == AC_COLL_REDUCE;
+    return l->is_uniform ? ac_layout_ppn(l, 0) : (l->nranks + l->nnodes - 1) / l->nnodes;
+}
+
+/* The most ring hops that leave one node through one NIC. In the snake, chain i runs forward
+ * (node k to k+1) for even i and backward for odd i: the first node sends on the even chains,
+ * the last on the odd ones, the others on all; chain i uses rail i % nrails. */
+static int ring_hops_per_nic(const struct ac_layout *l)
+{
+    int p = max_ppn(l), m = l->nnodes, rails = l->nrails > 0 ? l->nrails : 1, worst = 0;
+    if (!l->is_uniform || p > 64)
+        return (p + rails - 1) / rails;
+    for (int kind = 0; kind < 3; kind++) { /* first node, last node, a middle one */
+        if (kind == 2 && m < 3)
+            break;
+        int per_rail[64] = {0};
+        for (int i = 0; i < p; i++) {
+            bool is_out = kind == 2 || (kind == 0 ? i % 2 == 0 : i % 2 == 1);
+            if (p == 1)
+                is_out = kind != 1; /* one chain: the natural ring, every node sends once */
+            if (is_out && ++per_rail[i % rails] > worst)
+                worst = per_rail[i % rails];
+        }
+    }
+    return worst > 0 ? worst : 1;
+}
+
+static double ring_us(enum ac_coll coll, double s, const struct ac_layout *l,
+                      const struct ac_tuner_params *p)
+{
+    double n = l->nranks, link, steps;
+    switch (coll) {
+    case AC_COLL_ALLREDUCE:
+        link = 2.0 * (n - 1) / n * s;
+        steps = 2.0 * (n - 1);
+        break;
+    case AC_COLL_ALLGATHER:
+    case AC_COLL_REDUCESCATTER:
+        link = (n - 1) * s;
+        steps = n - 1;
+        break;
+    default: /* broadcast, reduce: a pipelined chain */
+        link = s;
+        steps = n - 1;
+        break;
+    }
+    double intra = link / (p->intra_gbs * 1e3);
+    if (l->nnodes == 1)
+        return steps * p->intra_hop_us + intra;
+    double net = ring_hops_per_nic(l) * link / (p->net_gbs * 1e3);
+    return steps * p->net_hop_us + (net > intra ? net : intra);
+}
+
+static double tree_us(enum ac_coll coll, double s, const struct ac_layout *l,
+                      const struct ac_tuner_params *p)
+{
+    int m = l->nnodes, ppn = max_ppn(l), rails = l->nrails > 0 ? l->nrails : 1;
+    double per_ch = s / TREE_NCHANNELS;
+    double kids = m >= 3 ? 2 : m == 2 ? 1 : 0; /* children of an inner node's head */
+    bool is_split = ppn >= 2 && rails >= 2;    /* the two trees on two different NICs */
+    double load;                               /* bytes through the busiest NIC, one way */
+    double passes = coll == AC_COLL_ALLREDUCE ? 2.0 : 1.0;
+    if (coll == AC_COLL_ALLREDUCE) {
+        /* a head that is inner in one tree is a leaf in the other (m >= 3) */
+        double inner = m >= 3 ? (1 + kids) * per_ch : per_ch, leaf = per_ch;
+        load = is_split ? inner : inner + leaf;
+    } else { /* rooted: both channels' trees have the same inner nodes */
+        load = is_split ? kids * per_ch : 2 * kids * per_ch;
+    }
+    double depth = m > 1 ? floor(log2((double)m)) + 1 : 0;
+    double lat = passes * (depth * p->net_hop_us + (ppn - 1) * p->intra_hop_us);
+    double intra = ppn > 1 ? passes * s / (p->intra_gbs * 1e3) : 0;
+    double net = m > 1 ? load / (p->net_gbs * 1e3) : 0;
+    return lat + (net > intra ? net : intra);
+}
+
+/* All-to-all, gather, scatter: transfers between pairs, all at once. A node sends (n - ppn) x
+ * ppn blocks (all-to-all) spread over its rails: a block travels on the receiver's rail. */
+static double exchange_us(enum ac_coll coll, double s, const struct ac_layout *l,
+                          const struct ac_tuner_params *p)
+{
+    double n = l->nranks, ppn = max_ppn(l), rails = l->nrails > 0 ? l->nrails : 1;
+    double remote = n - ppn, net, intra;
+    if (coll == AC_COLL_ALLTOALL) {
+        net = remote * ppn / (rails < ppn ? rails : ppn) * s;
+        intra = (ppn - 1) * s;
+    } else { /* the root's NIC carries every remote block */
+        net = remote * s;
+        intra = (ppn - 1) * s;
+    }
+    double t_net = l->nnodes > 1 ? net / (p->net_gbs * 1e3) + p->net_hop_us : 0;
+    double t_intra = intra / (p->intra_gbs * 1e3) + p->intra_hop_us;
+    return t_net > t_intra ? t_net : t_intra;
+}
+
+double ac_tuner_model_us(enum ac_coll coll, enum ac_algo algo, size_t bytes,
+                         const struct ac_layout *l, const struct ac_tuner_params *p)
+{
+    double s = (double)bytes;
+    if (l->nranks <= 1)
+        return p->intra_hop_us;
+    if (coll == AC_COLL_ALLTOALL || coll == AC_COLL_GATHER || coll == AC_COLL_SCATTER)
+        return exchange_us(coll, s, l, p);
+    if (coll == AC_COLL_SEND || coll == AC_COLL_RECV)
+        return (l->nnodes > 1 ? p->net_hop_us + s / (p->net_gbs * 1e3)
+                              : p->intra_hop_us + s / (p->intra_gbs * 1e3));
+    if (algo == AC_ALGO_TREE && ac_tuner_algo_applies(coll, algo))
+        return tree_us(coll, s, l, p);
+    return ring_us(coll, s, l, p);
 }
 
 double ac_tuner_estimate_us(enum ac_coll coll, enum ac_algo algo, size_t bytes,
                             const struct ac_layout *l)
 {
-    int n = l->nranks, m = l->nnodes;
-    int ppn = (n + m - 1) / m;
-    bool is_net = m > 1;
-    const struct link_model *bw = is_net ? &net_link : &shm_link;
-    if (n <= 1)
-        return shm_link.hop_us;
-    double s = (double)bytes;
-    if (algo == AC_ALGO_TREE && tree_applies(coll)) {
-        double net_depth = is_net ? ceil(log2((double)m + 1)) : 0;
-        double lat = net_depth * net_link.hop_us + (ppn - 1) * shm_link.hop_us;
-        double passes = coll == AC_COLL_ALLREDUCE ? 2.0 : 1.0;
-        /* an inner node receives from up to two children: the model charges it twice */
-        return passes * lat + passes * 2.0 * s / (bw->gbps * 1e3);
-    }
-    double traffic, hops;
-    ring_factors(coll, n, &traffic, &hops);
-    double net_hops = is_net ? (coll == AC_COLL_ALLREDUCE ? 2.0 * m : (double)m) : 0;
-    double lat = net_hops * net_link.hop_us + (hops - net_hops) * shm_link.hop_us;
-    return lat + traffic * s / (bw->gbps * 1e3);
+    struct ac_tuner_params p;
+    ac_tuner_params_for(l, &p);
+    return ac_tuner_model_us(coll, algo, bytes, l, &p);
 }
 
-/* Which algorithms NCCL_ALGO allows: "Ring", "Tree", "ring,tree", "^tree". Unknown names warn. */
+/* Which algorithms NCCL_ALGO allows: "Ring", "Tree", "ring,tree", "^tree". Unknown names are
+ * reported once. */
 static unsigned allowed_algos(void)
 {
     const char *spec = ac_config_get()->algo;
@@ -87,7 +192,8 @@ static unsigned allowed_algos(void)
     unsigned named = 0;
     char buf[128];
     snprintf(buf, sizeof(buf), "%s", spec + is_exclude);
-    for (char *save = NULL, *tok = strtok_r(buf, ",", &save); tok; tok = strtok_r(NULL, ",", &save)) {
+    for (char *save = NULL, *tok = strtok_r(buf, ",", &save); tok;
+         tok = strtok_r(NULL, ",", &save)) {
         int a = 0;
         for (; a < AC_ALGO_COUNT; a++)
             if (strcasecmp(tok, ac_algo_name((enum ac_algo)a)) == 0)
@@ -95,24 +201,71 @@ static unsigned allowed_algos(void)
         if (a < AC_ALGO_COUNT)
             named |= 1u << a;
         else
-            AC_INFO(AC_SUB_TUNING | AC_SUB_ENV, "NCCL_ALGO: \"%s\" is not an algorithm AnyCCL has "
-                    "(Ring, Tree): ignored", tok);
+            AC_INFO(AC_SUB_TUNING | AC_SUB_ENV,
+                    "NCCL_ALGO: \"%s\" is not an algorithm AnyCCL has "
+                    "(Ring, Tree): ignored",
+                    tok);
     }
     unsigned all = (1u << AC_ALGO_COUNT) - 1;
     return is_exclude ? all & ~named : named;
 }
 
+/* NCCL_PROTO: AnyCCL has one protocol, Simple. A setting that leaves it out, or names a
+ * protocol AnyCCL lacks, is reported once; Simple is used whatever it says. */
+static void report_proto(void)
+{
+    const char *spec = ac_config_get()->proto;
+    if (!spec || !*spec)
+        return;
+    bool is_exclude = spec[0] == '^', has_simple = false, has_other = false;
+    char buf[128];
+    snprintf(buf, sizeof(buf), "%s", spec + is_exclude);
+    for (char *save = NULL, *tok = strtok_r(buf, ",", &save); tok;
+         tok = strtok_r(NULL, ",", &save)) {
+        if (strcasecmp(tok, "Simple") == 0)
+            has_simple = true;
+        else
+            has_other = true;
+    }
+    if (is_exclude ? has_simple : !has_simple || has_other)
+        AC_INFO(AC_SUB_TUNING | AC_SUB_ENV,
+                "NCCL_PROTO=%s: AnyCCL has only the Simple protocol "
+                "(no LL, LL128); using Simple",
+                spec);
+}
+
+static void check_proto_once(void)
+{
+    static pthread_once_t once = PTHREAD_ONCE_INIT;
+    pthread_once(&once, report_proto);
+}
+
 enum ac_algo ac_tuner_pick(enum ac_coll coll, size_t bytes, const struct ac_layout *l)
 {
     unsigned allowed = allowed_algos();
-    if (!tree_applies(coll) || !(allowed & (1u << AC_ALGO_TREE)))
-        return AC_ALGO_RING;
-    if (!(allowed & (1u << AC_ALGO_RING)))
-        return AC_ALGO_TREE;
-    double ring = ac_tuner_estimate_us(coll, AC_ALGO_RING, bytes, l);
-    double tree = ac_tuner_estimate_us(coll, AC_ALGO_TREE, bytes, l);
-    enum ac_algo pick = tree < ring ? AC_ALGO_TREE : AC_ALGO_RING;
-    AC_INFO(AC_SUB_TUNING, "%s %zu bytes on %d ranks / %d nodes: Ring %.1f us, Tree %.1f us -> %s",
-            ac_coll_name(coll), bytes, l->nranks, l->nnodes, ring, tree, ac_algo_name(pick));
+    check_proto_once();
+    enum ac_algo pick = AC_ALGO_RING;
+    double best = -1, est[AC_ALGO_COUNT] = {0};
+    for (int a = 0; a < AC_ALGO_COUNT; a++) {
+        if (!ac_tuner_algo_applies(coll, (enum ac_algo)a) && a != AC_ALGO_RING)
+            continue;
+        est[a] = ac_tuner_estimate_us(coll, (enum ac_algo)a, bytes, l);
+        if ((allowed & (1u << a)) && (best < 0 || est[a] < best)) {
+            best = est[a];
+            pick = (enum ac_algo)a;
+        }
+    }
+    if (best < 0) /* NCCL_ALGO allows nothing that implements coll */
+        pick = AC_ALGO_RING;
+    if (!ac_log_enabled(AC_LOG_INFO, AC_SUB_TUNING))
+        return pick;
+    char tree[32] = "n/a";
+    if (ac_tuner_algo_applies(coll, AC_ALGO_TREE))
+        snprintf(tree, sizeof(tree), "%.1f us", est[AC_ALGO_TREE]);
+    AC_INFO(AC_SUB_TUNING,
+            "%s %zu bytes on %d ranks / %d nodes / %d rail(s): Ring %.1f us, Tree "
+            "%s -> %s/Simple, estimate %.1f us",
+            ac_coll_name(coll), bytes, l->nranks, l->nnodes, l->nrails, est[AC_ALGO_RING], tree,
+            ac_algo_name(pick), est[pick]);
     return pick;
 }

@@ -19,6 +19,7 @@ struct netdev_info {
     struct sockaddr_storage addr;
     int32_t rail; /* -1: the bootstrap address */
     int32_t pad;
+    double gbit; /* line rate of the NIC; 0 unknown */
 };
 
 /* A NIC from the topology for this rank; false (with an INFO line saying why) to keep the
@@ -56,6 +57,7 @@ static bool pick_new(const struct ncclComm *comm, struct netdev_info *out)
     } else {
         char str[AC_SOCKADDR_STRLEN];
         out->rail = t->nics[nic].rail;
+        out->gbit = t->nics[nic].speed_gbps;
         AC_INFO(AC_SUB_NET | AC_SUB_INIT, "local rank %d of %d: NIC %s (%s), rail %d",
                 l->local_of[comm->rank], ac_layout_ppn(l, node), t->nics[nic].name,
                 ac_socket_addr_str(&out->addr, str, sizeof(str)), out->rail);
@@ -109,6 +111,7 @@ static int count_rails(const struct ac_layout *l, const struct netdev_info *all)
 
 ncclResult_t ac_comm_pick_netdev(struct ncclComm *comm)
 {
+    ac_layout_log(&comm->layout, comm->rank, 2);
     if (comm->layout.nnodes == 1) /* shared memory only: no NIC to choose */
         return ncclSuccess;
     struct netdev_info *all = calloc((size_t)comm->nranks, sizeof(*all));
@@ -124,6 +127,10 @@ ncclResult_t ac_comm_pick_netdev(struct ncclComm *comm)
         for (int r = 0; r < comm->nranks; r++)
             comm->peers[r].addr = all[r].addr;
         comm->layout.nrails = count_rails(&comm->layout, all);
+        comm->layout.nic_gbit = all[0].gbit;
+        for (int r = 1; r < comm->nranks; r++)
+            if (all[r].gbit < comm->layout.nic_gbit)
+                comm->layout.nic_gbit = all[r].gbit;
     }
     free(all);
     return res;
