@@ -60,7 +60,7 @@ struct ac_step {
 
 /* One rank's part of one collective on one channel. A step receives from every recv peer (and
  * reduces them all together) and sends the same data to every send peer. */
-#define AC_TASK_MAX_PEERS 3
+#define AC_TASK_MAX_PEERS 7
 struct ac_task {
     enum ac_coll coll;
     enum ac_algo algo;
@@ -82,6 +82,17 @@ struct ac_task {
     int recv_peers[AC_TASK_MAX_PEERS];
     int send_peers[AC_TASK_MAX_PEERS];
     int conn_index;          /* which connector set: a ring channel or a p2p channel */
+    /* Single-copy transfer (SEND/RECV tasks between ranks of one host): the sender passes the
+     * address of its buffer on conn_index, the receiver reads it with cross-memory attach and
+     * acknowledges on ack_set. */
+    bool is_direct;
+    int ack_set;
+    enum ac_coll op_coll;    /* the user's call this task belongs to (messages, mismatches) */
+    /* One-shot allreduce of a small vector: every rank sends its whole input to every other
+     * (step 0) and reduces all of them in rank order (step 1), one latency instead of the
+     * ring's 2(n-1). recv_peers are in rank order; the fold order makes every rank's result
+     * bitwise identical. */
+    bool is_oneshot;
 };
 
 /* Fills the ring/chain fields (pos, ring, nsteps, peers) of a collective task whose coll,
@@ -98,6 +109,9 @@ enum ac_tree_part {
 };
 bool ac_tree_plan(struct ac_task *t, const struct ac_layout *l, int rank, int root, int channel,
                   enum ac_tree_part part);
+/* Fills the peers and steps of a one-shot allreduce task (coll, buffers, count, op set). */
+#define AC_ONESHOT_MAX_BYTES (16 * 1024)
+void ac_oneshot_plan(struct ac_task *t, int rank);
 /* Fills nsteps and the peer of an AC_COLL_SEND or AC_COLL_RECV task (peer in recv_peers[0] or
  * send_peers[0] on entry). */
 void ac_p2p_plan(struct ac_task *t);

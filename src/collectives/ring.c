@@ -210,8 +210,33 @@ static void chain_step(const struct ac_task *t, uint64_t l, struct ac_step *out)
     }
 }
 
+void ac_oneshot_plan(struct ac_task *t, int rank)
+{
+    t->is_oneshot = true;
+    t->nsteps = 2;
+    t->nrecv = t->nsend = 0;
+    for (int r = 0; r < t->nranks; r++)
+        if (r != rank) {
+            t->recv_peers[t->nrecv++] = r;
+            t->send_peers[t->nsend++] = r;
+        }
+}
+
+static void oneshot_step(const struct ac_task *t, uint64_t k, struct ac_step *out)
+{
+    out->src = t->sendbuff;
+    out->dst = t->recvbuff;
+    out->count = t->count;
+    out->flags = k == 0 ? AC_STEP_SEND
+                        : AC_STEP_RECV | AC_STEP_REDUCE | AC_STEP_DST | AC_STEP_FINAL;
+}
+
 void ac_task_step(const struct ac_task *t, uint64_t k, struct ac_step *out)
 {
+    if (t->is_oneshot) {
+        oneshot_step(t, k, out);
+        return;
+    }
     if (t->algo == AC_ALGO_TREE) {
         ac_tree_step(t, k, out);
         return;

@@ -25,6 +25,8 @@ struct ac_config {
     bool shm_disable;           /* NCCL_SHM_DISABLE */
     bool p2p_disable;           /* NCCL_P2P_DISABLE */
     const char *shm_dir;        /* ANYCCL_SHM_DIR: where segments live (default /dev/shm) */
+    bool cma_enable;            /* ANYCCL_CMA_ENABLE: single-copy reads between local ranks */
+    int64_t cma_min_bytes;      /* ANYCCL_CMA_MIN_BYTES: smallest transfer read that way */
     int64_t buffsize;           /* NCCL_BUFFSIZE: bytes of slots per connection */
     int64_t nslots;             /* ANYCCL_NSLOTS: slots per connection (NCCL_STEPS) */
     int64_t socket_nthreads;    /* reserved */

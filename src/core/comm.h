@@ -15,9 +15,21 @@
 #define AC_MAX_USER_OPS 64
 
 /* Connector sets: ring channels first, then the channels of point-to-point traffic, which never
- * share a connector with collectives (NCCL matches send/recv independently of collectives). */
+ * share a connector with collectives (NCCL matches send/recv independently of collectives), then
+ * the exchanges of collectives built from transfers (all-to-all, gather, scatter, direct
+ * broadcast and allgather). Single-copy transfers send a descriptor on the data set and get the
+ * reader's acknowledgement back on the matching ack set, which carries nothing else, so that
+ * acknowledgements and descriptors can never be taken for one another. */
 #define AC_P2P_CONN_BASE AC_MAX_CHANNELS
+#define AC_P2P_ACK_SET (AC_P2P_CONN_BASE + 1)
+#define AC_XCHG_CONN_SET (AC_P2P_CONN_BASE + 2)
+#define AC_XCHG_ACK_SET (AC_P2P_CONN_BASE + 3)
 #define AC_NCONN_SETS (2 * AC_MAX_CHANNELS)
+
+static inline bool ac_set_is_ack(int set)
+{
+    return set == AC_P2P_ACK_SET || set == AC_XCHG_ACK_SET;
+}
 
 struct ac_user_op {
     bool is_used;
@@ -44,6 +56,8 @@ struct ncclComm {
     struct ac_conn **recv_conns;
 
     bool is_oversubscribed;             /* more ranks on this node than usable cores */
+    bool is_cma_all;                    /* one host, and every rank can read every other */
+    size_t cma_min_bytes;               /* transfers at least this large are single-copy */
     bool is_blocking;
     _Atomic int async_error;            /* ncclResult_t: ncclInProgress while init runs */
     volatile int abort_flag;            /* set by ncclCommAbort / Revoke: waits end */
@@ -59,6 +73,10 @@ struct ncclComm {
     uint64_t nops_issued;               /* collectives and p2p calls, for logs */
     char name[64];                      /* config.commName or "" */
 };
+
+/* Whether rank peer's buffers can be read by this rank, and this rank's by it, with cross-memory
+ * attach (src/transport/cma/): same host, both probed their host's peers successfully. */
+bool ac_comm_pair_cma(const struct ncclComm *comm, int peer);
 
 /* Checks a handle from the user; names `what` in the message. */
 ncclResult_t ac_comm_check(const struct ncclComm *comm, const char *what);

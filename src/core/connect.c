@@ -38,7 +38,10 @@ static ncclResult_t new_conn(struct ncclComm *comm, const struct ac_conn_need *n
     c->peer = nd->peer;
     c->channel = nd->set;
     c->nslots = comm->nslots;
-    c->slot_bytes = nd->set >= AC_P2P_CONN_BASE ? comm->p2p_slot_bytes : comm->slot_bytes;
+    /* acknowledgements of single-copy transfers are a few bytes: the smallest slots will do */
+    c->slot_bytes = ac_set_is_ack(nd->set)        ? 4096
+                    : nd->set >= AC_P2P_CONN_BASE ? comm->p2p_slot_bytes
+                                                  : comm->slot_bytes;
     c->self_info = &comm->peers[comm->rank];
     c->peer_info = &comm->peers[nd->peer];
     c->comm_hash = comm->comm_hash;

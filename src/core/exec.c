@@ -8,12 +8,20 @@
 #include "common/config.h"
 #include "common/time.h"
 #include "core/plan.h"
+#include "transport/cma/cma.h"
 
 #include <signal.h>
 #include <stdlib.h>
 #include <string.h>
 
 /* ---- connecting ---- */
+
+/* The connector set a task uses in one direction: single-copy transfers get their
+ * acknowledgements on a set of their own. */
+static int task_set(const struct ac_task *t, bool is_send)
+{
+    return t->is_direct && is_send != (t->coll == AC_COLL_SEND) ? t->ack_set : t->conn_index;
+}
 
 struct connect_job {
     struct ncclComm *comm;
@@ -51,9 +59,9 @@ static ncclResult_t collect_needs(const struct ac_run *run, struct ncclComm *com
         if (run->tasks[i].comm != comm)
             continue;
         for (int k = 0; k < t->nrecv; k++)
-            need_conn(job, t->conn_index, t->recv_peers[k], false);
+            need_conn(job, task_set(t, false), t->recv_peers[k], false);
         for (int k = 0; k < t->nsend; k++)
-            need_conn(job, t->conn_index, t->send_peers[k], true);
+            need_conn(job, task_set(t, true), t->send_peers[k], true);
     }
     return ncclSuccess;
 }
@@ -67,10 +75,10 @@ static bool is_connected(const struct ac_run *run)
         const struct ac_task *t = &run->tasks[i].t;
         struct ncclComm *comm = run->tasks[i].comm;
         for (int k = 0; k < t->nrecv; k++)
-            if (!*ac_conn_slot(comm, t->conn_index, t->recv_peers[k], false))
+            if (!*ac_conn_slot(comm, task_set(t, false), t->recv_peers[k], false))
                 return false;
         for (int k = 0; k < t->nsend; k++)
-            if (!*ac_conn_slot(comm, t->conn_index, t->send_peers[k], true))
+            if (!*ac_conn_slot(comm, task_set(t, true), t->send_peers[k], true))
                 return false;
     }
     return true;
@@ -117,11 +125,13 @@ static void take_tickets(struct ac_run *run)
     for (int i = 0; i < run->ntasks; i++) {
         struct ac_run_task *rt = &run->tasks[i];
         for (int k = 0; k < rt->t.nrecv; k++) {
-            rt->recv[k] = *ac_conn_slot(rt->comm, rt->t.conn_index, rt->t.recv_peers[k], false);
+            rt->recv[k] = *ac_conn_slot(rt->comm, task_set(&rt->t, false), rt->t.recv_peers[k],
+                                        false);
             rt->recv_ticket[k] = rt->recv[k]->next_ticket++;
         }
         for (int k = 0; k < rt->t.nsend; k++) {
-            rt->send[k] = *ac_conn_slot(rt->comm, rt->t.conn_index, rt->t.send_peers[k], true);
+            rt->send[k] = *ac_conn_slot(rt->comm, task_set(&rt->t, true), rt->t.send_peers[k],
+                                        true);
             rt->send_ticket[k] = rt->send[k]->next_ticket++;
         }
     }
@@ -219,6 +229,39 @@ static void move_data_multi(const struct ac_task *t, const struct ac_step *st,
         ac_kern_copy_out(st->dst, first, bytes);
 }
 
+/* The last step of a one-shot allreduce: folds the n inputs (this rank's own, raw, at position
+ * rank; the others as received, already premultiplied) in rank order, so that every rank
+ * computes ((x0 op x1) op x2) ... bit for bit the same way. An in-place call first loads its own
+ * input aside, since the fold writes dst before it reaches position rank. */
+static void oneshot_fold(const struct ac_task *t, const struct ac_step *st, const void *const *in,
+                         int rank)
+{
+    _Alignas(64) char aside[AC_ONESHOT_MAX_BYTES];
+    const void *x[AC_TASK_MAX_PEERS + 1];
+    bool is_raw[AC_TASK_MAX_PEERS + 1];
+    int n = t->nranks;
+    for (int j = 0, k = 0; j < n; j++) {
+        is_raw[j] = j == rank;
+        x[j] = j == rank ? st->src : in[k++];
+    }
+    if (st->dst == st->src && rank >= 2) {
+        ac_kern_load(&t->op, aside, st->src, st->count, false);
+        x[rank] = aside;
+        is_raw[rank] = false;
+    }
+    if (is_raw[0] || is_raw[1])
+        ac_kern_reduce(&t->op, st->dst, x[is_raw[0] ? 1 : 0], x[is_raw[0] ? 0 : 1], st->count,
+                       n == 2);
+    else
+        ac_kern_combine(&t->op, st->dst, x[0], x[1], st->count, n == 2);
+    for (int j = 2; j < n; j++) {
+        if (is_raw[j])
+            ac_kern_reduce(&t->op, st->dst, st->dst, x[j], st->count, j == n - 1);
+        else
+            ac_kern_combine(&t->op, st->dst, st->dst, x[j], st->count, j == n - 1);
+    }
+}
+
 /* Polls the connectors a step needs; true when every incoming slot is there and every outgoing
  * one is free. */
 static ncclResult_t step_ready(struct ac_run_task *rt, const struct ac_step *st,
@@ -253,9 +296,144 @@ static ncclResult_t step_ready(struct ac_run_task *rt, const struct ac_step *st,
     return ncclSuccess;
 }
 
+/* ---- single-copy transfers ---- */
+
+#define DIRECT_MAGIC 0x41434d41u /* "ACMA" */
+enum { DIRECT_ADDR = 1, DIRECT_ACK = 2 };
+
+/* What travels in a slot of a single-copy transfer: the sender's buffer, or the reader's
+ * acknowledgement. Both sides check every field, so that ranks that called different operations
+ * or counts get an error naming the difference instead of reading the wrong memory. */
+struct direct_msg {
+    uint32_t magic;
+    uint32_t kind;
+    uint64_t addr;
+    uint64_t bytes;
+    uint32_t op_coll;
+    int32_t status;          /* acknowledgement: 0, or the reader's ncclResult_t */
+};
+
+/* Both ends of a user's send/recv pair carry the same name on the wire. */
+static uint32_t wire_coll(enum ac_coll c)
+{
+    return (uint32_t)(c == AC_COLL_RECV ? AC_COLL_SEND : c);
+}
+
+static const char *direct_what(const struct ac_task *t)
+{
+    return t->op_coll == AC_COLL_SEND || t->op_coll == AC_COLL_RECV
+               ? (t->coll == AC_COLL_SEND ? "ncclSend" : "ncclRecv")
+               : ac_coll_name(t->op_coll);
+}
+
+static ncclResult_t direct_check(const struct ac_run_task *rt, const void *slot, size_t got,
+                                 uint32_t kind, struct direct_msg *msg)
+{
+    const struct ac_task *t = &rt->t;
+    int rank = rt->comm->rank, peer = t->recv_peers[0];
+    size_t bytes = t->count * t->type_bytes;
+    if (got != sizeof(*msg))
+        return AC_FAIL(ncclInvalidUsage, "rank %d: %s of %zu bytes with rank %d: rank %d sent a "
+                       "slot of %zu bytes where a single-copy %s was expected: the ranks called "
+                       "different operations or counts (or set ANYCCL_CMA_* differently)",
+                       rank, direct_what(t), bytes, peer, peer, got,
+                       kind == DIRECT_ADDR ? "address" : "acknowledgement");
+    memcpy(msg, slot, sizeof(*msg));
+    if (msg->magic != DIRECT_MAGIC || msg->kind != kind)
+        return AC_FAIL(ncclInvalidUsage, "rank %d: %s with rank %d: a malformed single-copy "
+                       "message arrived (magic %#x kind %u): the ranks called different "
+                       "operations", rank, direct_what(t), peer, msg->magic, msg->kind);
+    if (kind == DIRECT_ADDR && msg->op_coll != wire_coll(t->op_coll))
+        return AC_FAIL(ncclInvalidUsage, "rank %d called %s while rank %d called %s (same call "
+                       "in the order of operations between the two)", rank,
+                       ac_coll_name(t->op_coll), peer,
+                       msg->op_coll < AC_COLL_COUNT ? ac_coll_name((enum ac_coll)msg->op_coll)
+                                                    : "an unknown operation");
+    if (msg->bytes != bytes)
+        return AC_FAIL(ncclInvalidUsage, "rank %d: %s expects %zu bytes from rank %d, which "
+                       "%s %llu bytes: the ranks passed different counts or types", rank,
+                       direct_what(t), bytes, peer, kind == DIRECT_ADDR ? "sends" : "acknowledged",
+                       (unsigned long long)msg->bytes);
+    return ncclSuccess;
+}
+
+static bool is_turn(const struct ac_conn *c, uint64_t ticket)
+{
+    return c->serving_ticket == ticket;
+}
+
+/* Sender: step 0 passes the buffer's address, and frees the data connector for the next
+ * operation at once; step 1 waits for the reader's acknowledgement. Receiver: one step reads
+ * and acknowledges. */
+static ncclResult_t advance_direct(struct ac_run_task *rt, bool *progressed)
+{
+    struct ac_task *t = &rt->t;
+    struct ac_conn *in = rt->recv[0], *out = rt->send[0];
+    size_t bytes = t->count * t->type_bytes;
+    const void *islot = NULL;
+    void *oslot = NULL;
+    size_t got = 0;
+    struct direct_msg msg;
+    if (t->coll == AC_COLL_SEND && rt->step == 0) {
+        if (!is_turn(out, rt->send_ticket[0]))
+            return ncclSuccess;
+        AC_CHECK(out->tp->send_slot(out, &oslot));
+        if (!oslot)
+            return ncclSuccess;
+        msg = (struct direct_msg){.magic = DIRECT_MAGIC, .kind = DIRECT_ADDR,
+                                  .addr = (uint64_t)(uintptr_t)t->sendbuff, .bytes = bytes,
+                                  .op_coll = wire_coll(t->op_coll)};
+        memcpy(oslot, &msg, sizeof(msg));
+        AC_CHECK(out->tp->send_post(out, sizeof(msg)));
+        out->serving_ticket++;
+        rt->step = 1;
+        *progressed = true;
+    }
+    if (t->coll == AC_COLL_SEND) {
+        if (!is_turn(in, rt->recv_ticket[0]))
+            return ncclSuccess;
+        AC_CHECK(in->tp->recv_slot(in, &islot, &got));
+        if (!islot)
+            return ncclSuccess;
+        AC_CHECK(direct_check(rt, islot, got, DIRECT_ACK, &msg));
+        AC_CHECK(in->tp->recv_release(in));
+        if (msg.status != ncclSuccess)
+            return AC_FAIL(ncclRemoteError, "rank %d: %s to rank %d failed: rank %d could not "
+                           "read this rank's buffer (see its log)", rt->comm->rank,
+                           direct_what(t), in->peer, in->peer);
+        rt->step = 2;
+        *progressed = true;
+        return ncclSuccess;
+    }
+    if (!is_turn(in, rt->recv_ticket[0]) || !is_turn(out, rt->send_ticket[0]))
+        return ncclSuccess;
+    AC_CHECK(in->tp->recv_slot(in, &islot, &got));
+    if (!islot)
+        return ncclSuccess;
+    AC_CHECK(out->tp->send_slot(out, &oslot));
+    if (!oslot)
+        return ncclSuccess;
+    AC_CHECK(direct_check(rt, islot, got, DIRECT_ADDR, &msg));
+    const struct ac_peer_info *p = &rt->comm->peers[in->peer];
+    ncclResult_t res = ac_cma_read(p->pid, in->peer, p->hostname, t->recvbuff, msg.addr, bytes);
+    msg.kind = DIRECT_ACK;
+    msg.status = (int32_t)res;
+    memcpy(oslot, &msg, sizeof(msg));
+    AC_CHECK(out->tp->send_post(out, sizeof(msg)));
+    AC_CHECK(in->tp->recv_release(in));
+    AC_CHECK(res);
+    rt->step = 1;
+    *progressed = true;
+    return ncclSuccess;
+}
+
+/* ---- steps ---- */
+
 /* Performs as many steps of one task as its connectors allow right now. */
 static ncclResult_t advance(struct ac_run_task *rt, bool *progressed)
 {
+    if (rt->t.is_direct)
+        return advance_direct(rt, progressed);
     while (rt->step < rt->t.nsteps) {
         struct ac_step st;
         const void *in[AC_TASK_MAX_PEERS] = {0};
@@ -267,7 +445,9 @@ static ncclResult_t advance(struct ac_run_task *rt, bool *progressed)
             return ncclSuccess;
         int nin = (st.flags & AC_STEP_RECV) ? rt->t.nrecv : 0;
         int nout = (st.flags & AC_STEP_SEND) ? rt->t.nsend : 0;
-        if (nin <= 1 && nout <= 1)
+        if (rt->t.is_oneshot && nin > 1)
+            oneshot_fold(&rt->t, &st, in, rt->comm->rank);
+        else if (nin <= 1 && nout <= 1)
             move_data(&rt->t, &st, in[0], slots[0]);
         else
             move_data_multi(&rt->t, &st, in, nin, slots, nout);
@@ -284,9 +464,10 @@ static ncclResult_t advance(struct ac_run_task *rt, bool *progressed)
 
 static void finish_task(struct ac_run_task *rt)
 {
+    bool is_send_released = rt->t.is_direct && rt->t.coll == AC_COLL_SEND; /* after step 0 */
     for (int k = 0; k < rt->t.nrecv; k++)
         rt->recv[k]->serving_ticket++;
-    for (int k = 0; k < rt->t.nsend; k++)
+    for (int k = 0; k < rt->t.nsend && !is_send_released; k++)
         rt->send[k]->serving_ticket++;
 }
 

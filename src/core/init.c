@@ -6,7 +6,9 @@
 #include "core/enqueue.h"
 #include "core/netdev.h"
 #include "ras/ras.h"
+#include "transport/cma/cma.h"
 
+#include <errno.h>
 #include <sched.h>
 #include <stdlib.h>
 #include <string.h>
@@ -54,6 +56,57 @@ static void fill_self_info(struct ncclComm *comm, struct ac_peer_info *me)
     me->host_hash = h;
     me->pid_ns_hash = hash_of_file("/proc/self/ns/pid", true);
     me->addr = *ac_bootstrap_local_addr(comm->bs);
+    ac_cma_probe_word(&me->cma_addr, &me->cma_value);
+}
+
+static bool same_host(const struct ac_peer_info *a, const struct ac_peer_info *b)
+{
+    return a->host_hash == b->host_hash && a->pid_ns_hash == b->pid_ns_hash;
+}
+
+bool ac_comm_pair_cma(const struct ncclComm *comm, int peer)
+{
+    const struct ac_peer_info *me = &comm->peers[comm->rank], *p = &comm->peers[peer];
+    return me->can_cma && p->can_cma && same_host(me, p);
+}
+
+/* Single-copy reads need every pair to agree on whether they are possible, and on the size from
+ * which they are used: each rank probes its host's peers, and all take rank 0's threshold. */
+struct cma_vote {
+    int64_t min_bytes;
+    uint8_t can_cma;
+    uint8_t pad[7];
+};
+
+static ncclResult_t agree_on_cma(struct ncclComm *comm)
+{
+    const struct ac_config *cfg = ac_config_get();
+    struct ac_peer_info *me = &comm->peers[comm->rank];
+    bool can = cfg->cma_enable && !cfg->shm_disable;
+    for (int r = 0; can && r < comm->nranks; r++) {
+        const struct ac_peer_info *p = &comm->peers[r];
+        if (r != comm->rank && same_host(me, p) && !ac_cma_probe(p->pid, p->cma_addr, p->cma_value)) {
+            AC_INFO(AC_SUB_INIT | AC_SUB_SHM, "cannot read rank %d (pid %d) by cross-memory "
+                    "attach (%s): transfers between local ranks go through shared-memory slots",
+                    r, p->pid, strerror(errno));
+            can = false;
+        }
+    }
+    struct cma_vote *votes = calloc((size_t)comm->nranks, sizeof(*votes));
+    if (!votes)
+        return AC_FAIL(ncclSystemError, "out of memory");
+    votes[comm->rank] = (struct cma_vote){.min_bytes = cfg->cma_min_bytes, .can_cma = can};
+    ncclResult_t res = ac_bootstrap_allgather(comm->bs, votes, sizeof(*votes));
+    if (res == ncclSuccess) {
+        comm->cma_min_bytes = votes[0].min_bytes < 0 ? 0 : (size_t)votes[0].min_bytes;
+        comm->is_cma_all = comm->layout.nnodes == 1;
+        for (int r = 0; r < comm->nranks; r++) {
+            comm->peers[r].can_cma = votes[r].can_cma;
+            comm->is_cma_all &= votes[r].can_cma != 0;
+        }
+    }
+    free(votes);
+    return res;
 }
 
 static void pick_sizes(struct ncclComm *comm, const ncclConfig_t *config)
@@ -130,6 +183,7 @@ ncclResult_t ac_comm_init(struct ncclComm *comm, const ncclUniqueId *id, int ran
     AC_CHECK(ac_bootstrap_allgather(comm->bs, comm->peers, sizeof(*comm->peers)));
     AC_CHECK(build_layout(comm));
     AC_CHECK(ac_comm_pick_netdev(comm));
+    AC_CHECK(agree_on_cma(comm));
     pick_sizes(comm, config);
     check_oversubscribed(comm);
     if (config && config->commName)

@@ -2,6 +2,7 @@
  * collectives, one per peer for point-to-point traffic; the tuner picks ring or tree. A rank's
  * sends to itself are matched with its receives from itself here and done as local copies. */
 #include "common/check.h"
+#include "common/config.h"
 #include "core/plan.h"
 
 #include <stdlib.h>
@@ -54,6 +55,7 @@ static void base_task(const struct ac_op *op, struct ac_task *t)
     t->is_reduction = op->coll == AC_COLL_ALLREDUCE || op->coll == AC_COLL_REDUCESCATTER ||
                       op->coll == AC_COLL_REDUCE;
     t->nranks = op->comm->nranks;
+    t->op_coll = op->coll;
 }
 
 static ncclResult_t add_channel_tasks(struct ac_run *run, const struct ac_op *op,
@@ -83,9 +85,29 @@ static ncclResult_t add_channel_tasks(struct ac_run *run, const struct ac_op *op
     return ncclSuccess;
 }
 
+/* Small allreduces on one node: one exchange of whole vectors (src/collectives/ring.c). An
+ * explicit NCCL_ALGO keeps the algorithm it names. */
+static bool use_oneshot(const struct ac_op *op)
+{
+    const struct ncclComm *comm = op->comm;
+    size_t bytes = op->count * ac_type_size(op->type);
+    const char *algo = ac_config_get()->algo;
+    return op->coll == AC_COLL_ALLREDUCE && comm->nranks > 1 &&
+           comm->nranks <= AC_TASK_MAX_PEERS + 1 && comm->layout.nnodes == 1 &&
+           bytes <= AC_ONESHOT_MAX_BYTES && (!algo || !*algo);
+}
+
 static ncclResult_t add_coll_op(struct ac_run *run, const struct ac_op *op)
 {
     struct ncclComm *comm = op->comm;
+    if (use_oneshot(op)) {
+        struct ac_task t;
+        base_task(op, &t);
+        t.region_count = op->count;
+        t.chunk_elems = op->count;
+        ac_oneshot_plan(&t, comm->rank);
+        return add_task(run, comm, &t);
+    }
     size_t bytes = op->count * ac_type_size(op->type);
     enum ac_algo algo = comm->nranks > 1 ? ac_tuner_pick(op->coll, bytes, &comm->layout)
                                          : AC_ALGO_RING;
@@ -96,23 +118,33 @@ static ncclResult_t add_coll_op(struct ac_run *run, const struct ac_op *op)
     return ncclSuccess;
 }
 
-/* One point-to-point transfer of count elements at buf with peer (never self). */
+/* One point-to-point transfer of count elements at buf with peer (never self), on connector set
+ * `set` (user send/recv or a collective's exchange). Between ranks that can read each other's
+ * memory, transfers from cma_min_bytes up are single-copy: two steps for the sender (pass the
+ * address, wait for the reader's acknowledgement), one for the receiver (read, acknowledge). */
 static ncclResult_t add_p2p(struct ac_run *run, const struct ac_op *op, enum ac_coll coll,
-                            int peer, const void *buf, size_t count)
+                            int peer, const void *buf, size_t count, int set)
 {
     if (count == 0)
         return ncclSuccess;
+    struct ncclComm *comm = op->comm;
     struct ac_task t;
     base_task(op, &t);
     t.coll = coll;
     t.count = count;
     t.sendbuff = buf;
     t.recvbuff = (char *)buf;
-    t.chunk_elems = op->comm->p2p_slot_bytes / t.type_bytes;
-    t.conn_index = AC_P2P_CONN_BASE;
+    t.chunk_elems = comm->p2p_slot_bytes / t.type_bytes;
+    t.conn_index = set;
     t.recv_peers[0] = t.send_peers[0] = peer;
     ac_p2p_plan(&t);
-    return add_task(run, op->comm, &t);
+    if (count * t.type_bytes >= comm->cma_min_bytes && ac_comm_pair_cma(comm, peer)) {
+        t.is_direct = true;
+        t.ack_set = set == AC_P2P_CONN_BASE ? AC_P2P_ACK_SET : AC_XCHG_ACK_SET;
+        t.nsend = t.nrecv = 1;
+        t.nsteps = coll == AC_COLL_SEND ? 2 : 1;
+    }
+    return add_task(run, comm, &t);
 }
 
 static void local_copy(void *dst, const void *src, size_t bytes)
@@ -121,36 +153,75 @@ static void local_copy(void *dst, const void *src, size_t bytes)
         memmove(dst, src, bytes);
 }
 
+#define XCHG AC_XCHG_CONN_SET
+
 /* All-to-all, gather and scatter: point-to-point transfers, plus the rank's own block. Peers are
- * visited in a rotating order so that all ranks do not send to the same peer first. */
+ * visited in a rotating order so that all ranks do not send to the same peer first, and a rank
+ * issues all its sends before its receives so that no peer waits for an address (single-copy
+ * transfers) while this rank reads from another. */
 static ncclResult_t add_exchange_op(struct ac_run *run, const struct ac_op *op)
 {
     struct ncclComm *comm = op->comm;
     int n = comm->nranks, me = comm->rank;
-    size_t blk = op->count * ac_type_size(op->type);
+    size_t cnt = op->count, blk = cnt * ac_type_size(op->type);
     const char *sb = op->sendbuff;
     char *rb = op->recvbuff;
+    bool is_root = me == op->root;
     for (int i = 1; i < n; i++) {
-        int to = (me + i) % n, from = (me - i + n) % n;
-        if (op->coll == AC_COLL_ALLTOALL) {
-            AC_CHECK(add_p2p(run, op, AC_COLL_SEND, to, sb + (size_t)to * blk, op->count));
-            AC_CHECK(add_p2p(run, op, AC_COLL_RECV, from, rb + (size_t)from * blk, op->count));
-        } else if (op->coll == AC_COLL_GATHER && me == op->root) {
-            AC_CHECK(add_p2p(run, op, AC_COLL_RECV, from, rb + (size_t)from * blk, op->count));
-        } else if (op->coll == AC_COLL_SCATTER && me == op->root) {
-            AC_CHECK(add_p2p(run, op, AC_COLL_SEND, to, sb + (size_t)to * blk, op->count));
-        }
+        int to = (me + i) % n;
+        if (op->coll == AC_COLL_ALLTOALL || (op->coll == AC_COLL_SCATTER && is_root))
+            AC_CHECK(add_p2p(run, op, AC_COLL_SEND, to, sb + (size_t)to * blk, cnt, XCHG));
     }
+    if (op->coll == AC_COLL_GATHER && !is_root)
+        AC_CHECK(add_p2p(run, op, AC_COLL_SEND, op->root, sb, cnt, XCHG));
+    for (int i = 1; i < n; i++) {
+        int from = (me - i + n) % n;
+        if (op->coll == AC_COLL_ALLTOALL || (op->coll == AC_COLL_GATHER && is_root))
+            AC_CHECK(add_p2p(run, op, AC_COLL_RECV, from, rb + (size_t)from * blk, cnt, XCHG));
+    }
+    if (op->coll == AC_COLL_SCATTER && !is_root)
+        AC_CHECK(add_p2p(run, op, AC_COLL_RECV, op->root, rb, cnt, XCHG));
     if (op->coll == AC_COLL_ALLTOALL)
         local_copy(rb + (size_t)me * blk, sb + (size_t)me * blk, blk);
-    else if (op->coll == AC_COLL_GATHER && me != op->root)
-        AC_CHECK(add_p2p(run, op, AC_COLL_SEND, op->root, sb, op->count));
-    else if (op->coll == AC_COLL_GATHER)
+    else if (op->coll == AC_COLL_GATHER && is_root)
         local_copy(rb + (size_t)me * blk, sb, blk);
-    else if (me != op->root)
-        AC_CHECK(add_p2p(run, op, AC_COLL_RECV, op->root, rb, op->count));
-    else
+    else if (op->coll == AC_COLL_SCATTER && is_root)
         local_copy(rb, sb + (size_t)me * blk, blk);
+    return ncclSuccess;
+}
+
+/* Broadcast and allgather between ranks that can all read each other's memory: every rank reads
+ * what it lacks straight from the rank that has it (one copy per byte received), instead of
+ * passing it along a ring (a copy into each slot and one out of it). */
+static bool use_direct(const struct ac_op *op)
+{
+    const struct ncclComm *comm = op->comm;
+    size_t bytes = op->count * ac_type_size(op->type);
+    return comm->nranks > 1 && comm->is_cma_all && bytes > 0 && bytes >= comm->cma_min_bytes &&
+           (op->coll == AC_COLL_BROADCAST || op->coll == AC_COLL_ALLGATHER);
+}
+
+static ncclResult_t add_direct_op(struct ac_run *run, const struct ac_op *op)
+{
+    struct ncclComm *comm = op->comm;
+    int n = comm->nranks, me = comm->rank;
+    size_t cnt = op->count, blk = cnt * ac_type_size(op->type);
+    if (op->coll == AC_COLL_BROADCAST) {
+        if (me != op->root)
+            return add_p2p(run, op, AC_COLL_RECV, op->root, op->recvbuff, cnt, XCHG);
+        for (int i = 1; i < n; i++)
+            AC_CHECK(add_p2p(run, op, AC_COLL_SEND, (me + i) % n, op->sendbuff, cnt, XCHG));
+        local_copy(op->recvbuff, op->sendbuff, blk);
+        return ncclSuccess;
+    }
+    for (int i = 1; i < n; i++)
+        AC_CHECK(add_p2p(run, op, AC_COLL_SEND, (me + i) % n, op->sendbuff, cnt, XCHG));
+    for (int i = 1; i < n; i++) {
+        int from = (me - i + n) % n;
+        AC_CHECK(add_p2p(run, op, AC_COLL_RECV, from, (char *)op->recvbuff + (size_t)from * blk,
+                         cnt, XCHG));
+    }
+    local_copy((char *)op->recvbuff + (size_t)me * blk, op->sendbuff, blk);
     return ncclSuccess;
 }
 
@@ -195,7 +266,7 @@ ncclResult_t ac_plan_build(struct ac_run *run, struct ac_op *ops)
             if (op->peer >= 0)
                 AC_CHECK(add_p2p(run, op, op->coll, op->peer,
                                  op->coll == AC_COLL_SEND ? op->sendbuff : op->recvbuff,
-                                 op->count));
+                                 op->count, AC_P2P_CONN_BASE));
             break;
         case AC_COLL_ALLTOALL:
         case AC_COLL_GATHER:
@@ -203,7 +274,9 @@ ncclResult_t ac_plan_build(struct ac_run *run, struct ac_op *ops)
             AC_CHECK(add_exchange_op(run, op));
             break;
         default:
-            if (op->count > 0)
+            if (use_direct(op))
+                AC_CHECK(add_direct_op(run, op));
+            else if (op->count > 0)
                 AC_CHECK(add_coll_op(run, op));
             break;
         }

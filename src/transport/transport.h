@@ -32,6 +32,8 @@ struct ac_peer_info {
     uint64_t pid_ns_hash;            /* equal when pids are comparable (same pid namespace) */
     char hostname[AC_HOSTNAME_MAX];
     struct sockaddr_storage addr;    /* an address of this rank that peers can reach (port 0) */
+    uint64_t cma_addr, cma_value;    /* a word peers read to test cross-memory attach */
+    bool can_cma;                    /* read every peer of its host (filled after the probe) */
 };
 
 #define AC_CONN_BLOB_BYTES 256

@@ -445,6 +445,13 @@ static int body_large_allgather(struct tl_ctx *ctx)
     return finish_body(ctx, rc > 0, rc);
 }
 
+static int body_large_broadcast(struct tl_ctx *ctx)
+{
+    struct tcase tc = {ncclFloat32, LARGE_BYTES / 4};
+    int rc = one_broadcast(ctx, &tc, ctx->nranks - 1, BCAST_OUT_OF_PLACE);
+    return finish_body(ctx, rc > 0, rc);
+}
+
 static int body_large_reduce_scatter(struct tl_ctx *ctx)
 {
     struct tcase tc = {ncclFloat32, LARGE_BYTES / 4 / ctx->nranks};
@@ -461,14 +468,17 @@ static size_t add_large(struct tl_case *out, size_t n, const char *prefix, tl_bo
 {
     static const struct {
         int np;
-        bool is_tcp;
-    } cfgs[] = {{2, false}, {4, false}, {2, true}};
+        const char *env, *name;
+        bool is_slow;
+    } cfgs[] = {{2, NULL, "shm", false},
+                {4, NULL, "shm", false},
+                {2, "ANYCCL_CMA_ENABLE=0", "slots", false},
+                {2, "NCCL_SHM_DISABLE=1", "tcp", true}};
     for (size_t i = 0; i < sizeof(cfgs) / sizeof(cfgs[0]); i++) {
-        struct tl_case c = {NULL, TL_PROCS, cfgs[i].np,
-                            cfgs[i].is_tcp ? "NCCL_SHM_DISABLE=1" : NULL, body, NULL, NULL,
-                            TIMEOUT_S, cfgs[i].is_tcp};
+        struct tl_case c = {NULL, TL_PROCS, cfgs[i].np, cfgs[i].env, body, NULL, NULL, TIMEOUT_S,
+                            cfgs[i].is_slow};
         n = ce_add_case(out, n, MAX_CASES, c, "large/%s/np%d/%s/proc", prefix, cfgs[i].np,
-                        cfgs[i].is_tcp ? "tcp" : "shm");
+                        cfgs[i].name);
     }
     return n;
 }
@@ -490,5 +500,6 @@ int main(int argc, char **argv)
         n = ce_add_matrix(cases, n, MAX_CASES, colls[i].name, colls[i].body, NULL, TIMEOUT_S);
     n = add_large(cases, n, "allgather", body_large_allgather);
     n = add_large(cases, n, "reducescatter", body_large_reduce_scatter);
+    n = add_large(cases, n, "broadcast", body_large_broadcast);
     return tl_main(argc, argv, cases, n);
 }

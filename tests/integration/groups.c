@@ -574,7 +574,7 @@ static int body_simulate(struct tl_ctx *ctx)
     return is_ok ? finish_body(ctx, 0) : 1;
 }
 
-#define MAX_CASES 128
+#define MAX_CASES 192
 #define TIMEOUT_S 300
 
 int main(int argc, char **argv)

@@ -270,7 +270,7 @@ static int body_same_peer(struct tl_ctx *ctx)
     return finish_body(ctx, bad > 0, bad);
 }
 
-#define MAX_CASES 128
+#define MAX_CASES 192
 #define TIMEOUT_S 300
 
 int main(int argc, char **argv)

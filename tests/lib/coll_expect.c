@@ -377,6 +377,18 @@ size_t ce_add_matrix(struct tl_case *out, size_t n, size_t max, const char *pref
                             is_tcp ? "tcp" : "shm");
         }
     }
+    /* Transfers between local ranks go by cross-memory attach from ANYCCL_CMA_MIN_BYTES up and
+     * through slots below: force each path at every size. */
+    static const struct {
+        int np;
+        const char *env, *name;
+    } paths[] = {{3, "ANYCCL_CMA_MIN_BYTES=0", "cma"}, {4, "ANYCCL_CMA_MIN_BYTES=0", "cma"},
+                 {3, "ANYCCL_CMA_ENABLE=0", "slots"}};
+    for (size_t i = 0; i < sizeof(paths) / sizeof(paths[0]); i++) {
+        struct tl_case c = {NULL, TL_PROCS, paths[i].np, paths[i].env, body, NULL, arg,
+                            timeout_s, false};
+        n = ce_add_case(out, n, max, c, "%s/np%d/%s/proc", prefix, paths[i].np, paths[i].name);
+    }
     for (int np = 2; np <= 4; np += 2) {
         struct tl_case c = {NULL, TL_THREADS, np, NULL, body, NULL, arg, timeout_s, np == 4};
         n = ce_add_case(out, n, max, c, "%s/np%d/threads", prefix, np);
