@@ -91,6 +91,29 @@ static const struct row rows[] = {
             "Slots per connection (NCCL's NCCL_STEPS): how many chunks may be in flight."),
     INT_ROW("ANYCCL_SOCKET_NTHREADS", "NCCL_SOCKET_NTHREADS", "1", socket_nthreads, 1, 16,
             "Reserved: threads per socket connection; currently ignored."),
+    STR_ROW("ANYCCL_NET", NULL, NULL, net,
+            "Network transport between ranks that shared memory does not join: ib (verbs), ofi "
+            "(libfabric) or socket. Unset: verbs when an RDMA device is usable, then libfabric "
+            "with a hardware provider, else sockets (see docs/networking.md)."),
+    STR_ROW("ANYCCL_OFI_PROVIDER", NULL, NULL, ofi_provider,
+            "libfabric provider of the ofi transport (e.g. tcp, sockets, efa, verbs, cxi; "
+            "layered names like tcp;ofi_rxm work). Unset: the first provider that offers RDMA "
+            "writes with remote CQ data."),
+    INT_ROW("ANYCCL_OFI_EPS", NULL, "1", ofi_eps, 1, 8,
+            "libfabric endpoints per ofi connection; slots are spread round-robin over them."),
+    STR_ROW("ANYCCL_IB_HCA", "NCCL_IB_HCA", NULL, ib_hca,
+            "RDMA devices the ib transport may use, NCCL's syntax: comma list of name prefixes "
+            "with optional :port; leading = matches names exactly, leading ^ excludes. Unset: "
+            "every active port."),
+    INT_ROW("ANYCCL_IB_GID_INDEX", "NCCL_IB_GID_INDEX", "-1", ib_gid_index, -1, 255,
+            "GID index used on RoCE ports; -1: chosen automatically (a RoCE v2 GID, preferring "
+            "an IPv4-mapped one)."),
+    INT_ROW("ANYCCL_IB_TIMEOUT", "NCCL_IB_TIMEOUT", "20", ib_timeout, 1, 31,
+            "InfiniBand/RoCE ack timeout exponent: 4.096 us * 2^value per retry."),
+    INT_ROW("ANYCCL_IB_RETRY_CNT", "NCCL_IB_RETRY_CNT", "7", ib_retry_cnt, 0, 7,
+            "InfiniBand/RoCE transport retries before a queue pair fails."),
+    INT_ROW("ANYCCL_IB_QPS_PER_CONNECTION", "NCCL_IB_QPS_PER_CONNECTION", "1", ib_qps, 1, 8,
+            "Queue pairs per ib connection; slots are spread round-robin over them."),
     STR_ROW("ANYCCL_ALGO", "NCCL_ALGO", NULL, algo,
             "Algorithms allowed, in NCCL's syntax (e.g. Ring,Tree; a leading ^ excludes). Unset: "
             "chosen by the tuner."),

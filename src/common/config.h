@@ -30,6 +30,14 @@ struct ac_config {
     int64_t buffsize;           /* NCCL_BUFFSIZE: bytes of slots per connection */
     int64_t nslots;             /* ANYCCL_NSLOTS: slots per connection (NCCL_STEPS) */
     int64_t socket_nthreads;    /* reserved */
+    const char *net;            /* ANYCCL_NET: ib, ofi or socket */
+    const char *ofi_provider;   /* ANYCCL_OFI_PROVIDER: libfabric provider name */
+    int64_t ofi_eps;            /* ANYCCL_OFI_EPS: endpoints per ofi connection */
+    const char *ib_hca;         /* NCCL_IB_HCA */
+    int64_t ib_gid_index;       /* NCCL_IB_GID_INDEX; -1: automatic */
+    int64_t ib_timeout;         /* NCCL_IB_TIMEOUT */
+    int64_t ib_retry_cnt;       /* NCCL_IB_RETRY_CNT */
+    int64_t ib_qps;             /* NCCL_IB_QPS_PER_CONNECTION */
     /* algorithms */
     const char *algo;           /* NCCL_ALGO */
     const char *proto;          /* NCCL_PROTO */
