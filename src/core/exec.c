@@ -6,6 +6,7 @@
  * ANYCCL_PEER_CHECK_MS. */
 #include "common/check.h"
 #include "common/config.h"
+#include "common/socket.h"
 #include "common/time.h"
 #include "core/plan.h"
 #include "transport/cma/cma.h"
@@ -509,10 +510,18 @@ static ncclResult_t check_task(const struct ac_run_task *rt, uint64_t start_ns,
         return AC_FAIL(ncclRemoteError, "rank %d: %s aborted (ncclCommAbort or ncclCommRevoke on "
                        "this communicator)", comm->rank, what);
     int dead = atomic_load(&comm->ras_dead_rank);
-    if (dead >= 0)
-        return AC_FAIL(ncclRemoteError, "rank %d: peer rank %d (pid %d on %s) is dead (RAS: "
-                       "missed heartbeats or closed connection); %s cannot complete",
-                       comm->rank, dead, comm->peers[dead].pid, comm->peers[dead].hostname, what);
+    if (dead >= 0) {
+        char addr[AC_SOCKADDR_STRLEN];
+        ac_socket_addr_str(&comm->peers[dead].addr, addr, sizeof(addr));
+        char *port = strrchr(addr, ':'); /* the address a rank publishes has port 0 */
+        if (port != NULL && strcmp(port, ":0") == 0)
+            *port = '\0';
+        return AC_FAIL(ncclRemoteError, "rank %d: peer rank %d (pid %d on %s, address %s) is "
+                       "dead or unreachable (RAS: missed heartbeats or closed connection: the "
+                       "process died, or the network between the hosts failed); %s cannot "
+                       "complete", comm->rank, dead, comm->peers[dead].pid,
+                       comm->peers[dead].hostname, addr, what);
+    }
     for (int k = 0; k < rt->t.nrecv + rt->t.nsend; k++) {
         int peer = k < rt->t.nrecv ? rt->t.recv_peers[k] : rt->t.send_peers[k - rt->t.nrecv];
         if (!peer_is_dead(comm, peer))
