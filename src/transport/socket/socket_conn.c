@@ -17,6 +17,8 @@
 #include "common/socket.h"
 #include "common/time.h"
 
+#include <netinet/in.h>
+#include <netinet/tcp.h>
 #include <poll.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -28,6 +30,14 @@
 #define HELLO_READ_NS (5ull * 1000000000ull)
 #define SOCKET_BUF_BYTES (4 << 20)
 #define IOV_SLOTS 32 /* slots written per sendmsg */
+/* A dead path (a link or a host down: no FIN, no RST) fails a connection in bounded time instead
+ * of TCP's ~15 min of retransmissions: data unacknowledged for USER_TIMEOUT_S, or an idle
+ * connection whose keepalive probes (after KEEPIDLE_S, every KEEPINTVL_S) go unanswered
+ * KEEPCNT times. Documented in docs/troubleshooting.md. */
+#define USER_TIMEOUT_S 15
+#define KEEPIDLE_S 5
+#define KEEPINTVL_S 2
+#define KEEPCNT 5
 
 struct sock_blob {
     uint32_t magic;
@@ -87,8 +97,34 @@ static ncclResult_t io_fail(struct ac_conn *conn, int err)
                        "socket transport: connection to %s closed by peer (channel %d): the peer "
                        "process probably exited or crashed",
                        peer, conn->channel);
+    if (err == ETIMEDOUT || err == EHOSTUNREACH || err == ENETUNREACH || err == ENETDOWN) {
+        const struct sock_conn *sc = conn->priv;
+        struct sockaddr_storage local;
+        socklen_t len = sizeof(local);
+        char local_str[AC_SOCKADDR_STRLEN] = "?";
+        if (getsockname(sc->sock.fd, (struct sockaddr *)&local, &len) == 0)
+            ac_socket_addr_str(&local, local_str, sizeof(local_str));
+        return AC_FAIL(ncclRemoteError,
+                       "socket transport: %s %s (local address %s, channel %d) failed: %s "
+                       "(nothing acknowledged for %d s, or keepalives unanswered): a network link "
+                       "or the peer's host is down",
+                       conn->is_send ? "send to" : "receive from", peer, local_str, conn->channel,
+                       strerror(err), USER_TIMEOUT_S);
+    }
     return AC_FAIL(ncclSystemError, "socket transport: %s to %s (channel %d) failed: %s",
                    conn->is_send ? "send" : "receive", peer, conn->channel, strerror(err));
+}
+
+/* See USER_TIMEOUT_S. Best effort: a kernel without these options keeps TCP's own bounds. */
+static void set_liveness(int fd)
+{
+    int on = 1, user_ms = USER_TIMEOUT_S * 1000, idle = KEEPIDLE_S, intvl = KEEPINTVL_S,
+        cnt = KEEPCNT;
+    setsockopt(fd, SOL_SOCKET, SO_KEEPALIVE, &on, sizeof(on));
+    setsockopt(fd, IPPROTO_TCP, TCP_KEEPIDLE, &idle, sizeof(idle));
+    setsockopt(fd, IPPROTO_TCP, TCP_KEEPINTVL, &intvl, sizeof(intvl));
+    setsockopt(fd, IPPROTO_TCP, TCP_KEEPCNT, &cnt, sizeof(cnt));
+    setsockopt(fd, IPPROTO_TCP, TCP_USER_TIMEOUT, &user_ms, sizeof(user_ms));
 }
 
 static bool sock_can_connect(const struct ac_peer_info *self, const struct ac_peer_info *peer)
@@ -184,6 +220,7 @@ static ncclResult_t sock_send_connect(struct ac_conn *conn, const struct ac_conn
     }
     AC_CHECK(ac_socket_connect_from(&sc->sock, &blob.addr, has_src ? &src : NULL, deadline, NULL));
     ac_socket_set_bufsize(&sc->sock, SOCKET_BUF_BYTES);
+    set_liveness(sc->sock.fd);
     AC_CHECK(ac_socket_send_all(&sc->sock, &hello, sizeof(hello), deadline, NULL));
     return ac_socket_set_nonblocking(&sc->sock);
 }
@@ -233,6 +270,7 @@ static ncclResult_t sock_recv_connect(struct ac_conn *conn)
     }
     ac_socket_close(&sc->listener);
     ac_socket_set_bufsize(&sc->sock, SOCKET_BUF_BYTES);
+    set_liveness(sc->sock.fd);
     return ac_socket_set_nonblocking(&sc->sock);
 }
 
