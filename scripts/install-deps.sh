@@ -10,6 +10,7 @@ PACKAGES=(
     openmpi-bin libopenmpi-dev   # mpirun for the benchmark and MPI-launched tests
     hwloc libhwloc-dev           # topology discovery (optional at build time)
     iproute2 procps              # ip/ss/ps for the network and process tests
+    clang libclang-rt-14-dev     # make fuzz, and the fuzz suite's libFuzzer replay (libFuzzer)
 )
 
 missing=()
