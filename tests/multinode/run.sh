@@ -267,4 +267,5 @@ for cfg in "${CONFIGS[@]}"; do
     fi
     run_config "$name" "$nnodes" "$nrails" "$nlocal" "$nic" "$rate" "$idmode"
 done
+(($# > 0)) || BUILD=$BUILD "$PWD/tests/multinode/linkdown.sh" || failed=1 # issue 6: link down
 exit $failed

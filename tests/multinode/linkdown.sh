@@ -1,0 +1,164 @@
+#!/usr/bin/env bash
+# Link-down test (issue 6): two "nodes" of the multi-node bed (tests/multinode/bed.sh), one rank
+# each, run allreduces over TCP in a loop; then node 1's NIC goes down (ip link set rail0 down,
+# which sends nothing: no FIN, no RST). Every rank must return an error, not hang, within a
+# bound, and its message must name the connection: the peer's rank and the address it was
+# reached at (10.<net>.0.<k+1>). Two cases, each with its bound (twice that under ASan):
+#   ras      RAS on (the default): missed heartbeats (ANYCCL_RAS_DEAD_MS, 5 s) fail the call;
+#            bound 10 s
+#   noras    ANYCCL_RAS_ENABLE=0: the socket transport's own bound (15 s: TCP_USER_TIMEOUT on
+#            data not acknowledged, keepalive on idle connections; docs/troubleshooting.md);
+#            bound 25 s
+# Prints "PASS|FAIL multinode-linkdown/<case>" and an INFO line with each rank's time to error.
+# Not root, or no network namespaces: SKIP.
+#   BUILD=build   LD_NET=217 (the bed's addresses 10.<net>.0.k)
+#   tests/multinode/linkdown.sh [CASE...]
+set -uo pipefail
+
+cd "$(dirname "$0")/../.." || exit 2
+BUILD=${BUILD:-build}
+case $BUILD in /*) ;; *) BUILD=$PWD/$BUILD ;; esac
+BED=$PWD/tests/multinode/bed.sh
+BIN=$BUILD/tests/multinode/linkdown
+export BED_ID=acbed-$$
+export BED_NET=${LD_NET:-217}
+READY_LIMIT=60
+RUN_LIMIT=90 # a rank's whole life: set-up, the loop and the wait for its error
+SLOW=1
+[[ $BUILD == *asan* ]] && SLOW=2
+
+failed=0
+pids=()
+TMP=""
+
+fail() {
+    echo "FAIL $*"
+    failed=1
+}
+
+# shellcheck disable=SC2317 # called by the EXIT trap
+cleanup() {
+    local p
+    for p in "${pids[@]}"; do
+        kill -9 "$p" 2>/dev/null
+    done
+    "$BED" down 2>/dev/null
+    [[ -n $TMP ]] && rm -rf "$TMP"
+}
+
+skip_reason() {
+    [[ $(id -u) == 0 ]] || { echo "not root (network namespaces need CAP_SYS_ADMIN)"; return; }
+    command -v ip >/dev/null || { echo "ip (iproute2) not found"; return; }
+    if ! ip netns add "$BED_ID-probe" 2>/dev/null; then
+        echo "ip netns add fails here (no network namespaces in this container?)"
+        return
+    fi
+    ip netns del "$BED_ID-probe" 2>/dev/null
+}
+
+# The last line of a rank's output that starts with word.
+line_of() { # file word
+    grep -a "^$2 " "$1" | tail -n 1
+}
+
+nready() { # case: how many ranks started their allreduces
+    cat "$TMP/$1".[01].out 2>/dev/null | grep -c '^READY'
+}
+
+run_case() { # name bound env...
+    local name=$1 bound=$(($2 * SLOW)) life=$((RUN_LIMIT * SLOW)) r t0 line terr dt times=""
+    local bad="" peer addr deadline
+    shift 2
+    if ! "$BED" up 2 1 2>"$TMP/$name.bed.err"; then
+        fail "multinode-linkdown/$name: bed.sh up 2 1 failed: $(head -c 300 "$TMP/$name.bed.err")"
+        return
+    fi
+    rm -f "$TMP/$name.id"
+    for r in 0 1; do
+        timeout -k 5 "$life" "$BED" exec "$r" env -u NCCL_COMM_ID -u ANYCCL_COMM_ID \
+            NCCL_SOCKET_IFNAME=rail0 LD_PRELOAD="$SAN_PRELOAD" "$@" \
+            "$BIN" "$r" 2 "$TMP/$name.id" "$life" >"$TMP/$name.$r.out" 2>"$TMP/$name.$r.err" &
+        pids+=($!)
+    done
+    deadline=$((SECONDS + READY_LIMIT * SLOW))
+    while ((SECONDS < deadline)) && (($(nready "$name") < 2)); do
+        sleep 0.2
+    done
+    if (($(nready "$name") < 2)); then
+        fail "multinode-linkdown/$name: the ranks did not start their allreduces within" \
+            "${READY_LIMIT}s: $(head -c 400 "$TMP/$name".[01].err | tr '\n' ' ')"
+        cleanup_case
+        return
+    fi
+    sleep 1 # allreduces in flight
+    t0=$(date +%s.%N)
+    ip -n "$BED_ID-node1" link set rail0 down
+    for r in 0 1; do
+        wait "${pids[r]}"
+    done
+    pids=()
+    for r in 0 1; do
+        peer=$((1 - r))
+        addr=10.$BED_NET.0.$((peer + 1))
+        line=$(line_of "$TMP/$name.$r.out" ERROR)
+        if [[ -z $line ]]; then
+            bad+=" rank $r returned no error ($(tail -n 1 "$TMP/$name.$r.out"; head -c 300 \
+                "$TMP/$name.$r.err" | tr '\n' ' '));"
+            continue
+        fi
+        terr=$(awk '{ print $2 }' <<<"$line")
+        dt=$(awk -v a="$terr" -v b="$t0" 'BEGIN { printf "%.1f", a - b }')
+        times+=" rank $r ${dt}s;"
+        echo "INFO multinode-linkdown/$name: rank $r: ${line#ERROR * }"
+        if awk -v d="$dt" -v b="$bound" 'BEGIN { exit !(d > b) }'; then
+            bad+=" rank $r's error came ${dt}s after the link went down (bound ${bound}s);"
+        fi
+        if [[ $line != *" result 6: "* && $line != *" result 2: "* ]]; then
+            bad+=" rank $r returned $(awk '{ print $3, $4 }' <<<"$line") (want ncclRemoteError 6"
+            bad+=" or ncclSystemError 2);"
+        fi
+        if [[ $line != *"rank $peer"* || $line != *"$addr"* ]]; then
+            bad+=" rank $r's message does not name the connection (rank $peer at $addr);"
+        fi
+    done
+    echo "INFO multinode-linkdown/$name: time from link down to error (bound ${bound}s):$times"
+    if [[ -n $bad ]]; then
+        fail "multinode-linkdown/$name:$bad"
+    else
+        echo "PASS multinode-linkdown/$name"
+    fi
+    "$BED" down
+}
+
+cleanup_case() {
+    local p
+    for p in "${pids[@]}"; do
+        kill -9 "$p" 2>/dev/null
+    done
+    pids=()
+    "$BED" down 2>/dev/null
+}
+
+reason=$(skip_reason)
+if [[ -n $reason ]]; then
+    echo "SKIP multinode-linkdown: $reason"
+    exit 0
+fi
+if [[ ! -x $BIN ]]; then
+    echo "FAIL multinode-linkdown: $BIN is not built (make test-build)"
+    exit 1
+fi
+SAN_PRELOAD=$(ldd "$BIN" | awk '/lib(a|ub)san/ { printf "%s ", $3 }')
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+TMP=$(mktemp -d "${TMPDIR:-/tmp}/linkdown.XXXXXX")
+cases=("$@")
+((${#cases[@]} > 0)) || cases=(ras noras)
+for c in "${cases[@]}"; do
+    case $c in
+    ras) run_case ras 10 ANYCCL_RAS_ENABLE=1 ;;
+    noras) run_case noras 25 ANYCCL_RAS_ENABLE=0 ;;
+    *) fail "multinode-linkdown: unknown case $c" ;;
+    esac
+done
+exit $failed
