@@ -2,6 +2,7 @@
 # Runs libFuzzer targets built by `make fuzz-build` for a bounded time each (make fuzz calls it).
 #   FUZZ_BUILD=build/fuzz-clang  FUZZ_SECONDS=60  FUZZ_JOBS=1 (parallel fuzzing jobs per target)
 #   tests/fuzz/fuzz.sh [TARGET...]   (default: every tests/fuzz/fuzz_*.c)
+# tests/fuzz/<t>.dict, when present, is the target's libFuzzer dictionary (tokens of the format).
 # The working corpus grows in $FUZZ_BUILD/corpus/<t>; the seeds (tests/fuzz/corpus/<t>) and past
 # crashes (tests/fuzz/crashes/<t>) are read, never written. A crash stops that target and leaves
 # its input in $FUZZ_BUILD/crashes/<t>/; the script goes on with the next target and exits 1.
@@ -27,10 +28,11 @@ for t in "${targets[@]}"; do
     mkdir -p "$work" "$crashes" "tests/fuzz/corpus/$t" "tests/fuzz/crashes/$t"
     log=$FUZZ_BUILD/fuzz_$t.log
     echo "fuzz: $t for ${FUZZ_SECONDS}s (log: $log)"
-    jobs=()
-    ((FUZZ_JOBS > 1)) && jobs=(-fork="$FUZZ_JOBS" -ignore_crashes=0)
+    opts=()
+    ((FUZZ_JOBS > 1)) && opts=(-fork="$FUZZ_JOBS" -ignore_crashes=0)
+    [[ -f tests/fuzz/$t.dict ]] && opts+=(-dict="tests/fuzz/$t.dict")
     "$bin" -max_total_time="$FUZZ_SECONDS" -max_len=65536 -timeout=10 -rss_limit_mb=2048 \
-        -artifact_prefix="$crashes/" -print_final_stats=1 "${jobs[@]}" \
+        -artifact_prefix="$crashes/" -print_final_stats=1 "${opts[@]}" \
         "$work" "tests/fuzz/corpus/$t" "tests/fuzz/crashes/$t" >"$log" 2>&1
     rc=$?
     grep -E '^(#[0-9]+ *DONE|stat::number_of_executed_units|stat::new_units_added)' "$log" | sed 's/^/    /'
