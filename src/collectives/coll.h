@@ -88,6 +88,7 @@ struct ac_task {
     bool is_direct;
     int ack_set;
     enum ac_coll op_coll;    /* the user's call this task belongs to (messages, mismatches) */
+    int root;                /* the user's root (rooted collectives), otherwise -1 */
     /* One-shot allreduce of a small vector: every rank sends its whole input to every other
      * (step 0) and reduces all of them in rank order (step 1), one latency instead of the
      * ring's 2(n-1). recv_peers are in rank order; the fold order makes every rank's result

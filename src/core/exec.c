@@ -121,6 +121,81 @@ out:
     return res;
 }
 
+/* ---- describing operations on the wire ---- */
+
+/* The first slot of an operation on each connector carries a 32-bit description of it, so that
+ * ranks that called different collectives (or the same one with a different type, operator,
+ * count, root or algorithm) fail with a sentence naming the difference instead of hanging or
+ * mixing data. Layout: bit 31 set (0 means "no tag"), bits 27-30 the collective, 23-26 the type,
+ * 19-22 the operator, 0-18 a hash of the count, root and algorithm. Point-to-point transfers carry
+ * only their byte count (NCCL matches a send and a receive by size alone). */
+#define TAG_COLL_SHIFT 27
+#define TAG_TYPE_SHIFT 23
+#define TAG_OP_SHIFT 19
+#define TAG_HASH_MASK ((1u << TAG_OP_SHIFT) - 1)
+
+static uint32_t hash_words(uint64_t a, uint64_t b)
+{
+    uint64_t h = (a ^ 0x9e3779b97f4a7c15ull) * 0xbf58476d1ce4e5b9ull;
+    h = (h ^ b ^ (h >> 31)) * 0x94d049bb133111ebull;
+    return (uint32_t)(h ^ (h >> 29));
+}
+
+static unsigned op_code(const struct ac_redop *op)
+{
+    return (unsigned)op->kind | (op->has_premul ? 4u : 0u) | (op->postdiv ? 8u : 0u);
+}
+
+static const char *op_code_name(unsigned code)
+{
+    static const char *const kinds[] = {"sum", "prod", "max", "min"};
+    return code & 8 ? "avg" : code & 4 ? "premulsum" : kinds[code & 3];
+}
+
+static uint32_t task_tag(const struct ac_task *t)
+{
+    if (t->op_coll == AC_COLL_SEND || t->op_coll == AC_COLL_RECV)
+        return 1u << 31 | (uint32_t)AC_COLL_SEND << TAG_COLL_SHIFT |
+               (hash_words(t->count * t->type_bytes, 0) & TAG_HASH_MASK);
+    unsigned type = t->is_reduction ? (unsigned)t->op.type & 15u : 0;
+    unsigned op = t->is_reduction ? op_code(&t->op) : 0;
+    uint64_t what = t->is_reduction ? t->count : t->count * t->type_bytes;
+    uint64_t how = (uint64_t)(uint32_t)t->root << 8 | (uint64_t)t->algo << 1 | t->is_oneshot;
+    return 1u << 31 | (uint32_t)t->op_coll << TAG_COLL_SHIFT | type << TAG_TYPE_SHIFT |
+           op << TAG_OP_SHIFT | (hash_words(what, how) & TAG_HASH_MASK);
+}
+
+static ncclResult_t tag_mismatch(const struct ac_run_task *rt, int peer, uint32_t got)
+{
+    const struct ac_task *t = &rt->t;
+    uint32_t want = rt->tag;
+    unsigned gcoll = got >> TAG_COLL_SHIFT & 15u, wcoll = want >> TAG_COLL_SHIFT & 15u;
+    unsigned gtype = got >> TAG_TYPE_SHIFT & 15u, wtype = want >> TAG_TYPE_SHIFT & 15u;
+    unsigned gop = got >> TAG_OP_SHIFT & 15u, wop = want >> TAG_OP_SHIFT & 15u;
+    int rank = rt->comm->rank;
+    const char *name = ac_coll_name(t->op_coll);
+    if (gcoll != wcoll)
+        return AC_FAIL(ncclInvalidUsage, "rank %d called %s while rank %d called %s: the ranks "
+                       "issued different collectives in the same position", rank,
+                       ac_coll_name((enum ac_coll)wcoll), peer,
+                       gcoll < AC_COLL_COUNT ? ac_coll_name((enum ac_coll)gcoll) : "?");
+    if (gtype != wtype)
+        return AC_FAIL(ncclInvalidUsage, "%s: rank %d passed type %s while rank %d passed %s",
+                       name, rank, ac_type_name((ncclDataType_t)wtype), peer,
+                       ac_type_name((ncclDataType_t)gtype));
+    if (gop != wop)
+        return AC_FAIL(ncclInvalidUsage, "%s: rank %d reduces with %s while rank %d uses %s",
+                       name, rank, op_code_name(wop), peer, op_code_name(gop));
+    if (t->op_coll == AC_COLL_SEND || t->op_coll == AC_COLL_RECV)
+        return AC_FAIL(ncclInvalidUsage, "rank %d: %s of %zu bytes with rank %d, whose matching "
+                       "call has a different size", rank,
+                       t->coll == AC_COLL_SEND ? "ncclSend" : "ncclRecv",
+                       t->count * t->type_bytes, peer);
+    return AC_FAIL(ncclInvalidUsage, "%s: rank %d and rank %d passed different counts, roots or "
+                   "algorithm settings (rank %d: count %zu of %s)", name, rank, peer, rank,
+                   t->count, ac_type_name(t->op.type));
+}
+
 static void take_tickets(struct ac_run *run)
 {
     for (int i = 0; i < run->ntasks; i++) {
@@ -135,6 +210,7 @@ static void take_tickets(struct ac_run *run)
                                         true);
             rt->send_ticket[k] = rt->send[k]->next_ticket++;
         }
+        rt->tag = task_tag(&rt->t);
     }
 }
 
@@ -280,6 +356,11 @@ static ncclResult_t step_ready(struct ac_run_task *rt, const struct ac_step *st,
         AC_CHECK(c->tp->recv_slot(c, &in[k], &got));
         if (!in[k])
             return ncclSuccess;
+        if (!(rt->tag_seen & 1u << k)) {
+            if (c->rx_tag != 0 && c->rx_tag != rt->tag)
+                return tag_mismatch(rt, c->peer, c->rx_tag);
+            rt->tag_seen |= (uint8_t)(1u << k);
+        }
         if (got != bytes)
             return size_mismatch(rt, c->peer, got, bytes);
     }
@@ -344,6 +425,14 @@ static ncclResult_t direct_check(const struct ac_run_task *rt, const void *slot,
         return AC_FAIL(ncclInvalidUsage, "rank %d: %s with rank %d: a malformed single-copy "
                        "message arrived (magic %#x kind %u): the ranks called different "
                        "operations", rank, direct_what(t), peer, msg->magic, msg->kind);
+    if (kind == DIRECT_ACK && msg->status != ncclSuccess)
+        return AC_FAIL(msg->status == ncclInvalidUsage ? ncclInvalidUsage : ncclRemoteError,
+                       "rank %d: %s of %zu bytes to rank %d failed there: %s (see rank %d's "
+                       "error)", rank, direct_what(t), bytes, peer,
+                       msg->status == ncclInvalidUsage
+                           ? "its matching call differs (collective or size)"
+                           : "it could not read this rank's buffer",
+                       peer);
     if (kind == DIRECT_ADDR && msg->op_coll != wire_coll(t->op_coll))
         return AC_FAIL(ncclInvalidUsage, "rank %d called %s while rank %d called %s (same call "
                        "in the order of operations between the two)", rank,
@@ -396,12 +485,9 @@ static ncclResult_t advance_direct(struct ac_run_task *rt, bool *progressed)
         AC_CHECK(in->tp->recv_slot(in, &islot, &got));
         if (!islot)
             return ncclSuccess;
-        AC_CHECK(direct_check(rt, islot, got, DIRECT_ACK, &msg));
+        ncclResult_t res = direct_check(rt, islot, got, DIRECT_ACK, &msg);
         AC_CHECK(in->tp->recv_release(in));
-        if (msg.status != ncclSuccess)
-            return AC_FAIL(ncclRemoteError, "rank %d: %s to rank %d failed: rank %d could not "
-                           "read this rank's buffer (see its log)", rt->comm->rank,
-                           direct_what(t), in->peer, in->peer);
+        AC_CHECK(res);
         rt->step = 2;
         *progressed = true;
         return ncclSuccess;
@@ -414,11 +500,14 @@ static ncclResult_t advance_direct(struct ac_run_task *rt, bool *progressed)
     AC_CHECK(out->tp->send_slot(out, &oslot));
     if (!oslot)
         return ncclSuccess;
-    AC_CHECK(direct_check(rt, islot, got, DIRECT_ADDR, &msg));
-    const struct ac_peer_info *p = &rt->comm->peers[in->peer];
-    ncclResult_t res = ac_cma_read(p->pid, in->peer, p->hostname, t->recvbuff, msg.addr, bytes);
-    msg.kind = DIRECT_ACK;
-    msg.status = (int32_t)res;
+    /* The sender waits for the acknowledgement: it gets one even when this side fails. */
+    ncclResult_t res = direct_check(rt, islot, got, DIRECT_ADDR, &msg);
+    if (res == ncclSuccess) {
+        const struct ac_peer_info *p = &rt->comm->peers[in->peer];
+        res = ac_cma_read(p->pid, in->peer, p->hostname, t->recvbuff, msg.addr, bytes);
+    }
+    msg = (struct direct_msg){.magic = DIRECT_MAGIC, .kind = DIRECT_ACK, .bytes = bytes,
+                              .op_coll = wire_coll(t->op_coll), .status = (int32_t)res};
     memcpy(oslot, &msg, sizeof(msg));
     AC_CHECK(out->tp->send_post(out, sizeof(msg)));
     AC_CHECK(in->tp->recv_release(in));
@@ -453,8 +542,14 @@ static ncclResult_t advance(struct ac_run_task *rt, bool *progressed)
         else
             move_data_multi(&rt->t, &st, in, nin, slots, nout);
         size_t bytes = st.count * rt->t.type_bytes;
-        for (int k = 0; k < nout; k++)
-            AC_CHECK(rt->send[k]->tp->send_post(rt->send[k], bytes));
+        for (int k = 0; k < nout; k++) {
+            struct ac_conn *c = rt->send[k];
+            c->tx_tag = rt->tag_sent & 1u << k ? 0 : rt->tag;
+            rt->tag_sent |= (uint8_t)(1u << k);
+            ncclResult_t res = c->tp->send_post(c, bytes);
+            c->tx_tag = 0;
+            AC_CHECK(res);
+        }
         for (int k = 0; k < nin; k++)
             AC_CHECK(rt->recv[k]->tp->recv_release(rt->recv[k]));
         rt->step++;

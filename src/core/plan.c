@@ -56,6 +56,10 @@ static void base_task(const struct ac_op *op, struct ac_task *t)
                       op->coll == AC_COLL_REDUCE;
     t->nranks = op->comm->nranks;
     t->op_coll = op->coll;
+    t->root = op->coll == AC_COLL_BROADCAST || op->coll == AC_COLL_REDUCE ||
+                      op->coll == AC_COLL_GATHER || op->coll == AC_COLL_SCATTER
+                  ? op->root
+                  : -1;
 }
 
 static ncclResult_t add_channel_tasks(struct ac_run *run, const struct ac_op *op,

@@ -59,6 +59,12 @@ struct ac_conn {
      * that share this connector in the order they were issued, which is the same on both sides. */
     uint64_t next_ticket;
     uint64_t serving_ticket;
+    /* A description of the operation that sends or receives a slot (the executor sets tx_tag
+     * for the first slot of each operation; 0: none). Transports that can carry it beside the
+     * slot's size do (shared memory), so the receiver can tell that the ranks called different
+     * operations; the others leave rx_tag 0, which means "not known". */
+    uint32_t tx_tag;
+    uint32_t rx_tag;
 };
 
 struct ac_transport {

@@ -219,7 +219,8 @@ static ncclResult_t shm_send_post(struct ac_conn *conn, size_t bytes)
                        "shm send_post of %zu bytes to rank %d (channel %d) "
                        "without a free slot of %zu bytes",
                        bytes, conn->peer, conn->channel, sc->seg.layout.slot_bytes);
-    sc->seg.ctrl->sizes[sc->pos % nslots] = bytes;
+    /* slots are far below 4 GiB: the operation's tag rides in the upper half of the size */
+    sc->seg.ctrl->sizes[sc->pos % nslots] = bytes | (uint64_t)conn->tx_tag << 32;
     sc->pos++;
     __atomic_store_n(&sc->seg.ctrl->tail, sc->pos, __ATOMIC_RELEASE);
     return ncclSuccess;
@@ -240,7 +241,9 @@ static ncclResult_t shm_recv_slot(struct ac_conn *conn, const void **slot_out, s
         if (sc->peer_pos - sc->pos > nslots)
             return fail_corrupt(conn, "sender posted more slots than exist");
     }
-    uint64_t bytes = sc->seg.ctrl->sizes[sc->pos % nslots];
+    uint64_t word = sc->seg.ctrl->sizes[sc->pos % nslots];
+    uint64_t bytes = word & 0xffffffffu;
+    conn->rx_tag = (uint32_t)(word >> 32);
     if (bytes > sc->seg.layout.slot_bytes)
         return fail_corrupt(conn, "slot size larger than a slot");
     sc->idle_polls = 0;
