@@ -4,7 +4,7 @@
 # tests/run.sh runs the same script as part of `make test`.
 
 MN_DIR := $(BUILD)/tests/multinode
-MN_BINS := $(MN_DIR)/mn_colls $(MN_DIR)/bindsrc.so
+MN_BINS := $(MN_DIR)/mn_colls $(MN_DIR)/bindsrc.so $(MN_DIR)/mn_perf
 MN_TESTLIB := $(wildcard tests/lib/*.c)
 
 $(MN_DIR)/mn_colls: tests/multinode/mn_colls.c $(MN_TESTLIB) $(wildcard tests/lib/*.h) \
@@ -14,6 +14,12 @@ $(MN_DIR)/mn_colls: tests/multinode/mn_colls.c $(MN_TESTLIB) $(wildcard tests/li
 	$(Q)$(CC) -Iinclude -Itests/lib -D_GNU_SOURCE -std=gnu11 $(OPT) -g $(WARN) $(SAN_FLAGS) -pthread \
 		-o $@ $< $(MN_TESTLIB) -L$(BUILD)/lib -lanyccl -Wl,-rpath,'$$ORIGIN/../../lib' \
 		$(LDFLAGS_ALL) -lm
+
+$(MN_DIR)/mn_perf: tests/multinode/mn_perf.c $(LIB_SO) $(LIB_LINKS)
+	@mkdir -p $(dir $@)
+	@$(if $(Q),echo "  MNTEST  $@")
+	$(Q)$(CC) -Iinclude -D_GNU_SOURCE -std=gnu11 $(OPT) -g $(WARN) $(SAN_FLAGS) -pthread \
+		-o $@ $< -L$(BUILD)/lib -lanyccl -Wl,-rpath,'$$ORIGIN/../../lib' $(LDFLAGS_ALL)
 
 # Preloaded into the test program: never sanitized (run.sh puts the sanitizer runtime first).
 $(MN_DIR)/bindsrc.so: tests/multinode/bindsrc.c

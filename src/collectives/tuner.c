@@ -25,6 +25,10 @@
 #define INTRA_HOP_US 2.0 /* per step between ranks of a node (shared memory) */
 #define INTRA_GBS 6.0    /* GB/s of one shared-memory path */
 #define TREE_NCHANNELS 2 /* as src/core/plan.c: one channel per tree of the pair */
+/* A NIC that carries data both ways loses this much: the acknowledgements of the incoming
+ * stream queue behind outgoing data (calibrated with the tree allreduce on 2 nodes; the ring on
+ * 2 nodes uses each NIC one way only). */
+#define DUPLEX_EFFICIENCY 0.87
 
 void ac_tuner_params_for(const struct ac_layout *l, struct ac_tuner_params *out)
 {
@@ -32,6 +36,13 @@ void ac_tuner_params_for(const struct ac_layout *l, struct ac_tuner_params *out)
     out->net_gbs = SOCKET_GBS;
     out->intra_hop_us = INTRA_HOP_US;
     out->intra_gbs = INTRA_GBS;
+    /* as src/core/init.c sizes the slots: NCCL_BUFFSIZE over ANYCCL_NSLOTS */
+    const struct ac_config *cfg = ac_config_get();
+    double nslots = cfg->nslots >= 2 && cfg->nslots <= 64 ? (double)cfg->nslots : 8;
+    double buff = cfg->buffsize >= 8192 ? (double)cfg->buffsize : 4 << 20;
+    out->chunk_bytes = floor(buff / nslots / 4096) * 4096;
+    if (out->chunk_bytes < 4096)
+        out->chunk_bytes = 4096;
     double line = l->nic_gbit > 0 ? l->nic_gbit / 8.0 * AC_TUNER_NET_EFFICIENCY : 0;
     if (line > 0 && line < out->net_gbs)
         out->net_gbs = line;
@@ -111,7 +122,9 @@ static double ring_us(enum ac_coll coll, double s, const struct ac_layout *l,
     double intra = link / (p->intra_gbs * 1e3);
     if (l->nnodes == 1)
         return steps * p->intra_hop_us + intra;
-    double net = ring_hops_per_nic(l) * link / (p->net_gbs * 1e3);
+    /* with 3 nodes or more, a middle node's NIC receives a chain and sends it on */
+    double eff = l->nnodes >= 3 ? DUPLEX_EFFICIENCY : 1.0;
+    double net = ring_hops_per_nic(l) * link / (p->net_gbs * eff * 1e3);
     return steps * p->net_hop_us + (net > intra ? net : intra);
 }
 
@@ -131,10 +144,17 @@ static double tree_us(enum ac_coll coll, double s, const struct ac_layout *l,
     } else { /* rooted: both channels' trees have the same inner nodes */
         load = is_split ? kids * per_ch : 2 * kids * per_ch;
     }
-    double depth = m > 1 ? floor(log2((double)m)) + 1 : 0;
+    double depth = m > 1 ? floor(log2((double)m)) : 0; /* edges from the root to a leaf */
     double lat = passes * (depth * p->net_hop_us + (ppn - 1) * p->intra_hop_us);
     double intra = ppn > 1 ? passes * s / (p->intra_gbs * 1e3) : 0;
-    double net = m > 1 ? load / (p->net_gbs * 1e3) : 0;
+    /* Pipeline fill: a slot crosses each level in turn (allreduce: up, then down after the root
+     * has reduced it), so the last slot leaves the first level that many slots late. */
+    double chunk = per_ch < p->chunk_bytes ? per_ch : p->chunk_bytes;
+    double levels = coll == AC_COLL_ALLREDUCE ? 2 * depth : depth;
+    /* allreduce: up one way, down the other; rooted trees: both ways at inner nodes (m >= 3) */
+    bool is_duplex = coll == AC_COLL_ALLREDUCE || m >= 3;
+    double gbs = p->net_gbs * (is_duplex ? DUPLEX_EFFICIENCY : 1.0);
+    double net = m > 1 ? (load + (levels - 1) * chunk) / (gbs * 1e3) : 0;
     return lat + (net > intra ? net : intra);
 }
 
@@ -152,7 +172,8 @@ static double exchange_us(enum ac_coll coll, double s, const struct ac_layout *l
         net = remote * s;
         intra = (ppn - 1) * s;
     }
-    double t_net = l->nnodes > 1 ? net / (p->net_gbs * 1e3) + p->net_hop_us : 0;
+    double gbs = p->net_gbs * (coll == AC_COLL_ALLTOALL ? DUPLEX_EFFICIENCY : 1.0);
+    double t_net = l->nnodes > 1 ? net / (gbs * 1e3) + p->net_hop_us : 0;
     double t_intra = intra / (p->intra_gbs * 1e3) + p->intra_hop_us;
     return t_net > t_intra ? t_net : t_intra;
 }

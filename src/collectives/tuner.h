@@ -10,6 +10,7 @@ struct ac_tuner_params {
     double net_gbs;      /* GB/s through one NIC in one direction, as a transport achieves it */
     double intra_hop_us; /* one step between ranks of a node */
     double intra_gbs;    /* GB/s of one rank-to-rank path inside a node */
+    double chunk_bytes;  /* slot size: a tree's turn-around at its root waits for one */
 };
 
 /* Calibrated on the multi-node bed (docs/topology.md, "Calibration"): what a link of line rate

@@ -6,6 +6,7 @@
 #   PASS|FAIL multinode/<cfg>                every rank exited 0 within its time limit
 #   INFO lines                               bytes on each rail and through the spine
 #   PASS|FAIL|SKIP multinode-rail-locality/<cfg>  spine < 1% of the bytes and rails within 20%
+#   PASS|FAIL|SKIP multinode-calib/<op>/<algo>    model within 25% of the capped bed (calib.sh)
 # Ranks within a node talk over shared memory, across nodes over TCP. NIC choice (column nic):
 #   auto   NCCL_SOCKET_IFNAME=rail for every rank: the library gives local rank i the NIC of rail
 #          i mod R and binds its sockets to it (docs/multinode.md); the bed runs with --route0,
@@ -14,7 +15,7 @@
 #          different rails (all-to-all) must cross the spine; no locality verdict.
 # Not root, or no network namespaces: SKIP.
 #   BUILD=build   MN_RATE=1gbit (cap every NIC)   MN_RANK_LIMIT=90 (seconds per rank)
-#   tests/multinode/run.sh [CFG...]  e.g. 2n2r2l
+#   tests/multinode/run.sh [CFG...]  e.g. 2n2r2l, or calib
 set -uo pipefail
 
 cd "$(dirname "$0")/../.." || exit 2
@@ -268,4 +269,8 @@ for cfg in "${CONFIGS[@]}"; do
     run_config "$name" "$nnodes" "$nrails" "$nlocal" "$nic" "$rate" "$idmode"
 done
 (($# > 0)) || BUILD=$BUILD "$PWD/tests/multinode/linkdown.sh" || failed=1 # issue 6: link down
+# The cost model against the bed with tc caps (tests/multinode/calib.sh; run alone: CFG calib).
+if (($# == 0)) || [[ " $* " == *" calib "* ]]; then
+    BUILD=$BUILD "$PWD/tests/multinode/calib.sh" || failed=1
+fi
 exit $failed

@@ -23,7 +23,8 @@ static void build(struct ac_layout *l, int nnodes, int ppn, int nrails)
 }
 
 static const struct ac_tuner_params params = {
-    .net_hop_us = 50, .net_gbs = 1.0, .intra_hop_us = 2, .intra_gbs = 5.0};
+    .net_hop_us = 50, .net_gbs = 1.0, .intra_hop_us = 2, .intra_gbs = 5.0,
+    .chunk_bytes = 512 << 10};
 
 Test(tuner, monotone_in_size)
 {
