@@ -111,9 +111,10 @@ static int count_rails(const struct ac_layout *l, const struct netdev_info *all)
 
 ncclResult_t ac_comm_pick_netdev(struct ncclComm *comm)
 {
-    ac_layout_log(&comm->layout, comm->rank, 2);
-    if (comm->layout.nnodes == 1) /* shared memory only: no NIC to choose */
+    if (comm->layout.nnodes == 1) { /* shared memory only: no NIC to choose */
+        ac_layout_log(&comm->layout, comm->rank, 2);
         return ncclSuccess;
+    }
     struct netdev_info *all = calloc((size_t)comm->nranks, sizeof(*all));
     if (all == NULL)
         return AC_FAIL(ncclSystemError, "out of memory for %d ranks' NICs", comm->nranks);
@@ -133,5 +134,7 @@ ncclResult_t ac_comm_pick_netdev(struct ncclComm *comm)
                 comm->layout.nic_gbit = all[r].gbit;
     }
     free(all);
+    if (res == ncclSuccess)
+        ac_layout_log(&comm->layout, comm->rank, 2);
     return res;
 }
