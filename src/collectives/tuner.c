@@ -6,8 +6,9 @@
  * c % ppn, so on rail c % nrails). NCCL_ALGO (NCCL's syntax: a list, ^ to exclude) limits the
  * choice; AnyCCL has one protocol (Simple), which NCCL_PROTO cannot exclude.
  *
- * Parameters (src/collectives/tuner.h) were calibrated on the multi-node bed with tc caps
- * (tests/multinode/calib.sh; docs/topology.md): see the table there. */
+ * The network rate factor (tuner.h) and the both-ways factor below were fitted on the
+ * multi-node bed with tc caps (tests/multinode/calib.sh); the latencies and the shared-memory rate
+ * are not calibrated. docs/topology.md, "Calibration", has the table. */
 #include "collectives/tuner.h"
 
 #include "common/config.h"
@@ -19,10 +20,10 @@
 #include <string.h>
 #include <strings.h>
 
-/* Calibrated defaults (docs/topology.md, "Calibration"). */
-#define NET_HOP_US 60.0  /* per step between nodes (TCP over veth + progress thread) */
-#define SOCKET_GBS 1.2   /* socket transport ceiling per NIC and direction, GB/s */
-#define INTRA_HOP_US 2.0 /* per step between ranks of a node (shared memory) */
+/* Defaults (docs/topology.md, "Cost model and tuner"). */
+#define NET_HOP_US 60.0  /* per step between nodes: a placeholder, not calibrated */
+#define SOCKET_GBS 1.2   /* cap for TCP through one NIC, GB/s per direction */
+#define INTRA_HOP_US 0.5 /* per step between ranks of a node (shared memory) */
 #define INTRA_GBS 6.0    /* GB/s of one shared-memory path */
 #define TREE_NCHANNELS 2 /* as src/core/plan.c: one channel per tree of the pair */
 /* A NIC that carries data both ways loses this much: the acknowledgements of the incoming
