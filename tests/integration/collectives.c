@@ -472,7 +472,7 @@ static size_t add_large(struct tl_case *out, size_t n, const char *prefix, tl_bo
         bool is_slow;
     } cfgs[] = {{2, NULL, "shm", false},
                 {4, NULL, "shm", false},
-                {2, "ANYCCL_CMA_ENABLE=0", "slots", false},
+                {2, "ANYCCL_CMA_ENABLE=1", "cma", false},
                 {2, "NCCL_SHM_DISABLE=1", "tcp", true}};
     for (size_t i = 0; i < sizeof(cfgs) / sizeof(cfgs[0]); i++) {
         struct tl_case c = {NULL, TL_PROCS, cfgs[i].np, cfgs[i].env, body, NULL, NULL, TIMEOUT_S,

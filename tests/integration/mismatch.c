@@ -116,7 +116,10 @@ int main(int argc, char **argv)
             if (args[i].what == MIS_P2P_SIZE && np == 3)
                 continue;
             snprintf(case_names[n], sizeof(case_names[n]), "mismatch/%s/np%d/proc", names[i], np);
+            /* single-copy transfers are opt-in: the scenarios that check them turn them on */
+            bool is_cma = args[i].what == MIS_P2P_SIZE || args[i].what == MIS_A2A_COUNT;
             cases[n] = (struct tl_case){.name = case_names[n], .mode = TL_PROCS, .nranks = np,
+                                        .env = is_cma ? "ANYCCL_CMA_ENABLE=1" : NULL,
                                         .body = body, .arg = &args[i], .timeout_s = 60};
             n++;
         }

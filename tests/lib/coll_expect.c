@@ -377,13 +377,15 @@ size_t ce_add_matrix(struct tl_case *out, size_t n, size_t max, const char *pref
                             is_tcp ? "tcp" : "shm");
         }
     }
-    /* Transfers between local ranks go by cross-memory attach from ANYCCL_CMA_MIN_BYTES up and
-     * through slots below: force each path at every size. */
+    /* With ANYCCL_CMA_ENABLE=1, transfers between local ranks go by cross-memory attach from
+     * ANYCCL_CMA_MIN_BYTES up and through slots below (the default cases): every size on that
+     * path, and the mix at the default threshold. */
     static const struct {
         int np;
         const char *env, *name;
-    } paths[] = {{3, "ANYCCL_CMA_MIN_BYTES=0", "cma"}, {4, "ANYCCL_CMA_MIN_BYTES=0", "cma"},
-                 {3, "ANYCCL_CMA_ENABLE=0", "slots"}};
+    } paths[] = {{3, "ANYCCL_CMA_ENABLE=1 ANYCCL_CMA_MIN_BYTES=0", "cma"},
+                 {4, "ANYCCL_CMA_ENABLE=1 ANYCCL_CMA_MIN_BYTES=0", "cma"},
+                 {3, "ANYCCL_CMA_ENABLE=1", "cma-above-32k"}};
     for (size_t i = 0; i < sizeof(paths) / sizeof(paths[0]); i++) {
         struct tl_case c = {NULL, TL_PROCS, paths[i].np, paths[i].env, body, NULL, arg,
                             timeout_s, false};
