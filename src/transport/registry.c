@@ -1,15 +1,38 @@
 /* The one list of transports, in order of preference: the first that can join two ranks carries
- * their connectors. Adding a transport is one line here and one folder beside this file. */
+ * their connectors. Adding a transport is one line here and one folder beside this file.
+ * ANYCCL_NET (ib, ofi, socket) keeps only that network transport; shared memory still joins ranks
+ * of one host unless NCCL_SHM_DISABLE=1. */
 #include "transport/transport.h"
 
+#include "common/config.h"
 #include "common/log.h"
+#include "transport/rdma/rdma.h"
 
 #include <stddef.h>
+#include <string.h>
 
 const struct ac_transport *const ac_transports_all[] = {
     &ac_shm_transport,
+    &ac_ib_transport.tp,
+    &ac_ofi_transport.tp,
     &ac_socket_transport,
 };
+
+/* Whether ANYCCL_NET rules tp out (it names another network transport). */
+static bool is_excluded(const struct ac_transport *tp)
+{
+    const char *net = ac_config_get()->net;
+    if (net == NULL || tp == &ac_shm_transport)
+        return false;
+    if (strcmp(net, "ib") != 0 && strcmp(net, "ofi") != 0 && strcmp(net, "socket") != 0) {
+        static bool is_warned;
+        if (!is_warned)
+            AC_WARN("ANYCCL_NET=%s is not one of ib, ofi, socket: ignored", net);
+        is_warned = true;
+        return false;
+    }
+    return strcmp(net, tp->name) != 0;
+}
 
 const int ac_transports_count = (int)(sizeof(ac_transports_all) / sizeof(ac_transports_all[0]));
 
@@ -18,14 +41,15 @@ const struct ac_transport *ac_transport_pick(const struct ac_peer_info *self,
 {
     for (int i = 0; i < ac_transports_count; i++) {
         const struct ac_transport *tp = ac_transports_all[i];
-        if (tp->can_connect(self, peer)) {
+        if (!is_excluded(tp) && tp->can_connect(self, peer)) {
             AC_INFO(AC_SUB_INIT | (tp == &ac_shm_transport ? AC_SUB_SHM : AC_SUB_NET),
                     "rank %d -> rank %d (host %s) via %s", self->rank, peer->rank, peer->hostname,
                     tp->name);
             return tp;
         }
     }
-    AC_INFO(AC_SUB_INIT, "rank %d -> rank %d (host %s): no transport can join them", self->rank,
-            peer->rank, peer->hostname);
+    AC_INFO(AC_SUB_INIT, "rank %d -> rank %d (host %s): no transport can join them%s%s", self->rank,
+            peer->rank, peer->hostname, ac_config_get()->net ? " with ANYCCL_NET=" : "",
+            ac_config_get()->net ? ac_config_get()->net : "");
     return NULL;
 }
