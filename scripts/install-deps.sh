@@ -11,6 +11,8 @@ PACKAGES=(
     hwloc libhwloc-dev           # topology discovery (optional at build time)
     iproute2 procps              # ip/ss/ps for the network and process tests
     clang libclang-rt-14-dev     # make fuzz, and the fuzz suite's libFuzzer replay (libFuzzer)
+    libfabric-dev libfabric1 libfabric-bin # ofi transport: headers, library, fi_info (tests/ofi)
+    libibverbs-dev ibverbs-utils # ib transport: verbs headers, libibverbs; ibv_devices (tests/ofi)
 )
 
 missing=()
