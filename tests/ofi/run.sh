@@ -1,0 +1,148 @@
+#!/usr/bin/env bash
+# The RDMA engine (src/transport/rdma) over real providers on one machine (issue 8):
+#   - every collective of the integration suite over libfabric (ANYCCL_NET=ofi, NCCL_SHM_DISABLE=1:
+#     ranks of this host use the network transport) on 2 and 3 ranks, with 2
+#     slots per connector (ANYCCL_NSLOTS=2) so flow control (credits) is exercised on every chunk,
+#     and send/recv with 1 slot over 2 endpoints per connection (ordering across endpoints);
+#   - the sockets provider of libfabric (allreduce, 2 ranks);
+#   - transport choice: unset ANYCCL_NET keeps sockets on Ethernet, ANYCCL_NET=ofi picks ofi;
+#   - error injection: a rank SIGKILLed in the middle of an allreduce; every survivor must fail
+#     (not hang) within a bound, and the neighbours' errors must name the dead rank;
+#   - verbs end to end (ANYCCL_NET=ib) when `ibv_devices` lists a device; otherwise SKIP.
+# Prints "PASS/FAIL/SKIP <name>" per check.   BUILD=build  QUICK=1 (or ASAN_QUICK=1): 2 ranks only
+set -uo pipefail
+
+cd "$(dirname "$0")/../.." || exit 1
+BUILD=${BUILD:-build}
+INTEG=$BUILD/tests/integration
+KILLER=$BUILD/tests/ofi/peer_kill
+QUICK=${QUICK:-${ASAN_QUICK:-0}}
+CASE_LIMIT=${CASE_LIMIT:-300}
+tmp=$(mktemp -d)
+trap 'rm -rf "$tmp"' EXIT
+
+have_libfabric() {
+    ldconfig -p 2>/dev/null | grep -q 'libfabric\.so\.1 ' && command -v fi_info >/dev/null &&
+        fi_info -p tcp -t FI_EP_RDM >/dev/null 2>&1
+}
+
+# run_integ NAME ENV PROGRAM PATTERN...: runs integration cases under ENV, prefixing their lines.
+run_integ() {
+    local name=$1 envs=$2 prog=$3
+    shift 3
+    if [[ ! -x $INTEG/$prog ]]; then
+        echo "FAIL $name: $INTEG/$prog is not built (run make test-build)"
+        return
+    fi
+    local out=$tmp/$prog.out
+    env $envs timeout -k 10 "$CASE_LIMIT" "$INTEG/$prog" "$@" >"$out" 2>&1
+    local rc=$?
+    grep -E '^(PASS|FAIL|SKIP) ' "$out" | sed -E "s@^(PASS|FAIL|SKIP) @\1 $name/@"
+    if [[ $rc == 124 || $rc == 137 ]]; then
+        echo "FAIL $name/$prog: timed out after $CASE_LIMIT s"
+    elif ! grep -qE '^(PASS|FAIL|SKIP) ' "$out"; then
+        echo "FAIL $name/$prog: no case ran (status $rc)"
+        tail -5 "$out" | sed 's/^/    /'
+    fi
+}
+
+run_collectives() {
+    local np='[23]' env="ANYCCL_NET=ofi ANYCCL_NSLOTS=2"
+    [[ $QUICK != 0 ]] && np=2
+    run_integ ofi "$env" allreduce "allreduce/np$np/tcp/proc"
+    run_integ ofi "$env" collectives "*/np$np/tcp/proc" "large/*/np2/tcp/proc"
+    run_integ ofi-1slot-2eps "ANYCCL_NET=ofi ANYCCL_NSLOTS=1 ANYCCL_OFI_EPS=2" sendrecv \
+        "sendrecv/*/np$np/tcp/proc"
+    run_integ ofi-sockets "ANYCCL_NET=ofi ANYCCL_OFI_PROVIDER=sockets ANYCCL_NSLOTS=2" allreduce \
+        "allreduce/np2/tcp/proc"
+}
+
+# check_choice NAME ENV WANT: the transport NCCL_DEBUG=INFO reports for a 2-rank TCP case.
+check_choice() {
+    local name=$1 envs=$2 want=$3 out=$tmp/choice.out
+    env $envs NCCL_DEBUG=INFO NCCL_DEBUG_SUBSYS=INIT,NET timeout -k 5 120 \
+        "$INTEG/allreduce" "allreduce/np2/tcp/proc" >"$out" 2>&1
+    local got
+    got=$(grep -oE 'rank [0-9]+ -> rank [0-9]+ \(host [^)]*\) via [a-z]+' "$out" | awk '{print $NF}' |
+        sort -u | tr '\n' ' ')
+    if ! grep -q '^PASS ' "$out"; then
+        echo "FAIL choice/$name: the case failed: $(grep -m1 '^FAIL' "$out")"
+    elif [[ $got == "$want " ]]; then
+        echo "PASS choice/$name (via $want)"
+    else
+        echo "FAIL choice/$name: wanted via $want, got via ${got:-nothing logged}"
+    fi
+}
+
+# The victim (last rank) kills itself in its 4th allreduce; survivors must fail within the bound.
+run_peer_kill() {
+    local np=$1 name="peer-kill/np$1" victim=$(($1 - 1)) bound=30
+    if [[ ! -x $KILLER ]]; then
+        echo "FAIL $name: $KILLER is not built (run make test-build)"
+        return
+    fi
+    local port=$((20000 + RANDOM % 30000)) pids=() start=$SECONDS
+    for ((r = 0; r < np; r++)); do
+        # Distinct host ids: ranks are "nodes" to each other, so the executor's same-host check of
+        # peer pids does not fire and RAS is off: the transport itself must notice.
+        env NCCL_COMM_ID=127.0.0.1:$port ANYCCL_NET=ofi NCCL_SHM_DISABLE=1 ANYCCL_RAS_ENABLE=0 \
+            ANYCCL_HOSTID=ofi-node$r ANYCCL_TIMEOUT=120 ANYCCL_FLIGHT_RECORDER_FILE=none \
+            timeout -k 5 $((bound + 30)) "$KILLER" "$r" "$np" "$victim" 3 \
+            >"$tmp/kill$r.out" 2>"$tmp/kill$r.err" &
+        pids+=($!)
+    done
+    for p in "${pids[@]}"; do wait "$p" 2>/dev/null; done
+    local took=$((SECONDS - start)) bad="" named=0
+    for ((r = 0; r < victim; r++)); do
+        local line
+        line=$(grep -m1 '^RESULT' "$tmp/kill$r.out")
+        if [[ -z $line ]]; then
+            bad+=" rank $r gave no result ($(grep -m1 -E 'SETUP|WARN' "$tmp/kill$r.out" \
+                "$tmp/kill$r.err" | head -c 200));"
+        elif [[ $line == *" rc=0 "* ]]; then
+            bad+=" rank $r saw no error;"
+        elif [[ $line == *"rank $victim "* ]]; then
+            named=$((named + 1))
+        fi
+    done
+    if ((took > bound)); then
+        bad+=" survivors took $took s (bound $bound s);"
+    fi
+    if ((named == 0)); then
+        bad+=" no survivor's error names rank $victim;"
+    fi
+    if [[ -n $bad ]]; then
+        echo "FAIL $name:$bad"
+        grep -h '^RESULT' "$tmp"/kill*.out | sed 's/^/    /'
+    else
+        echo "PASS $name (errors in $took s; $named survivor(s) name rank $victim)"
+    fi
+}
+
+run_verbs() {
+    local devs
+    if ! command -v ibv_devices >/dev/null; then
+        echo "SKIP ib/end-to-end: ibv_devices not installed (ibverbs-utils)"
+        return
+    fi
+    devs=$(ibv_devices 2>/dev/null | awk 'NR > 2 {print $1}')
+    if [[ -z $devs ]]; then
+        echo "SKIP ib/end-to-end: ibv_devices lists no RDMA device on this machine (no HCA, no" \
+            "soft-RoCE); the verbs provider ran only as compiled code and unit tests"
+        return
+    fi
+    run_integ "ib" "ANYCCL_NET=ib ANYCCL_NSLOTS=2" allreduce "allreduce/np2/tcp/proc"
+    run_integ "ib-2qps" "ANYCCL_NET=ib ANYCCL_NSLOTS=1 NCCL_IB_QPS_PER_CONNECTION=2" sendrecv \
+        "sendrecv/*/np2/tcp/proc"
+}
+
+if ! have_libfabric; then
+    echo "SKIP ofi: libfabric (libfabric1, fi_info from libfabric-bin) with the tcp provider is" \
+        "not installed; run scripts/install-deps.sh"
+else
+    run_collectives
+    check_choice default-ethernet "" socket
+    check_choice ofi "ANYCCL_NET=ofi" ofi
+    run_peer_kill 3
+fi
+run_verbs
