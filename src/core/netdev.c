@@ -32,28 +32,26 @@ static bool pick_new(const struct ncclComm *comm, struct netdev_info *out)
     int node = l->node_of[comm->rank], nic = -1, cpu = sched_getcpu();
     bool ok = false;
     if (ac_topo_get(&t) != ncclSuccess) {
-        AC_INFO(AC_SUB_NET | AC_SUB_INIT, "no topology (%s): data uses the bootstrap interface",
-                ac_last_error());
+        if (cfg->topo_file != NULL) /* the user's file: they must fix it */
+            AC_WARN("NCCL_TOPO_FILE=%s: %s; data between nodes uses the bootstrap interface",
+                    cfg->topo_file, ac_last_error());
+        else
+            AC_INFO(AC_SUB_NET | AC_SUB_INIT, "no topology (%s): data uses the bootstrap interface",
+                    ac_last_error());
         return false;
     }
     if (t->nnics == 0) {
         AC_INFO(AC_SUB_NET | AC_SUB_INIT,
-                "the topology (%s) has no NIC: data uses the bootstrap "
-                "interface",
-                t->source);
+                "the topology (%s) has no NIC: data uses the bootstrap interface", t->source);
     } else if (ac_topo_pick_nic(t, l->local_of[comm->rank], ac_layout_ppn(l, node), -1,
                                 cpu >= 0 ? ac_topo_cpu_numa(t, cpu) : -1, cfg->socket_ifname,
                                 &nic) != ncclSuccess) {
         AC_INFO(AC_SUB_NET | AC_SUB_INIT,
-                "no NIC for this rank (%s): data uses the bootstrap "
-                "interface",
-                ac_last_error());
+                "no NIC for this rank (%s): data uses the bootstrap interface", ac_last_error());
     } else if (t->nics[nic].ifname[0] == '\0' ||
                ac_socket_ifname_addr(t->nics[nic].ifname, &out->addr) != ncclSuccess) {
         AC_INFO(AC_SUB_NET | AC_SUB_INIT,
-                "NIC %s has no IP address: data uses the bootstrap "
-                "interface",
-                t->nics[nic].name);
+                "NIC %s has no IP address: data uses the bootstrap interface", t->nics[nic].name);
     } else {
         char str[AC_SOCKADDR_STRLEN];
         out->rail = t->nics[nic].rail;
@@ -83,8 +81,8 @@ static bool pick(const struct ncclComm *comm, struct netdev_info *out)
         char str[AC_SOCKADDR_STRLEN];
         *out = widest.info;
         AC_INFO(AC_SUB_NET | AC_SUB_INIT,
-                "%d rank(s) on this node, fewer than the %d of an "
-                "earlier communicator: keeping its NIC (%s), rail %d",
+                "%d rank(s) on this node, fewer than the %d of an earlier communicator: keeping "
+                "its NIC (%s), rail %d",
                 ppn, widest.ppn, ac_socket_addr_str(&out->addr, str, sizeof(str)), out->rail);
         return true;
     }
