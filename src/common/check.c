@@ -45,3 +45,11 @@ void ac_clear_error(void)
     process_error[0] = '\0';
     pthread_mutex_unlock(&process_error_mutex);
 }
+
+void ac_restore_error(const char *msg)
+{
+    snprintf(thread_error, sizeof(thread_error), "%s", msg);
+    pthread_mutex_lock(&process_error_mutex);
+    memcpy(process_error, thread_error, sizeof(process_error));
+    pthread_mutex_unlock(&process_error_mutex);
+}

@@ -17,6 +17,9 @@ ncclResult_t ac_set_error(ncclResult_t res, const char *file, int line, const ch
 /* The last message recorded by this thread, else the process-wide one; "" when none. */
 const char *ac_last_error(void);
 void ac_clear_error(void);
+/* Puts back a message saved from ac_last_error() (no log line): clean-up after a failure may
+ * raise errors of its own that must not hide the one the caller reports. */
+void ac_restore_error(const char *msg);
 
 #define AC_FAIL(res, ...) ac_set_error((res), __FILE__, __LINE__, __VA_ARGS__)
 

@@ -11,6 +11,7 @@
 #include "core/plan.h"
 #include "transport/cma/cma.h"
 
+#include <sched.h>
 #include <signal.h>
 #include <stdlib.h>
 #include <string.h>
@@ -700,6 +701,34 @@ static void mark_failed(const struct ac_run *run, ncclResult_t res)
         atomic_store(&run->comms[i]->async_error, (int)res);
 }
 
+/* After an error, data already posted on network connectors is still pushed out for a moment:
+ * a peer that called a different operation then sees the first slot and reports the difference
+ * itself, instead of only seeing this rank's connection close. */
+#define FLUSH_AFTER_ERROR_NS (200 * 1000000ull)
+
+static void flush_after_error(const struct ac_run *run)
+{
+    char *saved = strdup(ac_last_error());
+    uint64_t end = ac_now_ns() + FLUSH_AFTER_ERROR_NS;
+    bool is_busy = true;
+    while (is_busy && ac_now_ns() < end) {
+        is_busy = false;
+        for (int i = 0; i < run->ntasks; i++)
+            for (int k = 0; k < run->tasks[i].t.nsend; k++) {
+                struct ac_conn *c = run->tasks[i].send[k];
+                if (!c || !c->tp->progress || !c->tp->is_flushing)
+                    continue;
+                if (c->tp->progress(c) == ncclSuccess && c->tp->is_flushing(c))
+                    is_busy = true;
+            }
+        if (is_busy)
+            sched_yield();
+    }
+    if (saved)
+        ac_restore_error(saved);
+    free(saved);
+}
+
 ncclResult_t ac_exec_ops(struct ac_op *ops)
 {
     struct ac_run run = {0};
@@ -711,6 +740,7 @@ ncclResult_t ac_exec_ops(struct ac_op *ops)
     goto out;
 fail:
     mark_failed(&run, res);
+    flush_after_error(&run);
 out:
     ac_plan_free(&run);
     return res;

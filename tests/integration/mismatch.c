@@ -123,5 +123,15 @@ int main(int argc, char **argv)
                                         .body = body, .arg = &args[i], .timeout_s = 60};
             n++;
         }
+    /* the same over sockets, for the scenarios that go through slots */
+    for (size_t i = 0; i < sizeof(args) / sizeof(args[0]); i++) {
+        if (args[i].what == MIS_P2P_SIZE || args[i].what == MIS_A2A_COUNT)
+            continue;
+        snprintf(case_names[n], sizeof(case_names[n]), "mismatch/%s/np2/tcp/proc", names[i]);
+        cases[n] = (struct tl_case){.name = case_names[n], .mode = TL_PROCS, .nranks = 2,
+                                    .env = "NCCL_SHM_DISABLE=1", .body = body, .arg = &args[i],
+                                    .timeout_s = 60};
+        n++;
+    }
     return tl_main(argc, argv, cases, n);
 }

@@ -288,6 +288,11 @@ static ncclResult_t sock_send_slot(struct ac_conn *conn, void **slot_out)
     return ncclSuccess;
 }
 
+static size_t payload_bytes(uint64_t header)
+{
+    return (size_t)(header & 0xffffffffu);
+}
+
 static ncclResult_t sock_send_post(struct ac_conn *conn, size_t bytes)
 {
     struct sock_conn *sc = conn->priv;
@@ -297,7 +302,8 @@ static ncclResult_t sock_send_post(struct ac_conn *conn, size_t bytes)
                        "(slot bytes %zu, %llu slots in flight)",
                        bytes, conn->peer, conn->slot_bytes,
                        (unsigned long long)(sc->head - sc->tail));
-    sc->sizes[sc->head % (uint64_t)conn->nslots] = bytes;
+    /* the header word: payload bytes, and the operation's tag (transport.h) in the upper half */
+    sc->sizes[sc->head % (uint64_t)conn->nslots] = bytes | (uint64_t)conn->tx_tag << 32;
     sc->head++;
     return ncclSuccess;
 }
@@ -313,7 +319,8 @@ static ssize_t write_slots(struct ac_conn *conn)
         size_t i = k % (uint64_t)conn->nslots;
         iov[n++] = (struct iovec){.iov_base = &sc->sizes[i], .iov_len = sizeof(uint64_t)};
         iov[n++] =
-            (struct iovec){.iov_base = sc->slots + i * conn->slot_bytes, .iov_len = sc->sizes[i]};
+            (struct iovec){.iov_base = sc->slots + i * conn->slot_bytes,
+                           .iov_len = payload_bytes(sc->sizes[i])};
     }
     for (int j = 0; j < n && skip > 0; j++) { /* resume a partly written slot */
         size_t d = skip < iov[j].iov_len ? skip : iov[j].iov_len;
@@ -345,7 +352,8 @@ static ncclResult_t progress_send(struct ac_conn *conn)
             return ncclSuccess;
         size_t left = (size_t)w;
         while (left > 0) {
-            size_t total = sizeof(uint64_t) + sc->sizes[sc->tail % (uint64_t)conn->nslots];
+            size_t total =
+                sizeof(uint64_t) + payload_bytes(sc->sizes[sc->tail % (uint64_t)conn->nslots]);
             size_t d = total - sc->cur_done < left ? total - sc->cur_done : left;
             sc->cur_done += d;
             left -= d;
@@ -377,20 +385,22 @@ static ncclResult_t progress_recv(struct ac_conn *conn)
                 return io_fail(conn, err);
             if (sc->cur_done < sizeof(uint64_t))
                 return ncclSuccess;
-            if (sc->cur_hdr > conn->slot_bytes)
+            if (payload_bytes(sc->cur_hdr) > conn->slot_bytes)
                 return AC_FAIL(ncclRemoteError,
                                "socket transport: rank %d sent %llu bytes for a "
                                "slot of %zu (channel %d): do both ranks use the same NCCL_BUFFSIZE "
                                "and ANYCCL_NSLOTS?",
-                               conn->peer, (unsigned long long)sc->cur_hdr, conn->slot_bytes,
+                               conn->peer, (unsigned long long)payload_bytes(sc->cur_hdr),
+                               conn->slot_bytes,
                                conn->channel);
         }
         got = sc->cur_done - sizeof(uint64_t);
-        err = ac_socket_recv_some(&sc->sock, sc->slots + i * conn->slot_bytes, sc->cur_hdr, &got);
+        size_t want = payload_bytes(sc->cur_hdr);
+        err = ac_socket_recv_some(&sc->sock, sc->slots + i * conn->slot_bytes, want, &got);
         sc->cur_done = sizeof(uint64_t) + got;
         if (err != 0)
             return io_fail(conn, err);
-        if (got < sc->cur_hdr)
+        if (got < want)
             return ncclSuccess;
         sc->sizes[i] = sc->cur_hdr;
         sc->cur_done = 0;
@@ -418,7 +428,8 @@ static ncclResult_t sock_recv_slot(struct ac_conn *conn, const void **slot_out, 
     }
     size_t i = sc->tail % (uint64_t)conn->nslots;
     *slot_out = sc->slots + i * conn->slot_bytes;
-    *bytes_out = sc->sizes[i];
+    *bytes_out = payload_bytes(sc->sizes[i]);
+    conn->rx_tag = (uint32_t)(sc->sizes[i] >> 32);
     return ncclSuccess;
 }
 
