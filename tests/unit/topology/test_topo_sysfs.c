@@ -3,6 +3,7 @@
  * interfaces that must be left out (down, virtual, owned by the RDMA port) and an NVIDIA function
  * that is not a GPU. */
 #include "common/check.h"
+#include "common/config.h"
 #include "topology/topo.h"
 #include "topology/topo_internal.h"
 
@@ -245,4 +246,28 @@ Test(topo_sysfs, round_trip)
     free(b);
     ac_topo_free(t);
     ac_topo_free(u);
+}
+
+/* Interfaces without a device (docker0, lo) count when NCCL_SOCKET_IFNAME names them (veth rails
+ * of the multi-node bed, containers): no PCI position, the first NUMA node, 10 Gb/s when the
+ * speed is unknown. An exclusion list does not add them. */
+Test(topo_sysfs, virtual_interfaces_named_by_the_user)
+{
+    setenv("NCCL_SOCKET_IFNAME", "docker,lo", 1);
+    ac_config_reload();
+    struct ac_topo *t = discover();
+    cr_assert_eq(t->nnics, 4, "mlx5_0, docker0, eth0, lo; got %d", t->nnics);
+    cr_expect_str_eq(t->nics[1].name, "docker0");
+    cr_expect_str_eq(t->nics[1].busid, "");
+    cr_expect_eq(t->nics[1].numa, 0);
+    cr_expect_float_eq(t->nics[1].speed_gbps, 10.0, 1e-9);
+    cr_expect_str_eq(t->nics[3].name, "lo");
+    ac_topo_free(t);
+    setenv("NCCL_SOCKET_IFNAME", "^eth", 1);
+    ac_config_reload();
+    t = discover();
+    cr_expect_eq(t->nnics, 2, "an exclusion adds nothing");
+    ac_topo_free(t);
+    unsetenv("NCCL_SOCKET_IFNAME");
+    ac_config_reload();
 }
