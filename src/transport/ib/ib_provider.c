@@ -21,6 +21,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/random.h>
+#include <unistd.h>
 
 #if __has_include(<infiniband/verbs.h>)
 #define HAS_VERBS_HEADERS 1
@@ -260,8 +261,12 @@ static bool ib_is_usable(bool is_forced, char *why, size_t len)
     pthread_mutex_lock(&lock);
     if (!is_inited) {
         is_inited = true;
-        is_found =
-            load_library(init_why, sizeof(init_why)) && open_device(init_why, sizeof(init_why));
+        /* no kernel RDMA devices: do not even load libibverbs (and its providers) */
+        if (access("/sys/class/infiniband", F_OK) != 0)
+            snprintf(init_why, sizeof(init_why), "no RDMA device (/sys/class/infiniband absent)");
+        else
+            is_found =
+                load_library(init_why, sizeof(init_why)) && open_device(init_why, sizeof(init_why));
         if (!is_found)
             AC_INFO(AC_SUB_NET | AC_SUB_INIT, "ib: not usable: %s", init_why);
     }

@@ -20,6 +20,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #if __has_include(<rdma/fabric.h>)
 #define HAS_OFI_HEADERS 1
@@ -50,7 +51,7 @@ static struct {
 } fi;
 
 static pthread_mutex_t init_lock = PTHREAD_MUTEX_INITIALIZER;
-static bool is_inited, is_found, is_software;
+static bool is_found, is_software;
 static char init_why[256];
 static char description[160];
 static struct fi_info *info;
@@ -111,15 +112,18 @@ static bool is_software_provider(const char *prov)
     return false;
 }
 
-/* The first offer on an interface of NCCL_SOCKET_IFNAME (when set), loopback last. */
-static struct fi_info *pick_offer(struct fi_info *list)
+/* The first offer (hardware ones only unless allow_soft) on an interface of NCCL_SOCKET_IFNAME
+ * (when set), loopback last. */
+static struct fi_info *pick_offer(struct fi_info *list, bool allow_soft)
 {
     const char *ifname = ac_config_get()->socket_ifname;
     struct fi_info *lo = NULL;
     for (struct fi_info *p = list; p != NULL; p = p->next) {
         const char *dom = p->domain_attr && p->domain_attr->name ? p->domain_attr->name : "";
-        if (ifname != NULL && is_software_provider(p->fabric_attr->prov_name) &&
-            !ac_socket_ifname_matches(ifname, dom))
+        bool is_soft = is_software_provider(p->fabric_attr->prov_name);
+        if (!allow_soft && is_soft)
+            continue;
+        if (ifname != NULL && is_soft && !ac_socket_ifname_matches(ifname, dom))
             continue;
         if (strncmp(dom, "lo", 2) == 0) {
             lo = lo ? lo : p;
@@ -146,7 +150,7 @@ static struct fi_info *make_hints(const char *prov)
     return h;
 }
 
-static bool open_domain(char *why, size_t len)
+static bool open_domain(bool allow_soft, char *why, size_t len)
 {
     const char *prov = ac_config_get()->ofi_provider;
     struct fi_info *hints = make_hints(prov), *list = NULL;
@@ -156,13 +160,14 @@ static bool open_domain(char *why, size_t len)
     }
     int rc = fi.getinfo(OFI_API, NULL, NULL, 0, hints, &list);
     fi.freeinfo(hints);
-    struct fi_info *p = rc == 0 ? pick_offer(list) : NULL;
+    struct fi_info *p = rc == 0 ? pick_offer(list, allow_soft) : NULL;
     if (p == NULL) {
         snprintf(why, len,
-                 "no libfabric provider%s%s offers RDMA writes with remote CQ data on "
-                 "reliable datagram endpoints (fi_getinfo: %s)",
-                 prov ? " named " : "", prov ? prov : "",
-                 rc ? fi.strerror(-rc) : "no usable interface");
+                 "no libfabric %sprovider%s%s offers RDMA writes with remote CQ data on "
+                 "reliable datagram endpoints (fi_getinfo: %s)%s",
+                 allow_soft ? "" : "hardware ", prov ? " named " : "", prov ? prov : "",
+                 rc ? fi.strerror(-rc) : "no usable interface",
+                 allow_soft ? "" : "; ANYCCL_NET=ofi would use its software providers (tcp)");
         fi.freeinfo(list);
         return false;
     }
@@ -200,13 +205,35 @@ static bool open_domain(char *why, size_t len)
     return true;
 }
 
+/* Whether this machine has a device a hardware libfabric provider drives (verbs, efa, psm3:
+ * /sys/class/infiniband; cxi: /sys/class/cxi; opx/psm2: /dev/hfi1_0). Without one, and without
+ * ANYCCL_NET=ofi, libfabric is not even loaded: its fi_getinfo costs ~0.2 s per process. */
+static bool has_rdma_hardware(void)
+{
+    return access("/sys/class/infiniband", F_OK) == 0 || access("/sys/class/cxi", F_OK) == 0 ||
+           access("/dev/hfi1_0", F_OK) == 0;
+}
+
+/* Software providers are allowed when the user asked for ofi (ANYCCL_NET=ofi, or a provider
+ * named in ANYCCL_OFI_PROVIDER); otherwise only hardware ones. A process that first looked for
+ * hardware only looks again, once, when it is asked for software too. */
 static bool ofi_is_usable(bool is_forced, char *why, size_t len)
 {
+    static int probed = -1; /* -1: not yet; 0: hardware only; 1: any provider */
+    bool allow_soft = is_forced || ac_config_get()->ofi_provider != NULL;
     pthread_mutex_lock(&init_lock);
-    if (!is_inited) {
-        is_inited = true;
-        is_found =
-            load_library(init_why, sizeof(init_why)) && open_domain(init_why, sizeof(init_why));
+    if (probed < 0 || (!is_found && allow_soft && probed == 0)) {
+        probed = allow_soft;
+        if (!allow_soft && !has_rdma_hardware()) {
+            snprintf(init_why, sizeof(init_why),
+                     "no RDMA hardware here (no /sys/class/infiniband, "
+                     "/sys/class/cxi or /dev/hfi1_0): libfabric not probed; ANYCCL_NET=ofi uses "
+                     "its software providers");
+            is_found = false;
+        } else {
+            is_found = load_library(init_why, sizeof(init_why)) &&
+                       open_domain(allow_soft, init_why, sizeof(init_why));
+        }
         if (!is_found)
             AC_INFO(AC_SUB_NET | AC_SUB_INIT, "ofi: not usable: %s", init_why);
     }
@@ -215,7 +242,7 @@ static bool ofi_is_usable(bool is_forced, char *why, size_t len)
         snprintf(why, len, "%s", init_why);
         return false;
     }
-    if (is_software && !is_forced && ac_config_get()->ofi_provider == NULL) {
+    if (is_software && !allow_soft) {
         snprintf(why, len, "%s is a software provider (set ANYCCL_NET=ofi to use it)",
                  info->fabric_attr->prov_name);
         return false;
