@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
 # A rail-optimized multi-node cluster on one machine, made of network namespaces (issue 4).
 #
-#   bed.sh up K R [--rate RATE] [--route0]
+#   bed.sh up K R [--rate RATE] [--route0] [--nospine]
 #                                 K nodes with R NICs each (RATE: tc rate per NIC, e.g. 1gbit;
-#                                 --route0: see "Routing" below)
+#                                 --route0: see "Routing" below; --nospine: the spine forwards
+#                                 nothing, so the rails cannot reach each other)
 #   bed.sh down                   removes every namespace (and so every link) of this bed
 #   bed.sh exec NODE CMD...       runs CMD inside node NODE's namespace (or spine, fabric)
 #   bed.sh counters [-v]          byte counters: spine, and what the nodes sent on each rail
@@ -111,7 +112,7 @@ cap() { # ns dev rate
     ip netns exec "$1" tc qdisc add dev "$2" root tbf rate "$3" burst "$BED_BURST" latency 100ms
 }
 
-make_rails() { # R
+make_rails() { # R forward(1/0)
     local r
     for ((r = 0; r < $1; r++)); do
         ip -n "$FAB" link add "br$r" type bridge forward_delay 0 stp_state 0
@@ -121,7 +122,7 @@ make_rails() { # R
         ip -n "$SPINE" addr add "$(addr "$r" 254)/24" dev "s$r"
         ip -n "$SPINE" link set "s$r" up
     done
-    ip netns exec "$SPINE" sh -c 'echo 1 >/proc/sys/net/ipv4/ip_forward'
+    ip netns exec "$SPINE" sh -c "echo $2 >/proc/sys/net/ipv4/ip_forward"
 }
 
 make_node() { # k R rate route0(1/0)
@@ -152,9 +153,9 @@ make_node() { # k R rate route0(1/0)
 }
 
 up() {
-    local nnodes=${1:-} nrails=${2:-} rate="" route0=0 k
+    local nnodes=${1:-} nrails=${2:-} rate="" route0=0 forward=1 k
     [[ $nnodes =~ ^[0-9]+$ && $nrails =~ ^[0-9]+$ ]] ||
-        die "usage: bed.sh up K R [--rate RATE] [--route0]"
+        die "usage: bed.sh up K R [--rate RATE] [--route0] [--nospine]"
     ((nnodes >= 1 && nnodes <= MAX_NODES)) || die "K=$nnodes: 1..$MAX_NODES nodes"
     ((nrails >= 1 && nrails <= MAX_RAILS)) || die "R=$nrails: 1..$MAX_RAILS rails"
     shift 2
@@ -162,6 +163,7 @@ up() {
         case $1 in
         --rate) rate=${2:?--rate needs a value such as 1gbit}; shift 2 ;;
         --route0) route0=1; shift ;;
+        --nospine) forward=0; shift ;;
         *) die "unknown argument '$1'" ;;
         esac
     done
@@ -172,7 +174,7 @@ up() {
     trap 'down; exit 130' INT TERM
     make_ns "$FAB"
     make_ns "$SPINE"
-    make_rails "$nrails"
+    make_rails "$nrails" "$forward"
     for ((k = 0; k < nnodes; k++)); do
         make_node "$k" "$nrails" "$rate" "$route0"
     done

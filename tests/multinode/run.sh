@@ -30,7 +30,8 @@ export BED_ID=acbed-$$
 export BED_NET=${BED_NET:-213}
 
 # name K R L nic(auto/fixed) rate unique-id(file: rank 0 writes it; commid: NCCL_COMM_ID on node 0)
-# A name ending in -railsplit runs the collectives on ncclCommSplit(color = local rank): one
+# A name ending in -nospine builds a bed whose spine forwards nothing (rails unreachable from each
+# other): bootstrap and every collective must still work. A name ending in -railsplit runs the collectives on ncclCommSplit(color = local rank): one
 # sub-communicator per rail, the traffic rail-optimized rings would give (the locality check's
 # positive control).
 CONFIGS=(
@@ -38,6 +39,7 @@ CONFIGS=(
     "2n2r2l 2 2 2 auto - file"
     "4n2r2l 4 2 2 auto - file"
     "2n2r2l-fixednic 2 2 2 fixed - file"
+    "2n2r2l-nospine 2 2 2 auto - file"
     "2n2r2l-rate200mbit 2 2 2 auto 200mbit file"
     "3n2r1l-commid 3 2 1 auto - commid"
     "4n2r2l-railsplit 4 2 2 auto - file"
@@ -221,6 +223,7 @@ run_config() { # name K R L nic rate idmode
     [[ $rate != - ]] && rate_args=(--rate "$rate")
     [[ -n ${MN_RATE:-} ]] && rate_args=(--rate "$MN_RATE")
     [[ $nic == auto ]] && rate_args+=(--route0)
+    [[ $name == *-nospine ]] && rate_args+=(--nospine)
     if ! "$BED" up "$nnodes" "$nrails" "${rate_args[@]}" 2>"$TMP/$name.bed.err"; then
         fail "multinode/$name: bed.sh up $nnodes $nrails ${rate_args[*]} failed:" \
             "$(head -c 300 "$TMP/$name.bed.err")"
