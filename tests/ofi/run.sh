@@ -5,11 +5,13 @@
 #     slots per connector (ANYCCL_NSLOTS=2) so flow control (credits) is exercised on every chunk,
 #     and send/recv with 1 slot over 2 endpoints per connection (ordering across endpoints);
 #   - the sockets provider of libfabric (allreduce, 2 ranks);
+#   - every collective between nodes of the multi-node bed (network namespaces) over ofi;
 #   - transport choice: unset ANYCCL_NET keeps sockets on Ethernet, ANYCCL_NET=ofi picks ofi;
 #   - error injection: a rank SIGKILLed in the middle of an allreduce; every survivor must fail
 #     (not hang) within a bound, and the neighbours' errors must name the dead rank;
 #   - verbs end to end (ANYCCL_NET=ib) when `ibv_devices` lists a device; otherwise SKIP.
 # Prints "PASS/FAIL/SKIP <name>" per check.   BUILD=build  QUICK=1 (or ASAN_QUICK=1): 2 ranks only
+# OFI_FULL=1: also 3 nodes x 2 rails x 2 ranks on the bed (~45 s on the 2-core CI machine).
 set -uo pipefail
 
 cd "$(dirname "$0")/../.." || exit 1
@@ -18,6 +20,7 @@ INTEG=$BUILD/tests/integration
 KILLER=$BUILD/tests/ofi/peer_kill
 QUICK=${QUICK:-${ASAN_QUICK:-0}}
 CASE_LIMIT=${CASE_LIMIT:-300}
+OFI_BED_NET=${OFI_BED_NET:-219} # second octet of the bed's addresses (tests/multinode uses 213)
 tmp=$(mktemp -d)
 trap 'rm -rf "$tmp"' EXIT
 
@@ -53,6 +56,9 @@ run_collectives() {
     run_integ ofi "$env" collectives "*/np$np/tcp/proc" "large/*/np2/tcp/proc"
     run_integ ofi-1slot-2eps "ANYCCL_NET=ofi ANYCCL_NSLOTS=1 ANYCCL_OFI_EPS=2" sendrecv \
         "sendrecv/*/np$np/tcp/proc"
+    # threads of one process share libfabric's domain (FI_THREAD_SAFE)
+    run_integ ofi-threads "ANYCCL_NET=ofi NCCL_SHM_DISABLE=1 ANYCCL_NSLOTS=2" allreduce \
+        "allreduce/np2/threads" "allreduce/np3/initall"
     run_integ ofi-sockets "ANYCCL_NET=ofi ANYCCL_OFI_PROVIDER=sockets ANYCCL_NSLOTS=2" allreduce \
         "allreduce/np2/tcp/proc"
 }
@@ -71,6 +77,47 @@ check_choice() {
         echo "PASS choice/$name (via $want)"
     else
         echo "FAIL choice/$name: wanted via $want, got via ${got:-nothing logged}"
+    fi
+}
+
+# Between "nodes" of the multi-node bed (network namespaces joined by veth and bridges, see
+# docs/multinode.md): K nodes, R rails, L ranks per node; shm inside a node, ofi between nodes.
+run_multinode() { # K R L
+    local k=$1 nrails=$2 nlocal=$3 name="ofi-multinode/${1}n${2}r${3}l"
+    local bed=$PWD/tests/multinode/bed.sh mn n=$(($1 * $3)) script=$tmp/mn.sh
+    mn=$(cd "$BUILD" 2>/dev/null && pwd)/tests/multinode/mn_colls
+    if [[ $(id -u) != 0 ]] || ! ip netns add "acofiprobe$$" 2>/dev/null; then
+        echo "SKIP $name: network namespaces unavailable (needs root and ip netns)"
+        return
+    fi
+    ip netns del "acofiprobe$$"
+    if [[ ! -x $mn ]]; then
+        echo "FAIL $name: $mn is not built (run make test-build)"
+        return
+    fi
+    # one script run by bed.sh inside its bed: starts every rank in its node, waits for all
+    {
+        echo "pids=()"
+        for ((node = 0; node < k; node++)); do
+            for ((i = 0; i < nlocal; i++)); do
+                local rank=$((node * nlocal + i))
+                echo "timeout -k 5 120 $bed exec $node env ANYCCL_NET=ofi ANYCCL_NSLOTS=2" \
+                    "NCCL_SOCKET_IFNAME=rail NCCL_COMM_ID=10.$OFI_BED_NET.0.1:29613" \
+                    "$mn $name $rank $n - >$tmp/mn$rank.out 2>$tmp/mn$rank.err & pids+=(\$!)"
+            done
+        done
+        echo 'rc=0; for p in "${pids[@]}"; do wait "$p" || rc=1; done; exit $rc'
+    } >"$script"
+    # bed.sh wants BED_ID=acbed-<pid of a live owner>: this subshell's pid
+    (BED_ID=acbed-$BASHPID BED_NET=$OFI_BED_NET timeout -k 10 180 "$bed" run "$k" "$nrails" -- \
+        bash "$script") >"$tmp/mn.log" 2>&1
+    local rc=$?
+    grep -hE '^(PASS|FAIL) ' "$tmp/mn0.out"
+    if ((rc != 0)); then
+        echo "FAIL $name: a rank failed or timed out (status $rc)"
+        cat "$tmp"/mn*.err "$tmp/mn.log" 2>/dev/null | grep -v '^$' | head -8 | sed 's/^/    /'
+    else
+        echo "PASS $name"
     fi
 }
 
@@ -144,5 +191,7 @@ else
     check_choice default-ethernet "" socket
     check_choice ofi "ANYCCL_NET=ofi" ofi
     run_peer_kill 3
+    run_multinode 2 1 1
+    [[ ${OFI_FULL:-0} != 0 ]] && run_multinode 3 2 2 # ~45 s here: OFI_FULL=1
 fi
 run_verbs
