@@ -1,11 +1,13 @@
 #!/usr/bin/env bash
-# Link-down test (issue 6): two "nodes" of the multi-node bed (tests/multinode/bed.sh), one rank
-# each, run allreduces over TCP in a loop; then node 1's NIC goes down (ip link set rail0 down,
+# Link-down test (issue 6): two "nodes" of the multi-node bed (tests/multinode/bed.sh), one or
+# two ranks each, run allreduces over TCP in a loop; then node 1's NIC goes down (ip link set rail0 down,
 # which sends nothing: no FIN, no RST). Every rank must return an error, not hang, within a
 # bound, and its message must name the connection: the peer's rank and the address it was
-# reached at (10.<net>.0.<k+1>). Two cases, each with its bound (twice that under ASan):
+# reached at (10.<net>.0.<k+1>). Cases, each with its bound (twice that under ASan):
 #   ras      RAS on (the default): missed heartbeats (ANYCCL_RAS_DEAD_MS, 5 s) fail the call;
 #            bound 10 s
+#   ras-2x2  the same with two ranks per node (local peers over shared memory): every rank
+#            names a rank of the other node
 #   noras    ANYCCL_RAS_ENABLE=0: the socket transport's own bound (15 s: TCP_USER_TIMEOUT on
 #            data not acknowledged, keepalive on idle connections; docs/troubleshooting.md);
 #            bound 25 s
@@ -62,44 +64,47 @@ line_of() { # file word
 }
 
 nready() { # case: how many ranks started their allreduces
-    cat "$TMP/$1".[01].out 2>/dev/null | grep -c '^READY'
+    cat "$TMP/$1".*.out 2>/dev/null | grep -c '^READY'
 }
 
-run_case() { # name bound env...
-    local name=$1 bound=$(($2 * SLOW)) life=$((RUN_LIMIT * SLOW)) r t0 line terr dt times=""
-    local bad="" peer addr deadline
-    shift 2
+run_case() { # name ranks-per-node bound env...
+    local name=$1 nlocal=$2 bound=$(($3 * SLOW)) life=$((RUN_LIMIT * SLOW)) r n k t0 line terr dt
+    local times="" bad="" peers addr deadline
+    shift 3
+    n=$((2 * nlocal))
     if ! "$BED" up 2 1 2>"$TMP/$name.bed.err"; then
         fail "multinode-linkdown/$name: bed.sh up 2 1 failed: $(head -c 300 "$TMP/$name.bed.err")"
         return
     fi
     rm -f "$TMP/$name.id"
-    for r in 0 1; do
-        timeout -k 5 "$life" "$BED" exec "$r" env -u NCCL_COMM_ID -u ANYCCL_COMM_ID \
+    for ((r = 0; r < n; r++)); do
+        timeout -k 5 "$life" "$BED" exec $((r / nlocal)) env -u NCCL_COMM_ID -u ANYCCL_COMM_ID \
             NCCL_SOCKET_IFNAME=rail0 LD_PRELOAD="$SAN_PRELOAD" "$@" \
-            "$BIN" "$r" 2 "$TMP/$name.id" "$life" >"$TMP/$name.$r.out" 2>"$TMP/$name.$r.err" &
+            "$BIN" "$r" "$n" "$TMP/$name.id" "$life" >"$TMP/$name.$r.out" 2>"$TMP/$name.$r.err" &
         pids+=($!)
     done
     deadline=$((SECONDS + READY_LIMIT * SLOW))
-    while ((SECONDS < deadline)) && (($(nready "$name") < 2)); do
+    while ((SECONDS < deadline)) && (($(nready "$name") < n)); do
         sleep 0.2
     done
-    if (($(nready "$name") < 2)); then
+    if (($(nready "$name") < n)); then
         fail "multinode-linkdown/$name: the ranks did not start their allreduces within" \
-            "${READY_LIMIT}s: $(head -c 400 "$TMP/$name".[01].err | tr '\n' ' ')"
+            "${READY_LIMIT}s: $(head -c 400 "$TMP/$name".*.err | tr '\n' ' ')"
         cleanup_case
         return
     fi
     sleep 1 # allreduces in flight
     t0=$(date +%s.%N)
     ip -n "$BED_ID-node1" link set rail0 down
-    for r in 0 1; do
+    for ((r = 0; r < n; r++)); do
         wait "${pids[r]}"
     done
     pids=()
-    for r in 0 1; do
-        peer=$((1 - r))
-        addr=10.$BED_NET.0.$((peer + 1))
+    for ((r = 0; r < n; r++)); do
+        # The peers at fault: the ranks of the other node, at its address.
+        k=$((1 - r / nlocal))
+        peers=$(seq -s '|' $((k * nlocal)) $((k * nlocal + nlocal - 1)))
+        addr=10.$BED_NET.0.$((k + 1))
         line=$(line_of "$TMP/$name.$r.out" ERROR)
         if [[ -z $line ]]; then
             bad+=" rank $r returned no error ($(tail -n 1 "$TMP/$name.$r.out"; head -c 300 \
@@ -117,8 +122,8 @@ run_case() { # name bound env...
             bad+=" rank $r returned $(awk '{ print $3, $4 }' <<<"$line") (want ncclRemoteError 6"
             bad+=" or ncclSystemError 2);"
         fi
-        if [[ $line != *"rank $peer"* || $line != *"$addr"* ]]; then
-            bad+=" rank $r's message does not name the connection (rank $peer at $addr);"
+        if ! [[ $line =~ rank\ ($peers)\ \( && $line == *"$addr"* ]]; then
+            bad+=" rank $r's message does not name the connection (rank $peers at $addr);"
         fi
     done
     echo "INFO multinode-linkdown/$name: time from link down to error (bound ${bound}s):$times"
@@ -153,11 +158,12 @@ trap cleanup EXIT
 trap 'exit 130' INT TERM
 TMP=$(mktemp -d "${TMPDIR:-/tmp}/linkdown.XXXXXX")
 cases=("$@")
-((${#cases[@]} > 0)) || cases=(ras noras)
+((${#cases[@]} > 0)) || cases=(ras ras-2x2 noras)
 for c in "${cases[@]}"; do
     case $c in
-    ras) run_case ras 10 ANYCCL_RAS_ENABLE=1 ;;
-    noras) run_case noras 25 ANYCCL_RAS_ENABLE=0 ;;
+    ras) run_case ras 1 10 ANYCCL_RAS_ENABLE=1 ;;
+    ras-2x2) run_case ras-2x2 2 10 ANYCCL_RAS_ENABLE=1 ;;
+    noras) run_case noras 1 25 ANYCCL_RAS_ENABLE=0 ;;
     *) fail "multinode-linkdown: unknown case $c" ;;
     esac
 done
