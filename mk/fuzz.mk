@@ -1,7 +1,8 @@
 # Fuzzing (issue 6): libFuzzer targets for every parser of outside bytes, under tests/fuzz/.
 #   make fuzz [FUZZ_SECONDS=60] [FUZZ_TARGETS="ras_wire ..."]   clang: builds the library and the
 #       targets with -fsanitize=fuzzer,address,undefined into $(FUZZ_BUILD) and runs each target
-#       for FUZZ_SECONDS from its seeds (tests/fuzz/corpus/<t>) and past crashes (tests/fuzz/crashes/<t>);
+#       for FUZZ_SECONDS from its seeds (tests/fuzz/corpus/<t>) and past crashes
+#       (tests/fuzz/crashes/<t>);
 #       new crashing inputs land in $(FUZZ_BUILD)/crashes/<t>/ (copy them to tests/fuzz/crashes/<t>/
 #       once fixed). See docs/fuzzing.md.
 #   make fuzz-build                       the same binaries without running them
@@ -47,7 +48,8 @@ $(FUZZ_BUILD)/fuzz_%: tests/fuzz/fuzz_%.c tests/fuzz/fuzz.h $(FUZZ_LIB_A)
 
 .PHONY: fuzz fuzz-build
 fuzz-build:
-	@command -v $(FUZZ_CC) >/dev/null || { echo "fuzz: $(FUZZ_CC) not found (apt-get install clang)"; exit 1; }
+	@command -v $(FUZZ_CC) >/dev/null || \
+		{ echo "fuzz: $(FUZZ_CC) not found (scripts/install-deps.sh installs it)"; exit 1; }
 	$(Q)$(MAKE) --no-print-directory $(FUZZ_BINS)
 
 fuzz: fuzz-build

@@ -35,7 +35,8 @@ for t in "${targets[@]}"; do
         -artifact_prefix="$crashes/" -print_final_stats=1 "${opts[@]}" \
         "$work" "tests/fuzz/corpus/$t" "tests/fuzz/crashes/$t" >"$log" 2>&1
     rc=$?
-    grep -E '^(#[0-9]+ *DONE|stat::number_of_executed_units|stat::new_units_added)' "$log" | sed 's/^/    /'
+    grep -E '^(#[0-9]+ *DONE|stat::number_of_executed_units|stat::new_units_added)' "$log" |
+        sed 's/^/    /'
     if ((rc != 0)); then
         echo "fuzz: $t FOUND A CRASH (exit $rc); inputs in $crashes:"
         ls "$crashes" | sed 's/^/    /'

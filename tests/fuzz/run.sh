@@ -55,7 +55,8 @@ libfuzzer() { # target
     mkdir -p "$TMP/work_$t" "$TMP/crash_$t"
     if ! "$bin" -runs=0 "${dirs[@]}" >"$log" 2>&1 ||
         ! "$bin" -max_total_time="$SECONDS_EACH" -max_len=65536 -timeout=10 \
-            -print_final_stats=1 -artifact_prefix="$TMP/crash_$t/" "$TMP/work_$t" "${dirs[@]}" >>"$log" 2>&1; then
+            -print_final_stats=1 -artifact_prefix="$TMP/crash_$t/" "$TMP/work_$t" "${dirs[@]}" \
+            >>"$log" 2>&1; then
         echo "FAIL fuzz-libfuzzer/$t: $(grep -m1 -E 'ERROR|runtime error|fuzz oracle failed' \
             "$log") (new crashing inputs: $(ls "$TMP/crash_$t" | tr '\n' ' '); copy them to" \
             "tests/fuzz/crashes/$t/ and see docs/fuzzing.md)"

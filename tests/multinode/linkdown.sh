@@ -1,9 +1,9 @@
 #!/usr/bin/env bash
 # Link-down test (issue 6): two "nodes" of the multi-node bed (tests/multinode/bed.sh), one or
-# two ranks each, run allreduces over TCP in a loop; then node 1's NIC goes down (ip link set rail0 down,
-# which sends nothing: no FIN, no RST). Every rank must return an error, not hang, within a
-# bound, and its message must name the connection: the peer's rank and the address it was
-# reached at (10.<net>.0.<k+1>). Cases, each with its bound (twice that under ASan):
+# two ranks each, run allreduces over TCP in a loop; then node 1's NIC goes down (ip link set
+# rail0 down, which sends nothing: no FIN, no RST). Every rank must return an error, not hang,
+# within a bound, and its message must name the connection: the peer's rank and the address it
+# was reached at (10.<net>.0.<k+1>). Cases, each with its bound (twice that under ASan):
 #   ras      RAS on (the default): missed heartbeats (ANYCCL_RAS_DEAD_MS, 5 s) fail the call;
 #            bound 10 s
 #   ras-2x2  the same with two ranks per node (local peers over shared memory): every rank
