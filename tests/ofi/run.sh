@@ -20,6 +20,11 @@ INTEG=$BUILD/tests/integration
 KILLER=$BUILD/tests/ofi/peer_kill
 QUICK=${QUICK:-${ASAN_QUICK:-0}}
 CASE_LIMIT=${CASE_LIMIT:-300}
+# Sanitizer builds run several times slower: stretch every case's deadline.
+if [[ $BUILD == *asan* ]]; then
+    export TL_TIMEOUT_SCALE=${TL_TIMEOUT_SCALE:-4}
+    CASE_LIMIT=$((CASE_LIMIT * 2))
+fi
 OFI_BED_NET=${OFI_BED_NET:-219} # second octet of the bed's addresses (tests/multinode uses 213)
 tmp=$(mktemp -d)
 trap 'rm -rf "$tmp"' EXIT
