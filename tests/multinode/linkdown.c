@@ -9,7 +9,9 @@
  * the first allreduce each rank prints "READY"; after the loop it prints one line:
  *   ERROR <unix time of the error, s> result <ncclResult_t>: <ncclGetLastError>
  *   NOERROR <allreduces done>     (LIMIT_S passed without an error)
- * and ends with ncclCommAbort (exit 0 either way; 1 when set-up fails). */
+ * and ends with ncclCommAbort (exit 0 either way; 1 when set-up fails). After an error it waits
+ * LINGER_S first, as an application that reports its error would: a rank that exits at once is
+ * itself a fault its local peers report (they would name it instead of the link). */
 #include "nccl.h"
 
 #include <errno.h>
@@ -20,6 +22,7 @@
 #include <unistd.h>
 
 #define COUNT ((size_t)1 << 20) /* 4 MiB of float per allreduce */
+#define LINGER_S 3
 
 static double wall_s(void)
 {
@@ -90,9 +93,10 @@ int main(int argc, char **argv)
         if (n == 0)
             printf("READY\n");
     }
-    if (res != ncclSuccess)
+    if (res != ncclSuccess) {
         printf("ERROR %.3f result %d: %s\n", wall_s(), (int)res, ncclGetLastError(comm));
-    else
+        sleep(LINGER_S);
+    } else
         printf("NOERROR %ld\n", n);
     ncclCommAbort(comm);
     free(buf);
