@@ -21,30 +21,33 @@ struct options {
     enum ac_coll colls[AC_COLL_COUNT];
     int ncolls;
     double min_bytes, max_bytes, factor;
-    double nic_gbit, net_gbs, net_hop_us, intra_gbs, intra_hop_us;
+    double nic_gbit, net_gbs, net_hop_us, intra_gbs, intra_hop_us, burst;
     bool is_socket; /* the library's socket transport ceiling */
 };
 
 static void usage(FILE *out)
 {
-    fprintf(out,
-            "usage: anyccl-sim --nodes N [--topo FILE] [--op OP] (--bytes SIZE | -b MIN -e MAX "
-            "[-f FACTOR])\n"
-            "  --topo FILE     NCCL-format topology of one node (topologies/dgx-h100.xml);\n"
-            "                  default: this machine (NCCL_TOPO_FILE or discovery)\n"
-            "  --nodes N       1 to %d nodes\n"
-            "  --op OP         allreduce (default), allgather, reducescatter, broadcast, reduce,\n"
-            "                  alltoall, gather, scatter, or all\n"
-            "  --bytes SIZE    one size, nccl-tests' meaning (allgather: the whole output);\n"
-            "                  suffixes K, M, G (powers of 1024)\n"
-            "  -b/--min SIZE, -e/--max SIZE, -f/--factor F   a range, as nccl-tests (default f 2)\n"
-            "  --ppn N         ranks per node (default: GPUs of the topology, else 1)\n"
-            "  --rails N       NICs per node in use (default: min(ppn, NICs of the topology))\n"
-            "  --nic-gbit G    NIC line rate in Gb/s (default: the topology's slowest NIC)\n"
-            "  --net-gbs G     GB/s per NIC and direction (default: line rate x %.2f)\n"
-            "  --hop-us U      per-step latency between nodes; --intra-gbs G, --intra-hop-us U\n"
-            "  --socket        cap the network as the library's socket transport (calibrated)\n",
-            MAX_NODES, AC_TUNER_NET_EFFICIENCY);
+    fprintf(
+        out,
+        "usage: anyccl-sim --nodes N [--topo FILE] [--op OP] (--bytes SIZE | -b MIN -e MAX "
+        "[-f FACTOR])\n"
+        "  --topo FILE     NCCL-format topology of one node (topologies/dgx-h100.xml);\n"
+        "                  default: this machine (NCCL_TOPO_FILE or discovery)\n"
+        "  --nodes N       1 to %d nodes\n"
+        "  --op OP         allreduce (default), allgather, reducescatter, broadcast, reduce,\n"
+        "                  alltoall, gather, scatter, or all\n"
+        "  --bytes SIZE    one size, nccl-tests' meaning (allgather: the whole output);\n"
+        "                  suffixes K, M, G (powers of 1024)\n"
+        "  -b/--min SIZE, -e/--max SIZE, -f/--factor F   a range, as nccl-tests (default f 2)\n"
+        "  --ppn N         ranks per node (default: GPUs of the topology, else 1)\n"
+        "  --rails N       NICs per node in use (default: min(ppn, NICs of the topology))\n"
+        "  --nic-gbit G    NIC line rate in Gb/s (default: the topology's slowest NIC)\n"
+        "  --net-gbs G     GB/s per NIC and direction (default: line rate x %.2f)\n"
+        "  --hop-us U      per-step latency between nodes; --intra-gbs G, --intra-hop-us U\n"
+        "  --socket        cap the network as the library's socket transport (calibrated)\n"
+        "  --burst SIZE    the links are tc-capped with this token bucket (tbf burst): a link\n"
+        "                  that waited for data passes SIZE at once (the multi-node bed: 256K)\n",
+        MAX_NODES, AC_TUNER_NET_EFFICIENCY);
 }
 
 static bool parse_size(const char *s, double *out)
@@ -152,6 +155,8 @@ static int parse_args(int argc, char **argv, struct options *o)
             ok = parse_double(v, 0, &o->net_hop_us);
         } else if (strcmp(a, "--intra-gbs") == 0) {
             ok = parse_double(v, 1e-9, &o->intra_gbs);
+        } else if (strcmp(a, "--burst") == 0) {
+            ok = parse_size(v, &o->burst);
         } else if (strcmp(a, "--intra-hop-us") == 0) {
             ok = parse_double(v, 0, &o->intra_hop_us);
         } else {
@@ -282,6 +287,7 @@ int main(int argc, char **argv)
         p.intra_gbs = o.intra_gbs;
     if (o.intra_hop_us > 0)
         p.intra_hop_us = o.intra_hop_us;
+    p.burst_bytes = o.burst;
     struct timespec t0, t1;
     clock_gettime(CLOCK_MONOTONIC, &t0);
     if (build_layout(&o, &l) != ncclSuccess) {

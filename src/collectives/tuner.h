@@ -11,6 +11,7 @@ struct ac_tuner_params {
     double intra_hop_us; /* one step between ranks of a node */
     double intra_gbs;    /* GB/s of one rank-to-rank path inside a node */
     double chunk_bytes;  /* slot size: a tree's turn-around at its root waits for one */
+    double burst_bytes;  /* token bucket of a tc-capped link (anyccl-sim --burst); 0 otherwise */
 };
 
 /* Calibrated on the multi-node bed (docs/topology.md, "Calibration"): what a link of line rate

@@ -94,8 +94,8 @@ Test(tuner, allgather_scales_with_ranks)
     double tb = ac_tuner_model_us(AC_COLL_ALLGATHER, AC_ALGO_RING, s, &b, &params);
     cr_assert(tb > 2.0 * ta * 0.9 && tb < 2.0 * ta * 1.5, "4 nodes %.0f us, 8 nodes %.0f us", ta,
               tb);
-    /* 3 blocks of 16 MiB through one NIC at 1 GB/s: ~50 ms */
-    cr_assert(ta > 48000 && ta < 60000, "%.0f us", ta);
+    /* 3 blocks of 16 MiB through one NIC at 1 GB/s, used both ways (x 1/0.78): ~64.5 ms */
+    cr_assert(ta > 60000 && ta < 70000, "%.0f us", ta);
     ac_layout_free(&a);
     ac_layout_free(&b);
 }
