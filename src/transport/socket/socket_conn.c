@@ -30,14 +30,17 @@
 #define HELLO_READ_NS (5ull * 1000000000ull)
 #define SOCKET_BUF_BYTES (4 << 20)
 #define IOV_SLOTS 32 /* slots written per sendmsg */
-/* A dead path (a link or a host down: no FIN, no RST) fails a connection in bounded time instead
- * of TCP's ~15 min of retransmissions: data unacknowledged for USER_TIMEOUT_S, or an idle
- * connection whose keepalive probes (after KEEPIDLE_S, every KEEPINTVL_S) go unanswered
- * KEEPCNT times. Documented in docs/troubleshooting.md. */
-#define USER_TIMEOUT_S 15
+/* A dead path (a link or a host down: no FIN, no RST) fails a connection in bounded time: the
+ * receiving side of a connection (nothing of ours unacknowledged) sends keepalive probes after
+ * KEEPIDLE_S of silence, every KEEPINTVL_S, and gives up after KEEPCNT unanswered ones
+ * (LIVENESS_S in all). A peer that is alive but late answers them, however long it is late. Not
+ * TCP_USER_TIMEOUT: Linux also applies it to a window the receiver keeps closed, which would fail
+ * a connection to a live rank that is late to a collective. Documented in
+ * docs/troubleshooting.md. */
 #define KEEPIDLE_S 5
 #define KEEPINTVL_S 2
 #define KEEPCNT 5
+#define LIVENESS_S (KEEPIDLE_S + KEEPINTVL_S * KEEPCNT)
 
 struct sock_blob {
     uint32_t magic;
@@ -106,25 +109,23 @@ static ncclResult_t io_fail(struct ac_conn *conn, int err)
             ac_socket_addr_str(&local, local_str, sizeof(local_str));
         return AC_FAIL(ncclRemoteError,
                        "socket transport: %s %s (local address %s, channel %d) failed: %s "
-                       "(nothing acknowledged for %d s, or keepalives unanswered): a network link "
-                       "or the peer's host is down",
+                       "(no answer to keepalive probes for %d s, or to retransmissions): a network "
+                       "link or the peer's host is down",
                        conn->is_send ? "send to" : "receive from", peer, local_str, conn->channel,
-                       strerror(err), USER_TIMEOUT_S);
+                       strerror(err), LIVENESS_S);
     }
     return AC_FAIL(ncclSystemError, "socket transport: %s to %s (channel %d) failed: %s",
                    conn->is_send ? "send" : "receive", peer, conn->channel, strerror(err));
 }
 
-/* See USER_TIMEOUT_S. Best effort: a kernel without these options keeps TCP's own bounds. */
+/* See LIVENESS_S. Best effort: a kernel without these options keeps TCP's own bounds. */
 static void set_liveness(int fd)
 {
-    int on = 1, user_ms = USER_TIMEOUT_S * 1000, idle = KEEPIDLE_S, intvl = KEEPINTVL_S,
-        cnt = KEEPCNT;
+    int on = 1, idle = KEEPIDLE_S, intvl = KEEPINTVL_S, cnt = KEEPCNT;
     setsockopt(fd, SOL_SOCKET, SO_KEEPALIVE, &on, sizeof(on));
     setsockopt(fd, IPPROTO_TCP, TCP_KEEPIDLE, &idle, sizeof(idle));
     setsockopt(fd, IPPROTO_TCP, TCP_KEEPINTVL, &intvl, sizeof(intvl));
     setsockopt(fd, IPPROTO_TCP, TCP_KEEPCNT, &cnt, sizeof(cnt));
-    setsockopt(fd, IPPROTO_TCP, TCP_USER_TIMEOUT, &user_ms, sizeof(user_ms));
 }
 
 static bool sock_can_connect(const struct ac_peer_info *self, const struct ac_peer_info *peer)
@@ -391,8 +392,7 @@ static ncclResult_t progress_recv(struct ac_conn *conn)
                                "slot of %zu (channel %d): do both ranks use the same NCCL_BUFFSIZE "
                                "and ANYCCL_NSLOTS?",
                                conn->peer, (unsigned long long)payload_bytes(sc->cur_hdr),
-                               conn->slot_bytes,
-                               conn->channel);
+                               conn->slot_bytes, conn->channel);
         }
         got = sc->cur_done - sizeof(uint64_t);
         size_t want = payload_bytes(sc->cur_hdr);
