@@ -6,12 +6,12 @@
 #              `make asan`); "PASS fuzz-replay/<t>" when no input crashes or breaks an oracle
 #   libfuzzer  with clang on the PATH (not under make asan): `make fuzz-build` into
 #              $BUILD/fuzz-clang, each target runs every file once (-runs=0), then fuzzes for
-#              FUZZ_SUITE_SECONDS (default 3) from them; "PASS fuzz-libfuzzer/<t>"
+#              FUZZ_SUITE_SECONDS (default 1) from them; "PASS fuzz-libfuzzer/<t>"
 # Long runs are `make fuzz` (docs/fuzzing.md).
 set -uo pipefail
 cd "$(dirname "$0")/../.." || exit 2
 BUILD=${BUILD:-build}
-SECONDS_EACH=${FUZZ_SUITE_SECONDS:-3}
+SECONDS_EACH=${FUZZ_SUITE_SECONDS:-1}
 TMP=$(mktemp -d "${TMPDIR:-/tmp}/fuzzsuite.XXXXXX")
 trap 'rm -rf "$TMP"' EXIT
 failed=0

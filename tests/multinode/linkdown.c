@@ -3,10 +3,13 @@
  * the middle; every rank must then return an error, not hang, and the message must name the
  * connection.
  *
- *   linkdown RANK NRANKS IDFILE LIMIT_S
+ *   linkdown RANK NRANKS IDFILE LIMIT_S [LATE_S]
  *
  * Rank 0 writes the unique id to IDFILE (a temporary file renamed); the others wait for it. After
- * the first allreduce each rank prints "READY"; after the loop it prints one line:
+ * the first allreduce each rank prints "READY", after the second "STEP2". With LATE_S, the last
+ * rank sleeps that long between the two (a rank late to a collective is not dead: nothing may
+ * fail).
+ * After the loop each rank prints one line:
  *   ERROR <unix time of the error, s> result <ncclResult_t>: <ncclGetLastError>
  *   NOERROR <allreduces done>     (LIMIT_S passed without an error)
  * and ends with ncclCommAbort (exit 0 either way; 1 when set-up fails). After an error it waits
@@ -21,7 +24,7 @@
 #include <time.h>
 #include <unistd.h>
 
-#define COUNT ((size_t)1 << 20) /* 4 MiB of float per allreduce */
+#define COUNT ((size_t)16 << 20) /* 64 MiB of float per allreduce */
 #define LINGER_S 3
 
 static double wall_s(void)
@@ -62,12 +65,13 @@ static int get_id(int rank, const char *path, ncclUniqueId *id)
 
 int main(int argc, char **argv)
 {
-    if (argc != 5) {
-        fprintf(stderr, "usage: linkdown RANK NRANKS IDFILE LIMIT_S\n");
+    if (argc != 5 && argc != 6) {
+        fprintf(stderr, "usage: linkdown RANK NRANKS IDFILE LIMIT_S [LATE_S]\n");
         return 2;
     }
     int rank = atoi(argv[1]), nranks = atoi(argv[2]);
     double limit = atof(argv[4]);
+    int late = argc == 6 ? atoi(argv[5]) : 0;
     ncclUniqueId id;
     ncclComm_t comm;
     setvbuf(stdout, NULL, _IOLBF, 0);
@@ -92,6 +96,10 @@ int main(int argc, char **argv)
             break;
         if (n == 0)
             printf("READY\n");
+        if (n == 0 && late > 0 && rank == nranks - 1)
+            sleep((unsigned)late);
+        if (n == 1)
+            printf("STEP2\n");
     }
     if (res != ncclSuccess) {
         printf("ERROR %.3f result %d: %s\n", wall_s(), (int)res, ncclGetLastError(comm));
