@@ -81,7 +81,8 @@ run_case() { # name ranks-per-node bound late-s env...
     for ((r = 0; r < n; r++)); do
         timeout -k 5 "$life" "$BED" exec $((r / nlocal)) env -u NCCL_COMM_ID -u ANYCCL_COMM_ID \
             NCCL_SOCKET_IFNAME=rail0 LD_PRELOAD="$SAN_PRELOAD" "$@" \
-            "$BIN" "$r" "$n" "$TMP/$name.id" "$life" "$late" >"$TMP/$name.$r.out" 2>"$TMP/$name.$r.err" &
+            "$BIN" "$r" "$n" "$TMP/$name.id" "$life" "$late" >"$TMP/$name.$r.out" \
+            2>"$TMP/$name.$r.err" &
         pids+=($!)
     done
     deadline=$((SECONDS + READY_LIMIT * SLOW + late))
@@ -97,7 +98,8 @@ run_case() { # name ranks-per-node bound late-s env...
         cleanup_case
         return
     fi
-    ((late > 0)) && echo "PASS multinode-linkdown/$name-late (rank $((n - 1)) ${late}s late, no error)"
+    ((late > 0)) &&
+        echo "PASS multinode-linkdown/$name-late (rank $((n - 1)) ${late}s late, no error)"
     sleep 1 # allreduces in flight
     t0=$(date +%s.%N)
     ip -n "$BED_ID-node1" link set rail0 down
