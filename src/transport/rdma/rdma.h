@@ -7,7 +7,7 @@
  * Protocol, for one connector (sender S -> receiver R, nslots slots of slot_bytes):
  *   - R's slot FIFO is registered for remote writes; S stages each slot in its own registered copy
  *     and RDMA-writes it into the same slot index at R, with immediate data (verbs) / remote CQ
- *     data (libfabric) = slot index (6 bits) | payload bytes (26 bits);
+ *     data (libfabric) = slot index (6 bits) | lap parity (1 bit) | payload bytes (25 bits);
  *   - slots are spread round-robin over nqps queue pairs / endpoints; R restores the order from
  *     the slot index (a slot is handed to the executor only when every earlier one has arrived);
  *   - R returns credits: after each release it RDMA-writes its released count (8 bytes) into a
@@ -109,20 +109,28 @@ ncclResult_t ac_rdma_progress(struct ac_conn *conn);
 bool ac_rdma_is_flushing(struct ac_conn *conn);
 void ac_rdma_close(struct ac_conn *conn);
 
-/* Immediate data of a slot: index in the low 6 bits, payload bytes above. */
+/* Immediate data of a slot: index in the low 6 bits, then the parity of the slot's lap (seq /
+ * nslots: a re-sent write of a slot the receiver already released is recognised and dropped),
+ * then the payload bytes. */
 #define AC_RDMA_IMM_SLOT_BITS 6
-#define AC_RDMA_MAX_SLOT_BYTES ((size_t)1 << (32 - AC_RDMA_IMM_SLOT_BITS))
-static inline uint32_t ac_rdma_imm_encode(unsigned slot, size_t bytes)
+#define AC_RDMA_IMM_SIZE_SHIFT (AC_RDMA_IMM_SLOT_BITS + 1)
+#define AC_RDMA_MAX_SLOT_BYTES ((size_t)1 << (32 - AC_RDMA_IMM_SIZE_SHIFT))
+static inline uint32_t ac_rdma_imm_encode(unsigned slot, unsigned lap, size_t bytes)
 {
-    return (uint32_t)(bytes << AC_RDMA_IMM_SLOT_BITS) | (uint32_t)slot;
+    return (uint32_t)(bytes << AC_RDMA_IMM_SIZE_SHIFT) | ((lap & 1u) << AC_RDMA_IMM_SLOT_BITS) |
+           (uint32_t)slot;
 }
 static inline unsigned ac_rdma_imm_slot(uint32_t imm)
 {
     return imm & ((1u << AC_RDMA_IMM_SLOT_BITS) - 1);
 }
+static inline unsigned ac_rdma_imm_lap(uint32_t imm)
+{
+    return (imm >> AC_RDMA_IMM_SLOT_BITS) & 1u;
+}
 static inline size_t ac_rdma_imm_bytes(uint32_t imm)
 {
-    return imm >> AC_RDMA_IMM_SLOT_BITS;
+    return imm >> AC_RDMA_IMM_SIZE_SHIFT;
 }
 
 #define AC_RDMA_TRANSPORT(tp_name, can_connect_fn, provider, nqps_fn)                              \

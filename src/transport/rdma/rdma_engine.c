@@ -24,6 +24,7 @@
 #define CREDIT_WRITES_MAX 8                  /* credit writes in flight at once */
 #define POLL_BATCH 32
 #define CTX_CREDIT (UINT64_C(1) << 63)
+#define MAX_RESENDS 3 /* a write that failed while the peer is alive is posted again */
 
 /* The receiver's description of its side, sent through the bootstrap (fits AC_CONN_BLOB_BYTES). */
 struct rdma_blob {
@@ -66,12 +67,16 @@ struct rdma_conn {
     uint64_t peer_base, peer_key; /* sender: receiver's slots; receiver: sender's credit word */
     uint32_t *sizes;              /* receiver: bytes of each arrived slot */
     bool *is_busy;                /* sender: write in flight; receiver: slot arrived */
+    uint32_t *imms;               /* sender: immediate data of each slot's write in flight */
+    uint8_t *nresends;            /* sender: times that write was posted again after an error */
+    bool *is_resend_due;          /* sender: to be posted again */
     uint64_t head;                /* sender: posted by the executor; receiver: next expected */
     uint64_t issued;              /* sender: handed to the provider */
     uint64_t tail;                /* receiver: released */
     uint64_t credit_sent;         /* receiver: the last released count written to the sender */
     int ninflight;                /* sender: slot writes; receiver: credit writes */
     bool is_ready;                /* sender: the receiver's ready byte has come */
+    bool is_wanted;               /* the executor's last poll for a slot found none */
     bool has_mrs;
     uint64_t closed_ns;              /* when the peer's EOF was seen; 0: not seen */
     char close_why[AC_RDMA_ERR_MAX]; /* receiver: the failed credit write that implied it */
@@ -180,7 +185,11 @@ static ncclResult_t conn_alloc(struct ac_conn *conn, int nqps)
     memset(rc->word, 0, 4096);
     rc->sizes = calloc((size_t)conn->nslots, sizeof(*rc->sizes));
     rc->is_busy = calloc((size_t)conn->nslots, sizeof(*rc->is_busy));
-    if (rc->sizes == NULL || rc->is_busy == NULL)
+    rc->imms = calloc((size_t)conn->nslots, sizeof(*rc->imms));
+    rc->nresends = calloc((size_t)conn->nslots, sizeof(*rc->nresends));
+    rc->is_resend_due = calloc((size_t)conn->nslots, sizeof(*rc->is_resend_due));
+    if (rc->sizes == NULL || rc->is_busy == NULL || rc->imms == NULL || rc->nresends == NULL ||
+        rc->is_resend_due == NULL)
         return AC_FAIL(ncclSystemError, "%s transport: out of memory", name);
     return ncclSuccess;
 }
@@ -220,6 +229,9 @@ void ac_rdma_close(struct ac_conn *conn)
     free(rc->word);
     free(rc->sizes);
     free(rc->is_busy);
+    free(rc->imms);
+    free(rc->nresends);
+    free(rc->is_resend_due);
     free(rc);
     conn->priv = NULL;
 }
@@ -429,8 +441,20 @@ static ncclResult_t on_imm(struct ac_conn *conn, const struct ac_rdma_wc *wc)
     struct rdma_conn *rc = conn->priv;
     unsigned slot = ac_rdma_imm_slot(wc->imm);
     size_t bytes = ac_rdma_imm_bytes(wc->imm);
-    if (conn->is_send || slot >= (unsigned)conn->nslots || bytes > conn->slot_bytes ||
-        rc->is_busy[slot])
+    if (!conn->is_send && wc->qp >= 0)
+        AC_CHECK(rc->pv->post_recv(rc->ep, wc->qp, 1));
+    if (!conn->is_send && slot < (unsigned)conn->nslots) {
+        /* the sequence number this slot holds next, and its lap: a write the sender posted
+         * again after an error may land twice, or after the slot was released */
+        uint64_t n = (uint64_t)conn->nslots;
+        uint64_t seq = rc->tail + ((slot + n - rc->tail % n) % n);
+        if (ac_rdma_imm_lap(wc->imm) != ((seq / n) & 1) || rc->is_busy[slot]) {
+            AC_INFO(AC_SUB_NET, "%s: rank %d channel %d: dropped a repeated delivery of slot %u",
+                    conn->tp->name, conn->peer, conn->channel, slot);
+            return ncclSuccess;
+        }
+    }
+    if (conn->is_send || slot >= (unsigned)conn->nslots || bytes > conn->slot_bytes)
         return AC_FAIL(
             ncclRemoteError,
             "%s transport: rank %d delivered slot %u of %zu bytes "
@@ -440,9 +464,27 @@ static ncclResult_t on_imm(struct ac_conn *conn, const struct ac_rdma_wc *wc)
             slot < (unsigned)conn->nslots && rc->is_busy[slot] ? ", slot still full" : "");
     rc->sizes[slot] = (uint32_t)bytes;
     rc->is_busy[slot] = true;
-    if (wc->qp >= 0)
-        AC_CHECK(rc->pv->post_recv(rc->ep, wc->qp, 1));
     return ncclSuccess;
+}
+
+/* A slot write that failed while the peer is still alive (libfabric's tcp;ofi_rxm has been seen
+ * to fail a write with ENOTCONN under load): posted again, up to MAX_RESENDS times. Safe because
+ * the receiver drops a delivery it already has (same slot and lap) or already released. */
+static bool should_resend(struct ac_conn *conn, const struct ac_rdma_wc *wc)
+{
+    struct rdma_conn *rc = conn->priv;
+    if (!conn->is_send || wc->kind != AC_RDMA_WC_WRITE || (wc->ctx & CTX_CREDIT) ||
+        wc->ctx >= (uint64_t)conn->nslots || rc->closed_ns != 0 ||
+        rc->nresends[wc->ctx] >= MAX_RESENDS)
+        return false;
+    AC_INFO(AC_SUB_NET,
+            "%s: write of slot %llu to rank %d (channel %d) failed (%s): posting it "
+            "again",
+            conn->tp->name, (unsigned long long)wc->ctx, conn->peer, conn->channel, wc->err);
+    rc->nresends[wc->ctx]++;
+    rc->is_resend_due[wc->ctx] = true;
+    rc->ninflight--;
+    return true;
 }
 
 static ncclResult_t poll_cq(struct ac_conn *conn)
@@ -466,6 +508,8 @@ static ncclResult_t poll_cq(struct ac_conn *conn)
                         snprintf(rc->close_why, sizeof(rc->close_why), "%s", wc[i].err);
                     continue;
                 }
+                if (should_resend(conn, &wc[i]))
+                    continue;
                 return wc_fail(conn, &wc[i]);
             }
             if (wc[i].kind == AC_RDMA_WC_IMM) {
@@ -473,6 +517,7 @@ static ncclResult_t poll_cq(struct ac_conn *conn)
             } else if (conn->is_send && !(wc[i].ctx & CTX_CREDIT) &&
                        wc[i].ctx < (uint64_t)conn->nslots) {
                 rc->is_busy[wc[i].ctx] = false;
+                rc->nresends[wc[i].ctx] = 0;
                 rc->ninflight--;
             } else if (!conn->is_send) {
                 rc->ninflight--;
@@ -490,22 +535,43 @@ static uint64_t credit(const struct rdma_conn *rc)
     return __atomic_load_n(rc->word, __ATOMIC_ACQUIRE);
 }
 
+/* Posts the write of slot (its payload and immediate are already set); *is_busy_out when the
+ * provider's queue is full. */
+static ncclResult_t post_slot(struct ac_conn *conn, unsigned slot, int qp, bool *is_busy_out)
+{
+    struct rdma_conn *rc = conn->priv;
+    size_t off = (size_t)slot * conn->slot_bytes, bytes = rc->sizes[slot];
+    /* a zero-byte slot still writes one byte: some providers refuse empty writes */
+    AC_CHECK(rc->pv->write(rc->ep, qp, rc->slots + off, bytes ? bytes : 1, &rc->slots_mr,
+                           rc->peer_base + off, rc->peer_key, true, rc->imms[slot], slot,
+                           is_busy_out));
+    if (!*is_busy_out)
+        rc->ninflight++;
+    return ncclSuccess;
+}
+
 static ncclResult_t issue_writes(struct ac_conn *conn)
 {
     struct rdma_conn *rc = conn->priv;
+    for (int s = 0; rc->is_ready && s < conn->nslots; s++) {
+        bool is_busy = false;
+        if (!rc->is_resend_due[s])
+            continue;
+        AC_CHECK(post_slot(conn, (unsigned)s, s % rc->nqps, &is_busy));
+        if (is_busy)
+            return ncclSuccess;
+        rc->is_resend_due[s] = false;
+    }
     while (rc->is_ready && rc->issued < rc->head) {
         unsigned slot = (unsigned)(rc->issued % (uint64_t)conn->nslots);
         int qp = (int)(rc->issued % (uint64_t)rc->nqps);
-        size_t off = (size_t)slot * conn->slot_bytes, bytes = rc->sizes[slot];
+        unsigned lap = (unsigned)((rc->issued / (uint64_t)conn->nslots) & 1);
         bool is_busy = false;
-        /* a zero-byte slot still writes one byte: some providers refuse empty writes */
-        AC_CHECK(rc->pv->write(rc->ep, qp, rc->slots + off, bytes ? bytes : 1, &rc->slots_mr,
-                               rc->peer_base + off, rc->peer_key, true,
-                               ac_rdma_imm_encode(slot, bytes), slot, &is_busy));
+        rc->imms[slot] = ac_rdma_imm_encode(slot, lap, rc->sizes[slot]);
+        AC_CHECK(post_slot(conn, slot, qp, &is_busy));
         if (is_busy)
             return ncclSuccess;
         rc->is_busy[slot] = true;
-        rc->ninflight++;
         rc->issued++;
     }
     return ncclSuccess;
@@ -516,7 +582,9 @@ ncclResult_t ac_rdma_send_slot(struct ac_conn *conn, void **slot_out)
     struct rdma_conn *rc = conn->priv;
     unsigned slot = (unsigned)(rc->head % (uint64_t)conn->nslots);
     /* free: the receiver released it (credit) and our previous write from it has completed */
-    if (!rc->is_ready || rc->head - credit(rc) >= (uint64_t)conn->nslots || rc->is_busy[slot]) {
+    rc->is_wanted =
+        !rc->is_ready || rc->head - credit(rc) >= (uint64_t)conn->nslots || rc->is_busy[slot];
+    if (rc->is_wanted) {
         *slot_out = NULL;
         return ncclSuccess;
     }
@@ -547,7 +615,9 @@ static ncclResult_t progress_send(struct ac_conn *conn)
         return check_closed(conn, true);
     AC_CHECK(poll_cq(conn));
     AC_CHECK(issue_writes(conn));
-    bool is_blocked = rc->head - credit(rc) >= (uint64_t)conn->nslots;
+    /* waiting on the peer: writes not yet complete, or the executor wants a slot it has not freed
+     * (credits it may have sent just before leaving do not matter if no slot is wanted) */
+    bool is_blocked = rc->is_wanted && rc->head - credit(rc) >= (uint64_t)conn->nslots;
     return check_closed(conn, rc->ninflight > 0 || rc->issued < rc->head || is_blocked);
 }
 
@@ -585,7 +655,9 @@ static ncclResult_t progress_recv(struct ac_conn *conn)
     AC_CHECK(poll_cq(conn));
     AC_CHECK(send_credit(conn));
     unsigned slot = (unsigned)(rc->tail % (uint64_t)conn->nslots);
-    return check_closed(conn, !rc->is_busy[slot]);
+    /* Only a wait the executor is in counts: a task still running may be done with this peer,
+     * which may then have left for good (its last slot landed before its EOF). */
+    return check_closed(conn, rc->is_wanted && !rc->is_busy[slot]);
 }
 
 ncclResult_t ac_rdma_progress(struct ac_conn *conn)
@@ -597,6 +669,7 @@ ncclResult_t ac_rdma_recv_slot(struct ac_conn *conn, const void **slot_out, size
 {
     struct rdma_conn *rc = conn->priv;
     unsigned slot = (unsigned)(rc->tail % (uint64_t)conn->nslots);
+    rc->is_wanted = !rc->is_busy[slot];
     if (!rc->is_busy[slot]) {
         *slot_out = NULL;
         return ncclSuccess;

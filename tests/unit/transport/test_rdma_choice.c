@@ -132,10 +132,13 @@ Test(rdma_choice, imm_encoding)
     for (unsigned slot = 0; slot < 64; slot += 7) {
         size_t sizes[] = {0, 1, 4096, 524288, AC_RDMA_MAX_SLOT_BYTES - 1};
         for (size_t i = 0; i < sizeof(sizes) / sizeof(sizes[0]); i++) {
-            uint32_t imm = ac_rdma_imm_encode(slot, sizes[i]);
-            cr_assert_eq(ac_rdma_imm_slot(imm), slot);
-            cr_assert_eq(ac_rdma_imm_bytes(imm), sizes[i]);
+            for (unsigned lap = 0; lap < 4; lap++) {
+                uint32_t imm = ac_rdma_imm_encode(slot, lap, sizes[i]);
+                cr_assert_eq(ac_rdma_imm_slot(imm), slot);
+                cr_assert_eq(ac_rdma_imm_lap(imm), lap & 1);
+                cr_assert_eq(ac_rdma_imm_bytes(imm), sizes[i]);
+            }
         }
     }
-    cr_assert_eq(AC_RDMA_MAX_SLOT_BYTES, (size_t)64 << 20);
+    cr_assert_eq(AC_RDMA_MAX_SLOT_BYTES, (size_t)32 << 20);
 }
