@@ -78,7 +78,7 @@ if ! command -v clang >/dev/null; then
     echo "SKIP fuzz-libfuzzer: clang not found (scripts/install-deps.sh installs it)"
 elif [[ $BUILD == *asan* ]]; then
     echo "SKIP fuzz-libfuzzer: the libFuzzer build (ASan and UBSan already) runs in make test"
-elif ! make --no-print-directory BUILD="$BUILD" fuzz-build >"$TMP/build.log" 2>&1; then
+elif ! make --no-print-directory -j"$(nproc)" BUILD="$BUILD" fuzz-build >"$TMP/build.log" 2>&1; then
     echo "FAIL fuzz-libfuzzer: make fuzz-build failed: $(grep -m3 -iE 'error' "$TMP/build.log")"
     failed=1
 else
