@@ -34,7 +34,10 @@
 
 #define MAX_GIDS 128
 #define RECV_WR_FLAG (UINT64_C(1) << 62)
-#define MRCACHE_IDLE 64
+/* Idle registrations kept: none. The cache shares a registration among the buffers alive inside
+ * it; keeping one after its last user would need an invalidation hook (munmap interception or
+ * ODP), or a range freed and reused by malloc would hit a registration of the old pages. */
+#define MRCACHE_IDLE 0
 
 static struct {
     struct ibv_device **(*get_device_list)(int *);

@@ -70,7 +70,7 @@ struct ac_rdma_provider {
     /* Joins the endpoint to the peer's (queue pair i to the peer's queue pair i). */
     ncclResult_t (*ep_connect)(struct ac_rdma_ep *ep, const void *peer_addr, size_t len);
     ncclResult_t (*reg)(struct ac_rdma_ep *ep, void *buf, size_t len, struct ac_rdma_mr *mr_out);
-    void (*dereg)(struct ac_rdma_ep *ep, struct ac_rdma_mr *mr);
+    void (*dereg)(struct ac_rdma_ep *ep, struct ac_rdma_mr *mr); /* ep: NULL once closed */
     /* Posts a write of len bytes from local (inside mr) to raddr/rkey on queue pair qp, with
      * immediate data when has_imm. *is_busy_out: the queue is full, try again after a poll. */
     ncclResult_t (*write)(struct ac_rdma_ep *ep, int qp, const void *local, size_t len,

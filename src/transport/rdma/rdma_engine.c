@@ -137,7 +137,8 @@ bool ac_rdma_can_connect(const struct ac_rdma_transport *rt, const struct ac_pee
     bool is_forced = net != NULL && strcmp(net, rt->tp.name) == 0;
     char why[256] = "";
     bool is_usable = rt->pv->is_usable(is_forced, why, sizeof(why));
-    if (!is_usable && is_forced)
+    static int nwarned; /* once per process: every connector asks */
+    if (!is_usable && is_forced && __atomic_fetch_add(&nwarned, 1, __ATOMIC_RELAXED) == 0)
         AC_WARN("ANYCCL_NET=%s, but the %s transport cannot be used: %s", net, rt->tp.name, why);
     return is_usable;
 }
@@ -216,12 +217,12 @@ void ac_rdma_close(struct ac_conn *conn)
     struct rdma_conn *rc = conn->priv;
     if (rc == NULL)
         return;
-    if (rc->ep != NULL) {
-        if (rc->has_mrs) {
-            rc->pv->dereg(rc->ep, &rc->slots_mr);
-            rc->pv->dereg(rc->ep, &rc->word_mr);
-        }
+    /* the queue pairs / endpoints first, then the memory they may still reference */
+    if (rc->ep != NULL)
         rc->pv->ep_close(rc->ep);
+    if (rc->has_mrs) {
+        rc->pv->dereg(NULL, &rc->slots_mr);
+        rc->pv->dereg(NULL, &rc->word_mr);
     }
     ac_socket_close(&rc->listener);
     ac_socket_close(&rc->sock);
