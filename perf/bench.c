@@ -19,8 +19,13 @@ static void alloc_buffers(struct perf_rank *r)
     r->buf_bytes = (o->max_bytes + PERF_ALIGN - 1) / PERF_ALIGN * PERF_ALIGN;
     if (r->buf_bytes == 0)
         r->buf_bytes = PERF_ALIGN;
-    if (posix_memalign(&r->sendbuf, PERF_ALIGN, r->buf_bytes) != 0 ||
-        posix_memalign(&r->recvbuf, PERF_ALIGN, r->buf_bytes) != 0) {
+    /* -R: buffers from ncclMemAlloc, as nccl-tests allocates registered buffers (on the host
+     * backend that is shared memory, which a peer of the same host can read directly) */
+    if (o->reg != 0) {
+        PERF_NCCLCHECK(ncclMemAlloc(&r->sendbuf, r->buf_bytes), NULL, r->rank);
+        PERF_NCCLCHECK(ncclMemAlloc(&r->recvbuf, r->buf_bytes), NULL, r->rank);
+    } else if (posix_memalign(&r->sendbuf, PERF_ALIGN, r->buf_bytes) != 0 ||
+               posix_memalign(&r->recvbuf, PERF_ALIGN, r->buf_bytes) != 0) {
         fprintf(stderr, "rank %d: cannot allocate 2 buffers of %zu bytes; lower -e\n", r->rank,
                 r->buf_bytes);
         perf_fatal();
@@ -296,6 +301,11 @@ void perf_run_rank(struct perf_rank *r)
         run_tests(r);
     deregister_buffers(r);
     PERF_NCCLCHECK(ncclCommDestroy(r->comm), NULL, r->rank);
-    free(r->sendbuf);
-    free(r->recvbuf);
+    if (o->reg != 0) {
+        PERF_NCCLCHECK(ncclMemFree(r->sendbuf), NULL, r->rank);
+        PERF_NCCLCHECK(ncclMemFree(r->recvbuf), NULL, r->rank);
+    } else {
+        free(r->sendbuf);
+        free(r->recvbuf);
+    }
 }

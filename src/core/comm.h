@@ -39,6 +39,14 @@ struct ac_user_op {
     const void *scalar_ptr;
 };
 
+/* A buffer registered with ncclCommRegister or ncclCommWindowRegister (src/core/misc.c). */
+struct ac_region_cache;
+struct ac_reg_range {
+    const char *buff;
+    size_t size;
+    struct ac_reg_range *next;
+};
+
 struct ncclComm {
     uint64_t magic;
     int rank;
@@ -57,6 +65,7 @@ struct ncclComm {
 
     bool is_oversubscribed;             /* more ranks on this node than usable cores */
     bool is_cma_all;                    /* one host, and every rank can read every other */
+    bool is_cma_enabled;                /* every rank set ANYCCL_CMA_ENABLE */
     size_t cma_min_bytes;               /* transfers at least this large are single-copy */
     bool is_blocking;
     _Atomic int async_error;            /* ncclResult_t: ncclInProgress while init runs */
@@ -69,14 +78,24 @@ struct ncclComm {
     pthread_t init_thread;
     bool has_init_thread;
 
+    struct ac_reg_range *regs;          /* registered buffers, under reg_lock */
+    pthread_mutex_t reg_lock;
+    struct ac_region_cache *region_cache; /* peers' shared regions mapped here (exec.c) */
+
     struct ac_user_op user_ops[AC_MAX_USER_OPS];
     uint64_t nops_issued;               /* collectives and p2p calls, for logs */
     char name[64];                      /* config.commName or "" */
 };
 
+/* src/core/misc.c: whether [buff, buff + bytes) lies in one buffer registered on comm. */
+bool ac_comm_is_registered(struct ncclComm *comm, const void *buff, size_t bytes);
+
 /* Whether rank peer's buffers can be read by this rank, and this rank's by it, with cross-memory
  * attach (src/transport/cma/): same host, both probed their host's peers successfully. */
 bool ac_comm_pair_cma(const struct ncclComm *comm, int peer);
+/* Whether this rank may map peer's shared memory (same host, each could read the other at init,
+ * whatever ANYCCL_CMA_ENABLE says). */
+bool ac_comm_pair_can_map(const struct ncclComm *comm, int peer);
 
 /* Checks a handle from the user; names `what` in the message. */
 ncclResult_t ac_comm_check(const struct ncclComm *comm, const char *what);

@@ -10,6 +10,7 @@
 #include "common/time.h"
 #include "core/plan.h"
 #include "transport/cma/cma.h"
+#include "transport/shm/shm_region.h"
 
 #include <sched.h>
 #include <signal.h>
@@ -22,7 +23,7 @@
  * acknowledgements on a set of their own. */
 static int task_set(const struct ac_task *t, bool is_send)
 {
-    return t->is_direct && is_send != (t->coll == AC_COLL_SEND) ? t->ack_set : t->conn_index;
+    return t->ack_set > 0 && is_send != (t->coll == AC_COLL_SEND) ? t->ack_set : t->conn_index;
 }
 
 struct connect_job {
@@ -134,6 +135,8 @@ out:
 #define TAG_TYPE_SHIFT 23
 #define TAG_OP_SHIFT 19
 #define TAG_HASH_MASK ((1u << TAG_OP_SHIFT) - 1)
+/* The tag of a slot that holds a single-copy message rather than data (never a real call's). */
+#define TAG_DIRECT (1u << 31 | 15u << TAG_COLL_SHIFT)
 
 static uint32_t hash_words(uint64_t a, uint64_t b)
 {
@@ -357,6 +360,15 @@ static ncclResult_t step_ready(struct ac_run_task *rt, const struct ac_step *st,
         AC_CHECK(c->tp->recv_slot(c, &in[k], &got));
         if (!in[k])
             return ncclSuccess;
+        /* A receive planned through slots finds out from the first slot's tag that the sender
+         * chose a single-copy transfer (only the sender knows its buffer is registered shared
+         * memory): the task continues as one. */
+        if (c->rx_tag == TAG_DIRECT && rt->t.coll == AC_COLL_RECV && rt->t.ack_set > 0 &&
+            rt->step == 0) {
+            rt->t.is_direct = true;
+            rt->t.nsteps = 1;
+            return ncclSuccess;
+        }
         if (!(rt->tag_seen & 1u << k)) {
             if (c->rx_tag != 0 && c->rx_tag != rt->tag)
                 return tag_mismatch(rt, c->peer, c->rx_tag);
@@ -382,7 +394,9 @@ static ncclResult_t step_ready(struct ac_run_task *rt, const struct ac_step *st,
 /* ---- single-copy transfers ---- */
 
 #define DIRECT_MAGIC 0x41434d41u /* "ACMA" */
-enum { DIRECT_ADDR = 1, DIRECT_ACK = 2 };
+/* ADDR: read `addr` of the sender's memory by cross-memory attach. MAP: read offset `addr` of
+ * the sender's shared region (fd, region_id, region_bytes) through a mapping. ACK: done. */
+enum { DIRECT_ADDR = 1, DIRECT_ACK = 2, DIRECT_MAP = 3 };
 
 /* What travels in a slot of a single-copy transfer: the sender's buffer, or the reader's
  * acknowledgement. Both sides check every field, so that ranks that called different operations
@@ -394,6 +408,10 @@ struct direct_msg {
     uint64_t bytes;
     uint32_t op_coll;
     int32_t status;          /* acknowledgement: 0, or the reader's ncclResult_t */
+    int32_t fd;              /* MAP: the region's descriptor in the sender */
+    uint32_t pad;
+    uint64_t region_id;
+    uint64_t region_bytes;
 };
 
 /* Both ends of a user's send/recv pair carry the same name on the wire. */
@@ -422,6 +440,8 @@ static ncclResult_t direct_check(const struct ac_run_task *rt, const void *slot,
                        rank, direct_what(t), bytes, peer, peer, got,
                        kind == DIRECT_ADDR ? "address" : "acknowledgement");
     memcpy(msg, slot, sizeof(*msg));
+    if (kind == DIRECT_ADDR && msg->kind == DIRECT_MAP && msg->magic == DIRECT_MAGIC)
+        kind = DIRECT_MAP; /* either way of reading is fine */
     if (msg->magic != DIRECT_MAGIC || msg->kind != kind)
         return AC_FAIL(ncclInvalidUsage, "rank %d: %s with rank %d: a malformed single-copy "
                        "message arrived (magic %#x kind %u): the ranks called different "
@@ -434,7 +454,7 @@ static ncclResult_t direct_check(const struct ac_run_task *rt, const void *slot,
                            ? "its matching call differs (collective or size)"
                            : "it could not read this rank's buffer",
                        peer);
-    if (kind == DIRECT_ADDR && msg->op_coll != wire_coll(t->op_coll))
+    if (kind != DIRECT_ACK && msg->op_coll != wire_coll(t->op_coll))
         return AC_FAIL(ncclInvalidUsage, "rank %d called %s while rank %d called %s (same call "
                        "in the order of operations between the two)", rank,
                        ac_coll_name(t->op_coll), peer,
@@ -443,8 +463,29 @@ static ncclResult_t direct_check(const struct ac_run_task *rt, const void *slot,
     if (msg->bytes != bytes)
         return AC_FAIL(ncclInvalidUsage, "rank %d: %s expects %zu bytes from rank %d, which "
                        "%s %llu bytes: the ranks passed different counts or types", rank,
-                       direct_what(t), bytes, peer, kind == DIRECT_ADDR ? "sends" : "acknowledged",
+                       direct_what(t), bytes, peer, kind == DIRECT_ACK ? "acknowledged" : "sends",
                        (unsigned long long)msg->bytes);
+    if (kind == DIRECT_MAP && (msg->addr > msg->region_bytes ||
+                               msg->bytes > msg->region_bytes - msg->addr))
+        return AC_FAIL(ncclInvalidUsage, "rank %d: %s from rank %d: its buffer (offset %llu, "
+                       "%llu bytes) does not lie within its shared region of %llu bytes", rank,
+                       direct_what(t), peer, (unsigned long long)msg->addr,
+                       (unsigned long long)msg->bytes, (unsigned long long)msg->region_bytes);
+    return ncclSuccess;
+}
+
+/* Reads the sender's buffer into dst, by mapping (MAP) or cross-memory attach (ADDR). */
+static ncclResult_t direct_read(struct ac_run_task *rt, const struct direct_msg *msg, void *dst)
+{
+    struct ncclComm *comm = rt->comm;
+    int peer = rt->t.recv_peers[0];
+    const struct ac_peer_info *p = &comm->peers[peer];
+    if (msg->kind == DIRECT_ADDR)
+        return ac_cma_read(p->pid, peer, p->hostname, dst, msg->addr, msg->bytes);
+    struct ac_region_ref ref = {msg->fd, msg->region_id, msg->region_bytes, msg->addr};
+    const void *src;
+    AC_CHECK(ac_region_map(&comm->region_cache, p->pid, peer, p->hostname, &ref, &src));
+    ac_kern_copy_out(dst, src, msg->bytes);
     return ncclSuccess;
 }
 
@@ -474,8 +515,20 @@ static ncclResult_t advance_direct(struct ac_run_task *rt, bool *progressed)
         msg = (struct direct_msg){.magic = DIRECT_MAGIC, .kind = DIRECT_ADDR,
                                   .addr = (uint64_t)(uintptr_t)t->sendbuff, .bytes = bytes,
                                   .op_coll = wire_coll(t->op_coll)};
+        struct ac_region_ref ref;
+        if (ac_region_find(t->sendbuff, bytes, &ref) &&
+            ac_comm_is_registered(rt->comm, t->sendbuff, bytes)) {
+            msg.kind = DIRECT_MAP;
+            msg.addr = ref.offset;
+            msg.fd = ref.fd;
+            msg.region_id = ref.id;
+            msg.region_bytes = ref.region_bytes;
+        }
         memcpy(oslot, &msg, sizeof(msg));
-        AC_CHECK(out->tp->send_post(out, sizeof(msg)));
+        out->tx_tag = TAG_DIRECT;
+        ncclResult_t res = out->tp->send_post(out, sizeof(msg));
+        out->tx_tag = 0;
+        AC_CHECK(res);
         out->serving_ticket++;
         rt->step = 1;
         *progressed = true;
@@ -503,10 +556,8 @@ static ncclResult_t advance_direct(struct ac_run_task *rt, bool *progressed)
         return ncclSuccess;
     /* The sender waits for the acknowledgement: it gets one even when this side fails. */
     ncclResult_t res = direct_check(rt, islot, got, DIRECT_ADDR, &msg);
-    if (res == ncclSuccess) {
-        const struct ac_peer_info *p = &rt->comm->peers[in->peer];
-        res = ac_cma_read(p->pid, in->peer, p->hostname, t->recvbuff, msg.addr, bytes);
-    }
+    if (res == ncclSuccess)
+        res = direct_read(rt, &msg, t->recvbuff);
     msg = (struct direct_msg){.magic = DIRECT_MAGIC, .kind = DIRECT_ACK, .bytes = bytes,
                               .op_coll = wire_coll(t->op_coll), .status = (int32_t)res};
     memcpy(oslot, &msg, sizeof(msg));
@@ -557,6 +608,21 @@ static ncclResult_t advance(struct ac_run_task *rt, bool *progressed)
         *progressed = true;
     }
     return ncclSuccess;
+}
+
+/* A task may finish its steps before it is its turn on a connector it holds but did not need
+ * (a transfer through slots holds the acknowledgement connector too): it passes each connector
+ * on only in ticket order. */
+static bool has_all_turns(const struct ac_run_task *rt)
+{
+    bool is_send_released = rt->t.is_direct && rt->t.coll == AC_COLL_SEND;
+    for (int k = 0; k < rt->t.nrecv; k++)
+        if (!is_turn(rt->recv[k], rt->recv_ticket[k]))
+            return false;
+    for (int k = 0; k < rt->t.nsend && !is_send_released; k++)
+        if (!is_turn(rt->send[k], rt->send_ticket[k]))
+            return false;
+    return true;
 }
 
 static void finish_task(struct ac_run_task *rt)
@@ -665,11 +731,14 @@ static ncclResult_t run_loop(struct ac_run *run)
         is_flushing = false;
         for (int i = 0; i < run->ntasks; i++) {
             struct ac_run_task *rt = &run->tasks[i];
-            if (rt->step < rt->t.nsteps) {
-                AC_CHECK(advance(rt, &progressed));
-                if (rt->step == rt->t.nsteps) {
+            if (!rt->is_done) {
+                if (rt->step < rt->t.nsteps)
+                    AC_CHECK(advance(rt, &progressed));
+                if (rt->step == rt->t.nsteps && has_all_turns(rt)) {
                     finish_task(rt);
+                    rt->is_done = true;
                     remaining--;
+                    progressed = true;
                 }
             }
             AC_CHECK(flush_task(rt, &is_flushing));

@@ -7,6 +7,7 @@
 #include "core/netdev.h"
 #include "ras/ras.h"
 #include "transport/cma/cma.h"
+#include "transport/shm/shm_region.h"
 
 #include <errno.h>
 #include <sched.h>
@@ -64,25 +65,31 @@ static bool same_host(const struct ac_peer_info *a, const struct ac_peer_info *b
     return a->host_hash == b->host_hash && a->pid_ns_hash == b->pid_ns_hash;
 }
 
-bool ac_comm_pair_cma(const struct ncclComm *comm, int peer)
+bool ac_comm_pair_can_map(const struct ncclComm *comm, int peer)
 {
     const struct ac_peer_info *me = &comm->peers[comm->rank], *p = &comm->peers[peer];
     return me->can_cma && p->can_cma && same_host(me, p);
+}
+
+bool ac_comm_pair_cma(const struct ncclComm *comm, int peer)
+{
+    return comm->is_cma_enabled && ac_comm_pair_can_map(comm, peer);
 }
 
 /* Single-copy reads need every pair to agree on whether they are possible, and on the size from
  * which they are used: each rank probes its host's peers, and all take rank 0's threshold. */
 struct cma_vote {
     int64_t min_bytes;
-    uint8_t can_cma;
-    uint8_t pad[7];
+    uint8_t can_cma;         /* could read every peer of its host */
+    uint8_t is_enabled;      /* ANYCCL_CMA_ENABLE */
+    uint8_t pad[6];
 };
 
 static ncclResult_t agree_on_cma(struct ncclComm *comm)
 {
     const struct ac_config *cfg = ac_config_get();
     struct ac_peer_info *me = &comm->peers[comm->rank];
-    bool can = cfg->cma_enable && !cfg->shm_disable;
+    bool can = !cfg->shm_disable;
     for (int r = 0; can && r < comm->nranks; r++) {
         const struct ac_peer_info *p = &comm->peers[r];
         if (r != comm->rank && same_host(me, p) && !ac_cma_probe(p->pid, p->cma_addr, p->cma_value)) {
@@ -95,15 +102,19 @@ static ncclResult_t agree_on_cma(struct ncclComm *comm)
     struct cma_vote *votes = calloc((size_t)comm->nranks, sizeof(*votes));
     if (!votes)
         return AC_FAIL(ncclSystemError, "out of memory");
-    votes[comm->rank] = (struct cma_vote){.min_bytes = cfg->cma_min_bytes, .can_cma = can};
+    votes[comm->rank] = (struct cma_vote){.min_bytes = cfg->cma_min_bytes, .can_cma = can,
+                                          .is_enabled = cfg->cma_enable};
     ncclResult_t res = ac_bootstrap_allgather(comm->bs, votes, sizeof(*votes));
     if (res == ncclSuccess) {
         comm->cma_min_bytes = votes[0].min_bytes < 0 ? 0 : (size_t)votes[0].min_bytes;
-        comm->is_cma_all = comm->layout.nnodes == 1;
+        comm->is_cma_enabled = true;
         for (int r = 0; r < comm->nranks; r++) {
             comm->peers[r].can_cma = votes[r].can_cma;
-            comm->is_cma_all &= votes[r].can_cma != 0;
+            comm->is_cma_enabled &= votes[r].is_enabled != 0;
         }
+        comm->is_cma_all = comm->is_cma_enabled && comm->layout.nnodes == 1;
+        for (int r = 0; r < comm->nranks; r++)
+            comm->is_cma_all &= votes[r].can_cma != 0;
     }
     free(votes);
     return res;
@@ -201,6 +212,7 @@ struct ncclComm *ac_comm_alloc(void)
     if (!comm)
         return NULL;
     comm->magic = AC_COMM_MAGIC;
+    pthread_mutex_init(&comm->reg_lock, NULL);
     comm->is_blocking = true;
     atomic_store(&comm->async_error, (int)ncclSuccess);
     atomic_store(&comm->ras_dead_rank, -1);
@@ -217,6 +229,8 @@ void ac_comm_free(struct ncclComm *comm)
         ac_bootstrap_close(comm->bs);
     free(comm->peers);
     ac_layout_free(&comm->layout);
+    ac_region_cache_free(comm->region_cache);
+    pthread_mutex_destroy(&comm->reg_lock);
     comm->magic = 0;
     free(comm);
 }

@@ -2,6 +2,7 @@
 #include "common/check.h"
 #include "core/api.h"
 #include "core/comm.h"
+#include "transport/shm/shm_region.h"
 
 #include <stdlib.h>
 #include <string.h>
@@ -54,6 +55,13 @@ ncclResult_t ncclMemAlloc(void **ptr, size_t size)
         return AC_FAIL(ncclInvalidArgument, "ptr is NULL");
     if (size == 0)
         return AC_FAIL(ncclInvalidArgument, "size is 0");
+    /* Shared memory (a memfd), so that peers of this host can read registered buffers in it
+     * directly (src/transport/shm/shm_region.h); plain memory if that is not possible. */
+    if (ac_region_alloc(size, ptr) == ncclSuccess)
+        return ncclSuccess;
+    AC_INFO(AC_SUB_ALLOC, "ncclMemAlloc: shared memory of %zu bytes unavailable (%s): plain "
+            "memory, transfers from it go through slots", size, ac_last_error());
+    ac_clear_error();
     void *p = NULL;
     if (posix_memalign(&p, 4096, size) != 0)
         return AC_FAIL(ncclSystemError, "cannot allocate %zu bytes of host memory", size);
@@ -64,18 +72,50 @@ ncclResult_t ncclMemAlloc(void **ptr, size_t size)
 AC_API(ncclResult_t, ncclMemFree, void *ptr);
 ncclResult_t ncclMemFree(void *ptr)
 {
-    free(ptr);
+    if (!ac_region_free(ptr))
+        free(ptr);
     return ncclSuccess;
 }
 
-/* A registration records the buffer; the host transports copy through their slots, so it does
- * not change how data moves yet (docs/api.md). */
+/* Registered buffers are listed on their communicator: a transfer from a registered buffer in
+ * memory from ncclMemAlloc is read by a receiver of the same host straight from it (exec.c). */
 struct ac_registration {
     uint64_t magic;
     struct ncclComm *comm;
-    void *buff;
-    size_t size;
+    struct ac_reg_range range;
 };
+
+static void reg_add(struct ncclComm *comm, struct ac_reg_range *range)
+{
+    pthread_mutex_lock(&comm->reg_lock);
+    range->next = comm->regs;
+    comm->regs = range;
+    pthread_mutex_unlock(&comm->reg_lock);
+}
+
+static void reg_remove(struct ncclComm *comm, struct ac_reg_range *range)
+{
+    pthread_mutex_lock(&comm->reg_lock);
+    struct ac_reg_range **at = &comm->regs;
+    while (*at && *at != range)
+        at = &(*at)->next;
+    if (*at)
+        *at = range->next;
+    pthread_mutex_unlock(&comm->reg_lock);
+}
+
+bool ac_comm_is_registered(struct ncclComm *comm, const void *buff, size_t bytes)
+{
+    uintptr_t p = (uintptr_t)buff;
+    bool found = false;
+    pthread_mutex_lock(&comm->reg_lock);
+    for (struct ac_reg_range *r = comm->regs; r && !found; r = r->next) {
+        uintptr_t b = (uintptr_t)r->buff;
+        found = p >= b && p - b <= r->size && bytes <= r->size - (p - b);
+    }
+    pthread_mutex_unlock(&comm->reg_lock);
+    return found;
+}
 #define AC_REG_MAGIC 0x7265676973746572ull
 
 AC_API(ncclResult_t, ncclCommRegister, const ncclComm_t comm, void *buff, size_t size,
@@ -90,7 +130,8 @@ ncclResult_t ncclCommRegister(const ncclComm_t comm, void *buff, size_t size, vo
     struct ac_registration *r = calloc(1, sizeof(*r));
     if (!r)
         return AC_FAIL(ncclSystemError, "out of memory");
-    *r = (struct ac_registration){AC_REG_MAGIC, comm, buff, size};
+    *r = (struct ac_registration){AC_REG_MAGIC, comm, {buff, size, NULL}};
+    reg_add(comm, &r->range);
     *handle = r;
     return ncclSuccess;
 }
@@ -103,6 +144,7 @@ ncclResult_t ncclCommDeregister(const ncclComm_t comm, void *handle)
     if (!r || r->magic != AC_REG_MAGIC || r->comm != comm)
         return AC_FAIL(ncclInvalidArgument, "handle was not returned by ncclCommRegister on this "
                        "communicator (or was already deregistered)");
+    reg_remove(comm, &r->range);
     r->magic = 0;
     free(r);
     return ncclSuccess;
@@ -113,8 +155,7 @@ ncclResult_t ncclCommDeregister(const ncclComm_t comm, void *handle)
 struct ncclWindow_vidmem {
     uint64_t magic;
     struct ncclComm *comm;
-    void *buff;
-    size_t size;
+    struct ac_reg_range range;
     int flags;
 };
 #define AC_WIN_MAGIC 0x77696e646f777321ull
@@ -134,12 +175,13 @@ ncclResult_t ncclCommWindowRegister(ncclComm_t comm, void *buff, size_t size, nc
     struct ncclWindow_vidmem *w = calloc(1, sizeof(*w));
     if (!w)
         return AC_FAIL(ncclSystemError, "out of memory");
-    *w = (struct ncclWindow_vidmem){AC_WIN_MAGIC, comm, buff, size, winFlags};
+    *w = (struct ncclWindow_vidmem){AC_WIN_MAGIC, comm, {buff, size, NULL}, winFlags};
     ncclResult_t res = ac_bootstrap_barrier(comm->bs);
     if (res != ncclSuccess) {
         free(w);
         return res;
     }
+    reg_add(comm, &w->range);
     *win = w;
     return ncclSuccess;
 }
@@ -151,6 +193,7 @@ ncclResult_t ncclCommWindowDeregister(ncclComm_t comm, ncclWindow_t win)
     if (!win || win->magic != AC_WIN_MAGIC || win->comm != comm)
         return AC_FAIL(ncclInvalidArgument, "win was not returned by ncclCommWindowRegister on "
                        "this communicator (or was already deregistered)");
+    reg_remove(comm, &win->range);
     win->magic = 0;
     free(win);
     return ncclSuccess;

@@ -4,6 +4,7 @@
 #include "common/check.h"
 #include "common/config.h"
 #include "core/plan.h"
+#include "transport/shm/shm_region.h"
 
 #include <stdlib.h>
 #include <string.h>
@@ -123,9 +124,12 @@ static ncclResult_t add_coll_op(struct ac_run *run, const struct ac_op *op)
 }
 
 /* One point-to-point transfer of count elements at buf with peer (never self), on connector set
- * `set` (user send/recv or a collective's exchange). Between ranks that can read each other's
- * memory, transfers from cma_min_bytes up are single-copy: two steps for the sender (pass the
- * address, wait for the reader's acknowledgement), one for the receiver (read, acknowledge). */
+ * `set` (user send/recv or a collective's exchange). Between ranks of one host that can map each
+ * other's memory, each transfer also holds the acknowledgement connector back from the receiver,
+ * and a transfer of at least cma_min_bytes can be single-copy: the sender passes its buffer (a
+ * registered buffer from ncclMemAlloc, or with ANYCCL_CMA_ENABLE any buffer) and waits for the
+ * acknowledgement (two steps); the receiver reads and acknowledges (one step). The receiver
+ * learns that from the first slot when only the sender could know (src/core/exec.c). */
 static ncclResult_t add_p2p(struct ac_run *run, const struct ac_op *op, enum ac_coll coll,
                             int peer, const void *buf, size_t count, int set)
 {
@@ -142,10 +146,17 @@ static ncclResult_t add_p2p(struct ac_run *run, const struct ac_op *op, enum ac_
     t.conn_index = set;
     t.recv_peers[0] = t.send_peers[0] = peer;
     ac_p2p_plan(&t);
-    if (count * t.type_bytes >= comm->cma_min_bytes && ac_comm_pair_cma(comm, peer)) {
+    if (!ac_comm_pair_can_map(comm, peer))
+        return add_task(run, comm, &t);
+    t.ack_set = set == AC_P2P_CONN_BASE ? AC_P2P_ACK_SET : AC_XCHG_ACK_SET;
+    t.nsend = t.nrecv = 1;
+    size_t bytes = count * t.type_bytes;
+    struct ac_region_ref ref;
+    bool is_big = bytes >= comm->cma_min_bytes;
+    bool is_mapped = coll == AC_COLL_SEND && is_big && ac_region_find(buf, bytes, &ref) &&
+                     ac_comm_is_registered(comm, buf, bytes);
+    if ((is_big && ac_comm_pair_cma(comm, peer)) || is_mapped) {
         t.is_direct = true;
-        t.ack_set = set == AC_P2P_CONN_BASE ? AC_P2P_ACK_SET : AC_XCHG_ACK_SET;
-        t.nsend = t.nrecv = 1;
         t.nsteps = coll == AC_COLL_SEND ? 2 : 1;
     }
     return add_task(run, comm, &t);

@@ -13,6 +13,7 @@ struct ac_run_task {
     uint64_t recv_ticket[AC_TASK_MAX_PEERS];
     uint64_t send_ticket[AC_TASK_MAX_PEERS];
     uint64_t step;
+    bool is_done;            /* finished and passed its connectors on */
     uint32_t tag;            /* the operation's description on the wire (src/core/exec.c) */
     uint8_t tag_sent;        /* bit k: the first slot to send[k] carried it */
     uint8_t tag_seen;        /* bit k: the first slot from recv[k] was checked */
