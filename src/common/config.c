@@ -82,8 +82,10 @@ static const struct row rows[] = {
              "Off by default: where the kernel's copy runs at half of memcpy's speed (measured "
              "on virtual machines), the two pipelined copies through slots are faster."),
     INT_ROW("ANYCCL_CMA_MIN_BYTES", NULL, "32768", cma_min_bytes, 0, INT64_MAX,
-            "Smallest transfer (per peer) that goes by cross-memory attach rather than through "
-            "shared-memory slots; must be the same on every rank."),
+            "Smallest transfer (per peer) read directly from the sender's memory rather than "
+            "passed through shared-memory slots: from a registered buffer allocated with "
+            "ncclMemAlloc, or by cross-memory attach (ANYCCL_CMA_ENABLE). Rank 0's value "
+            "applies to the communicator."),
     STR_ROW("ANYCCL_SHM_DIR", NULL, "/dev/shm", shm_dir,
             "Directory holding the shared-memory segments; it must be a tmpfs that all ranks of "
             "a host share."),
