@@ -161,6 +161,11 @@ static const struct row rows[] = {
     BOOL_ROW("ANYCCL_RAS_SIGUSR1", NULL, "0", ras_sigusr1,
              "1 makes SIGUSR1 dump every communicator's flight recorder (the handler is installed "
              "when the first communicator is created)."),
+    BOOL_ROW("ANYCCL_GPU_INITIATED", NULL, "0", gpu_initiated,
+             "1 runs ncclAlltoAll on host buffers through the GPU-initiated (GIN) descriptor ring "
+             "and its software engine when every pair of ranks shares a host and can write each "
+             "other's memory; other calls and other communicators take the normal path. Off by "
+             "default: see docs/gpu-initiated.md for the measurement."),
 };
 
 #define NROWS (sizeof(rows) / sizeof(rows[0]))

@@ -57,6 +57,8 @@ struct ac_config {
     int64_t flight_recorder;    /* ANYCCL_FLIGHT_RECORDER: operations kept per communicator */
     const char *flight_recorder_file; /* ANYCCL_FLIGHT_RECORDER_FILE: %h host, %p pid */
     bool ras_sigusr1;           /* ANYCCL_RAS_SIGUSR1: SIGUSR1 dumps the flight recorders */
+    /* GPU-initiated networking */
+    bool gpu_initiated;         /* ANYCCL_GPU_INITIATED: all-to-all through the GIN ring */
 };
 
 /* Read once (thread-safe); later calls return the same table. */

@@ -81,6 +81,7 @@ struct ncclComm {
     struct ac_reg_range *regs;          /* registered buffers, under reg_lock */
     pthread_mutex_t reg_lock;
     struct ac_region_cache *region_cache; /* peers' shared regions mapped here (exec.c) */
+    struct ac_gin *gin;                 /* GPU-initiated engine (src/gin/), NULL until used */
 
     struct ac_user_op user_ops[AC_MAX_USER_OPS];
     uint64_t nops_issued;               /* collectives and p2p calls, for logs */

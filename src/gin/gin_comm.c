@@ -1,0 +1,443 @@
+/* The per-communicator GIN engine and the all-to-all that uses it (ANYCCL_GPU_INITIATED=1).
+ *
+ * Each rank owns a small shared-memory segment: its posted receive window (address, size, epoch)
+ * and one 64-bit signal per peer. Peers map each other's segments at set-up (lazily, in the first
+ * all-to-all, which all ranks call). The "cma" backend performs a put with process_vm_writev into
+ * the peer's posted window and a signal with an atomic add into the peer's segment; the syscall has
+ * completed before the add is issued, so a peer that sees the signal sees the data.
+ *
+ * Who consumes the ring: a progress thread per communicator (what a GPU producer relies on), and
+ * any host thread waiting on the ring (host_poll), whichever gets the consumer lock first. */
+#include "common/check.h"
+#include "common/config.h"
+#include "common/log.h"
+#include "common/time.h"
+#include "core/comm.h"
+#include "core/enqueue.h"
+#include "gin/gin.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <sys/stat.h>
+#include <sys/uio.h>
+#include <time.h>
+#include <unistd.h>
+
+#define GIN_NSLOTS 256
+#define GIN_LIVENESS_NS 2000000ull /* how often a waiter checks that peers are alive */
+
+struct gin_seg {
+    uint64_t win_epoch AC_GIN_LINE; /* written last, with release: the window below is posted */
+    uint64_t win_addr;
+    uint64_t win_bytes;
+    uint64_t signals[] AC_GIN_LINE; /* [nranks]: signal i is added to by rank i */
+};
+
+struct ac_gin {
+    struct ncclComm *comm;
+    struct ac_gin_ring *ring;
+    struct gin_seg **segs; /* [nranks], segs[rank] is ours */
+    size_t seg_bytes;
+    const char *local_base; /* the local window of the call in flight */
+    uint64_t local_bytes;
+    uint64_t epoch; /* all-to-all calls made through this engine */
+    pthread_mutex_t consume_lock;
+    pthread_t thread;
+    bool has_thread;
+    int stop;
+    uint64_t deadline_ns; /* of the call in flight; 0: none */
+    uint64_t next_liveness_ns;
+    struct ac_backoff backoff; /* of the thread waiting in a call (host_poll) */
+    bool is_broken;
+};
+
+static const struct ac_gin_backend cma_backend;
+
+static size_t type_bytes(ncclDataType_t t)
+{
+    static const unsigned char sizes[ncclNumTypes] = {1, 1, 4, 4, 8, 8, 2, 4, 8, 2, 1, 1};
+    return sizes[t];
+}
+
+/* --- the cma backend --------------------------------------------------------------------- */
+
+static int cma_put(void *ctx, uint32_t peer, uint64_t src_off, uint64_t dst_off, uint64_t bytes,
+                   int *peer_out)
+{
+    struct ac_gin *g = ctx;
+    struct ncclComm *comm = g->comm;
+    *peer_out = (int)peer;
+    if (peer >= (uint32_t)comm->nranks || src_off > g->local_bytes ||
+        bytes > g->local_bytes - src_off)
+        return AC_GIN_ERR_ACCESS;
+    const struct gin_seg *s = g->segs[peer];
+    uint64_t win = __atomic_load_n(&s->win_addr, __ATOMIC_RELAXED);
+    uint64_t win_bytes = __atomic_load_n(&s->win_bytes, __ATOMIC_RELAXED);
+    if (dst_off > win_bytes || bytes > win_bytes - dst_off)
+        return AC_GIN_ERR_ACCESS;
+    uint64_t done = 0;
+    while (done < bytes) {
+        struct iovec local = {(void *)(g->local_base + src_off + done), bytes - done};
+        struct iovec remote = {(void *)(uintptr_t)(win + dst_off + done), bytes - done};
+        ssize_t n = process_vm_writev(comm->peers[peer].pid, &local, 1, &remote, 1, 0);
+        if (n <= 0)
+            return errno == ESRCH || n == 0 ? AC_GIN_ERR_PEER : AC_GIN_ERR_SYSTEM;
+        done += (uint64_t)n;
+    }
+    return AC_GIN_OK;
+}
+
+static int cma_signal(void *ctx, uint32_t peer, uint32_t signal_id, uint64_t value, bool is_add,
+                      int *peer_out)
+{
+    struct ac_gin *g = ctx;
+    *peer_out = (int)peer;
+    if (peer >= (uint32_t)g->comm->nranks || signal_id >= (uint32_t)g->comm->nranks)
+        return AC_GIN_ERR_ACCESS;
+    uint64_t *sig = &g->segs[peer]->signals[signal_id];
+    /* Release: the puts before this descriptor (completed syscalls) are ordered before the
+     * signal a peer acquires. */
+    if (is_add)
+        __atomic_fetch_add(sig, value, __ATOMIC_RELEASE);
+    else
+        __atomic_store_n(sig, value, __ATOMIC_RELEASE);
+    return AC_GIN_OK;
+}
+
+/* A peer of this host is dead when its pid is gone or a zombie (killed, not yet reaped). */
+static bool pid_is_dead(int pid)
+{
+    if (kill(pid, 0) != 0 && errno == ESRCH)
+        return true;
+    char path[64], buf[256];
+    snprintf(path, sizeof(path), "/proc/%d/stat", pid);
+    FILE *f = fopen(path, "r");
+    if (!f)
+        return false;
+    size_t n = fread(buf, 1, sizeof(buf) - 1, f);
+    fclose(f);
+    buf[n] = '\0';
+    const char *paren = strrchr(buf, ')');
+    return paren && (paren[2] == 'Z' || paren[2] == 'X');
+}
+
+static int cma_poll(void *ctx, int *peer_out)
+{
+    struct ac_gin *g = ctx;
+    struct ncclComm *comm = g->comm;
+    int dead = atomic_load(&comm->ras_dead_rank);
+    if (dead >= 0) {
+        *peer_out = dead;
+        return AC_GIN_ERR_PEER;
+    }
+    for (int p = 0; p < comm->nranks; p++) {
+        if (p != comm->rank && pid_is_dead(comm->peers[p].pid)) {
+            *peer_out = p;
+            return AC_GIN_ERR_PEER;
+        }
+    }
+    return AC_GIN_OK;
+}
+
+static const struct ac_gin_backend cma_backend = {
+    .size = sizeof(struct ac_gin_backend),
+    .name = "cma",
+    .put = cma_put,
+    .signal = cma_signal,
+    .poll = cma_poll,
+};
+
+/* --- progress ------------------------------------------------------------------------------ */
+
+static int host_poll(void *arg)
+{
+    struct ac_gin *g = arg;
+    int n = 0;
+    if (pthread_mutex_trylock(&g->consume_lock) == 0) {
+        n = ac_gin_consume(g->ring, &cma_backend, g, GIN_NSLOTS);
+        pthread_mutex_unlock(&g->consume_lock);
+    }
+    if (n > 0)
+        ac_backoff_reset(&g->backoff);
+    else
+        ac_backoff_idle(&g->backoff);
+    uint64_t now = ac_now_ns();
+    if (now < g->next_liveness_ns)
+        return AC_GIN_OK;
+    g->next_liveness_ns = now + GIN_LIVENESS_NS;
+    int peer = -1, status = cma_backend.poll(g, &peer);
+    if (status == AC_GIN_OK && g->deadline_ns && now > g->deadline_ns)
+        status = AC_GIN_ERR_TIMEOUT;
+    if (status != AC_GIN_OK)
+        ac_gin_ring_fail(g->ring, status, peer);
+    return __atomic_load_n(&g->ring->error, __ATOMIC_ACQUIRE);
+}
+
+/* The engine thread. A GPU producer cannot consume, so something else must, and a GPU cannot wake
+ * a thread: the thread polls the doorbell. Host producers consume the ring themselves while they
+ * wait (host_poll), which is faster than handing over to another thread on a loaded machine, and
+ * a thread descheduled while holding the consumer lock would stall them. So the thread consumes
+ * only work that has waited a whole nap without anyone else consuming it; it is the engine for
+ * producers that cannot run it themselves, and costs host calls nothing but its naps. */
+static void *progress_main(void *arg)
+{
+    struct ac_gin *g = arg;
+    uint64_t last_completed = 0;
+    while (!__atomic_load_n(&g->stop, __ATOMIC_ACQUIRE)) {
+        uint64_t bell = __atomic_load_n(&g->ring->doorbell, __ATOMIC_ACQUIRE);
+        uint64_t completed = __atomic_load_n(&g->ring->completed, __ATOMIC_ACQUIRE);
+        bool is_stalled = completed != bell && completed == last_completed;
+        last_completed = completed;
+        if (is_stalled && pthread_mutex_trylock(&g->consume_lock) == 0) {
+            int n = ac_gin_consume(g->ring, &cma_backend, g, GIN_NSLOTS);
+            pthread_mutex_unlock(&g->consume_lock);
+            if (n > 0)
+                continue;
+        }
+        struct timespec ts = {0, 100000};
+        nanosleep(&ts, NULL);
+    }
+    return NULL;
+}
+
+/* --- set-up -------------------------------------------------------------------------------- */
+
+static void seg_path(const struct ncclComm *comm, int rank, char *out, size_t n)
+{
+    snprintf(out, n, "%s/anyccl-gin-%016llx-%d", ac_config_get()->shm_dir,
+             (unsigned long long)comm->comm_hash, rank);
+}
+
+static ncclResult_t map_seg(struct ac_gin *g, int rank, bool create)
+{
+    char path[512];
+    seg_path(g->comm, rank, path, sizeof(path));
+    int fd = open(path, create ? O_RDWR | O_CREAT | O_EXCL : O_RDWR, 0600);
+    if (fd < 0)
+        return AC_FAIL(ncclSystemError,
+                       "GIN: cannot %s %s: %s (ANYCCL_SHM_DIR must be a tmpfs "
+                       "shared by the ranks of this host)",
+                       create ? "create" : "open", path, strerror(errno));
+    if (create && ftruncate(fd, (off_t)g->seg_bytes) != 0) {
+        close(fd);
+        unlink(path);
+        return AC_SYSFAIL("GIN: ftruncate of the signal segment");
+    }
+    void *p = mmap(NULL, g->seg_bytes, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
+    close(fd);
+    if (p == MAP_FAILED)
+        return AC_SYSFAIL("GIN: mmap of a signal segment");
+    g->segs[rank] = p;
+    return ncclSuccess;
+}
+
+static void gin_free(struct ac_gin *g)
+{
+    if (!g)
+        return;
+    if (g->has_thread) {
+        __atomic_store_n(&g->stop, 1, __ATOMIC_RELEASE);
+        pthread_join(g->thread, NULL);
+    }
+    for (int r = 0; g->segs && r < g->comm->nranks; r++)
+        if (g->segs[r])
+            munmap(g->segs[r], g->seg_bytes);
+    free(g->segs);
+    ac_gin_ring_destroy(g->ring);
+    pthread_mutex_destroy(&g->consume_lock);
+    free(g);
+}
+
+/* Collective: every rank creates its segment, then maps its peers' once all exist, then removes
+ * its file once all have mapped it (nothing is left in /dev/shm, even if a rank dies later). */
+static ncclResult_t gin_setup(struct ncclComm *comm, struct ac_gin **out)
+{
+    ncclResult_t res = ncclSuccess;
+    char path[512];
+    struct ac_gin *g = calloc(1, sizeof(*g));
+    if (!g)
+        return AC_FAIL(ncclSystemError, "GIN: out of memory");
+    g->comm = comm;
+    pthread_mutex_init(&g->consume_lock, NULL);
+    g->seg_bytes = sizeof(struct gin_seg) + (size_t)comm->nranks * sizeof(uint64_t);
+    g->segs = calloc((size_t)comm->nranks, sizeof(*g->segs));
+    if (!g->segs) {
+        res = AC_FAIL(ncclSystemError, "GIN: out of memory");
+        goto fail;
+    }
+    AC_CHECK_GOTO(map_seg(g, comm->rank, true), res, fail);
+    seg_path(comm, comm->rank, path, sizeof(path));
+    res = ac_bootstrap_barrier(comm->bs);
+    for (int r = 0; res == ncclSuccess && r < comm->nranks; r++)
+        if (r != comm->rank)
+            res = map_seg(g, r, false);
+    if (res == ncclSuccess)
+        res = ac_bootstrap_barrier(comm->bs);
+    unlink(path);
+    if (res != ncclSuccess)
+        goto fail;
+    g->ring = ac_gin_ring_create(GIN_NSLOTS, g->segs[comm->rank]->signals, (uint32_t)comm->nranks,
+                                 &comm->abort_flag);
+    if (!g->ring) {
+        res = AC_FAIL(ncclSystemError, "GIN: out of memory for the descriptor ring");
+        goto fail;
+    }
+    g->ring->host_poll = host_poll;
+    g->ring->host_poll_arg = g;
+    if (pthread_create(&g->thread, NULL, progress_main, g) != 0) {
+        res = AC_SYSFAIL("GIN: pthread_create of the progress thread");
+        goto fail;
+    }
+    g->has_thread = true;
+    AC_INFO(AC_SUB_NET | AC_SUB_COLL,
+            "GIN: engine=sw backend=%s ring=%u slots, %d ranks "
+            "(engine=mlx5 ran=no: the direct engine is not built)",
+            cma_backend.name, GIN_NSLOTS, comm->nranks);
+    *out = g;
+    return ncclSuccess;
+fail:
+    gin_free(g);
+    return res;
+}
+
+/* --- all-to-all -------------------------------------------------------------------------- */
+
+static ncclResult_t status_error(struct ac_gin *g, int status)
+{
+    struct ncclComm *comm = g->comm;
+    int peer = g->ring->error_peer;
+    g->is_broken = true;
+    switch (status) {
+    case AC_GIN_ERR_ABORT:
+        return AC_FAIL(ncclRemoteError, "alltoall (GPU-initiated path): the communicator was "
+                                        "aborted");
+    case AC_GIN_ERR_TIMEOUT:
+        return AC_FAIL(ncclRemoteError,
+                       "alltoall (GPU-initiated path): rank %d: no progress "
+                       "within ANYCCL_TIMEOUT=%lld s",
+                       comm->rank, (long long)ac_config_get()->timeout_s);
+    case AC_GIN_ERR_PEER:
+        return AC_FAIL(ncclRemoteError,
+                       "alltoall (GPU-initiated path): rank %d: peer rank %d "
+                       "(pid %d on %s) died or is unreachable",
+                       comm->rank, peer,
+                       peer >= 0 && peer < comm->nranks ? comm->peers[peer].pid : -1,
+                       peer >= 0 && peer < comm->nranks ? comm->peers[peer].hostname : "?");
+    case AC_GIN_ERR_ACCESS:
+        return AC_FAIL(ncclInternalError,
+                       "alltoall (GPU-initiated path): rank %d: a put to "
+                       "rank %d fell outside a window",
+                       comm->rank, peer);
+    default:
+        return AC_FAIL(ncclSystemError,
+                       "alltoall (GPU-initiated path): rank %d: the engine "
+                       "failed writing to rank %d (process_vm_writev)",
+                       comm->rank, peer);
+    }
+}
+
+/* Each rank posts its receive buffer as its window, then for every peer whose window for this
+ * call is posted: put its block, signal it. Then quiet (our send buffer is free), then wait for
+ * every peer's signal (our receive buffer is complete). A peer posts the next call's window only
+ * after every signal of this one arrived, so a window is never written for the wrong call. */
+static ncclResult_t gin_alltoall(struct ac_gin *g, const struct ac_op *op)
+{
+    struct ncclComm *comm = g->comm;
+    struct ac_gin_ring *r = g->ring;
+    int n = comm->nranks, me = comm->rank;
+    size_t blk = op->count * type_bytes(op->type);
+    uint64_t epoch = ++g->epoch;
+    int64_t timeout_s = ac_config_get()->timeout_s;
+    g->backoff.is_oversubscribed = comm->is_oversubscribed;
+    ac_backoff_reset(&g->backoff);
+    g->deadline_ns = timeout_s > 0 ? ac_now_ns() + (uint64_t)timeout_s * 1000000000ull : 0;
+    struct gin_seg *mine = g->segs[me];
+    mine->win_addr = (uint64_t)(uintptr_t)op->recvbuff;
+    mine->win_bytes = (uint64_t)n * blk;
+    /* Release: peers that read the epoch (acquire) read this window's address and size. */
+    __atomic_store_n(&mine->win_epoch, epoch, __ATOMIC_RELEASE);
+    g->local_base = op->sendbuff;
+    g->local_bytes = (uint64_t)n * blk;
+    memcpy((char *)op->recvbuff + (size_t)me * blk, (const char *)op->sendbuff + (size_t)me * blk,
+           blk);
+    uint64_t last = 0;
+    int sent = 1, status = AC_GIN_OK;
+    unsigned spins = 0;
+    bool *done = calloc((size_t)n, sizeof(*done));
+    if (!done)
+        return AC_FAIL(ncclSystemError, "GIN: out of memory");
+    done[me] = true;
+    while (sent < n && status == AC_GIN_OK) {
+        bool progressed = false;
+        for (int i = 1; i < n && status == AC_GIN_OK; i++) {
+            int p = (me + i) % n;
+            if (done[p] || __atomic_load_n(&g->segs[p]->win_epoch, __ATOMIC_ACQUIRE) != epoch)
+                continue;
+            status = ac_gin_put(r, (uint32_t)p, (uint64_t)p * blk, (uint64_t)me * blk, blk, NULL);
+            if (status == AC_GIN_OK)
+                status = ac_gin_signal(r, (uint32_t)p, (uint32_t)me, 1, 1, &last);
+            done[p] = true;
+            sent++;
+            progressed = true;
+        }
+        if (!progressed && status == AC_GIN_OK)
+            status = ac_gin_check(r, &spins);
+    }
+    free(done);
+    if (status == AC_GIN_OK)
+        status = ac_gin_quiet(r, last);
+    for (int i = 1; i < n && status == AC_GIN_OK; i++)
+        status = ac_gin_wait_signal(r, (uint32_t)((me + n - i) % n), epoch);
+    if (status != AC_GIN_OK)
+        return status_error(g, status);
+    return ncclSuccess;
+}
+
+static bool gin_wanted(struct ac_op *op)
+{
+    struct ncclComm *comm = op->comm;
+    if (!ac_config_get()->gpu_initiated || op->coll != AC_COLL_ALLTOALL || comm->nranks < 2 ||
+        op->count == 0)
+        return false;
+    size_t bytes = op->count * type_bytes(op->type) * (size_t)comm->nranks;
+    const char *s = op->sendbuff, *d = op->recvbuff;
+    if (s < d + bytes && d < s + bytes)
+        return false; /* in place or overlapping: peers would overwrite what we still send */
+    for (int p = 0; p < comm->nranks; p++)
+        if (p != comm->rank && !ac_comm_pair_can_map(comm, p))
+            return false;
+    return true;
+}
+
+ncclResult_t ac_gin_try_op(struct ac_op *op, bool *handled_out)
+{
+    struct ncclComm *comm = op->comm;
+    *handled_out = false;
+    if (!gin_wanted(op)) {
+        if (ac_config_get()->gpu_initiated && op->coll == AC_COLL_ALLTOALL && !comm->gin)
+            AC_INFO(AC_SUB_COLL, "GIN: alltoall takes the normal path (ranks on several hosts "
+                                 "or unable to write each other's memory; in-place or empty call)");
+        return ncclSuccess;
+    }
+    *handled_out = true;
+    if (!comm->gin)
+        AC_CHECK(gin_setup(comm, &comm->gin));
+    if (comm->gin->is_broken)
+        return AC_FAIL(ncclRemoteError,
+                       "alltoall (GPU-initiated path): rank %d: the engine "
+                       "failed in an earlier call (rank %d); destroy or abort the communicator",
+                       comm->rank, comm->gin->ring->error_peer);
+    return gin_alltoall(comm->gin, op);
+}
+
+void ac_gin_comm_free(struct ncclComm *comm)
+{
+    gin_free(comm->gin);
+    comm->gin = NULL;
+}
