@@ -6,6 +6,7 @@
 #include "common/check.h"
 #include "core/api.h"
 #include "core/enqueue.h"
+#include "gin/gin.h"
 #include "ras/ras.h"
 
 #include <stdlib.h>
@@ -50,7 +51,10 @@ static ncclResult_t run_now(const struct ac_op *op, uint64_t ras_seq)
     copy.ras_seq = ras_seq;
     atomic_fetch_add(&op->comm->nactive, 1);
     ac_ras_op_start(copy.comm, ras_seq);
-    ncclResult_t res = ac_exec_ops(&copy);
+    bool is_gin = false;
+    ncclResult_t res = ac_gin_try_op(&copy, &is_gin);
+    if (!is_gin)
+        res = ac_exec_ops(&copy);
     ac_ras_op_end(copy.comm, ras_seq, res);
     atomic_fetch_sub(&op->comm->nactive, 1);
     return res;

@@ -5,6 +5,7 @@
 #include "core/api.h"
 #include "core/enqueue.h"
 #include "core/netdev.h"
+#include "gin/gin.h"
 #include "ras/ras.h"
 #include "transport/cma/cma.h"
 #include "transport/shm/shm_region.h"
@@ -224,6 +225,7 @@ void ac_comm_free(struct ncclComm *comm)
     if (!comm)
         return;
     ac_ras_comm_fini(comm, comm->abort_flag != 0);
+    ac_gin_comm_free(comm);
     ac_disconnect_all(comm);
     if (comm->bs)
         ac_bootstrap_close(comm->bs);
