@@ -52,7 +52,7 @@ struct ac_gin_desc {
     uint64_t value;   /* signal: the operand */
     uint32_t signal_id;
     uint32_t flags;
-    uint64_t rsvd[2];
+    uint64_t rsvd;
     uint64_t seq; /* ticket + 1 when published; written last, with release */
 };
 
