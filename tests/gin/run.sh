@@ -1,0 +1,104 @@
+#!/usr/bin/env bash
+# GPU-initiated networking (issue 8, item 2): the all-to-all of ANYCCL_GPU_INITIATED=1 between
+# processes of this host, through the descriptor ring and the software engine (cma backend):
+#   - exact results on 2, 3, 4 and 8 ranks (3 types x 6 sizes, allreduces in between), and a log
+#     line from every rank proving the GIN path ran;
+#   - ANYCCL_GPU_INITIATED unset: the same program, the normal path (no GIN line);
+#   - error injection: a rank SIGKILLed in the middle of an all-to-all; every survivor fails
+#     within the case's bound, naming the dead rank;
+#   - the device interface compiles with nvcc (and hipcc when present) and uses system-scope
+#     acquire/release; it is never run here (no GPU on this machine).
+# The ring's own concurrency tests are unit tests (tests/unit/gin/test_ring.c).
+# Prints "PASS/FAIL/SKIP <name>" per check.   BUILD=build
+set -uo pipefail
+
+cd "$(dirname "$0")/../.." || exit 1
+BUILD=${BUILD:-build}
+PROG=$BUILD/tests/gin/gin_a2a
+CASE_LIMIT=60
+[[ $BUILD == *asan* ]] && CASE_LIMIT=180
+tmp=$(mktemp -d)
+trap 'rm -rf "$tmp"' EXIT
+
+if [[ ! -x $PROG ]]; then
+    echo "FAIL gin/build: $PROG is not built (run make test-build)"
+    exit 0
+fi
+
+check() { # NAME NRANKS GIN(0/1)
+    local name=$1 n=$2 gin=$3 out=$tmp/${1//\//_}.out
+    ANYCCL_GPU_INITIATED=$gin NCCL_DEBUG=INFO NCCL_DEBUG_SUBSYS=NET \
+        timeout -k 5 "$CASE_LIMIT" "$PROG" check "$n" >"$out" 2>&1
+    local rc=$? ok lines
+    ok=$(grep -c '^RESULT rank=[0-9]* ok=1$' "$out")
+    lines=$(grep -c 'GIN: engine=sw backend=cma' "$out")
+    if [[ $rc == 124 || $rc == 137 ]]; then
+        echo "FAIL $name: timed out after $CASE_LIMIT s"
+    elif [[ $rc != 0 || $ok != "$n" ]]; then
+        echo "FAIL $name: status $rc, $ok of $n ranks correct"
+        grep -E 'RESULT|SETUP|WARN' "$out" | grep -v 'ok=1$' | head -5 | sed 's/^/    /'
+    elif [[ $gin == 1 && $lines != "$n" ]]; then
+        echo "FAIL $name: correct, but $lines of $n ranks logged the GIN engine (path not used)"
+    elif [[ $gin == 0 && $lines != 0 ]]; then
+        echo "FAIL $name: ANYCCL_GPU_INITIATED=0 but the GIN engine started"
+    else
+        echo "PASS $name"
+    fi
+}
+
+kill_case() { # NAME NRANKS VICTIM
+    local name=$1 n=$2 victim=$3 out=$tmp/${1//\//_}.out start end
+    start=$(date +%s)
+    ANYCCL_GPU_INITIATED=1 timeout -k 5 "$CASE_LIMIT" "$PROG" kill "$n" "$victim" >"$out" 2>&1
+    local rc=$?
+    end=$(date +%s)
+    local results named
+    results=$(grep -c '^RESULT rank=[0-9]* rc=[1-9]' "$out")
+    named=$(grep -c "^RESULT rank=[0-9]* rc=[1-9].*peer rank $victim " "$out")
+    if [[ $rc == 124 || $rc == 137 ]]; then
+        echo "FAIL $name: survivors hung (killed after $CASE_LIMIT s)"
+    elif [[ $results != $((n - 1)) ]]; then
+        echo "FAIL $name: $results of $((n - 1)) survivors returned an error"
+        head -5 "$out" | sed 's/^/    /'
+    elif [[ $named != $((n - 1)) ]]; then
+        echo "FAIL $name: $named of $((n - 1)) errors name rank $victim"
+        head -5 "$out" | sed 's/^/    /'
+    else
+        echo "PASS $name ($((end - start)) s)"
+    fi
+}
+
+for n in 2 3 4 8; do
+    check "gin/alltoall-np$n" "$n" 1
+done
+check gin/alltoall-np3-gin-off 3 0
+kill_case gin/peer-killed-np4 4 2
+kill_case gin/peer-killed-np3-rank0 3 0
+
+# The device interface with the GPU compilers (compile only: nothing runs on a GPU here).
+NVCC=${NVCC:-$(command -v nvcc || ls /usr/local/cuda/bin/nvcc 2>/dev/null)}
+if [[ -n $NVCC && -x $NVCC ]]; then
+    if "$NVCC" -std=c++17 -Iinclude -Isrc -arch=sm_90 -ptx -o "$tmp/k.ptx" \
+        tests/gin/gin_kernel.cu >"$tmp/nvcc.out" 2>&1; then
+        if grep -q 'st.release.sys' "$tmp/k.ptx" && grep -q 'ld.acquire.sys' "$tmp/k.ptx"; then
+            echo "PASS gin/device-header-nvcc (compiled only: no GPU here)"
+        else
+            echo "FAIL gin/device-header-nvcc: no system-scope release/acquire in the PTX"
+        fi
+    else
+        echo "FAIL gin/device-header-nvcc: $(head -3 "$tmp/nvcc.out" | tr '\n' ' ')"
+    fi
+else
+    echo "SKIP gin/device-header-nvcc: no nvcc (set NVCC or install the CUDA toolkit)"
+fi
+HIPCC=${HIPCC:-$(command -v hipcc)}
+if [[ -n $HIPCC ]]; then
+    if "$HIPCC" -std=c++17 -Iinclude -Isrc --offload-arch=gfx90a -c -o "$tmp/k.o" \
+        -x hip tests/gin/gin_kernel.cu >"$tmp/hipcc.out" 2>&1; then
+        echo "PASS gin/device-header-hipcc (compiled only: no GPU here)"
+    else
+        echo "FAIL gin/device-header-hipcc: $(head -3 "$tmp/hipcc.out" | tr '\n' ' ')"
+    fi
+else
+    echo "SKIP gin/device-header-hipcc: no hipcc on the PATH"
+fi
