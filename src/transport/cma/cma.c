@@ -61,12 +61,14 @@ ncclResult_t ac_cma_read(int pid, int peer_rank, const char *peer_host, void *lo
         if (err == ESRCH)
             return AC_FAIL(ncclRemoteError, "rank %d (pid %d on %s) exited while its buffer was "
                            "being read", peer_rank, pid, peer_host);
-        return AC_FAIL(err == EFAULT ? ncclInvalidArgument : ncclSystemError,
+        /* EFAULT: the owner's buffer is shorter than its call says, or already freed because
+         * that rank failed and returned: either way the fault lies with the other rank. */
+        return AC_FAIL(err == EFAULT ? ncclRemoteError : ncclSystemError,
                        "reading %zu bytes at %#llx of rank %d (pid %d on %s) by cross-memory "
                        "attach failed after %zu bytes: %s%s", bytes,
                        (unsigned long long)remote, peer_rank, pid, peer_host, done, strerror(err),
-                       err == EFAULT ? " (that rank's buffer is smaller than the call's count or "
-                                       "not mapped)" : "");
+                       err == EFAULT ? " (that rank's buffer is smaller than its count says, or "
+                                       "was freed after that rank failed)" : "");
     }
     return ncclSuccess;
 }
