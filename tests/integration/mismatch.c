@@ -3,8 +3,9 @@
  * of hanging or mixing data. Rank 0 is the odd one out and always receives from a rank that
  * disagrees with it: it must get ncclInvalidUsage with a message naming the difference. A rank
  * whose neighbours agree with it cannot see the difference itself: it must get either the same
- * error or ncclRemoteError when the rank that saw it leaves (or frees a buffer being read). Both paths are covered: data through
- * slots (the operation's tag on the first slot) and single-copy transfers (the address message). */
+ * error or ncclRemoteError when the rank that saw it leaves (or frees a buffer being read). Both
+ * paths are covered: data through slots (the operation's tag on the first slot) and single-copy
+ * transfers (the address message). */
 #include "expect.h"
 #include "launcher.h"
 
