@@ -43,6 +43,12 @@ int ac_gin_consume(struct ac_gin_ring *r, const struct ac_gin_backend *be, void 
 /* Records a failure in the ring once (the first error wins). */
 void ac_gin_ring_fail(struct ac_gin_ring *r, int status, int peer);
 
+/* src/gin/gin_mlx5.c: one RDMA-write WQE (64 bytes) as the mlx5 direct engine would build it.
+ * Encoding only: the engine itself (QP, UAR mapping, CQ) is not written and never ran. */
+void ac_gin_mlx5_rdma_write_wqe(uint8_t wqe[64], uint16_t pi, uint32_t qpn, uint64_t raddr,
+                                uint32_t rkey, uint64_t laddr, uint32_t lkey, uint32_t bytes,
+                                bool is_signaled);
+
 /* src/gin/gin_comm.c: the per-communicator engine. */
 struct ncclComm;
 struct ac_op;

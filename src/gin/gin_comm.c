@@ -297,7 +297,7 @@ static ncclResult_t gin_setup(struct ncclComm *comm, struct ac_gin **out)
     g->has_thread = true;
     AC_INFO(AC_SUB_NET | AC_SUB_COLL,
             "GIN: engine=sw backend=%s ring=%u slots, %d ranks "
-            "(engine=mlx5 ran=no: the direct engine is not built)",
+            "(engine=mlx5 ran=no: only its WQE encoding exists, the engine is not written)",
             cma_backend.name, GIN_NSLOTS, comm->nranks);
     *out = g;
     return ncclSuccess;
