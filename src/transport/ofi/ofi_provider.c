@@ -14,6 +14,7 @@
 #include "common/config.h"
 #include "common/log.h"
 #include "common/socket.h"
+#include "common/time.h"
 
 #include <dlfcn.h>
 #include <pthread.h>
@@ -75,7 +76,13 @@ struct ac_rdma_ep {
     fi_addr_t peer[AC_RDMA_MAX_QPS];
     struct op *ops;
     struct op *free_ops;
+    uint64_t refused_since_ns;   /* first of consecutive writes refused as not connected */
 };
+
+/* The sockets provider refuses a write with ENOENT/ENOTCONN while its connection to the peer is
+ * still being made (seen under load, right after set-up): the write is tried again later, for
+ * at most WRITE_REFUSED_NS, after which the refusal is an error. */
+#define WRITE_REFUSED_NS (10 * 1000000000ull)
 
 static bool load_library(char *why, size_t len)
 {
@@ -404,12 +411,23 @@ static ncclResult_t ofi_write(struct ac_rdma_ep *e, int qp, const void *local, s
     ssize_t rc =
         has_imm ? fi_writedata(e->ep[qp], local, len, mr->desc, imm, e->peer[qp], raddr, rkey, o)
                 : fi_write(e->ep[qp], local, len, mr->desc, e->peer[qp], raddr, rkey, o);
-    if (rc == 0)
+    if (rc == 0) {
+        e->refused_since_ns = 0;
         return ncclSuccess;
+    }
     op_put(e, o);
     if (rc == -FI_EAGAIN) {
         *is_busy_out = true;
         return ncclSuccess;
+    }
+    if (rc == -FI_ENOENT || rc == -FI_ENOTCONN) {
+        uint64_t now = ac_now_ns();
+        if (e->refused_since_ns == 0)
+            e->refused_since_ns = now;
+        if (now - e->refused_since_ns < WRITE_REFUSED_NS) {
+            *is_busy_out = true;
+            return ncclSuccess;
+        }
     }
     return ofi_fail(has_imm ? "fi_writedata" : "fi_write", (int)rc);
 }
