@@ -1,5 +1,6 @@
 /* All-to-all through the GIN path (ANYCCL_GPU_INITIATED=1, set by tests/gin/run.sh): this program
  * forks the ranks of one job itself (the parent holds the bootstrap root and waits).
+ * The ranks meet at NCCL_COMM_ID (set here to a port on 127.0.0.1 when unset).
  *   gin_a2a check NRANKS        exact results for several sizes and types, interleaved with
  *                               allreduces (normal path) on the same communicator; prints
  *                               "RESULT rank=R ok=1" or "RESULT rank=R ok=0 <what differed>"
@@ -74,8 +75,8 @@ static int run_check(ncclComm_t comm, int rank, int n)
                     uint64_t want = value_of(p, rank, i, call);
                     if (got != want) {
                         printf("RESULT rank=%d ok=0 call %d type %d count %zu: from rank %d "
-                               "element %zu is %llu, expected %llu\n", rank, call,
-                               (int)types[t].type, count, p, i, (unsigned long long)got,
+                               "element %zu is %llu, expected %llu\n",
+                               rank, call, (int)types[t].type, count, p, i, (unsigned long long)got,
                                (unsigned long long)want);
                         return 1;
                     }
@@ -133,10 +134,13 @@ int main(int argc, char **argv)
     int n = atoi(argv[2]), victim = is_kill ? atoi(argv[3]) : -1;
     if (n < 1 || n > MAX_RANKS)
         return 2;
-    ncclUniqueId id;
-    if (ncclGetUniqueId(&id) != ncclSuccess) {
-        printf("SETUP-FAILED ncclGetUniqueId: %s\n", ncclGetLastError(NULL));
-        return 1;
+    /* No library call in the parent: a thread it started (the bootstrap root) could hold a lock
+     * (the sanitizer's allocator, malloc's) at fork and leave it locked forever in a child. The
+     * ranks meet at NCCL_COMM_ID instead, where rank 0 starts the root. */
+    if (!getenv("NCCL_COMM_ID") && !getenv("ANYCCL_COMM_ID")) {
+        char addr[64];
+        snprintf(addr, sizeof(addr), "127.0.0.1:%d", 20000 + (int)((getpid() * 7919u) % 30000));
+        setenv("NCCL_COMM_ID", addr, 1);
     }
     setvbuf(stdout, NULL, _IOLBF, 0);
     pid_t pids[MAX_RANKS];
@@ -144,7 +148,9 @@ int main(int argc, char **argv)
         pids[r] = fork();
         if (pids[r] == 0) {
             ncclComm_t comm;
-            if (ncclCommInitRank(&comm, n, id, r) != ncclSuccess) {
+            ncclUniqueId id;
+            if (ncclGetUniqueId(&id) != ncclSuccess ||
+                ncclCommInitRank(&comm, n, id, r) != ncclSuccess) {
                 printf("SETUP-FAILED rank=%d: %s\n", r, ncclGetLastError(NULL));
                 _exit(1);
             }

@@ -27,7 +27,7 @@ fi
 
 check() { # NAME NRANKS GIN(0/1)
     local name=$1 n=$2 gin=$3 out=$tmp/${1//\//_}.out
-    ANYCCL_GPU_INITIATED=$gin NCCL_DEBUG=INFO NCCL_DEBUG_SUBSYS=NET \
+    NCCL_COMM_ID=127.0.0.1:$((20000 + RANDOM % 30000)) ANYCCL_GPU_INITIATED=$gin NCCL_DEBUG=INFO NCCL_DEBUG_SUBSYS=NET \
         timeout -k 5 "$CASE_LIMIT" "$PROG" check "$n" >"$out" 2>&1
     local rc=$? ok lines
     ok=$(grep -c '^RESULT rank=[0-9]* ok=1$' "$out")
@@ -49,7 +49,7 @@ check() { # NAME NRANKS GIN(0/1)
 kill_case() { # NAME NRANKS VICTIM
     local name=$1 n=$2 victim=$3 out=$tmp/${1//\//_}.out start end
     start=$(date +%s)
-    ANYCCL_GPU_INITIATED=1 timeout -k 5 "$CASE_LIMIT" "$PROG" kill "$n" "$victim" >"$out" 2>&1
+    NCCL_COMM_ID=127.0.0.1:$((20000 + RANDOM % 30000)) ANYCCL_GPU_INITIATED=1 timeout -k 5 "$CASE_LIMIT" "$PROG" kill "$n" "$victim" >"$out" 2>&1
     local rc=$?
     end=$(date +%s)
     local results named
