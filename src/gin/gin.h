@@ -5,8 +5,9 @@
  * An engine is a backend ops table; the software engine (a progress thread per communicator, and
  * any thread waiting on the ring) reads descriptors in ticket order and hands each one to it.
  * Backends today: "cma" (ranks of one host: puts are process_vm_writev into the peer's posted
- * window, signals are atomic adds in the peer's shared-memory segment). An RDMA backend (the
- * engine of src/transport/rdma) would be a second table with the same three functions. */
+ * window, signals are atomic adds in the peer's shared-memory segment) and "socket" (framed
+ * put/signal/window messages over one TCP connection per pair, src/gin/gin_sock.c). An RDMA
+ * backend (the engine of src/transport/rdma) would be another table with the same functions. */
 #ifndef AC_GIN_GIN_H
 #define AC_GIN_GIN_H
 
@@ -29,6 +30,10 @@ struct ac_gin_backend {
                   int *peer_out);
     /* Liveness and completions not yet reported; AC_GIN_OK when nothing is wrong. */
     int (*poll)(void *ctx, int *peer_out);
+    /* The all-to-all's rendezvous: this rank's receive window for call `epoch`, and whether a
+     * peer has posted its window for `epoch` (a put may target it only then). */
+    int (*post_window)(void *ctx, void *addr, uint64_t bytes, uint64_t epoch, int *peer_out);
+    bool (*window_ready)(void *ctx, uint32_t peer, uint64_t epoch);
 };
 
 /* Ring memory: a control block and nslots descriptors (nslots a power of two, >= 2). */

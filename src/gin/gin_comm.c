@@ -1,10 +1,13 @@
 /* The per-communicator GIN engine and the all-to-all that uses it (ANYCCL_GPU_INITIATED=1).
  *
- * Each rank owns a small shared-memory segment: its posted receive window (address, size, epoch)
- * and one 64-bit signal per peer. Peers map each other's segments at set-up (lazily, in the first
- * all-to-all, which all ranks call). The "cma" backend performs a put with process_vm_writev into
- * the peer's posted window and a signal with an atomic add into the peer's segment; the syscall has
- * completed before the add is issued, so a peer that sees the signal sees the data.
+ * Two backends, chosen identically on every rank from the peer table:
+ * - "cma", when all ranks share a host and can write each other's memory: each rank owns a small
+ *   shared-memory segment (posted receive window: address, size, epoch; one 64-bit signal per
+ *   peer), mapped by its peers at set-up (lazily, in the first all-to-all, which all ranks call).
+ *   A put is process_vm_writev into the peer's posted window and a signal an atomic add into the
+ *   peer's segment; the syscall has completed before the add, so a peer that sees the signal
+ *   sees the data.
+ * - "socket" otherwise (src/gin/gin_sock.c).
  *
  * Who consumes the ring: a progress thread per communicator (what a GPU producer relies on), and
  * any host thread waiting on the ring (host_poll), whichever gets the consumer lock first. */
@@ -14,7 +17,7 @@
 #include "common/time.h"
 #include "core/comm.h"
 #include "core/enqueue.h"
-#include "gin/gin.h"
+#include "gin/gin_internal.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -31,31 +34,6 @@
 
 #define GIN_NSLOTS 256
 #define GIN_LIVENESS_NS 2000000ull /* how often a waiter checks that peers are alive */
-
-struct gin_seg {
-    uint64_t win_epoch AC_GIN_LINE; /* written last, with release: the window below is posted */
-    uint64_t win_addr;
-    uint64_t win_bytes;
-    uint64_t signals[] AC_GIN_LINE; /* [nranks]: signal i is added to by rank i */
-};
-
-struct ac_gin {
-    struct ncclComm *comm;
-    struct ac_gin_ring *ring;
-    struct gin_seg **segs; /* [nranks], segs[rank] is ours */
-    size_t seg_bytes;
-    const char *local_base; /* the local window of the call in flight */
-    uint64_t local_bytes;
-    uint64_t epoch; /* all-to-all calls made through this engine */
-    pthread_mutex_t consume_lock;
-    pthread_t thread;
-    bool has_thread;
-    int stop;
-    uint64_t deadline_ns; /* of the call in flight; 0: none */
-    uint64_t next_liveness_ns;
-    struct ac_backoff backoff; /* of the thread waiting in a call (host_poll) */
-    bool is_broken;
-};
 
 static const struct ac_gin_backend cma_backend;
 
@@ -145,12 +123,32 @@ static int cma_poll(void *ctx, int *peer_out)
     return AC_GIN_OK;
 }
 
+static int cma_post_window(void *ctx, void *addr, uint64_t bytes, uint64_t epoch, int *peer_out)
+{
+    struct ac_gin *g = ctx;
+    struct gin_seg *mine = g->segs[g->comm->rank];
+    (void)peer_out;
+    mine->win_addr = (uint64_t)(uintptr_t)addr;
+    mine->win_bytes = bytes;
+    /* Release: peers that read the epoch (acquire) read this window's address and size. */
+    __atomic_store_n(&mine->win_epoch, epoch, __ATOMIC_RELEASE);
+    return AC_GIN_OK;
+}
+
+static bool cma_window_ready(void *ctx, uint32_t peer, uint64_t epoch)
+{
+    struct ac_gin *g = ctx;
+    return __atomic_load_n(&g->segs[peer]->win_epoch, __ATOMIC_ACQUIRE) == epoch;
+}
+
 static const struct ac_gin_backend cma_backend = {
     .size = sizeof(struct ac_gin_backend),
     .name = "cma",
     .put = cma_put,
     .signal = cma_signal,
     .poll = cma_poll,
+    .post_window = cma_post_window,
+    .window_ready = cma_window_ready,
 };
 
 /* --- progress ------------------------------------------------------------------------------ */
@@ -160,7 +158,7 @@ static int host_poll(void *arg)
     struct ac_gin *g = arg;
     int n = 0;
     if (pthread_mutex_trylock(&g->consume_lock) == 0) {
-        n = ac_gin_consume(g->ring, &cma_backend, g, GIN_NSLOTS);
+        n = ac_gin_consume(g->ring, g->be, g, GIN_NSLOTS);
         pthread_mutex_unlock(&g->consume_lock);
     }
     if (n > 0)
@@ -171,7 +169,7 @@ static int host_poll(void *arg)
     if (now < g->next_liveness_ns)
         return AC_GIN_OK;
     g->next_liveness_ns = now + GIN_LIVENESS_NS;
-    int peer = -1, status = cma_backend.poll(g, &peer);
+    int peer = -1, status = g->be->poll(g, &peer);
     if (status == AC_GIN_OK && g->deadline_ns && now > g->deadline_ns)
         status = AC_GIN_ERR_TIMEOUT;
     if (status != AC_GIN_OK)
@@ -195,10 +193,15 @@ static void *progress_main(void *arg)
         bool is_stalled = completed != bell && completed == last_completed;
         last_completed = completed;
         if (is_stalled && pthread_mutex_trylock(&g->consume_lock) == 0) {
-            int n = ac_gin_consume(g->ring, &cma_backend, g, GIN_NSLOTS);
+            int n = ac_gin_consume(g->ring, g->be, g, GIN_NSLOTS);
             pthread_mutex_unlock(&g->consume_lock);
             if (n > 0)
                 continue;
+        }
+        if (g->sock) {
+            int peer = -1, st = ac_gin_sock_drain(g, &peer);
+            if (st != AC_GIN_OK)
+                ac_gin_ring_fail(g->ring, st, peer);
         }
         struct timespec ts = {0, 100000};
         nanosleep(&ts, NULL);
@@ -245,6 +248,7 @@ static void gin_free(struct ac_gin *g)
         __atomic_store_n(&g->stop, 1, __ATOMIC_RELEASE);
         pthread_join(g->thread, NULL);
     }
+    ac_gin_sock_free(g);
     for (int r = 0; g->segs && r < g->comm->nranks; r++)
         if (g->segs[r])
             munmap(g->segs[r], g->seg_bytes);
@@ -256,34 +260,56 @@ static void gin_free(struct ac_gin *g)
 
 /* Collective: every rank creates its segment, then maps its peers' once all exist, then removes
  * its file once all have mapped it (nothing is left in /dev/shm, even if a rank dies later). */
-static ncclResult_t gin_setup(struct ncclComm *comm, struct ac_gin **out)
+/* Whether every pair of ranks can use the cma backend: decided from the peer table, which every
+ * rank holds identically, so that all ranks pick the same backend. */
+static bool all_pairs_can_map(const struct ncclComm *comm)
 {
-    ncclResult_t res = ncclSuccess;
+    const struct ac_peer_info *pi = comm->peers;
+    for (int i = 0; i < comm->nranks; i++)
+        if (!pi[i].can_cma || pi[i].host_hash != pi[0].host_hash ||
+            pi[i].pid_ns_hash != pi[0].pid_ns_hash)
+            return false;
+    return true;
+}
+
+static ncclResult_t cma_setup(struct ac_gin *g)
+{
+    struct ncclComm *comm = g->comm;
     char path[512];
-    struct ac_gin *g = calloc(1, sizeof(*g));
-    if (!g)
-        return AC_FAIL(ncclSystemError, "GIN: out of memory");
-    g->comm = comm;
-    pthread_mutex_init(&g->consume_lock, NULL);
     g->seg_bytes = sizeof(struct gin_seg) + (size_t)comm->nranks * sizeof(uint64_t);
     g->segs = calloc((size_t)comm->nranks, sizeof(*g->segs));
-    if (!g->segs) {
-        res = AC_FAIL(ncclSystemError, "GIN: out of memory");
-        goto fail;
-    }
-    AC_CHECK_GOTO(map_seg(g, comm->rank, true), res, fail);
+    if (!g->segs)
+        return AC_FAIL(ncclSystemError, "GIN: out of memory");
+    AC_CHECK(map_seg(g, comm->rank, true));
     seg_path(comm, comm->rank, path, sizeof(path));
-    res = ac_bootstrap_barrier(comm->bs);
+    ncclResult_t res = ac_bootstrap_barrier(comm->bs);
     for (int r = 0; res == ncclSuccess && r < comm->nranks; r++)
         if (r != comm->rank)
             res = map_seg(g, r, false);
     if (res == ncclSuccess)
         res = ac_bootstrap_barrier(comm->bs);
     unlink(path);
-    if (res != ncclSuccess)
-        goto fail;
-    g->ring = ac_gin_ring_create(GIN_NSLOTS, g->segs[comm->rank]->signals, (uint32_t)comm->nranks,
-                                 &comm->abort_flag);
+    g->signals = NULL;
+    return res;
+}
+
+static ncclResult_t gin_setup(struct ncclComm *comm, struct ac_gin **out)
+{
+    ncclResult_t res = ncclSuccess;
+    struct ac_gin *g = calloc(1, sizeof(*g));
+    if (!g)
+        return AC_FAIL(ncclSystemError, "GIN: out of memory");
+    g->comm = comm;
+    pthread_mutex_init(&g->consume_lock, NULL);
+    if (all_pairs_can_map(comm)) {
+        g->be = &cma_backend;
+        AC_CHECK_GOTO(cma_setup(g), res, fail);
+    } else {
+        g->be = &ac_gin_sock_backend;
+        AC_CHECK_GOTO(ac_gin_sock_setup(g), res, fail);
+    }
+    uint64_t *signals = g->segs ? g->segs[comm->rank]->signals : g->signals;
+    g->ring = ac_gin_ring_create(GIN_NSLOTS, signals, (uint32_t)comm->nranks, &comm->abort_flag);
     if (!g->ring) {
         res = AC_FAIL(ncclSystemError, "GIN: out of memory for the descriptor ring");
         goto fail;
@@ -298,7 +324,7 @@ static ncclResult_t gin_setup(struct ncclComm *comm, struct ac_gin **out)
     AC_INFO(AC_SUB_NET | AC_SUB_COLL,
             "GIN: engine=sw backend=%s ring=%u slots, %d ranks "
             "(engine=mlx5 ran=no: only its WQE encoding exists, the engine is not written)",
-            cma_backend.name, GIN_NSLOTS, comm->nranks);
+            g->be->name, GIN_NSLOTS, comm->nranks);
     *out = g;
     return ncclSuccess;
 fail:
@@ -357,17 +383,17 @@ static ncclResult_t gin_alltoall(struct ac_gin *g, const struct ac_op *op)
     g->backoff.is_oversubscribed = comm->is_oversubscribed;
     ac_backoff_reset(&g->backoff);
     g->deadline_ns = timeout_s > 0 ? ac_now_ns() + (uint64_t)timeout_s * 1000000000ull : 0;
-    struct gin_seg *mine = g->segs[me];
-    mine->win_addr = (uint64_t)(uintptr_t)op->recvbuff;
-    mine->win_bytes = (uint64_t)n * blk;
-    /* Release: peers that read the epoch (acquire) read this window's address and size. */
-    __atomic_store_n(&mine->win_epoch, epoch, __ATOMIC_RELEASE);
+    int peer = -1, status = g->be->post_window(g, op->recvbuff, (uint64_t)n * blk, epoch, &peer);
+    if (status != AC_GIN_OK) {
+        ac_gin_ring_fail(r, status, peer);
+        return status_error(g, status);
+    }
     g->local_base = op->sendbuff;
     g->local_bytes = (uint64_t)n * blk;
     memcpy((char *)op->recvbuff + (size_t)me * blk, (const char *)op->sendbuff + (size_t)me * blk,
            blk);
     uint64_t last = 0;
-    int sent = 1, status = AC_GIN_OK;
+    int sent = 1;
     unsigned spins = 0;
     bool *done = calloc((size_t)n, sizeof(*done));
     if (!done)
@@ -377,7 +403,7 @@ static ncclResult_t gin_alltoall(struct ac_gin *g, const struct ac_op *op)
         bool progressed = false;
         for (int i = 1; i < n && status == AC_GIN_OK; i++) {
             int p = (me + i) % n;
-            if (done[p] || __atomic_load_n(&g->segs[p]->win_epoch, __ATOMIC_ACQUIRE) != epoch)
+            if (done[p] || !g->be->window_ready(g, (uint32_t)p, epoch))
                 continue;
             status = ac_gin_put(r, (uint32_t)p, (uint64_t)p * blk, (uint64_t)me * blk, blk, NULL);
             if (status == AC_GIN_OK)
@@ -409,9 +435,6 @@ static bool gin_wanted(struct ac_op *op)
     const char *s = op->sendbuff, *d = op->recvbuff;
     if (s < d + bytes && d < s + bytes)
         return false; /* in place or overlapping: peers would overwrite what we still send */
-    for (int p = 0; p < comm->nranks; p++)
-        if (p != comm->rank && !ac_comm_pair_can_map(comm, p))
-            return false;
     return true;
 }
 
@@ -421,8 +444,8 @@ ncclResult_t ac_gin_try_op(struct ac_op *op, bool *handled_out)
     *handled_out = false;
     if (!gin_wanted(op)) {
         if (ac_config_get()->gpu_initiated && op->coll == AC_COLL_ALLTOALL && !comm->gin)
-            AC_INFO(AC_SUB_COLL, "GIN: alltoall takes the normal path (ranks on several hosts "
-                                 "or unable to write each other's memory; in-place or empty call)");
+            AC_INFO(AC_SUB_COLL, "GIN: this alltoall takes the normal path (in a group, in "
+                                 "place, or empty)");
         return ncclSuccess;
     }
     *handled_out = true;

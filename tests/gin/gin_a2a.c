@@ -1,6 +1,7 @@
 /* All-to-all through the GIN path (ANYCCL_GPU_INITIATED=1, set by tests/gin/run.sh): this program
  * forks the ranks of one job itself (the parent holds the bootstrap root and waits).
- * The ranks meet at NCCL_COMM_ID (set here to a port on 127.0.0.1 when unset).
+ * GIN_SPLIT_HOSTS=1 gives every rank its own ANYCCL_HOSTID, so no two share a host (the socket
+ * backend). The ranks meet at NCCL_COMM_ID (set here to a port on 127.0.0.1 when unset).
  *   gin_a2a check NRANKS        exact results for several sizes and types, interleaved with
  *                               allreduces (normal path) on the same communicator; prints
  *                               "RESULT rank=R ok=1" or "RESULT rank=R ok=0 <what differed>"
@@ -149,6 +150,12 @@ int main(int argc, char **argv)
         if (pids[r] == 0) {
             ncclComm_t comm;
             ncclUniqueId id;
+            const char *split = getenv("GIN_SPLIT_HOSTS");
+            if (split && *split) { /* every rank its own "host": the socket backend */
+                char host[32];
+                snprintf(host, sizeof(host), "gin-host-%d", r);
+                setenv("ANYCCL_HOSTID", host, 1);
+            }
             if (ncclGetUniqueId(&id) != ncclSuccess ||
                 ncclCommInitRank(&comm, n, id, r) != ncclSuccess) {
                 printf("SETUP-FAILED rank=%d: %s\n", r, ncclGetLastError(NULL));

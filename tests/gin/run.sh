@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # GPU-initiated networking (issue 8, item 2): the all-to-all of ANYCCL_GPU_INITIATED=1 between
-# processes of this host, through the descriptor ring and the software engine (cma backend):
+# processes, through the descriptor ring and the software engine, with the cma backend (one host)
+# and the socket backend (every rank given its own ANYCCL_HOSTID, so no two share a host):
 #   - exact results on 2, 3, 4 and 8 ranks (3 types x 6 sizes, allreduces in between), and a log
 #     line from every rank proving the GIN path ran;
 #   - ANYCCL_GPU_INITIATED unset: the same program, the normal path (no GIN line);
@@ -25,15 +26,23 @@ if [[ ! -x $PROG ]]; then
     exit 0
 fi
 
-check() { # NAME NRANKS GIN(0/1)
-    local name=$1 n=$2 gin=$3 out=$tmp/${1//\//_}.out
-    NCCL_COMM_ID=127.0.0.1:$((20000 + RANDOM % 30000)) ANYCCL_GPU_INITIATED=$gin NCCL_DEBUG=INFO NCCL_DEBUG_SUBSYS=NET \
+# A port nobody listens on now (the ranks meet there; rank 0 starts the bootstrap root).
+free_port() {
+    python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])' 2>/dev/null ||
+        echo $((20000 + RANDOM % 30000))
+}
+
+check() { # NAME NRANKS GIN(0/1) [BACKEND]
+    local name=$1 n=$2 gin=$3 be=${4:-cma} out=$tmp/${1//\//_}.out split=
+    [[ $be == socket ]] && split=1
+    GIN_SPLIT_HOSTS=$split NCCL_COMM_ID=127.0.0.1:$(free_port) ANYCCL_INIT_TIMEOUT=30 ANYCCL_GPU_INITIATED=$gin NCCL_DEBUG=INFO NCCL_DEBUG_SUBSYS=NET \
         timeout -k 5 "$CASE_LIMIT" "$PROG" check "$n" >"$out" 2>&1
     local rc=$? ok lines
     ok=$(grep -c '^RESULT rank=[0-9]* ok=1$' "$out")
-    lines=$(grep -c 'GIN: engine=sw backend=cma' "$out")
+    lines=$(grep -c "GIN: engine=sw backend=$be " "$out")
     if [[ $rc == 124 || $rc == 137 ]]; then
         echo "FAIL $name: timed out after $CASE_LIMIT s"
+        grep -v 'NCCL INFO' "$out" | tail -5 | sed 's/^/    /'
     elif [[ $rc != 0 || $ok != "$n" ]]; then
         echo "FAIL $name: status $rc, $ok of $n ranks correct"
         grep -E 'RESULT|SETUP|WARN' "$out" | grep -v 'ok=1$' | head -5 | sed 's/^/    /'
@@ -46,10 +55,11 @@ check() { # NAME NRANKS GIN(0/1)
     fi
 }
 
-kill_case() { # NAME NRANKS VICTIM
-    local name=$1 n=$2 victim=$3 out=$tmp/${1//\//_}.out start end
+kill_case() { # NAME NRANKS VICTIM [socket]
+    local name=$1 n=$2 victim=$3 out=$tmp/${1//\//_}.out start end split=
+    [[ ${4:-} == socket ]] && split=1
     start=$(date +%s)
-    NCCL_COMM_ID=127.0.0.1:$((20000 + RANDOM % 30000)) ANYCCL_GPU_INITIATED=1 timeout -k 5 "$CASE_LIMIT" "$PROG" kill "$n" "$victim" >"$out" 2>&1
+    GIN_SPLIT_HOSTS=$split NCCL_COMM_ID=127.0.0.1:$(free_port) ANYCCL_INIT_TIMEOUT=30 ANYCCL_GPU_INITIATED=1 timeout -k 5 "$CASE_LIMIT" "$PROG" kill "$n" "$victim" >"$out" 2>&1
     local rc=$?
     end=$(date +%s)
     local results named
@@ -57,6 +67,7 @@ kill_case() { # NAME NRANKS VICTIM
     named=$(grep -c "^RESULT rank=[0-9]* rc=[1-9].*peer rank $victim " "$out")
     if [[ $rc == 124 || $rc == 137 ]]; then
         echo "FAIL $name: survivors hung (killed after $CASE_LIMIT s)"
+        tail -5 "$out" | sed 's/^/    /'
     elif [[ $results != $((n - 1)) ]]; then
         echo "FAIL $name: $results of $((n - 1)) survivors returned an error"
         head -5 "$out" | sed 's/^/    /'
@@ -74,6 +85,11 @@ done
 check gin/alltoall-np3-gin-off 3 0
 kill_case gin/peer-killed-np4 4 2
 kill_case gin/peer-killed-np3-rank0 3 0
+# Every rank its own host (ANYCCL_HOSTID): the socket backend.
+for n in 2 3 4 8; do
+    check "gin/alltoall-socket-np$n" "$n" 1 socket
+done
+kill_case gin/peer-killed-socket-np4 4 1 socket
 
 # The device interface with the GPU compilers (compile only: nothing runs on a GPU here).
 NVCC=${NVCC:-$(command -v nvcc || ls /usr/local/cuda/bin/nvcc 2>/dev/null)}
