@@ -349,6 +349,15 @@ static void flush_pending(void)
     }
 }
 
+int64_t ac_config_setup_timeout_s(void)
+{
+    const struct ac_config *cfg = ac_config_get();
+    int64_t t = cfg->init_timeout_s;
+    if (cfg->timeout_s > 0 && (t <= 0 || cfg->timeout_s < t))
+        t = cfg->timeout_s;
+    return t > 0 ? t : 1;
+}
+
 const struct ac_config *ac_config_get(void)
 {
     struct config_slot *slot = __atomic_load_n(&current, __ATOMIC_ACQUIRE);

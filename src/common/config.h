@@ -63,6 +63,9 @@ struct ac_config {
 
 /* Read once (thread-safe); later calls return the same table. */
 const struct ac_config *ac_config_get(void);
+/* Seconds that set-up with peers (bootstrap, connections) may wait: ANYCCL_INIT_TIMEOUT, or
+ * ANYCCL_TIMEOUT when that is shorter; at least 1. */
+int64_t ac_config_setup_timeout_s(void);
 /* Re-read the environment: for tests only. */
 void ac_config_reload(void);
 /* Print every variable with its value, default and meaning (anyccl-info). */

@@ -608,7 +608,7 @@ static ncclResult_t bs_alloc(int rank, int nranks, volatile int *abort_flag,
     bs->rank = rank;
     bs->nranks = nranks;
     bs->abort_flag = abort_flag;
-    bs->timeout_s = ac_bootstrap_timeout_s();
+    bs->timeout_s = ac_config_setup_timeout_s();
     ac_socket_init(&bs->listener);
     bs->peers = calloc((size_t)nranks, sizeof(*bs->peers));
     bs->out = calloc((size_t)nranks, sizeof(*bs->out));

@@ -45,15 +45,6 @@ struct root {
     char fail_msg[AC_BOOTSTRAP_MSG_LEN];
 };
 
-int64_t ac_bootstrap_timeout_s(void)
-{
-    const struct ac_config *cfg = ac_config_get();
-    int64_t t = cfg->init_timeout_s;
-    if (cfg->timeout_s > 0 && (t <= 0 || cfg->timeout_s < t))
-        t = cfg->timeout_s;
-    return t > 0 ? t : 1;
-}
-
 static void send_reply(struct ac_socket *s, ncclResult_t status, const char *msg)
 {
     struct ac_bootstrap_reply reply;
@@ -345,7 +336,7 @@ ncclResult_t ac_bootstrap_root_start(const struct sockaddr_storage *addr, uint64
     ac_socket_init(&r->listener);
     r->secret = secret;
     r->stop_flag = stop_flag;
-    r->timeout_s = ac_bootstrap_timeout_s();
+    r->timeout_s = ac_config_setup_timeout_s();
     r->deadline_ns = ac_now_ns() + (uint64_t)r->timeout_s * 1000000000ull;
     AC_CHECK_GOTO(ac_socket_listen(&r->listener, addr), res, fail);
     *bound_out = r->listener.addr;

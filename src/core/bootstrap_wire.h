@@ -60,9 +60,6 @@ enum ac_bootstrap_verdict { AC_BOOTSTRAP_DROP, AC_BOOTSTRAP_REFUSE, AC_BOOTSTRAP
 enum ac_bootstrap_verdict ac_bootstrap_hello_judge(const struct ac_bootstrap_hello *h,
                                                    uint64_t secret, char *why, size_t len);
 
-/* The rendezvous bound: ANYCCL_INIT_TIMEOUT, or ANYCCL_TIMEOUT when set and smaller. */
-int64_t ac_bootstrap_timeout_s(void);
-
 /* Listens on addr (port 0: ephemeral) and starts the root thread, which serves one rendezvous and
  * exits, closing its socket, once every rank got the table, the rendezvous failed and every rank
  * was told, the timeout passed, or *stop_flag became non-zero (checked every ~100 ms while

@@ -657,7 +657,7 @@ static ncclResult_t flush_task(struct ac_run_task *rt, bool *busy)
 static bool peer_is_dead(const struct ncclComm *comm, int peer)
 {
     const struct ac_peer_info *me = &comm->peers[comm->rank], *p = &comm->peers[peer];
-    if (me->host_hash != p->host_hash || me->pid_ns_hash != p->pid_ns_hash)
+    if (!ac_peer_shares_host(me, p))
         return false; /* the network transports report a closed connection themselves */
     return kill(p->pid, 0) != 0 && errno == ESRCH;
 }

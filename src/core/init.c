@@ -61,15 +61,10 @@ static void fill_self_info(struct ncclComm *comm, struct ac_peer_info *me)
     ac_cma_probe_word(&me->cma_addr, &me->cma_value);
 }
 
-static bool same_host(const struct ac_peer_info *a, const struct ac_peer_info *b)
-{
-    return a->host_hash == b->host_hash && a->pid_ns_hash == b->pid_ns_hash;
-}
-
 bool ac_comm_pair_can_map(const struct ncclComm *comm, int peer)
 {
     const struct ac_peer_info *me = &comm->peers[comm->rank], *p = &comm->peers[peer];
-    return me->can_cma && p->can_cma && same_host(me, p);
+    return me->can_cma && p->can_cma && ac_peer_shares_host(me, p);
 }
 
 bool ac_comm_pair_cma(const struct ncclComm *comm, int peer)
@@ -93,7 +88,8 @@ static ncclResult_t agree_on_cma(struct ncclComm *comm)
     bool can = !cfg->shm_disable;
     for (int r = 0; can && r < comm->nranks; r++) {
         const struct ac_peer_info *p = &comm->peers[r];
-        if (r != comm->rank && same_host(me, p) && !ac_cma_probe(p->pid, p->cma_addr, p->cma_value)) {
+        if (r != comm->rank && ac_peer_shares_host(me, p) &&
+            !ac_cma_probe(p->pid, p->cma_addr, p->cma_value)) {
             AC_INFO(AC_SUB_INIT | AC_SUB_SHM, "cannot read rank %d (pid %d) by cross-memory "
                     "attach (%s): transfers between local ranks go through shared-memory slots",
                     r, p->pid, strerror(errno));

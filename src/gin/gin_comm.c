@@ -266,8 +266,7 @@ static bool all_pairs_can_map(const struct ncclComm *comm)
 {
     const struct ac_peer_info *pi = comm->peers;
     for (int i = 0; i < comm->nranks; i++)
-        if (!pi[i].can_cma || pi[i].host_hash != pi[0].host_hash ||
-            pi[i].pid_ns_hash != pi[0].pid_ns_hash)
+        if (!pi[i].can_cma || !ac_peer_shares_host(&pi[i], &pi[0]))
             return false;
     return true;
 }

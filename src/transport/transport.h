@@ -36,6 +36,12 @@ struct ac_peer_info {
     bool can_cma;                    /* read every peer of its host (filled after the probe) */
 };
 
+/* Same machine and same pid namespace: shared memory works and pids can be looked at. */
+static inline bool ac_peer_shares_host(const struct ac_peer_info *a, const struct ac_peer_info *b)
+{
+    return a->host_hash == b->host_hash && a->pid_ns_hash == b->pid_ns_hash;
+}
+
 #define AC_CONN_BLOB_BYTES 256
 /* Opaque to everyone but the transport that wrote it. */
 struct ac_conn_blob {

@@ -87,15 +87,6 @@ static const struct ac_rdma_transport *rdma_tp(const struct ac_conn *conn)
     return (const struct ac_rdma_transport *)conn->tp;
 }
 
-static int64_t timeout_s(void)
-{
-    const struct ac_config *cfg = ac_config_get();
-    int64_t t = cfg->init_timeout_s;
-    if (cfg->timeout_s > 0 && (t <= 0 || cfg->timeout_s < t))
-        t = cfg->timeout_s;
-    return t > 0 ? t : 1;
-}
-
 /* "rank R (host H)" */
 static const char *peer_str(const struct ac_conn *conn, char *buf, size_t len)
 {
@@ -327,7 +318,7 @@ ncclResult_t ac_rdma_send_connect(struct ac_conn *conn, const struct ac_conn_blo
     hello.credit_base = rc->word_mr.rbase;
     hello.credit_key = rc->word_mr.key;
     addr_unpack(&blob, &dst);
-    uint64_t deadline = ac_now_ns() + (uint64_t)timeout_s() * 1000000000ull;
+    uint64_t deadline = ac_now_ns() + (uint64_t)ac_config_setup_timeout_s() * 1000000000ull;
     AC_INFO(AC_SUB_NET, "%s: channel %d to rank %d over %s, %d queue pair(s)", conn->tp->name,
             conn->channel, conn->peer, rc->pv->describe(), rc->nqps);
     AC_CHECK(ac_socket_connect(&rc->sock, &dst, deadline, NULL));
@@ -350,7 +341,7 @@ static const char *check_hello(const struct ac_conn *conn, const struct rdma_hel
 ncclResult_t ac_rdma_recv_connect(struct ac_conn *conn)
 {
     struct rdma_conn *rc = conn->priv;
-    int64_t t = timeout_s();
+    int64_t t = ac_config_setup_timeout_s();
     uint64_t deadline = ac_now_ns() + (uint64_t)t * 1000000000ull;
     char peer[AC_HOSTNAME_MAX + 32];
     struct rdma_hello hello;

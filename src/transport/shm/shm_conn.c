@@ -30,7 +30,7 @@ static bool shm_can_connect(const struct ac_peer_info *self, const struct ac_pee
 {
     if (ac_config_get()->shm_disable)
         return false;
-    return self->host_hash == peer->host_hash && self->pid_ns_hash == peer->pid_ns_hash;
+    return ac_peer_shares_host(self, peer);
 }
 
 /* Only meaningful when the pid is ours to look at: same host and same pid namespace. */
@@ -38,8 +38,7 @@ static bool is_peer_gone(const struct ac_conn *conn)
 {
     const struct ac_peer_info *self = conn->self_info, *peer = conn->peer_info;
 
-    if (self == NULL || peer == NULL || peer->pid <= 0 || peer->host_hash != self->host_hash ||
-        peer->pid_ns_hash != self->pid_ns_hash)
+    if (self == NULL || peer == NULL || peer->pid <= 0 || !ac_peer_shares_host(self, peer))
         return false;
     return ac_shm_pid_is_gone(peer->pid);
 }

@@ -72,15 +72,6 @@ struct sock_conn {
     bool is_peer_closed; /* receiver: EOF seen between two slots */
 };
 
-static int64_t timeout_s(void)
-{
-    const struct ac_config *cfg = ac_config_get();
-    int64_t t = cfg->init_timeout_s;
-    if (cfg->timeout_s > 0 && (t <= 0 || cfg->timeout_s < t))
-        t = cfg->timeout_s;
-    return t > 0 ? t : 1;
-}
-
 /* "rank R (host H, addr A)" */
 static const char *peer_str(const struct ac_conn *conn, char *buf, size_t len)
 {
@@ -204,7 +195,7 @@ static ncclResult_t sock_send_connect(struct ac_conn *conn, const struct ac_conn
                        conn->peer, conn->channel);
     AC_CHECK(conn_alloc(conn));
     struct sock_conn *sc = conn->priv;
-    uint64_t deadline = ac_now_ns() + (uint64_t)timeout_s() * 1000000000ull;
+    uint64_t deadline = ac_now_ns() + (uint64_t)ac_config_setup_timeout_s() * 1000000000ull;
     struct sock_hello hello = {.magic = HELLO_MAGIC,
                                .channel = conn->channel,
                                .comm_hash = conn->comm_hash,
@@ -242,7 +233,7 @@ static const char *check_hello(const struct ac_conn *conn, const struct sock_hel
 static ncclResult_t sock_recv_connect(struct ac_conn *conn)
 {
     struct sock_conn *sc = conn->priv;
-    int64_t t = timeout_s();
+    int64_t t = ac_config_setup_timeout_s();
     uint64_t deadline = ac_now_ns() + (uint64_t)t * 1000000000ull;
     char peer[AC_SOCKADDR_STRLEN + AC_HOSTNAME_MAX + 32];
     for (;;) {
