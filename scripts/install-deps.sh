@@ -13,6 +13,7 @@ PACKAGES=(
     clang libclang-rt-14-dev     # make fuzz, and the fuzz suite's libFuzzer replay (libFuzzer)
     libfabric-dev libfabric1 libfabric-bin # ofi transport: headers, library, fi_info (tests/ofi)
     libibverbs-dev ibverbs-utils # ib transport: verbs headers, libibverbs; ibv_devices (tests/ofi)
+    hipcc                        # HIP kernels for gfx90a/gfx940 (ROCm 5.2's clang; no GPU needed)
 )
 
 missing=()
