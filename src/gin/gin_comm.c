@@ -7,7 +7,14 @@
  *   A put is process_vm_writev into the peer's posted window and a signal an atomic add into the
  *   peer's segment; the syscall has completed before the add, so a peer that sees the signal
  *   sees the data.
+ * - "rdma" when every rank can run an RDMA transport (src/gin/gin_rdma.c): ib, or ofi with a
+ *   hardware provider, or the one ANYCCL_NET names (ANYCCL_NET=ofi: libfabric's software
+ *   providers too);
  * - "socket" otherwise (src/gin/gin_sock.c).
+ * The choice follows the transports' rules (src/transport/registry.c): cma is the shared-memory
+ * path (off with NCCL_SHM_DISABLE=1), ANYCCL_NET keeps only the network it names, with no
+ * fallback. Unlike the transports (chosen per pair by the receiver), one backend serves every
+ * pair, so the ranks allgather what each can run and take the first that all can.
  *
  * Who consumes the ring: a progress thread per communicator (what a GPU producer relies on), and
  * any host thread waiting on the ring (host_poll), whichever gets the consumer lock first. */
@@ -18,6 +25,7 @@
 #include "core/comm.h"
 #include "core/enqueue.h"
 #include "gin/gin_internal.h"
+#include "transport/rdma/rdma.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -198,8 +206,9 @@ static void *progress_main(void *arg)
             if (n > 0)
                 continue;
         }
-        if (g->sock) {
-            int peer = -1, st = ac_gin_sock_drain(g, &peer);
+        if (g->sock || g->rdma) {
+            int peer = -1;
+            int st = g->sock ? ac_gin_sock_drain(g, &peer) : ac_gin_rdma_drain(g, &peer);
             if (st != AC_GIN_OK)
                 ac_gin_ring_fail(g->ring, st, peer);
         }
@@ -249,6 +258,7 @@ static void gin_free(struct ac_gin *g)
         pthread_join(g->thread, NULL);
     }
     ac_gin_sock_free(g);
+    ac_gin_rdma_free(g);
     for (int r = 0; g->segs && r < g->comm->nranks; r++)
         if (g->segs[r])
             munmap(g->segs[r], g->seg_bytes);
@@ -292,6 +302,65 @@ static ncclResult_t cma_setup(struct ac_gin *g)
     return res;
 }
 
+enum { CAN_CMA = 1, CAN_IB = 2, CAN_OFI = 4, CAN_SOCKET = 8 };
+
+static const char *const cap_names[] = {"cma", "ib", "ofi", "socket"};
+
+/* What this rank can run, under the transports' rules. */
+static uint32_t local_caps(const struct ncclComm *comm)
+{
+    const struct ac_config *cfg = ac_config_get();
+    const char *net = cfg->net;
+    if (net && strcmp(net, "ib") != 0 && strcmp(net, "ofi") != 0 && strcmp(net, "socket") != 0)
+        net = NULL; /* the registry warns about it and ignores it */
+    uint32_t caps = 0;
+    if (!cfg->shm_disable && all_pairs_can_map(comm))
+        return CAN_CMA; /* every rank computes it alike, and it comes first: no probing */
+    const struct ac_rdma_transport *rts[] = {&ac_ib_transport, &ac_ofi_transport};
+    for (int i = 0; i < 2; i++) {
+        bool is_forced = net && strcmp(net, rts[i]->tp.name) == 0;
+        char why[256] = "";
+        if ((!net || is_forced) && rts[i]->pv->is_usable(is_forced, why, sizeof(why)))
+            caps |= i == 0 ? CAN_IB : CAN_OFI;
+        else if (is_forced)
+            AC_WARN("GIN: ANYCCL_NET=%s, but this rank cannot use it: %s", net, why);
+    }
+    if (!net || strcmp(net, "socket") == 0)
+        caps |= CAN_SOCKET;
+    return caps;
+}
+
+/* Collective: the first backend (cma, ib, ofi, socket) that every rank can run. */
+static ncclResult_t pick_backend(struct ncclComm *comm, int *cap_out)
+{
+    uint32_t *all = calloc((size_t)comm->nranks, sizeof(*all));
+    if (!all)
+        return AC_FAIL(ncclSystemError, "GIN: out of memory");
+    all[comm->rank] = local_caps(comm);
+    ncclResult_t res = ac_bootstrap_allgather(comm->bs, all, sizeof(*all));
+    uint32_t common = ~0u;
+    int lacking = -1;
+    for (int r = 0; res == ncclSuccess && r < comm->nranks; r++) {
+        if ((all[r] & ~CAN_CMA) == 0 && lacking < 0)
+            lacking = r;
+        common &= all[r];
+    }
+    free(all);
+    AC_CHECK(res);
+    for (int i = 0; i < 4; i++) {
+        if (common & (1u << i)) {
+            *cap_out = i;
+            return ncclSuccess;
+        }
+    }
+    const char *net = ac_config_get()->net;
+    return AC_FAIL(ncclSystemError,
+                   "GIN: rank %d: no backend every rank can run%s%s%s (rank %d has no network "
+                   "backend it may use; see its log)",
+                   comm->rank, net ? " with ANYCCL_NET=" : "", net ? net : "",
+                   net ? ", which allows no fallback" : "", lacking);
+}
+
 static ncclResult_t gin_setup(struct ncclComm *comm, struct ac_gin **out)
 {
     ncclResult_t res = ncclSuccess;
@@ -300,9 +369,15 @@ static ncclResult_t gin_setup(struct ncclComm *comm, struct ac_gin **out)
         return AC_FAIL(ncclSystemError, "GIN: out of memory");
     g->comm = comm;
     pthread_mutex_init(&g->consume_lock, NULL);
-    if (all_pairs_can_map(comm)) {
+    int cap = -1;
+    AC_CHECK_GOTO(pick_backend(comm, &cap), res, fail);
+    if (cap == 0) {
         g->be = &cma_backend;
         AC_CHECK_GOTO(cma_setup(g), res, fail);
+    } else if (cap == 1 || cap == 2) {
+        g->be = &ac_gin_rdma_backend;
+        AC_CHECK_GOTO(ac_gin_rdma_setup(g, cap == 1 ? &ac_ib_transport : &ac_ofi_transport), res,
+                      fail);
     } else {
         g->be = &ac_gin_sock_backend;
         AC_CHECK_GOTO(ac_gin_sock_setup(g), res, fail);
@@ -321,9 +396,9 @@ static ncclResult_t gin_setup(struct ncclComm *comm, struct ac_gin **out)
     }
     g->has_thread = true;
     AC_INFO(AC_SUB_NET | AC_SUB_COLL,
-            "GIN: engine=sw backend=%s ring=%u slots, %d ranks "
+            "GIN: engine=sw backend=%s via=%s ring=%u slots, %d ranks "
             "(engine=mlx5 ran=no: only its WQE encoding exists, the engine is not written)",
-            g->be->name, GIN_NSLOTS, comm->nranks);
+            g->be->name, cap_names[cap], GIN_NSLOTS, comm->nranks);
     *out = g;
     return ncclSuccess;
 fail:
@@ -349,11 +424,12 @@ static ncclResult_t status_error(struct ac_gin *g, int status)
                        comm->rank, (long long)ac_config_get()->timeout_s);
     case AC_GIN_ERR_PEER:
         return AC_FAIL(ncclRemoteError,
-                       "alltoall (GPU-initiated path): rank %d: peer rank %d "
-                       "(pid %d on %s) died or is unreachable",
-                       comm->rank, peer,
+                       "alltoall (GPU-initiated path, %s backend): rank %d: peer rank %d "
+                       "(pid %d on %s) died or is unreachable%s%s",
+                       g->be->name, comm->rank, peer,
                        peer >= 0 && peer < comm->nranks ? comm->peers[peer].pid : -1,
-                       peer >= 0 && peer < comm->nranks ? comm->peers[peer].hostname : "?");
+                       peer >= 0 && peer < comm->nranks ? comm->peers[peer].hostname : "?",
+                       g->has_why ? ": " : "", g->has_why ? g->why : "");
     case AC_GIN_ERR_ACCESS:
         return AC_FAIL(ncclInternalError,
                        "alltoall (GPU-initiated path): rank %d: a put to "
@@ -361,9 +437,10 @@ static ncclResult_t status_error(struct ac_gin *g, int status)
                        comm->rank, peer);
     default:
         return AC_FAIL(ncclSystemError,
-                       "alltoall (GPU-initiated path): rank %d: the engine "
-                       "failed writing to rank %d (process_vm_writev)",
-                       comm->rank, peer);
+                       "alltoall (GPU-initiated path): rank %d: the %s backend "
+                       "failed writing to rank %d%s%s",
+                       comm->rank, g->be->name, peer, g->has_why ? ": " : "",
+                       g->has_why ? g->why : "");
     }
 }
 

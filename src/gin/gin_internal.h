@@ -15,6 +15,8 @@ struct gin_seg {
 };
 
 struct gin_sock;
+struct gin_rdma;
+struct ac_rdma_transport;
 
 struct ac_gin {
     struct ncclComm *comm;
@@ -23,6 +25,7 @@ struct ac_gin {
     struct gin_seg **segs; /* cma: [nranks], segs[rank] is ours */
     size_t seg_bytes;
     struct gin_sock *sock;  /* socket backend state */
+    struct gin_rdma *rdma;  /* rdma backend state */
     uint64_t *signals;      /* socket backend: this rank's signals [nranks] */
     const char *local_base; /* the local window of the call in flight */
     uint64_t local_bytes;
@@ -35,6 +38,8 @@ struct ac_gin {
     uint64_t next_liveness_ns;
     struct ac_backoff backoff; /* of the thread waiting in a call (host_poll) */
     bool is_broken;
+    bool has_why;  /* why holds the words of the first failure (set once) */
+    char why[256]; /* the rdma engine's own message for the failure the ring records */
 };
 
 /* src/gin/gin_sock.c: framed put/signal/window messages over one TCP connection per pair. */
@@ -44,5 +49,13 @@ void ac_gin_sock_free(struct ac_gin *g);
 /* Reads what peers sent (puts into the posted window, signals, window posts); called by waiters
  * and the progress thread. Returns an ac_gin_status (a closed connection: AC_GIN_ERR_PEER). */
 int ac_gin_sock_drain(struct ac_gin *g, int *peer_out);
+
+/* src/gin/gin_rdma.c: the same frames in the slots of the RDMA engine's connectors (verbs,
+ * libfabric), two per pair. */
+extern const struct ac_gin_backend ac_gin_rdma_backend;
+ncclResult_t ac_gin_rdma_setup(struct ac_gin *g, const struct ac_rdma_transport *rt);
+void ac_gin_rdma_free(struct ac_gin *g);
+/* Reads delivered slots and progresses the send side; an ac_gin_status like ac_gin_sock_drain. */
+int ac_gin_rdma_drain(struct ac_gin *g, int *peer_out);
 
 #endif
