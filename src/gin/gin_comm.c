@@ -169,6 +169,14 @@ static int host_poll(void *arg)
         n = ac_gin_consume(g->ring, g->be, g, GIN_NSLOTS);
         pthread_mutex_unlock(&g->consume_lock);
     }
+    if (g->sock || g->rdma) {
+        /* What a waiter waits for (windows, signals) comes as frames: read them on every poll,
+         * not only at the liveness period (that made every call wait up to 2 ms). */
+        int peer = -1;
+        int st = g->sock ? ac_gin_sock_drain(g, &peer) : ac_gin_rdma_drain(g, &peer);
+        if (st != AC_GIN_OK)
+            ac_gin_ring_fail(g->ring, st, peer);
+    }
     if (n > 0)
         ac_backoff_reset(&g->backoff);
     else

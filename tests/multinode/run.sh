@@ -272,6 +272,10 @@ for cfg in "${CONFIGS[@]}"; do
     run_config "$name" "$nnodes" "$nrails" "$nlocal" "$nic" "$rate" "$idmode"
 done
 (($# > 0)) || BUILD=$BUILD "$PWD/tests/multinode/linkdown.sh" || failed=1 # issue 6: link down
+# GIN between the nodes (tests/multinode/gin.sh; run alone: CFG gin).
+if (($# == 0)) || [[ " $* " == *" gin "* ]]; then
+    BUILD=$BUILD "$PWD/tests/multinode/gin.sh" || failed=1
+fi
 # The cost model against the bed with tc caps (tests/multinode/calib.sh; run alone: CFG calib).
 if (($# == 0)) || [[ " $* " == *" calib "* ]]; then
     BUILD=$BUILD "$PWD/tests/multinode/calib.sh" || failed=1
