@@ -7,6 +7,7 @@
 #define AC_COLLECTIVES_COLL_H
 
 #include "collectives/graph.h"
+#include "device/kernels/ll.h"
 #include "device/kernels/reduce.h"
 #include "nccl.h"
 
@@ -50,6 +51,7 @@ enum ac_algo {
 };
 
 const char *ac_algo_name(enum ac_algo algo);
+const char *ac_proto_name(enum ac_proto proto);
 
 struct ac_step {
     const void *src;
@@ -94,6 +96,7 @@ struct ac_task {
      * ring's 2(n-1). recv_peers are in rank order; the fold order makes every rank's result
      * bitwise identical. */
     bool is_oneshot;
+    enum ac_proto proto;     /* how slots are laid out (ac_tuner_pick_proto): same on every rank */
 };
 
 /* Fills the ring/chain fields (pos, ring, nsteps, peers) of a collective task whose coll,
@@ -131,5 +134,13 @@ double ac_tuner_estimate_us(enum ac_coll coll, enum ac_algo algo, size_t bytes,
                             const struct ac_layout *l);
 /* The algorithm for a call: the cheapest by the model among those NCCL_ALGO allows. */
 enum ac_algo ac_tuner_pick(enum ac_coll coll, size_t bytes, const struct ac_layout *l);
+/* The protocol for a call of `bytes` (per rank, or per transfer for point-to-point and the
+ * exchanges), among those NCCL_PROTO allows: LL up to ANYCCL_LL_THRESHOLD, LL128 up to
+ * ANYCCL_LL128_THRESHOLD, Simple above; a protocol NCCL_PROTO leaves alone takes over the sizes
+ * of an excluded one. Depends only on its arguments and the configuration, so every rank picks
+ * the same. */
+enum ac_proto ac_tuner_pick_proto(enum ac_coll coll, size_t bytes);
+/* Elements per step for protocol proto on connectors of slot_bytes (LL protocols carry less). */
+size_t ac_proto_chunk_elems(enum ac_proto proto, size_t slot_bytes, size_t type_bytes);
 
 #endif

@@ -15,6 +15,13 @@ const char *ac_algo_name(enum ac_algo algo)
     return (unsigned)algo < AC_ALGO_COUNT ? algo_names[algo] : "unknown";
 }
 
+static const char *const proto_names[AC_PROTO_COUNT] = {"Simple", "LL", "LL128"};
+
+const char *ac_proto_name(enum ac_proto proto)
+{
+    return (unsigned)proto < AC_PROTO_COUNT ? proto_names[proto] : "unknown";
+}
+
 static const char *const coll_names[AC_COLL_COUNT] = {
     [AC_COLL_ALLREDUCE] = "AllReduce",       [AC_COLL_ALLGATHER] = "AllGather",
     [AC_COLL_REDUCESCATTER] = "ReduceScatter", [AC_COLL_BROADCAST] = "Broadcast",

@@ -4,7 +4,8 @@
  * schedules that graph.c builds: the snake ring (local rank i of every node chained across the
  * nodes on rail i, alternating direction) and the double binary trees (channel c on local rank
  * c % ppn, so on rail c % nrails). NCCL_ALGO (NCCL's syntax: a list, ^ to exclude) limits the
- * choice; AnyCCL has one protocol (Simple), which NCCL_PROTO cannot exclude.
+ * choice. The protocol (Simple, LL, LL128) is chosen by size alone (ac_tuner_pick_proto), within
+ * what NCCL_PROTO allows.
  *
  * The network rate factor (tuner.h) and the both-ways factor below were fitted on the
  * multi-node bed with tc caps (tests/multinode/calib.sh); the latencies and the shared-memory rate
@@ -235,40 +236,62 @@ static unsigned allowed_algos(void)
     return is_exclude ? all & ~named : named;
 }
 
-/* NCCL_PROTO: AnyCCL has one protocol, Simple. A setting that leaves it out, or names a
- * protocol AnyCCL lacks, is reported once; Simple is used whatever it says. */
-static void report_proto(void)
+/* Which protocols NCCL_PROTO allows (bit per enum ac_proto): "LL,LL128", "^LL128", "simple".
+ * Unknown names are reported; a setting that allows nothing leaves every protocol allowed. */
+static unsigned allowed_protos(void)
 {
     const char *spec = ac_config_get()->proto;
+    unsigned all = (1u << AC_PROTO_COUNT) - 1;
     if (!spec || !*spec)
-        return;
-    bool is_exclude = spec[0] == '^', has_simple = false, has_other = false;
+        return all;
+    bool is_exclude = spec[0] == '^';
+    unsigned named = 0;
     char buf[128];
     snprintf(buf, sizeof(buf), "%s", spec + is_exclude);
     for (char *save = NULL, *tok = strtok_r(buf, ",", &save); tok;
          tok = strtok_r(NULL, ",", &save)) {
-        if (strcasecmp(tok, "Simple") == 0)
-            has_simple = true;
+        int p = 0;
+        for (; p < AC_PROTO_COUNT; p++)
+            if (strcasecmp(tok, ac_proto_name((enum ac_proto)p)) == 0)
+                break;
+        if (p < AC_PROTO_COUNT)
+            named |= 1u << p;
         else
-            has_other = true;
+            AC_INFO(AC_SUB_TUNING | AC_SUB_ENV,
+                    "NCCL_PROTO: \"%s\" is not a protocol (Simple, LL, LL128): ignored", tok);
     }
-    if (is_exclude ? has_simple : !has_simple || has_other)
-        AC_INFO(AC_SUB_TUNING | AC_SUB_ENV,
-                "NCCL_PROTO=%s: AnyCCL has only the Simple protocol "
-                "(no LL, LL128); using Simple",
-                spec);
+    unsigned mask = is_exclude ? all & ~named : named;
+    return mask ? mask : all;
 }
 
-static void check_proto_once(void)
+enum ac_proto ac_tuner_pick_proto(enum ac_coll coll, size_t bytes)
 {
-    static pthread_once_t once = PTHREAD_ONCE_INIT;
-    pthread_once(&once, report_proto);
+    const struct ac_config *cfg = ac_config_get();
+    unsigned allowed = allowed_protos();
+    (void)coll;
+    if ((allowed & 1u << AC_PROTO_LL) && cfg->ll_threshold >= 0 &&
+        bytes <= (uint64_t)cfg->ll_threshold)
+        return AC_PROTO_LL;
+    if ((allowed & 1u << AC_PROTO_LL128) && cfg->ll128_threshold >= 0 &&
+        bytes <= (uint64_t)cfg->ll128_threshold)
+        return AC_PROTO_LL128;
+    if (allowed & 1u << AC_PROTO_SIMPLE)
+        return AC_PROTO_SIMPLE;
+    return allowed & 1u << AC_PROTO_LL128 ? AC_PROTO_LL128 : AC_PROTO_LL;
+}
+
+size_t ac_proto_chunk_elems(enum ac_proto proto, size_t slot_bytes, size_t type_bytes)
+{
+    size_t max = proto == AC_PROTO_LL ? AC_LL_MAX_BYTES
+                 : proto == AC_PROTO_LL128 ? AC_LL128_MAX_BYTES : slot_bytes;
+    if (max > slot_bytes)
+        max = slot_bytes;
+    return max / type_bytes;
 }
 
 enum ac_algo ac_tuner_pick(enum ac_coll coll, size_t bytes, const struct ac_layout *l)
 {
     unsigned allowed = allowed_algos();
-    check_proto_once();
     enum ac_algo pick = AC_ALGO_RING;
     double best = -1, est[AC_ALGO_COUNT] = {0};
     for (int a = 0; a < AC_ALGO_COUNT; a++) {
@@ -289,8 +312,8 @@ enum ac_algo ac_tuner_pick(enum ac_coll coll, size_t bytes, const struct ac_layo
         snprintf(tree, sizeof(tree), "%.1f us", est[AC_ALGO_TREE]);
     AC_INFO(AC_SUB_TUNING,
             "%s %zu bytes on %d ranks / %d nodes / %d rail(s): Ring %.1f us, Tree "
-            "%s -> %s/Simple, estimate %.1f us",
+            "%s -> %s/%s, estimate %.1f us",
             ac_coll_name(coll), bytes, l->nranks, l->nnodes, l->nrails, est[AC_ALGO_RING], tree,
-            ac_algo_name(pick), est[pick]);
+            ac_algo_name(pick), ac_proto_name(ac_tuner_pick_proto(coll, bytes)), est[pick]);
     return pick;
 }

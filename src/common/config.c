@@ -124,6 +124,14 @@ static const struct row rows[] = {
     STR_ROW("ANYCCL_PROTO", "NCCL_PROTO", NULL, proto,
             "Protocols allowed, in NCCL's syntax (Simple, LL, LL128; a leading ^ excludes). "
             "Unset: chosen by the tuner."),
+    INT_ROW("ANYCCL_LL_THRESHOLD", NULL, "1024", ll_threshold, -1, INT64_C(1) << 40,
+            "Largest operation (bytes per rank, or per transfer for send/recv and the exchanges) "
+            "that uses the LL protocol when NCCL_PROTO allows it; -1: none. LL steps carry at most "
+            "4 KiB."),
+    INT_ROW("ANYCCL_LL128_THRESHOLD", NULL, "-1", ll128_threshold, -1, INT64_C(1) << 40,
+            "Largest operation that uses the LL128 protocol (after LL) when NCCL_PROTO allows it; "
+            "-1: none (on the host it measured no faster than Simple). LL128 steps carry at most "
+            "16 KiB."),
     INT_ROW("ANYCCL_MIN_NCHANNELS", "NCCL_MIN_NCHANNELS", "1", min_nchannels, 1, 64,
             "Fewest channels (parallel rings or trees) a communicator uses."),
     INT_ROW("ANYCCL_MAX_NCHANNELS", "NCCL_MAX_NCHANNELS", "2", max_nchannels, 1, 64,
@@ -166,6 +174,10 @@ static const struct row rows[] = {
              "and its software engine when every pair of ranks shares a host and can write each "
              "other's memory; other calls and other communicators take the normal path. Off by "
              "default: see docs/gpu-initiated.md for the measurement."),
+    STR_ROW("ANYCCL_CUDA_LIBRARY", NULL, NULL, cuda_library,
+            "Path or name of the CUDA driver library the CUDA backend opens instead of "
+            "libcuda.so.1: for packaging, and for tests that point a process at an emulated "
+            "driver (docs/gpu.md)."),
 };
 
 #define NROWS (sizeof(rows) / sizeof(rows[0]))

@@ -41,6 +41,8 @@ struct ac_config {
     /* algorithms */
     const char *algo;           /* NCCL_ALGO */
     const char *proto;          /* NCCL_PROTO */
+    int64_t ll_threshold;       /* ANYCCL_LL_THRESHOLD: LL up to this many bytes */
+    int64_t ll128_threshold;    /* ANYCCL_LL128_THRESHOLD: LL128 up to this many bytes */
     int64_t min_nchannels;      /* NCCL_MIN_NCHANNELS */
     int64_t max_nchannels;      /* NCCL_MAX_NCHANNELS */
     /* waiting */
@@ -59,6 +61,8 @@ struct ac_config {
     bool ras_sigusr1;           /* ANYCCL_RAS_SIGUSR1: SIGUSR1 dumps the flight recorders */
     /* GPU-initiated networking */
     bool gpu_initiated;         /* ANYCCL_GPU_INITIATED: all-to-all through the GIN ring */
+    /* device backends */
+    const char *cuda_library;   /* ANYCCL_CUDA_LIBRARY: instead of libcuda.so.1 */
 };
 
 /* Read once (thread-safe); later calls return the same table. */

@@ -36,8 +36,12 @@ void ac_backoff_idle(struct ac_backoff *b)
     uint32_t n = b->idle_polls;
     if (n < UINT32_MAX)
         b->idle_polls = n + 1;
-    /* spin_count is at most 2^30 (config range), so the sums below cannot wrap. */
-    uint32_t spin = b->is_oversubscribed ? 0 : (uint32_t)ac_config_get()->spin_count;
+    if (!b->is_loaded) {
+        /* spin_count is at most 2^30 (config range), so the sums below cannot wrap. */
+        b->spin_polls = b->is_oversubscribed ? 0 : (uint32_t)ac_config_get()->spin_count;
+        b->is_loaded = true;
+    }
+    uint32_t spin = b->spin_polls;
     uint32_t yields = b->is_oversubscribed ? 16 * YIELD_POLLS : YIELD_POLLS;
     if (n < spin) {
         cpu_relax();

@@ -21,9 +21,17 @@ struct ac_backoff {
     /* More ranks than cores on this machine: the rank we wait for is probably not running, so
      * spinning only delays it; yield at once, and keep yielding longer before sleeping. */
     bool is_oversubscribed;
+    /* ANYCCL_SPIN_COUNT, read at the first idle poll: the spin loop reads no configuration */
+    bool is_loaded;
+    uint32_t spin_polls;
 };
 
 void ac_backoff_idle(struct ac_backoff *b);
 static inline void ac_backoff_reset(struct ac_backoff *b) { b->idle_polls = 0; }
+/* Still in the spin phase (the next idle poll will not yield or sleep). */
+static inline bool ac_backoff_is_spinning(const struct ac_backoff *b)
+{
+    return b->is_loaded && b->idle_polls < b->spin_polls;
+}
 
 #endif

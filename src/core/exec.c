@@ -160,11 +160,12 @@ static uint32_t task_tag(const struct ac_task *t)
 {
     if (t->op_coll == AC_COLL_SEND || t->op_coll == AC_COLL_RECV)
         return 1u << 31 | (uint32_t)AC_COLL_SEND << TAG_COLL_SHIFT |
-               (hash_words(t->count * t->type_bytes, 0) & TAG_HASH_MASK);
+               (hash_words(t->count * t->type_bytes, t->proto) & TAG_HASH_MASK);
     unsigned type = t->is_reduction ? (unsigned)t->op.type & 15u : 0;
     unsigned op = t->is_reduction ? op_code(&t->op) : 0;
     uint64_t what = t->is_reduction ? t->count : t->count * t->type_bytes;
-    uint64_t how = (uint64_t)(uint32_t)t->root << 8 | (uint64_t)t->algo << 1 | t->is_oneshot;
+    uint64_t how = (uint64_t)(uint32_t)t->root << 8 | (uint64_t)t->proto << 4 |
+                   (uint64_t)t->algo << 1 | t->is_oneshot;
     return 1u << 31 | (uint32_t)t->op_coll << TAG_COLL_SHIFT | type << TAG_TYPE_SHIFT |
            op << TAG_OP_SHIFT | (hash_words(what, how) & TAG_HASH_MASK);
 }
@@ -192,12 +193,13 @@ static ncclResult_t tag_mismatch(const struct ac_run_task *rt, int peer, uint32_
                        name, rank, op_code_name(wop), peer, op_code_name(gop));
     if (t->op_coll == AC_COLL_SEND || t->op_coll == AC_COLL_RECV)
         return AC_FAIL(ncclInvalidUsage, "rank %d: %s of %zu bytes with rank %d, whose matching "
-                       "call has a different size", rank,
+                       "call has a different size (or a different NCCL_PROTO)", rank,
                        t->coll == AC_COLL_SEND ? "ncclSend" : "ncclRecv",
                        t->count * t->type_bytes, peer);
     return AC_FAIL(ncclInvalidUsage, "%s: rank %d and rank %d passed different counts, roots or "
-                   "algorithm settings (rank %d: count %zu of %s)", name, rank, peer, rank,
-                   t->count, ac_type_name(t->op.type));
+                   "algorithm/protocol settings (NCCL_ALGO, NCCL_PROTO) (rank %d: count %zu of "
+                   "%s, %s)", name, rank, peer, rank, t->count, ac_type_name(t->op.type),
+                   ac_proto_name(t->proto));
 }
 
 static void take_tickets(struct ac_run *run)
@@ -357,6 +359,7 @@ static ncclResult_t step_ready(struct ac_run_task *rt, const struct ac_step *st,
             return ncclSuccess;
         if (c->tp->progress)
             AC_CHECK(c->tp->progress(c));
+        c->proto = rt->t.proto;
         AC_CHECK(c->tp->recv_slot(c, &in[k], &got));
         if (!in[k])
             return ncclSuccess;
@@ -383,6 +386,7 @@ static ncclResult_t step_ready(struct ac_run_task *rt, const struct ac_step *st,
             return ncclSuccess;
         if (c->tp->progress)
             AC_CHECK(c->tp->progress(c));
+        c->proto = rt->t.proto;
         AC_CHECK(c->tp->send_slot(c, &slots[k]));
         if (!slots[k])
             return ncclSuccess;
@@ -506,6 +510,7 @@ static ncclResult_t advance_direct(struct ac_run_task *rt, bool *progressed)
     void *oslot = NULL;
     size_t got = 0;
     struct direct_msg msg;
+    in->proto = out->proto = t->proto; /* the task holds both connectors' turns below */
     if (t->coll == AC_COLL_SEND && rt->step == 0) {
         if (!is_turn(out, rt->send_ticket[0]))
             return ncclSuccess;
@@ -598,12 +603,15 @@ static ncclResult_t advance(struct ac_run_task *rt, bool *progressed)
             struct ac_conn *c = rt->send[k];
             c->tx_tag = rt->tag_sent & 1u << k ? 0 : rt->tag;
             rt->tag_sent |= (uint8_t)(1u << k);
+            c->proto = rt->t.proto;
             ncclResult_t res = c->tp->send_post(c, bytes);
             c->tx_tag = 0;
             AC_CHECK(res);
         }
-        for (int k = 0; k < nin; k++)
+        for (int k = 0; k < nin; k++) {
+            rt->recv[k]->proto = rt->t.proto;
             AC_CHECK(rt->recv[k]->tp->recv_release(rt->recv[k]));
+        }
         rt->step++;
         *progressed = true;
     }
@@ -716,12 +724,16 @@ static ncclResult_t check_health(const struct ac_run *run, uint64_t start_ns,
     return ncclSuccess;
 }
 
+/* While spinning, the clock (for health checks and the timeout) is read only every so many idle
+ * polls: a read costs about as much as a poll, and a run that never waits reads it not at all. */
+#define SPIN_POLLS_PER_CLOCK 64
+
 static ncclResult_t run_loop(struct ac_run *run)
 {
     const struct ac_config *cfg = ac_config_get();
     struct ac_backoff backoff = {0};
-    uint64_t start = ac_now_ns(), check_ns = (uint64_t)cfg->peer_check_ms * 1000000ull;
-    uint64_t next_check = start + check_ns;
+    uint64_t start = 0, next_check = 0, check_ns = (uint64_t)cfg->peer_check_ms * 1000000ull;
+    uint32_t idle_polls = 0;
     int remaining = run->ntasks;
     bool is_flushing = true, is_second_look = false;
     for (int i = 0; i < run->ncomms; i++)
@@ -751,7 +763,14 @@ static ncclResult_t run_loop(struct ac_run *run)
         if (remaining == 0 && !is_flushing)
             break;
         ac_backoff_idle(&backoff);
+        if (ac_backoff_is_spinning(&backoff) && idle_polls++ % SPIN_POLLS_PER_CLOCK != 0)
+            continue;
         uint64_t now = ac_now_ns();
+        if (start == 0) {
+            /* the timeout counts from the first wait: the run started a few polls ago */
+            start = now;
+            next_check = now + check_ns;
+        }
         if (now >= next_check) {
             bool was_second_look = is_second_look;
             AC_CHECK(check_health(run, start, &is_second_look));
@@ -800,8 +819,9 @@ static void flush_after_error(const struct ac_run *run)
 
 ncclResult_t ac_exec_ops(struct ac_op *ops)
 {
-    struct ac_run run = {0};
+    struct ac_run run;
     ncclResult_t res;
+    ac_plan_init(&run);
     AC_CHECK_GOTO(ac_plan_build(&run, ops), res, out);
     AC_CHECK_GOTO(connect_all(&run), res, fail);
     take_tickets(&run);

@@ -17,10 +17,14 @@
 static ncclResult_t add_task(struct ac_run *run, struct ncclComm *comm, const struct ac_task *t)
 {
     if (run->ntasks == run->cap) {
-        int cap = run->cap ? 2 * run->cap : 8;
-        struct ac_run_task *grown = realloc(run->tasks, (size_t)cap * sizeof(*grown));
+        int cap = 2 * run->cap;
+        bool is_inline = run->tasks == run->inline_tasks;
+        struct ac_run_task *grown =
+            realloc(is_inline ? NULL : run->tasks, (size_t)cap * sizeof(*grown));
         if (!grown)
             return AC_FAIL(ncclSystemError, "out of memory for %d tasks", cap);
+        if (is_inline)
+            memcpy(grown, run->inline_tasks, sizeof(run->inline_tasks));
         run->tasks = grown;
         run->cap = cap;
     }
@@ -36,10 +40,17 @@ static ncclResult_t add_comm(struct ac_run *run, struct ncclComm *comm)
     for (int i = 0; i < run->ncomms; i++)
         if (run->comms[i] == comm)
             return ncclSuccess;
-    struct ncclComm **grown = realloc(run->comms, (size_t)(run->ncomms + 1) * sizeof(*grown));
-    if (!grown)
-        return AC_FAIL(ncclSystemError, "out of memory");
-    run->comms = grown;
+    if (run->ncomms == run->comms_cap) {
+        int cap = 2 * run->comms_cap;
+        bool is_inline = run->comms == run->inline_comms;
+        struct ncclComm **grown = realloc(is_inline ? NULL : run->comms, (size_t)cap * sizeof(*grown));
+        if (!grown)
+            return AC_FAIL(ncclSystemError, "out of memory for %d communicators", cap);
+        if (is_inline)
+            memcpy(grown, run->inline_comms, sizeof(run->inline_comms));
+        run->comms = grown;
+        run->comms_cap = cap;
+    }
     run->comms[run->ncomms++] = comm;
     return ncclSuccess;
 }
@@ -64,7 +75,7 @@ static void base_task(const struct ac_op *op, struct ac_task *t)
 }
 
 static ncclResult_t add_channel_tasks(struct ac_run *run, const struct ac_op *op,
-                                      enum ac_algo algo, int c, int nch)
+                                      enum ac_algo algo, enum ac_proto proto, int c, int nch)
 {
     struct ncclComm *comm = op->comm;
     size_t tb = ac_type_size(op->type);
@@ -73,7 +84,8 @@ static ncclResult_t add_channel_tasks(struct ac_run *run, const struct ac_op *op
     ac_channel_share(op->count, c, nch, tb >= 64 ? 1 : 64 / tb, &t.region_off, &t.region_count);
     if (t.region_count == 0)
         return ncclSuccess;
-    t.chunk_elems = comm->slot_bytes / tb;
+    t.proto = proto;
+    t.chunk_elems = ac_proto_chunk_elems(proto, comm->slot_bytes, tb);
     t.conn_index = c;
     int root = op->coll == AC_COLL_ALLREDUCE ? -1 : op->root;
     if (algo == AC_ALGO_RING) {
@@ -92,34 +104,38 @@ static ncclResult_t add_channel_tasks(struct ac_run *run, const struct ac_op *op
 
 /* Small allreduces on one node: one exchange of whole vectors (src/collectives/ring.c). An
  * explicit NCCL_ALGO keeps the algorithm it names. */
-static bool use_oneshot(const struct ac_op *op)
+static bool use_oneshot(const struct ac_op *op, enum ac_proto proto)
 {
     const struct ncclComm *comm = op->comm;
-    size_t bytes = op->count * ac_type_size(op->type);
+    size_t tb = ac_type_size(op->type), bytes = op->count * tb;
     const char *algo = ac_config_get()->algo;
+    /* one step carries the whole vector: it must fit the protocol's slots */
     return op->coll == AC_COLL_ALLREDUCE && comm->nranks > 1 &&
            comm->nranks <= AC_TASK_MAX_PEERS + 1 && comm->layout.nnodes == 1 &&
-           bytes <= AC_ONESHOT_MAX_BYTES && (!algo || !*algo);
+           bytes <= AC_ONESHOT_MAX_BYTES && (!algo || !*algo) &&
+           op->count <= ac_proto_chunk_elems(proto, comm->slot_bytes, tb);
 }
 
 static ncclResult_t add_coll_op(struct ac_run *run, const struct ac_op *op)
 {
     struct ncclComm *comm = op->comm;
-    if (use_oneshot(op)) {
+    size_t bytes = op->count * ac_type_size(op->type);
+    enum ac_proto proto = ac_tuner_pick_proto(op->coll, bytes);
+    if (use_oneshot(op, proto)) {
         struct ac_task t;
         base_task(op, &t);
+        t.proto = proto;
         t.region_count = op->count;
         t.chunk_elems = op->count;
         ac_oneshot_plan(&t, comm->rank);
         return add_task(run, comm, &t);
     }
-    size_t bytes = op->count * ac_type_size(op->type);
     enum ac_algo algo = comm->nranks > 1 ? ac_tuner_pick(op->coll, bytes, &comm->layout)
                                          : AC_ALGO_RING;
     int nch = algo == AC_ALGO_TREE ? AC_TREE_NCHANNELS
               : bytes >= AC_MULTI_CHANNEL_MIN_BYTES ? comm->nchannels : 1;
     for (int c = 0; c < nch; c++)
-        AC_CHECK(add_channel_tasks(run, op, algo, c, nch));
+        AC_CHECK(add_channel_tasks(run, op, algo, proto, c, nch));
     return ncclSuccess;
 }
 
@@ -142,7 +158,8 @@ static ncclResult_t add_p2p(struct ac_run *run, const struct ac_op *op, enum ac_
     t.count = count;
     t.sendbuff = buf;
     t.recvbuff = (char *)buf;
-    t.chunk_elems = comm->p2p_slot_bytes / t.type_bytes;
+    t.proto = ac_tuner_pick_proto(coll, count * t.type_bytes);
+    t.chunk_elems = ac_proto_chunk_elems(t.proto, comm->p2p_slot_bytes, t.type_bytes);
     t.conn_index = set;
     t.recv_peers[0] = t.send_peers[0] = peer;
     ac_p2p_plan(&t);
@@ -299,9 +316,21 @@ ncclResult_t ac_plan_build(struct ac_run *run, struct ac_op *ops)
     return ncclSuccess;
 }
 
+void ac_plan_init(struct ac_run *run)
+{
+    run->tasks = run->inline_tasks;
+    run->ntasks = 0;
+    run->cap = AC_RUN_INLINE_TASKS;
+    run->comms = run->inline_comms;
+    run->ncomms = 0;
+    run->comms_cap = AC_RUN_INLINE_COMMS;
+}
+
 void ac_plan_free(struct ac_run *run)
 {
-    free(run->tasks);
-    free(run->comms);
-    memset(run, 0, sizeof(*run));
+    if (run->tasks != run->inline_tasks)
+        free(run->tasks);
+    if (run->comms != run->inline_comms)
+        free(run->comms);
+    ac_plan_init(run);
 }

@@ -19,14 +19,24 @@ struct ac_run_task {
     uint8_t tag_seen;        /* bit k: the first slot from recv[k] was checked */
 };
 
+/* Most runs are one call on one communicator with a task or two: they fit in the run itself, so
+ * that a small blocking call allocates nothing (malloc and free were a fifth of its time). */
+#define AC_RUN_INLINE_TASKS 4
+#define AC_RUN_INLINE_COMMS 4
+
 struct ac_run {
-    struct ac_run_task *tasks;
+    struct ac_run_task *tasks;     /* inline_tasks, or the heap once more are needed */
     int ntasks;
     int cap;
     struct ncclComm **comms;       /* distinct communicators of the run */
     int ncomms;
+    int comms_cap;
+    struct ac_run_task inline_tasks[AC_RUN_INLINE_TASKS];
+    struct ncclComm *inline_comms[AC_RUN_INLINE_COMMS];
 };
 
+/* Sets up an empty run (the inline arrays are not cleared: tasks are, as they are added). */
+void ac_plan_init(struct ac_run *run);
 /* Turns the operations into tasks (and does the purely local parts: copies to self). */
 ncclResult_t ac_plan_build(struct ac_run *run, struct ac_op *ops);
 void ac_plan_free(struct ac_run *run);

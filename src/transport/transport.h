@@ -15,6 +15,7 @@
 #ifndef AC_TRANSPORT_H
 #define AC_TRANSPORT_H
 
+#include "device/kernels/ll.h"
 #include "nccl.h"
 
 #include <stdbool.h>
@@ -71,6 +72,11 @@ struct ac_conn {
      * operations; the others leave rx_tag 0, which means "not known". */
     uint32_t tx_tag;
     uint32_t rx_tag;
+    /* The protocol of the operation now using the connector (src/device/kernels/ll.h); both
+     * ends derive it the same way, and the executor sets it before each data-path call.
+     * Transports whose receiver learns of each slot from the transport itself (sockets, RDMA)
+     * carry every protocol as Simple. */
+    enum ac_proto proto;
 };
 
 struct ac_transport {

@@ -38,12 +38,17 @@ struct ac_shm_ctrl {
     uint64_t sizes[];                    /* payload bytes of each slot, by the sender */
 };
 
-/* Sizes of a segment, computed the same way on both sides. */
+/* Sizes of a segment, computed the same way on both sides. After the Simple protocol's slots
+ * come the LL and LL128 slots (src/device/kernels/ll.h): each protocol has memory of its own, so
+ * that stale bytes of one never look like a valid flag of another. */
 struct ac_shm_layout {
     uint32_t nslots;
     size_t slot_bytes;
     size_t slot_stride; /* slot_bytes rounded up to a page: every slot starts page-aligned */
     size_t ctrl_bytes;  /* control block rounded up to a page: slot 0 starts there */
+    size_t ll_max_bytes, ll128_max_bytes; /* payload per slot in LL and LL128 */
+    size_t ll_offset, ll_stride;          /* from the start of the segment; lines of 128 bytes */
+    size_t ll128_offset, ll128_stride;
     size_t total_bytes;
 };
 
@@ -51,6 +56,7 @@ struct ac_shm_layout {
 struct ac_shm_segment {
     struct ac_shm_ctrl *ctrl;
     char *slots;
+    char *ll_slots, *ll128_slots;
     struct ac_shm_layout layout;
     bool is_shm_open;           /* named in the shm_open namespace, else a file path */
     bool is_linked;             /* the name still exists: close must unlink it */

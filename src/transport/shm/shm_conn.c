@@ -8,6 +8,7 @@
 #include "common/config.h"
 #include "common/log.h"
 #include "common/time.h"
+#include "device/kernels/ll.h"
 
 #include <stdio.h>
 #include <stdlib.h>
@@ -24,7 +25,15 @@ struct shm_conn {
     uint32_t idle_polls;
     uint64_t peer_check_ns; /* 0: never check the peer from the data path */
     uint64_t next_peer_check_ns;
+    /* LL and LL128: the executor reads and writes plain bytes here; send_post packs them into
+     * the protocol's slot, recv_slot unpacks into it as lines arrive (resuming at rx_next). */
+    char *stage;
+    bool rx_has_header, rx_is_ready;
+    uint32_t rx_bytes, rx_next;
 };
+
+/* Private buffer for the LL protocols: the larger payload of the two. */
+#define STAGE_BYTES (AC_LL128_MAX_BYTES > AC_LL_MAX_BYTES ? AC_LL128_MAX_BYTES : AC_LL_MAX_BYTES)
 
 static bool shm_can_connect(const struct ac_peer_info *self, const struct ac_peer_info *peer)
 {
@@ -52,13 +61,25 @@ static ncclResult_t fail_peer_gone(const struct ac_conn *conn, const char *when)
                    conn->peer_info->hostname, when, conn->channel);
 }
 
+static void free_conn_state(struct shm_conn *sc)
+{
+    if (sc != NULL)
+        free(sc->stage);
+    free(sc);
+}
+
 static struct shm_conn *new_conn(void)
 {
     struct shm_conn *sc = calloc(1, sizeof(*sc));
     int64_t ms = ac_config_get()->peer_check_ms;
 
-    if (sc != NULL)
-        sc->peer_check_ns = ms > 0 ? (uint64_t)ms * 1000000ull : 0;
+    if (sc == NULL)
+        return NULL;
+    if (posix_memalign((void **)&sc->stage, AC_SHM_LINE, STAGE_BYTES) != 0) {
+        free(sc);
+        return NULL;
+    }
+    sc->peer_check_ns = ms > 0 ? (uint64_t)ms * 1000000ull : 0;
     return sc;
 }
 
@@ -89,7 +110,7 @@ static ncclResult_t shm_recv_setup(struct ac_conn *conn, struct ac_conn_blob *bl
     return ncclSuccess;
 
 free_conn:
-    free(sc);
+    free_conn_state(sc);
     return res;
 }
 
@@ -110,7 +131,7 @@ static ncclResult_t shm_send_connect(struct ac_conn *conn, const struct ac_conn_
     return ncclSuccess;
 
 free_conn:
-    free(sc);
+    free_conn_state(sc);
     return res;
 }
 
@@ -189,6 +210,31 @@ static void *slot_at(const struct shm_conn *sc, uint64_t pos)
     return sc->seg.slots + (size_t)(pos % sc->seg.layout.nslots) * sc->seg.layout.slot_stride;
 }
 
+static uint64_t *ll_slot_at(const struct shm_conn *sc, uint64_t pos)
+{
+    return (uint64_t *)(sc->seg.ll_slots +
+                        (size_t)(pos % sc->seg.layout.nslots) * sc->seg.layout.ll_stride);
+}
+
+static uint64_t *ll128_slot_at(const struct shm_conn *sc, uint64_t pos)
+{
+    return (uint64_t *)(sc->seg.ll128_slots +
+                        (size_t)(pos % sc->seg.layout.nslots) * sc->seg.layout.ll128_stride);
+}
+
+/* A value the LL slot at pos has never held: lap and position together. */
+static uint32_t ll_flag(uint64_t pos)
+{
+    return (uint32_t)(pos + 1);
+}
+
+static size_t proto_max_bytes(const struct shm_conn *sc, enum ac_proto proto)
+{
+    return proto == AC_PROTO_LL      ? sc->seg.layout.ll_max_bytes
+           : proto == AC_PROTO_LL128 ? sc->seg.layout.ll128_max_bytes
+                                     : sc->seg.layout.slot_bytes;
+}
+
 static ncclResult_t shm_send_slot(struct ac_conn *conn, void **slot_out)
 {
     struct shm_conn *sc = conn->priv;
@@ -204,7 +250,7 @@ static ncclResult_t shm_send_slot(struct ac_conn *conn, void **slot_out)
         }
     }
     sc->idle_polls = 0;
-    *slot_out = slot_at(sc, sc->pos);
+    *slot_out = conn->proto == AC_PROTO_SIMPLE ? slot_at(sc, sc->pos) : sc->stage;
     return ncclSuccess;
 }
 
@@ -213,21 +259,32 @@ static ncclResult_t shm_send_post(struct ac_conn *conn, size_t bytes)
     struct shm_conn *sc = conn->priv;
     uint32_t nslots = sc->seg.layout.nslots;
 
-    if (bytes > sc->seg.layout.slot_bytes || sc->pos - sc->peer_pos >= nslots)
+    if (bytes > proto_max_bytes(sc, conn->proto) || sc->pos - sc->peer_pos >= nslots)
         return AC_FAIL(ncclInternalError,
-                       "shm send_post of %zu bytes to rank %d (channel %d) "
+                       "shm send_post of %zu bytes to rank %d (channel %d, protocol %d) "
                        "without a free slot of %zu bytes",
-                       bytes, conn->peer, conn->channel, sc->seg.layout.slot_bytes);
-    /* slots are far below 4 GiB: the operation's tag rides in the upper half of the size */
+                       bytes, conn->peer, conn->channel, (int)conn->proto,
+                       proto_max_bytes(sc, conn->proto));
+    if (conn->proto == AC_PROTO_LL)
+        ac_ll_pack(ll_slot_at(sc, sc->pos), sc->stage, (uint32_t)bytes, conn->tx_tag,
+                   ll_flag(sc->pos), 0, 1);
+    else if (conn->proto == AC_PROTO_LL128)
+        ac_ll128_pack(ll128_slot_at(sc, sc->pos), sc->stage, (uint32_t)bytes, conn->tx_tag,
+                      sc->pos + 1, 0, 1);
+    /* The counter and size are written in every protocol: the receiver's LL path ignores them,
+     * but they tell it what a sender that used another protocol posted (a mismatch), and they
+     * are what the peer-alive checks compare. Slots are far below 4 GiB: the operation's tag
+     * rides in the upper half of the size. */
     sc->seg.ctrl->sizes[sc->pos % nslots] = bytes | (uint64_t)conn->tx_tag << 32;
     sc->pos++;
     __atomic_store_n(&sc->seg.ctrl->tail, sc->pos, __ATOMIC_RELEASE);
     return ncclSuccess;
 }
 
-static ncclResult_t shm_recv_slot(struct ac_conn *conn, const void **slot_out, size_t *bytes_out)
+/* Simple: the tail counter says a slot is there; its size word says how much it holds. */
+static ncclResult_t recv_simple(struct ac_conn *conn, struct shm_conn *sc, const void **slot_out,
+                                size_t *bytes_out)
 {
-    struct shm_conn *sc = conn->priv;
     uint32_t nslots = sc->seg.layout.nslots;
 
     if (sc->peer_pos == sc->pos) {
@@ -251,16 +308,88 @@ static ncclResult_t shm_recv_slot(struct ac_conn *conn, const void **slot_out, s
     return ncclSuccess;
 }
 
+/* Nothing in the LL slot yet. Now and then (with the peer checks) look at the counter too: a
+ * slot posted there without its LL header means the sender used another protocol (the ranks
+ * disagree about the operation): hand the slot over as Simple, and the executor reports the
+ * difference from its tag. */
+static ncclResult_t recv_ll_idle(struct ac_conn *conn, struct shm_conn *sc, const void **slot_out,
+                                 size_t *bytes_out)
+{
+    *slot_out = NULL;
+    *bytes_out = 0;
+    if ((sc->idle_polls + 1) % IDLE_POLLS_PER_CLOCK == 0 &&
+        __atomic_load_n(&sc->seg.ctrl->tail, __ATOMIC_ACQUIRE) > sc->pos) {
+        uint32_t bytes, tag;
+        bool has_ll = conn->proto == AC_PROTO_LL
+                          ? ac_ll_header(ll_slot_at(sc, sc->pos), ll_flag(sc->pos), &bytes, &tag)
+                          : ac_ll128_header(ll128_slot_at(sc, sc->pos), sc->pos + 1, &bytes, &tag);
+        if (!has_ll)
+            return recv_simple(conn, sc, slot_out, bytes_out);
+    }
+    return idle_poll(conn, sc);
+}
+
+/* LL and LL128: the data itself says it has arrived; unpacked into the stage as it comes. */
+static ncclResult_t recv_ll(struct ac_conn *conn, struct shm_conn *sc, const void **slot_out,
+                            size_t *bytes_out)
+{
+    bool is_ll = conn->proto == AC_PROTO_LL;
+    uint64_t *slot = is_ll ? ll_slot_at(sc, sc->pos) : ll128_slot_at(sc, sc->pos);
+
+    if (!sc->rx_is_ready) {
+        if (!sc->rx_has_header) {
+            uint32_t bytes, tag;
+            int has = is_ll ? ac_ll_header(slot, ll_flag(sc->pos), &bytes, &tag)
+                            : ac_ll128_header(slot, sc->pos + 1, &bytes, &tag);
+            if (!has)
+                return recv_ll_idle(conn, sc, slot_out, bytes_out);
+            if (bytes > proto_max_bytes(sc, conn->proto))
+                return fail_corrupt(conn, "LL slot size larger than a slot");
+            sc->rx_has_header = true;
+            sc->rx_bytes = bytes;
+            sc->rx_next = 0;
+            conn->rx_tag = tag;
+        }
+        uint32_t end = is_ll ? (sc->rx_bytes + 3) / 4 : ac_ll128_lines(sc->rx_bytes);
+        sc->rx_next = is_ll ? ac_ll_unpack_from(sc->stage, slot, sc->rx_bytes, ll_flag(sc->pos),
+                                                sc->rx_next)
+                            : ac_ll128_unpack_from(sc->stage, slot, sc->rx_bytes, sc->pos + 1,
+                                                   sc->rx_next);
+        if (sc->rx_next < end) {
+            *slot_out = NULL;
+            *bytes_out = 0;
+            return ncclSuccess; /* arriving: no idle accounting */
+        }
+        sc->rx_is_ready = true;
+    }
+    sc->idle_polls = 0;
+    *slot_out = sc->stage;
+    *bytes_out = sc->rx_bytes;
+    return ncclSuccess;
+}
+
+static ncclResult_t shm_recv_slot(struct ac_conn *conn, const void **slot_out, size_t *bytes_out)
+{
+    struct shm_conn *sc = conn->priv;
+
+    if (conn->proto != AC_PROTO_SIMPLE)
+        return recv_ll(conn, sc, slot_out, bytes_out);
+    return recv_simple(conn, sc, slot_out, bytes_out);
+}
+
 static ncclResult_t shm_recv_release(struct ac_conn *conn)
 {
     struct shm_conn *sc = conn->priv;
 
-    if (sc->pos == sc->peer_pos)
+    if (conn->proto != AC_PROTO_SIMPLE ? !sc->rx_is_ready : sc->pos == sc->peer_pos)
         return AC_FAIL(ncclInternalError,
                        "shm recv_release from rank %d (channel %d) without a "
                        "delivered slot",
                        conn->peer, conn->channel);
+    sc->rx_is_ready = sc->rx_has_header = false;
     sc->pos++;
+    if (sc->peer_pos < sc->pos)
+        sc->peer_pos = sc->pos; /* LL never reads the tail: keep "nothing pending" consistent */
     __atomic_store_n(&sc->seg.ctrl->head, sc->pos, __ATOMIC_RELEASE);
     return ncclSuccess;
 }
@@ -277,7 +406,7 @@ static void shm_close(struct ac_conn *conn)
     if (sc == NULL)
         return;
     ac_shm_segment_close(&sc->seg);
-    free(sc);
+    free_conn_state(sc);
     conn->priv = NULL;
 }
 

@@ -7,6 +7,7 @@
 #include "common/config.h"
 #include "common/log.h"
 #include "common/time.h"
+#include "device/kernels/ll.h"
 
 #include <dirent.h>
 #include <errno.h>
@@ -33,7 +34,7 @@ static size_t round_up(size_t x, size_t to)
 ncclResult_t ac_shm_layout_compute(int nslots, size_t slot_bytes, struct ac_shm_layout *out)
 {
     struct ac_shm_layout l = {0};
-    size_t slots_bytes;
+    size_t slots_bytes, ll_bytes, ll128_bytes;
 
     if (nslots <= 0 || slot_bytes == 0 || slot_bytes > SIZE_MAX / 2)
         return AC_FAIL(ncclInternalError, "shm connector: invalid geometry %d slots of %zu bytes",
@@ -43,15 +44,28 @@ ncclResult_t ac_shm_layout_compute(int nslots, size_t slot_bytes, struct ac_shm_
     l.slot_stride = round_up(slot_bytes, AC_SHM_PAGE);
     l.ctrl_bytes =
         round_up(sizeof(struct ac_shm_ctrl) + (size_t)nslots * sizeof(uint64_t), AC_SHM_PAGE);
+    l.ll_max_bytes = slot_bytes < AC_LL_MAX_BYTES ? slot_bytes : AC_LL_MAX_BYTES;
+    l.ll128_max_bytes = slot_bytes < AC_LL128_MAX_BYTES ? slot_bytes : AC_LL128_MAX_BYTES;
+    l.ll_stride = round_up(ac_ll_slot_bytes((uint32_t)l.ll_max_bytes), AC_SHM_LINE);
+    l.ll128_stride = round_up(ac_ll128_slot_bytes((uint32_t)l.ll128_max_bytes), AC_SHM_LINE);
     if (__builtin_mul_overflow(l.slot_stride, (size_t)nslots, &slots_bytes) ||
-        __builtin_add_overflow(slots_bytes, l.ctrl_bytes, &l.total_bytes) ||
+        __builtin_add_overflow(slots_bytes, l.ctrl_bytes, &l.ll_offset))
+        goto overflow;
+    ll_bytes = l.ll_stride * (size_t)nslots;
+    ll128_bytes = l.ll128_stride * (size_t)nslots;
+    l.ll128_offset = l.ll_offset + ll_bytes;
+    if (__builtin_add_overflow(l.ll128_offset, ll128_bytes, &l.total_bytes) ||
         l.total_bytes > (size_t)INT64_MAX)
-        return AC_FAIL(ncclInvalidArgument,
-                       "shm connector: %d slots of %zu bytes overflow a "
-                       "segment size; lower NCCL_BUFFSIZE or ANYCCL_NSLOTS",
-                       nslots, slot_bytes);
+        goto overflow;
+    l.total_bytes = round_up(l.total_bytes, AC_SHM_PAGE);
     *out = l;
     return ncclSuccess;
+
+overflow:
+    return AC_FAIL(ncclInvalidArgument,
+                   "shm connector: %d slots of %zu bytes overflow a "
+                   "segment size; lower NCCL_BUFFSIZE or ANYCCL_NSLOTS",
+                   nslots, slot_bytes);
 }
 
 /* ANYCCL_SHM_DIR, where "/dev/shm" (the default) means the shm_open namespace. */
@@ -283,6 +297,8 @@ ncclResult_t ac_shm_segment_create(const struct ac_conn *conn, struct ac_shm_seg
     close(fd);
     seg.ctrl = map;
     seg.slots = (char *)map + seg.layout.ctrl_bytes;
+    seg.ll_slots = (char *)map + seg.layout.ll_offset;
+    seg.ll128_slots = (char *)map + seg.layout.ll128_offset;
     init_ctrl(seg.ctrl, &seg.layout);
     *seg_out = seg;
     return ncclSuccess;
@@ -359,6 +375,8 @@ ncclResult_t ac_shm_segment_attach(const struct ac_conn *conn, const struct ac_s
     close(fd);
     seg.ctrl = map;
     seg.slots = (char *)map + seg.layout.ctrl_bytes;
+    seg.ll_slots = (char *)map + seg.layout.ll_offset;
+    seg.ll128_slots = (char *)map + seg.layout.ll128_offset;
     if (__atomic_load_n(&seg.ctrl->magic, __ATOMIC_ACQUIRE) != AC_SHM_MAGIC ||
         seg.ctrl->version != AC_SHM_VERSION) {
         munmap(map, seg.layout.total_bytes);
