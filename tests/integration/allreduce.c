@@ -3,6 +3,7 @@
  * back-to-back small calls. Run on 1, 2, 3, 4 and 8 processes over shared memory and over TCP
  * (NCCL_SHM_DISABLE=1), as threads, and with ncclCommInitAll. Results are compared exactly on
  * every rank (tests/lib/expect.h explains why that is possible for fp8 and bf16). */
+#include "coll_expect.h"
 #include "expect.h"
 #include "launcher.h"
 
@@ -172,8 +173,9 @@ static int allreduce_body(struct tl_ctx *ctx)
 
 int main(int argc, char **argv)
 {
-    struct tl_case cases[32];
+    struct tl_case cases[48];
     size_t n = tl_standard_cases(cases, 32, "allreduce", allreduce_body, &full_plan, 300);
+    n = ce_add_proto_cases(cases, n, 48, "allreduce", allreduce_body, &full_plan, 300);
     for (size_t i = 0; i < n; i++)
         if (cases[i].mode != TL_PROCS)
             cases[i].arg = &thread_plan;

@@ -496,8 +496,11 @@ int main(int argc, char **argv)
         {"alltoall", body_alltoall},   {"gather", body_gather},
         {"scatter", body_scatter},
     };
-    for (size_t i = 0; i < sizeof(colls) / sizeof(colls[0]); i++)
+    for (size_t i = 0; i < sizeof(colls) / sizeof(colls[0]); i++) {
         n = ce_add_matrix(cases, n, MAX_CASES, colls[i].name, colls[i].body, NULL, TIMEOUT_S);
+        n = ce_add_proto_cases(cases, n, MAX_CASES, colls[i].name, colls[i].body, NULL,
+                               TIMEOUT_S);
+    }
     n = add_large(cases, n, "allgather", body_large_allgather);
     n = add_large(cases, n, "reducescatter", body_large_reduce_scatter);
     n = add_large(cases, n, "broadcast", body_large_broadcast);

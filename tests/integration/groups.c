@@ -597,6 +597,8 @@ int main(int argc, char **argv)
     n = ce_add_matrix(cases, n, MAX_CASES, "groups/errors", body_errors, NULL, TIMEOUT_S);
     n = ce_add_matrix(cases, n, MAX_CASES, "groups/simulate", body_simulate, NULL, TIMEOUT_S);
     n = ce_add_matrix(cases, n, MAX_CASES, "groups/allcolls", body_all_colls, NULL, TIMEOUT_S);
+    n = ce_add_proto_cases(cases, n, MAX_CASES, "groups/allcolls", body_all_colls, NULL,
+                           TIMEOUT_S);
     struct tl_case st = {NULL, TL_PROCS, 1, NULL, NULL, raw_single_thread, NULL, 60, false};
     n = ce_add_case(cases, n, MAX_CASES, st, "groups/single-thread-initall/np4");
     for (size_t i = 0; i < sizeof(many) / sizeof(many[0]); i++) {

@@ -22,6 +22,7 @@ enum scenario {
     MIS_BIG_OP,    /* allreduce of 4 MiB (ring, several slots): sum vs min */
     MIS_P2P_SIZE,  /* single-copy send of 1 MiB, receive of 512 KiB */
     MIS_A2A_COUNT, /* single-copy all-to-all: 64 Ki elements per peer vs 32 Ki */
+    MIS_PROTO_COUNT, /* allreduce: 200 elements on rank 0 (LL), 2000 elsewhere (Simple) */
 };
 
 struct mis_arg {
@@ -59,6 +60,8 @@ static ncclResult_t call(const struct tl_ctx *ctx, enum scenario what, void *a, 
                      : ncclRecv(b, 1 << 17, ncclFloat32, 0, comm, NULL);
     case MIS_A2A_COUNT:
         return ncclAlltoAll(a, b, first ? 1 << 16 : 1 << 15, ncclFloat32, comm, NULL);
+    case MIS_PROTO_COUNT: /* each side waits where its own protocol says a slot arrives */
+        return ncclAllReduce(a, b, first ? 200 : 2000, ncclFloat32, ncclSum, comm, NULL);
     }
     return ncclInternalError;
 }
@@ -104,14 +107,15 @@ static const struct mis_arg args[] = {
     [MIS_BIG_OP] = {MIS_BIG_OP, "min"},
     [MIS_P2P_SIZE] = {MIS_P2P_SIZE, "bytes"},
     [MIS_A2A_COUNT] = {MIS_A2A_COUNT, "bytes"},
+    [MIS_PROTO_COUNT] = {MIS_PROTO_COUNT, "rank"},
 };
 static const char *const names[] = {"op", "type", "coll", "count", "big-op", "p2p-size",
-                                    "alltoall-count"};
+                                    "alltoall-count", "count-ll-vs-simple"};
 
 int main(int argc, char **argv)
 {
-    static struct tl_case cases[32];
-    static char case_names[32][64];
+    static struct tl_case cases[48];
+    static char case_names[48][64];
     size_t n = 0;
     for (size_t i = 0; i < sizeof(args) / sizeof(args[0]); i++)
         for (int np = 2; np <= 3; np++) {
@@ -135,5 +139,18 @@ int main(int argc, char **argv)
                                     .timeout_s = 60};
         n++;
     }
+    /* the tag rides in the LL protocols' slots too (every rank forcing the same protocol) */
+    static const struct {
+        const char *env, *name;
+    } protos[] = {{"NCCL_PROTO=LL", "ll"}, {"NCCL_PROTO=LL128", "ll128"}};
+    for (size_t p = 0; p < sizeof(protos) / sizeof(protos[0]); p++)
+        for (size_t i = 0; i <= MIS_COUNT; i++) {
+            snprintf(case_names[n], sizeof(case_names[n]), "mismatch/%s/np2/proto-%s/proc",
+                     names[i], protos[p].name);
+            cases[n] = (struct tl_case){.name = case_names[n], .mode = TL_PROCS, .nranks = 2,
+                                        .env = protos[p].env, .body = body, .arg = &args[i],
+                                        .timeout_s = 60};
+            n++;
+        }
     return tl_main(argc, argv, cases, n);
 }

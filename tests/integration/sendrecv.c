@@ -281,5 +281,8 @@ int main(int argc, char **argv)
     n = ce_add_matrix(cases, n, MAX_CASES, "sendrecv/ring", body_ring, NULL, TIMEOUT_S);
     n = ce_add_matrix(cases, n, MAX_CASES, "sendrecv/alltoallv", body_a2av, NULL, TIMEOUT_S);
     n = ce_add_matrix(cases, n, MAX_CASES, "sendrecv/samepeer", body_same_peer, NULL, TIMEOUT_S);
+    n = ce_add_proto_cases(cases, n, MAX_CASES, "sendrecv/pairs", body_pairs, NULL, TIMEOUT_S);
+    n = ce_add_proto_cases(cases, n, MAX_CASES, "sendrecv/alltoallv", body_a2av, NULL,
+                           TIMEOUT_S);
     return tl_main(argc, argv, cases, n);
 }

@@ -399,6 +399,35 @@ size_t ce_add_matrix(struct tl_case *out, size_t n, size_t max, const char *pref
     return ce_add_case(out, n, max, c, "%s/np3/initall", prefix);
 }
 
+size_t ce_add_proto_cases(struct tl_case *out, size_t n, size_t max, const char *prefix,
+                          tl_body_fn body, const void *arg, int timeout_s)
+{
+    static const struct {
+        int np;
+        enum tl_mode mode;
+        const char *env, *name, *how;
+    } protos[] = {
+        {2, TL_PROCS, "NCCL_PROTO=LL", "ll", "shm/proc"},
+        {3, TL_PROCS, "NCCL_PROTO=LL", "ll", "shm/proc"},
+        {2, TL_THREADS, "NCCL_PROTO=LL", "ll", "threads"},
+        {2, TL_PROCS, "NCCL_PROTO=LL NCCL_SHM_DISABLE=1", "ll", "tcp/proc"},
+        {2, TL_PROCS, "NCCL_PROTO=LL128", "ll128", "shm/proc"},
+        {4, TL_PROCS, "NCCL_PROTO=LL128", "ll128", "shm/proc"},
+        {3, TL_PROCS, "NCCL_PROTO=Simple", "simple", "shm/proc"},
+        /* LL up to 100 bytes, LL128 up to 20000, Simple above: one call's channels or steps
+         * never mix protocols, but consecutive calls on one connector do */
+        {3, TL_PROCS, "NCCL_PROTO=LL,LL128,Simple ANYCCL_LL_THRESHOLD=100 "
+                      "ANYCCL_LL128_THRESHOLD=20000", "mixed", "shm/proc"},
+    };
+    for (size_t i = 0; i < sizeof(protos) / sizeof(protos[0]); i++) {
+        struct tl_case c = {NULL, protos[i].mode, protos[i].np, protos[i].env, body, NULL, arg,
+                            timeout_s, false};
+        n = ce_add_case(out, n, max, c, "%s/proto-%s/np%d/%s", prefix, protos[i].name,
+                        protos[i].np, protos[i].how);
+    }
+    return n;
+}
+
 ncclResult_t ce_barrier(ncclComm_t comm)
 {
     int32_t x = 1;

@@ -70,6 +70,11 @@ ncclResult_t ce_barrier(ncclComm_t comm);
  * new count (never above max); names live as long as the program. */
 size_t ce_add_matrix(struct tl_case *out, size_t n, size_t max, const char *prefix,
                      tl_body_fn body, const void *arg, int timeout_s);
+/* Appends the protocol cases for body: every protocol forced by NCCL_PROTO (Simple, LL, LL128,
+ * and LL+LL128 split by size), over shared memory on 2-4 processes, LL on threads and LL over
+ * TCP (where the transport carries it as Simple). Names: prefix/proto-<p>/np<N>/<how>. */
+size_t ce_add_proto_cases(struct tl_case *out, size_t n, size_t max, const char *prefix,
+                          tl_body_fn body, const void *arg, int timeout_s);
 /* Appends one case (unless out is full) and returns the new count; name is formatted. */
 size_t ce_add_case(struct tl_case *out, size_t n, size_t max, struct tl_case c, const char *fmt,
                    ...) __attribute__((format(printf, 5, 6)));

@@ -1,8 +1,10 @@
 /* The shared-memory connector: set-up, a stream of messages through few slots (threads and
- * processes), back-pressure, NCCL_SHM_DISABLE, refusal of an oversized segment, no names left in
+ * processes; Simple, or the three protocols taking turns), back-pressure, a receiver waiting in LL
+ * for a slot posted in Simple, NCCL_SHM_DISABLE, refusal of an oversized segment, no names left in
  * /dev/shm, and a dead peer reported as ncclRemoteError instead of a hang. */
 #include "common/check.h"
 #include "common/config.h"
+#include "device/kernels/ll.h"
 #include "transport/transport.h"
 
 #include <criterion/criterion.h>
@@ -92,21 +94,32 @@ static unsigned char msg_byte(int i, size_t j)
     return (unsigned char)(i * 31 + j * 7 + 1);
 }
 
+/* Streams with mixed protocols: runs of 7 messages in each, so that slots are reused across
+ * protocols (NSLOTS is 4); both sides compute the same. */
+static bool is_mixed;
+
+static enum ac_proto msg_proto(int i)
+{
+    return is_mixed ? (enum ac_proto)((i / 7) % AC_PROTO_COUNT) : AC_PROTO_SIMPLE;
+}
+
 /* Returns 0, or the 1-based index of the message that failed. */
 static int send_all(struct ac_conn *c)
 {
     for (int i = 0; i < NMSGS; i++) {
         void *slot = NULL;
+        c->proto = msg_proto(i);
         while (slot == NULL) {
             if (c->tp->send_slot(c, &slot) != ncclSuccess)
                 return i + 1;
             if (slot == NULL)
                 sched_yield();
         }
-        if ((uintptr_t)slot % 4096 != 0)
+        if ((uintptr_t)slot % (c->proto == AC_PROTO_SIMPLE ? 4096 : 64) != 0)
             return i + 1;
         for (size_t j = 0; j < msg_bytes(i); j++)
             ((unsigned char *)slot)[j] = msg_byte(i, j);
+        c->tx_tag = 0x80000000u | (uint32_t)i;
         if (c->tp->send_post(c, msg_bytes(i)) != ncclSuccess)
             return i + 1;
     }
@@ -118,12 +131,14 @@ static void recv_all(struct ac_conn *c)
     for (int i = 0; i < NMSGS; i++) {
         const void *slot = NULL;
         size_t bytes = 0;
+        c->proto = msg_proto(i);
         while (slot == NULL) {
             cr_assert_eq(c->tp->recv_slot(c, &slot, &bytes), ncclSuccess, "message %d", i);
             if (slot == NULL)
                 sched_yield();
         }
         cr_assert_eq(bytes, msg_bytes(i), "message %d: %zu bytes", i, bytes);
+        cr_assert_eq(c->rx_tag, 0x80000000u | (uint32_t)i, "message %d: tag %#x", i, c->rx_tag);
         const unsigned char *b = slot;
         for (size_t j = 0; j < bytes; j++)
             if (b[j] != msg_byte(i, j))
@@ -157,6 +172,54 @@ Test(shm_conn, threads_stream_in_order, .timeout = 20)
     ac_shm_transport.close(&p.send);
     ac_shm_transport.close(&p.recv);
     cr_assert_null(p.recv.priv);
+}
+
+Test(shm_conn, threads_stream_mixed_protocols, .timeout = 20)
+{
+    struct pair p;
+    pthread_t t;
+    void *ret;
+
+    is_mixed = true;
+    pair_init(&p, NSLOTS, SLOT_BYTES);
+    cr_assert_eq(ac_shm_transport.recv_setup(&p.recv, &p.blob), ncclSuccess, "%s", ac_last_error());
+    cr_assert_eq(pthread_create(&t, NULL, sender_thread, &p), 0);
+    cr_assert_eq(ac_shm_transport.recv_connect(&p.recv), ncclSuccess, "%s", ac_last_error());
+    recv_all(&p.recv);
+    pthread_join(t, &ret);
+    cr_assert_eq((intptr_t)ret, 0, "sender failed at message %d", (int)(intptr_t)ret);
+    ac_shm_transport.close(&p.send);
+    ac_shm_transport.close(&p.recv);
+}
+
+/* A receiver in LL whose sender posted in Simple (ranks that disagree on the operation) must get
+ * the slot, with the sender's tag, within a bounded number of polls: the executor then reports
+ * the difference instead of waiting for an LL header that never comes. */
+Test(shm_conn, ll_receiver_sees_a_simple_post, .timeout = 10)
+{
+    struct pair p;
+    void *slot;
+    const void *rslot = NULL;
+    size_t bytes = 0;
+
+    pair_init(&p, NSLOTS, 4096);
+    cr_assert_eq(ac_shm_transport.recv_setup(&p.recv, &p.blob), ncclSuccess, "%s", ac_last_error());
+    cr_assert_eq(ac_shm_transport.send_connect(&p.send, &p.blob), ncclSuccess);
+    cr_assert_eq(ac_shm_transport.recv_connect(&p.recv), ncclSuccess);
+    p.send.proto = AC_PROTO_SIMPLE;
+    cr_assert_eq(ac_shm_transport.send_slot(&p.send, &slot), ncclSuccess);
+    memset(slot, 7, 64);
+    p.send.tx_tag = 0x8abcdef0u;
+    cr_assert_eq(ac_shm_transport.send_post(&p.send, 64), ncclSuccess);
+    p.recv.proto = AC_PROTO_LL;
+    int polls = 0;
+    for (; rslot == NULL && polls < 100000; polls++)
+        cr_assert_eq(ac_shm_transport.recv_slot(&p.recv, &rslot, &bytes), ncclSuccess);
+    cr_assert_not_null(rslot, "no slot after %d polls", polls);
+    cr_assert_eq(bytes, 64);
+    cr_assert_eq(p.recv.rx_tag, 0x8abcdef0u);
+    ac_shm_transport.close(&p.send);
+    ac_shm_transport.close(&p.recv);
 }
 
 Test(shm_conn, process_stream_in_order, .timeout = 20)
@@ -261,8 +324,11 @@ Test(shm_conn, oversized_segment_is_refused_with_advice, .timeout = 10)
     cr_assert_not_null(strstr(msg, "NCCL_SHM_DISABLE"), "%s", msg);
     cr_assert_not_null(strstr(msg, "NCCL_BUFFSIZE"), "%s", msg);
     cr_assert_not_null(strstr(msg, "--shm-size"), "%s", msg);
-    char size[32]; /* 4 slots and one page of control block */
-    snprintf(size, sizeof(size), "%zu", ((size_t)4 << 38) + 4096);
+    char size[32]; /* 4 slots, one page of control block, LL and LL128 slots, page-rounded */
+    size_t ll = (ac_ll_slot_bytes(AC_LL_MAX_BYTES) + 127) / 128 * 128;
+    size_t ll128 = ac_ll128_slot_bytes(AC_LL128_MAX_BYTES);
+    snprintf(size, sizeof(size), "%zu",
+             ((size_t)4 << 38) + 4096 + (4 * (ll + ll128) + 4095) / 4096 * 4096);
     cr_assert_not_null(strstr(msg, size), "segment size %s missing: %s", size, msg);
     cr_assert_eq(count_names("/dev/shm", p.recv.comm_hash), 0);
     cr_assert_null(p.recv.priv);
