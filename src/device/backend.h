@@ -73,6 +73,12 @@ struct ac_backend {
     ncclResult_t (*copy)(void *dst, const void *src, size_t bytes, void *stream);
     ncclResult_t (*reduce)(const struct ac_redop *op, void *dst, const void *a, const void *b,
                            size_t count, bool is_final, void *stream);
+    /* GPUDirect RDMA: a dma-buf file descriptor covering device memory [ptr, ptr + bytes) (the
+     * range rounded out to pages inside), and ptr's offset within it, for ibv_reg_dmabuf_mr. The
+     * caller closes *fd_out. NULL, or ncclInvalidUsage, when the driver cannot export one (no
+     * such call, or the GPU or driver does not support it): the caller stages through host
+     * memory. May be NULL in a backend (host memory needs no export). */
+    ncclResult_t (*dmabuf_export)(void *ptr, size_t bytes, int *fd_out, uint64_t *offset_out);
 };
 
 extern const struct ac_backend ac_host_backend;

@@ -5,6 +5,7 @@
  * cudaStream_t is a CUstream, and the driver API covers every call made here. Calls use the
  * calling thread's current context; with none, device 0's primary context (as cudart would). */
 #include "device/backend.h"
+#include "device/dmabuf.h"
 #include "device/kernels/launch.h"
 
 #include "common/check.h"
@@ -558,4 +559,5 @@ const struct ac_backend ac_cuda_backend = {
     .ipc_close = cuda_ipc_close,
     .copy = cuda_copy,
     .reduce = cuda_reduce,
+    .dmabuf_export = ac_cuda_dmabuf_export, /* cuda_dmabuf.c */
 };

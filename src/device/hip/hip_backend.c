@@ -3,6 +3,7 @@
  * mk/device.mk embeds (gfx90a, gfx940), loaded per device on its first launch. HIP has no
  * contexts to manage: calls run on the calling thread's current device (hipSetDevice). */
 #include "device/backend.h"
+#include "device/dmabuf.h"
 #include "device/kernels/launch.h"
 
 #include "common/check.h"
@@ -512,4 +513,5 @@ const struct ac_backend ac_hip_backend = {
     .ipc_close = hip_ipc_close,
     .copy = hip_copy,
     .reduce = hip_reduce,
+    .dmabuf_export = ac_hip_dmabuf_export, /* hip_dmabuf.c */
 };

@@ -5,14 +5,16 @@
  *
  * Device choice: the first active port, in device order, that NCCL_IB_HCA allows; the link layer
  * is read per port; on RoCE the GID index is chosen by ac_ib_gid_pick (NCCL_IB_GID_INDEX wins).
- * GPU buffers would be registered with ibv_reg_dmabuf_mr (GPUDirect RDMA); this version stages
- * them through host memory (the executor's slots are host memory) and says so at INFO. */
+ * Device memory is registered with ibv_reg_dmabuf_mr on a dma-buf its GPU backend exports
+ * (GPUDirect RDMA; the choice is ib_dmabuf.c's), else refused so that the caller stages it through
+ * host memory; the executor's slots are host memory today, so nothing passes device memory yet. */
 #include "transport/ib/ib_select.h"
 #include "transport/rdma/rdma.h"
 
 #include "common/check.h"
 #include "common/config.h"
 #include "common/log.h"
+#include "device/backend.h"
 
 #include <arpa/inet.h>
 #include <dlfcn.h>
@@ -57,7 +59,9 @@ static struct {
     int (*destroy_qp)(struct ibv_qp *);
     int (*modify_qp)(struct ibv_qp *, struct ibv_qp_attr *, int);
     const char *(*wc_status_str)(enum ibv_wc_status);
-    void *reg_dmabuf_mr; /* present or not: logged, not used yet */
+    /* rdma-core 34 and newer; NULL: device memory is staged */
+    struct ibv_mr *(*reg_dmabuf_mr)(struct ibv_pd *, uint64_t offset, size_t len, uint64_t iova,
+                                    int fd, int access);
 } ib;
 
 /* The one device port this process uses. */
@@ -122,7 +126,7 @@ static bool load_library(char *why, size_t len)
     SYM(modify_qp, "ibv_modify_qp");
     SYM(wc_status_str, "ibv_wc_status_str");
 #undef SYM
-    ib.reg_dmabuf_mr = dlsym(lib, "ibv_reg_dmabuf_mr");
+    *(void **)&ib.reg_dmabuf_mr = dlsym(lib, "ibv_reg_dmabuf_mr");
     if (!ib.get_device_list || !ib.free_device_list || !ib.get_device_name || !ib.open_device ||
         !ib.close_device || !ib.query_device || !ib.query_port || !ib.query_gid || !ib.alloc_pd ||
         !ib.reg_mr || !ib.dereg_mr || !ib.create_cq || !ib.destroy_cq || !ib.create_qp ||
@@ -253,9 +257,11 @@ static bool open_device(char *why, size_t len)
     snprintf(description, sizeof(description), "verbs %s port %d (%s, GID index %d)", dev.name,
              dev.port, dev.link == AC_IB_LINK_ETH ? "RoCE" : "InfiniBand", dev.gid_index);
     AC_INFO(AC_SUB_NET | AC_SUB_INIT,
-            "ib: %s; GPU buffers: dma-buf registration (GPUDirect "
-            "RDMA) not available in this version (ibv_reg_dmabuf_mr %s): host memory staged",
-            description, ib.reg_dmabuf_mr ? "present" : "absent");
+            "ib: %s; GPU buffers: %s", description,
+            ib.reg_dmabuf_mr ? "dma-buf registration (GPUDirect RDMA, ibv_reg_dmabuf_mr) when "
+                               "their backend exports dma-bufs, else staged through host memory"
+                             : "staged through host memory (libibverbs has no ibv_reg_dmabuf_mr: "
+                               "rdma-core 34 or newer registers them directly)");
     return true;
 }
 
@@ -405,8 +411,41 @@ static ncclResult_t ib_ep_connect(struct ac_rdma_ep *e, const void *peer_addr, s
     return ncclSuccess;
 }
 
+/* Device memory through its dma-buf; not cached (the cache's ranges are host pages). */
+static ncclResult_t reg_dmabuf(void *buf, size_t len, const struct ac_ib_reg_plan *plan,
+                               struct ac_rdma_mr *mr_out)
+{
+    int access = IBV_ACCESS_LOCAL_WRITE | IBV_ACCESS_REMOTE_WRITE;
+    struct ibv_mr *mr = ib.reg_dmabuf_mr(dev.pd, plan->offset, len, (uint64_t)(uintptr_t)buf,
+                                         plan->fd, access);
+    int err = errno;
+    close(plan->fd);
+    if (mr == NULL)
+        return AC_FAIL(ncclSystemError,
+                       "ib transport (%s): ibv_reg_dmabuf_mr of %zu bytes of %s memory failed: %s "
+                       "(does the NIC's driver import dma-bufs? see docs/networking.md)",
+                       description, len, plan->backend, strerror(err));
+    *mr_out = (struct ac_rdma_mr){.handle = mr,
+                                  .desc = mr,
+                                  .rbase = (uint64_t)(uintptr_t)buf,
+                                  .key = mr->rkey,
+                                  .is_direct = true};
+    return ncclSuccess;
+}
+
 static ncclResult_t ib_reg(struct ac_rdma_ep *e, void *buf, size_t len, struct ac_rdma_mr *mr_out)
 {
+    const struct ac_ib_reg_env env = {.backend_for_pointer = ac_backend_for_pointer,
+                                      .has_reg_dmabuf_mr = ib.reg_dmabuf_mr != NULL};
+    struct ac_ib_reg_plan plan;
+    ac_ib_reg_plan(&env, buf, len, &plan);
+    if (plan.path == AC_IB_REG_DMABUF)
+        return reg_dmabuf(buf, len, &plan, mr_out);
+    if (plan.path == AC_IB_REG_STAGE)
+        return AC_FAIL(ncclInvalidUsage,
+                       "ib transport (%s): %s memory at %p cannot be registered with the NIC (%s): "
+                       "stage it through host memory",
+                       description, plan.backend, buf, plan.why);
     void *h;
     pthread_mutex_lock(&lock);
     ncclResult_t res = ac_ib_mrcache_get(&mrcache, buf, len, &h);
@@ -423,6 +462,11 @@ static void ib_dereg(struct ac_rdma_ep *e, struct ac_rdma_mr *mr)
 {
     if (mr->handle == NULL)
         return;
+    if (mr->is_direct) {
+        ib.dereg_mr(mr->handle);
+        mr->handle = NULL;
+        return;
+    }
     pthread_mutex_lock(&lock);
     ac_ib_mrcache_put(&mrcache, mr->handle);
     pthread_mutex_unlock(&lock);

@@ -85,4 +85,34 @@ void ac_ib_mrcache_put(struct ac_ib_mrcache *c, void *handle);
 /* Deregisters everything (references or not). */
 void ac_ib_mrcache_clear(struct ac_ib_mrcache *c);
 
+/* GPUDirect RDMA (src/transport/ib/ib_dmabuf.c): how a buffer is registered with the NIC. */
+enum ac_ib_reg_path {
+    AC_IB_REG_HOST,   /* host memory: ibv_reg_mr (through the cache) */
+    AC_IB_REG_DMABUF, /* device memory exported as a dma-buf: ibv_reg_dmabuf_mr */
+    AC_IB_REG_STAGE,  /* device memory the NIC cannot reach: stage through pinned host memory */
+};
+
+struct ac_backend;
+
+/* What the choice depends on; functions so that unit tests substitute fakes. */
+struct ac_ib_reg_env {
+    const struct ac_backend *(*backend_for_pointer)(const void *p);
+    bool has_reg_dmabuf_mr; /* libibverbs exports ibv_reg_dmabuf_mr (rdma-core 34 and newer) */
+};
+
+struct ac_ib_reg_plan {
+    enum ac_ib_reg_path path;
+    const char *backend; /* the name of the buffer's backend */
+    int fd;              /* DMABUF: the exported dma-buf (the caller closes it), else -1 */
+    uint64_t offset;     /* DMABUF: the buffer's offset in it */
+    char why[256];       /* STAGE: why the dma-buf path is not taken */
+};
+
+/* Decides how [ptr, ptr + len) is registered: host memory directly; device memory through the
+ * backend's dma-buf export when both the backend and libibverbs can; otherwise staged, with the
+ * reason. A failed export is a reason to stage, not an error: the last-error message is left as
+ * it was. */
+void ac_ib_reg_plan(const struct ac_ib_reg_env *env, void *ptr, size_t len,
+                    struct ac_ib_reg_plan *out);
+
 #endif

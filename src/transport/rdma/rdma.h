@@ -40,6 +40,7 @@ struct ac_rdma_mr {
     void *desc; /* local descriptor passed with writes (libfabric FI_MR_LOCAL), or NULL */
     uint64_t rbase;
     uint64_t key;
+    bool is_direct; /* registered outside the provider's cache (a dma-buf): deregistered alone */
 };
 
 enum ac_rdma_wc_kind {
