@@ -96,5 +96,29 @@ $(DEVICE_FAKES): tests/unit/device/fake_cuda.c
 	@$(if $(Q),echo "  FAKE    $@")
 	$(Q)$(CC) -std=gnu11 -Iinclude -Isrc -g -fPIC -shared $(WARN) $(FAKE_FLAGS) -o $@ $<
 
+# The emulated driver (tests/unit/device/emu_cuda.c): streams with worker threads, kernels from the
+# host build of src/device/kernels/ (emu_kernels.cc, the third build of that source). The
+# _nomemops variant lacks cuStreamWriteValue32/cuStreamWaitValue32, so that the backend launches
+# its signal/wait kernels. Used by tests/integration/device.c.
+CXX ?= c++
+DEVICE_EMUS := $(DEVICE_FAKE_DIR)/libcuda_emu.so $(DEVICE_FAKE_DIR)/libcuda_emu_nomemops.so
+DEVICE_EMU_SRCS := tests/unit/device/emu_cuda.c tests/unit/device/emu_kernels.cc
+$(DEVICE_FAKE_DIR)/libcuda_emu_nomemops.so: EMU_FLAGS := -DEMU_NO_MEMOPS
+
+$(DEVICE_FAKE_DIR)/emu_kernels.o: tests/unit/device/emu_kernels.cc tests/unit/device/emu_kernels.h \
+		$(DEVICE_KERNEL_HDRS)
+	@mkdir -p $(dir $@)
+	@$(if $(Q),echo "  CXX     $@")
+	$(Q)$(CXX) -std=c++17 -Iinclude -Isrc -Itests/unit/device -O2 -g -fPIC -fvisibility=hidden \
+		-Wall -Wextra -Werror -Wno-unused-parameter -c -o $@ $<
+
+$(DEVICE_EMUS): tests/unit/device/emu_cuda.c tests/unit/device/emu_kernels.h \
+		$(DEVICE_FAKE_DIR)/emu_kernels.o
+	@mkdir -p $(dir $@)
+	@$(if $(Q),echo "  EMU     $@")
+	$(Q)$(CC) -std=gnu11 -Itests/unit/device -O2 -g -fPIC -shared -fvisibility=hidden -pthread \
+		$(WARN) $(EMU_FLAGS) -o $@ $< $(DEVICE_FAKE_DIR)/emu_kernels.o -lstdc++
+
 $(BUILD)/tests/unit/device/test_backend: $(DEVICE_FAKES)
-test-build: $(DEVICE_FAKES)
+$(BUILD)/tests/integration/device: $(DEVICE_EMUS)
+test-build: $(DEVICE_FAKES) $(DEVICE_EMUS)

@@ -38,7 +38,8 @@ $(FUZZ_BUILD)/obj/%.o: %.c
 	@$(if $(Q),echo "  FUZZCC  $<")
 	$(Q)$(FUZZ_CC) $(CPPFLAGS_ALL) $(FUZZ_CFLAGS) -w -MMD -MP -c $< -o $@
 
-$(FUZZ_LIB_A): $(FUZZ_LIB_OBJS)
+# The embedded-kernel stubs too: entry points reach the device backends (pointer classification).
+$(FUZZ_LIB_A): $(FUZZ_LIB_OBJS) $(DEVICE_DIR)/cuda_fatbin.o $(DEVICE_DIR)/hip_code.o
 	$(Q)rm -f $@ && ar rcs $@ $^
 
 $(FUZZ_BUILD)/fuzz_%: tests/fuzz/fuzz_%.c tests/fuzz/fuzz.h $(FUZZ_LIB_A)

@@ -82,6 +82,7 @@ struct ncclComm {
     pthread_mutex_t reg_lock;
     struct ac_region_cache *region_cache; /* peers' shared regions mapped here (exec.c) */
     struct ac_gin *gin;                 /* GPU-initiated engine (src/gin/), NULL until used */
+    struct ac_stream_q *stream_q;       /* calls on streams (src/core/stream.c), NULL until one */
 
     struct ac_user_op user_ops[AC_MAX_USER_OPS];
     uint64_t nops_issued;               /* collectives and p2p calls, for logs */

@@ -4,6 +4,8 @@
 #include "common/check.h"
 #include "core/api.h"
 #include "core/enqueue.h"
+#include "core/stream.h"
+#include "device/backend.h"
 
 #include <string.h>
 
@@ -52,16 +54,17 @@ static ncclResult_t check_call(const struct call *c, struct ac_op *op)
         AC_CHECK(check_rank_arg(c->comm, c->root, "root"));
     if (c->coll == AC_COLL_SEND || c->coll == AC_COLL_RECV)
         AC_CHECK(check_rank_arg(c->comm, c->peer, "peer"));
-    if (c->stream)
-        return AC_FAIL(ncclInvalidUsage, "stream is not NULL: this build of AnyCCL runs "
-                       "collectives on host memory only (pass a NULL stream); the CUDA and HIP "
-                       "backends are not available yet");
     bool reads, writes;
     buffer_use(c, c->comm->rank, &reads, &writes);
     if (c->count > 0 && reads && !c->sendbuff)
         return AC_FAIL(ncclInvalidArgument, "sendbuff is NULL with count %zu", c->count);
     if (c->count > 0 && writes && !c->recvbuff)
         return AC_FAIL(ncclInvalidArgument, "recvbuff is NULL with count %zu", c->count);
+    /* Host buffers with a NULL stream skip this after the first call of the process when no GPU
+     * backend is usable: one load. */
+    const struct ac_backend *be = NULL;
+    if (c->stream || ac_backends_have_gpu())
+        AC_CHECK(ac_stream_pick_backend(c->sendbuff, reads, c->recvbuff, writes, c->stream, &be));
     memset(op, 0, sizeof(*op));
     if (c->has_op)
         AC_CHECK(ac_redop_resolve(c->comm, c->op, c->type, &op->redop));
@@ -75,6 +78,8 @@ static ncclResult_t check_call(const struct call *c, struct ac_op *op)
     op->type = c->type;
     op->root = c->root;
     op->peer = c->peer;
+    op->backend = be;
+    op->stream = c->stream;
     return ncclSuccess;
 }
 

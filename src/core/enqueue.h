@@ -5,6 +5,8 @@
 
 #include "core/comm.h"
 
+struct ac_backend;
+
 struct ac_op {
     enum ac_coll coll;
     struct ncclComm *comm;
@@ -16,6 +18,10 @@ struct ac_op {
     int root;                 /* broadcast, reduce, gather, scatter */
     int peer;                 /* send, recv */
     uint64_t ras_seq;         /* from ac_ras_op_enqueue: this op's number on its communicator */
+    /* A call on a stream (src/core/stream.c): the GPU backend that orders it on stream. NULL for
+     * host buffers with a NULL stream, which run in the calling thread. */
+    const struct ac_backend *backend;
+    void *stream;
     struct ac_op *next;
 };
 

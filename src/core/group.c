@@ -6,6 +6,7 @@
 #include "common/check.h"
 #include "core/api.h"
 #include "core/enqueue.h"
+#include "core/stream.h"
 #include "gin/gin.h"
 #include "ras/ras.h"
 
@@ -49,6 +50,11 @@ static ncclResult_t run_now(const struct ac_op *op, uint64_t ras_seq)
     struct ac_op copy = *op;
     copy.next = NULL;
     copy.ras_seq = ras_seq;
+    if (copy.backend)
+        return ac_stream_submit(&copy);
+    /* A host call must not overlap this communicator's calls on streams. */
+    if (copy.comm->stream_q)
+        ac_stream_drain(copy.comm);
     atomic_fetch_add(&op->comm->nactive, 1);
     ac_ras_op_start(copy.comm, ras_seq);
     bool is_gin = false;
@@ -153,8 +159,27 @@ ncclResult_t ncclGroupStart(void)
     return ncclSuccess;
 }
 
+/* A group is either calls on streams (one job for the proxies) or host calls run here: a host
+ * call returns when complete and a call on a stream returns at once, and one ncclGroupEnd cannot
+ * do both. */
 static ncclResult_t run_ops(struct ac_op *ops)
 {
+    bool has_stream = false, has_host = false;
+    for (struct ac_op *op = ops; op; op = op->next) {
+        if (op->backend)
+            has_stream = true;
+        else
+            has_host = true;
+    }
+    if (has_stream && has_host)
+        return AC_FAIL(ncclInvalidUsage, "ncclGroupEnd: the group mixes calls on host buffers "
+                       "with a NULL stream and calls on a stream or on GPU buffers; put them in "
+                       "separate groups (no operation of the group was run)");
+    if (has_stream)
+        return ac_stream_submit(ops);
+    for (struct ac_op *op = ops; op; op = op->next)
+        if (op->comm->stream_q)
+            ac_stream_drain(op->comm);
     for (struct ac_op *op = ops; op; op = op->next) {
         atomic_fetch_add(&op->comm->nactive, 1);
         ac_ras_op_start(op->comm, op->ras_seq);

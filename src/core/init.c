@@ -5,6 +5,7 @@
 #include "core/api.h"
 #include "core/enqueue.h"
 #include "core/netdev.h"
+#include "core/stream.h"
 #include "gin/gin.h"
 #include "ras/ras.h"
 #include "transport/cma/cma.h"
@@ -220,6 +221,7 @@ void ac_comm_free(struct ncclComm *comm)
 {
     if (!comm)
         return;
+    ac_stream_free(comm);
     ac_ras_comm_fini(comm, comm->abort_flag != 0);
     ac_gin_comm_free(comm);
     ac_disconnect_all(comm);
@@ -473,12 +475,14 @@ static void join_init(struct ncclComm *comm)
     }
 }
 
-/* Host collectives complete before their call returns: nothing is left to flush. */
+/* Host collectives complete before their call returns; calls on streams are run by the proxy
+ * before this returns (their streams may still be copying results out). */
 AC_API(ncclResult_t, ncclCommFinalize, ncclComm_t comm);
 ncclResult_t ncclCommFinalize(ncclComm_t comm)
 {
     AC_CHECK(ac_comm_check(comm, "comm"));
     join_init(comm);
+    ac_stream_drain(comm);
     comm->is_finalized = true;
     return ncclSuccess;
 }

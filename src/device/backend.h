@@ -11,6 +11,7 @@
 
 #include <stdbool.h>
 #include <stddef.h>
+#include <stdint.h>
 #include <stdio.h>
 
 enum ac_mem_kind {
@@ -79,6 +80,18 @@ struct ac_backend {
      * such call, or the GPU or driver does not support it): the caller stages through host
      * memory. May be NULL in a backend (host memory needs no export). */
     ncclResult_t (*dmabuf_export)(void *ptr, size_t bytes, int *fd_out, uint64_t *offset_out);
+    /* Collectives on streams (src/core/stream.c) stage through these. host_alloc: pinned host
+     * memory that every device of the backend reads and writes at the same address (mapped,
+     * portable, unified addressing), zeroed. */
+    ncclResult_t (*host_alloc)(size_t bytes, void **ptr_out);
+    ncclResult_t (*host_free)(void *ptr);
+    /* On the stream, after its earlier work: *flag = value, made visible to the CPU together with
+     * that work (stream_signal); or: the stream's later work waits until
+     * (int32_t)(*flag - value) >= 0, the flag being written by a CPU thread (stream_wait).
+     * flag lies in host_alloc memory. Stream memory operations where the driver has them, else
+     * the one-thread kernels of kernels/sync.cuh. */
+    ncclResult_t (*stream_signal)(void *stream, volatile uint32_t *flag, uint32_t value);
+    ncclResult_t (*stream_wait)(void *stream, volatile uint32_t *flag, uint32_t value);
 };
 
 extern const struct ac_backend ac_host_backend;
@@ -91,6 +104,12 @@ const struct ac_backend *ac_backend_get(enum ac_mem_kind kind, char *why, size_t
 /* The backend that owns p: the first usable GPU backend that claims it, else the host backend.
  * Never NULL. */
 const struct ac_backend *ac_backend_for_pointer(const void *p);
+/* Whether any GPU backend is usable in this process: decided at the first call, then one load, so
+ * that host-only calls pay nothing for the GPU path. No driver is loaded for it when the machine has
+ * no GPU device node and ANYCCL_CUDA_LIBRARY is unset. */
+bool ac_backends_have_gpu(void);
+/* The first usable GPU backend (CUDA, then HIP); NULL when none is, with why saying why not. */
+const struct ac_backend *ac_backend_first_gpu(char *why, size_t why_len);
 /* One line per backend: usable or not, and why (anyccl-info). */
 void ac_backends_describe(FILE *out);
 /* What the library was built with for a GPU backend: "sm_80 sm_90 compute_90", "" when its kernels

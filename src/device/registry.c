@@ -3,10 +3,13 @@
  * for the failed dlopen once and runs everything on the host backend. */
 #include "device/backend.h"
 
+#include "common/config.h"
 #include "common/log.h"
 
 #include <pthread.h>
+#include <stdatomic.h>
 #include <stdio.h>
+#include <unistd.h>
 
 #define WHY_BYTES 256
 
@@ -24,6 +27,8 @@ struct verdict {
 
 static pthread_mutex_t lock = PTHREAD_MUTEX_INITIALIZER;
 static struct verdict verdicts[AC_MEM_KIND_COUNT];
+/* -1: not decided yet; 0: no GPU backend is usable; 1: one is. */
+static _Atomic int has_gpu = -1;
 
 static const struct verdict *verdict_of(enum ac_mem_kind kind)
 {
@@ -72,6 +77,47 @@ const struct ac_backend *ac_backend_for_pointer(const void *p)
     return &ac_host_backend;
 }
 
+const struct ac_backend *ac_backend_first_gpu(char *why, size_t why_len)
+{
+    char whys[AC_MEM_KIND_COUNT][WHY_BYTES];
+    const struct ac_backend *be;
+
+    for (int k = 0; k < AC_MEM_KIND_COUNT; k++) {
+        whys[k][0] = '\0';
+        if (k != AC_MEM_HOST && (be = ac_backend_get(k, whys[k], sizeof whys[k])) != NULL)
+            return be;
+    }
+    if (why && why_len)
+        snprintf(why, why_len, "cuda: %s; hip: %s", whys[AC_MEM_CUDA], whys[AC_MEM_HIP]);
+    return NULL;
+}
+
+/* Whether a GPU driver could be usable, without loading one: loading ROCm's runtime to learn that
+ * it finds no device costs every host-only process much more than the call it makes. The NVIDIA
+ * (and WSL's) and AMD kernel drivers' device nodes, or a driver library named by the user. */
+static bool may_have_gpu(void)
+{
+    static const char *const nodes[] = {"/dev/nvidiactl", "/dev/nvidia0", "/dev/dxg", "/dev/kfd"};
+
+    if (ac_config_get()->cuda_library)
+        return true;
+    for (size_t i = 0; i < sizeof nodes / sizeof nodes[0]; i++)
+        if (access(nodes[i], F_OK) == 0)
+            return true;
+    return false;
+}
+
+bool ac_backends_have_gpu(void)
+{
+    int v = atomic_load_explicit(&has_gpu, memory_order_acquire);
+
+    if (v < 0) {
+        v = may_have_gpu() && ac_backend_first_gpu(NULL, 0) != NULL;
+        atomic_store_explicit(&has_gpu, v, memory_order_release);
+    }
+    return v != 0;
+}
+
 void ac_backends_describe(FILE *out)
 {
     for (int k = 0; k < AC_MEM_KIND_COUNT; k++) {
@@ -96,5 +142,6 @@ void ac_backends_reset_for_test(void)
             all_backends[k]->fini();
         verdicts[k].is_done = false;
     }
+    atomic_store(&has_gpu, -1);
     pthread_mutex_unlock(&lock);
 }

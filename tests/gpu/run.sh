@@ -5,8 +5,10 @@
 #   2. the embedded-code check (tests/device/run.sh);
 #   3. tests/gpu/gpu_backend.c per usable backend: kernels against the host backend bit for bit,
 #      memory calls, events, and the kernels' bandwidth;
-#   4. the integration suite (tests/integration/run.sh). Collectives on GPU buffers are not wired
-#      in this version (the core refuses non-NULL streams), so that part is a SKIP saying so;
+#   4. the integration suite (tests/integration/run.sh; its device program runs against the emulated
+#      driver there), then tests/integration/device.c against the real CUDA driver: every
+#      collective on cuMemAlloc buffers and user streams, 2 and 4 ranks on one GPU (threads and
+#      processes), groups, errors (TL_CUDA_DRIVER=libcuda.so.1). HIP buffers: no test yet (SKIP);
 #   5. the allreduce benchmark (host buffers, threads) as a regression number;
 #   6. with PyTorch and a CUDA device: torch sees AnyCCL's NCCL (LD_PRELOAD) and its version.
 # Written without a GPU to run it on: the first run on a GPU machine is its test.
@@ -68,8 +70,15 @@ fi
 
 QUICK=1 BUILD=$BUILD bash tests/integration/run.sh | sed 's/^\(PASS\|FAIL\|SKIP\) /\1 gpu\/host-/'
 ((PIPESTATUS[0] == 0)) || failed=1
-skip collectives-gpu-buffers "collectives on GPU buffers are not wired in this version (the core \
-refuses non-NULL streams); the backend and kernels above are what exists"
+if [[ " ${usable[*]} " == *" cuda "* ]]; then
+    TL_CUDA_DRIVER=libcuda.so.1 timeout -k 10 900 "$BUILD/tests/integration/device" |
+        sed 's/^\(PASS\|FAIL\|SKIP\) device\//\1 gpu\/cuda-buffers-/'
+    ((PIPESTATUS[0] == 0)) || failed=1
+else
+    skip cuda-buffers "the CUDA backend is not usable here"
+fi
+skip hip-buffers "tests/integration/device.c drives the CUDA driver API only; HIP buffers are \
+staged by the same code (src/core/stream.c) but have no test yet"
 
 if out=$("$BUILD/bin/all_reduce_perf" -b 8 -e 16M -f 4 -c 1 -t 2 2>&1); then
     echo "$out" | grep -E '^ +[0-9]' | sed 's/^/# allreduce host: /'

@@ -9,10 +9,12 @@
 #include "device/kernels/launch.h"
 
 #include "common/check.h"
+#include "common/config.h"
 
 #include <dlfcn.h>
 #include <pthread.h>
 #include <stdarg.h>
+#include <stdatomic.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <string.h>
@@ -29,6 +31,7 @@ struct cu_ipc_mem_handle {
 enum {
     CUDA_SUCCESS = 0,
     CUDA_ERROR_NOT_READY = 600,
+    CUDA_ERROR_NOT_SUPPORTED = 801,
     CU_DEVICE_ATTRIBUTE_COMPUTE_CAPABILITY_MAJOR = 75,
     CU_DEVICE_ATTRIBUTE_COMPUTE_CAPABILITY_MINOR = 76,
     CU_POINTER_ATTRIBUTE_MEMORY_TYPE = 2,
@@ -38,6 +41,10 @@ enum {
     CU_STREAM_NON_BLOCKING = 1,
     CU_EVENT_DISABLE_TIMING = 2,
     CU_IPC_MEM_LAZY_ENABLE_PEER_ACCESS = 1,
+    CU_MEMHOSTALLOC_PORTABLE = 1,
+    CU_MEMHOSTALLOC_DEVICEMAP = 2,
+    CU_STREAM_WAIT_VALUE_GEQ = 0,
+    CU_STREAM_WRITE_VALUE_DEFAULT = 0,
 };
 
 #define MAX_DEVICES 64
@@ -78,6 +85,11 @@ static struct {
     cu_result (*launch_kernel)(cu_handle fn, unsigned gx, unsigned gy, unsigned gz, unsigned bx,
                                unsigned by, unsigned bz, unsigned shmem, cu_handle s, void **params,
                                void **extra);
+    cu_result (*mem_host_alloc)(void **p, size_t bytes, unsigned flags);
+    cu_result (*mem_free_host)(void *p);
+    /* Optional (NULL when the driver lacks them): then the kernels of sync.cuh do their work. */
+    cu_result (*stream_write_value32)(cu_handle s, cu_deviceptr addr, uint32_t v, unsigned flags);
+    cu_result (*stream_wait_value32)(cu_handle s, cu_deviceptr addr, uint32_t v, unsigned flags);
 } cu;
 
 /* Versioned names (_v2) are the ones cuda.h maps the plain names to. */
@@ -117,6 +129,16 @@ static const struct {
     {"cuModuleGetFunction", (void **)&cu.module_get_function},
     {"cuModuleUnload", (void **)&cu.module_unload},
     {"cuLaunchKernel", (void **)&cu.launch_kernel},
+    {"cuMemHostAlloc", (void **)&cu.mem_host_alloc},
+    {"cuMemFreeHost", (void **)&cu.mem_free_host},
+};
+
+static const struct {
+    const char *name;
+    void **slot;
+} optional_symbols[] = {
+    {"cuStreamWriteValue32_v2", (void **)&cu.stream_write_value32},
+    {"cuStreamWaitValue32_v2", (void **)&cu.stream_wait_value32},
 };
 
 /* The embedded fatbin and the architectures it was built for (build/device/cuda_fatbin.S). */
@@ -129,8 +151,14 @@ struct module {
     cu_handle ctx;
     cu_handle mod;
     cu_handle copy;
+    cu_handle signal;
+    cu_handle wait;
     cu_handle reduce[AC_KERNEL_REDUCE_COUNT];
 };
+
+/* Cleared when the driver has the memory operations but the device refuses them (older drivers
+ * enable them only with NVreg_EnableStreamMemOPs=1): the kernels do the work from then on. */
+static _Atomic bool is_memops_ok = true;
 
 static void *lib;
 static const char *lib_override;
@@ -185,6 +213,8 @@ static bool load_symbols(const char *name, char *why, size_t why_len)
             return false;
         }
     }
+    for (size_t i = 0; i < sizeof optional_symbols / sizeof optional_symbols[0]; i++)
+        *optional_symbols[i].slot = dlsym(lib, optional_symbols[i].name);
     return true;
 }
 
@@ -207,7 +237,8 @@ static void describe_devices(char *why, size_t why_len)
 
 static void cuda_init(bool *usable_out, char *why, size_t why_len)
 {
-    const char *name = lib_override ? lib_override : "libcuda.so.1";
+    const char *configured = ac_config_get()->cuda_library;
+    const char *name = lib_override ? lib_override : configured ? configured : "libcuda.so.1";
     cu_result r;
 
     *usable_out = false;
@@ -253,6 +284,7 @@ static void cuda_fini(void)
     lib = NULL;
     ndevices = 0;
     memset(&cu, 0, sizeof cu);
+    atomic_store(&is_memops_ok, true);
 }
 
 /* Makes device's primary context current on this thread (cudaSetDevice's effect). */
@@ -453,6 +485,12 @@ static ncclResult_t load_module(cu_handle ctx, struct module *m)
     AC_CHECK_GOTO(check(cu.module_get_function(&m->copy, m->mod, AC_KERNEL_COPY_NAME),
                         "cuModuleGetFunction(%s)", AC_KERNEL_COPY_NAME),
                   res, unload);
+    AC_CHECK_GOTO(check(cu.module_get_function(&m->signal, m->mod, AC_KERNEL_SIGNAL_NAME),
+                        "cuModuleGetFunction(%s)", AC_KERNEL_SIGNAL_NAME),
+                  res, unload);
+    AC_CHECK_GOTO(check(cu.module_get_function(&m->wait, m->mod, AC_KERNEL_WAIT_NAME),
+                        "cuModuleGetFunction(%s)", AC_KERNEL_WAIT_NAME),
+                  res, unload);
     for (int t = 0; t < AC_KERNEL_REDUCE_COUNT; t++)
         AC_CHECK_GOTO(check(cu.module_get_function(&m->reduce[t], m->mod, ac_kernel_reduce_name(t)),
                             "cuModuleGetFunction(%s)", ac_kernel_reduce_name(t)),
@@ -534,6 +572,71 @@ static ncclResult_t cuda_reduce(const struct ac_redop *op, void *dst, const void
                  "cuLaunchKernel(%s, %zu elements)", ac_kernel_reduce_name(op->type), count);
 }
 
+/* Portable and mapped: any context may use it, at the host address (unified addressing). */
+static ncclResult_t cuda_host_alloc(size_t bytes, void **ptr_out)
+{
+    void *p = NULL;
+    cu_handle ctx;
+
+    AC_CHECK(current_ctx(&ctx));
+    AC_CHECK(check(cu.mem_host_alloc(&p, bytes ? bytes : 1,
+                                     CU_MEMHOSTALLOC_PORTABLE | CU_MEMHOSTALLOC_DEVICEMAP),
+                   "cuMemHostAlloc(%zu bytes)", bytes));
+    memset(p, 0, bytes ? bytes : 1);
+    *ptr_out = p;
+    return ncclSuccess;
+}
+
+static ncclResult_t cuda_host_free(void *ptr)
+{
+    return check(cu.mem_free_host(ptr), "cuMemFreeHost(%p)", ptr);
+}
+
+static ncclResult_t launch_flag_kernel(bool is_wait, void *stream, volatile uint32_t *flag,
+                                       uint32_t value)
+{
+    const struct module *m;
+    void *params[] = {&flag, &value};
+    const char *name = is_wait ? AC_KERNEL_WAIT_NAME : AC_KERNEL_SIGNAL_NAME;
+
+    AC_CHECK(module_of_current(&m));
+    return check(cu.launch_kernel(is_wait ? m->wait : m->signal, 1, 1, 1, 1, 1, 1, 0, stream,
+                                  params, NULL),
+                 "cuLaunchKernel(%s, %u)", name, value);
+}
+
+/* The default write flag keeps the barrier: the stream's earlier writes are visible first. */
+static ncclResult_t cuda_stream_signal(void *stream, volatile uint32_t *flag, uint32_t value)
+{
+    cu_handle ctx;
+    cu_result r;
+
+    AC_CHECK(current_ctx(&ctx));
+    if (cu.stream_write_value32 && atomic_load(&is_memops_ok)) {
+        r = cu.stream_write_value32(stream, (cu_deviceptr)flag, value,
+                                    CU_STREAM_WRITE_VALUE_DEFAULT);
+        if (r != CUDA_ERROR_NOT_SUPPORTED)
+            return check(r, "cuStreamWriteValue32(%p, %u)", (void *)flag, value);
+        atomic_store(&is_memops_ok, false);
+    }
+    return launch_flag_kernel(false, stream, flag, value);
+}
+
+static ncclResult_t cuda_stream_wait(void *stream, volatile uint32_t *flag, uint32_t value)
+{
+    cu_handle ctx;
+    cu_result r;
+
+    AC_CHECK(current_ctx(&ctx));
+    if (cu.stream_wait_value32 && atomic_load(&is_memops_ok)) {
+        r = cu.stream_wait_value32(stream, (cu_deviceptr)flag, value, CU_STREAM_WAIT_VALUE_GEQ);
+        if (r != CUDA_ERROR_NOT_SUPPORTED)
+            return check(r, "cuStreamWaitValue32(%p, %u)", (void *)flag, value);
+        atomic_store(&is_memops_ok, false);
+    }
+    return launch_flag_kernel(true, stream, flag, value);
+}
+
 const struct ac_backend ac_cuda_backend = {
     .size = sizeof(struct ac_backend),
     .name = "cuda",
@@ -559,5 +662,9 @@ const struct ac_backend ac_cuda_backend = {
     .ipc_close = cuda_ipc_close,
     .copy = cuda_copy,
     .reduce = cuda_reduce,
+    .host_alloc = cuda_host_alloc,
+    .host_free = cuda_host_free,
+    .stream_signal = cuda_stream_signal,
+    .stream_wait = cuda_stream_wait,
     .dmabuf_export = ac_cuda_dmabuf_export, /* cuda_dmabuf.c */
 };

@@ -44,6 +44,8 @@ enum {
     HIP_MEMORY_TYPE_MANAGED_V6 = 3,
     HIP_IPC_LAZY_PEER_V5 = 0,
     HIP_IPC_LAZY_PEER_V6 = 1,
+    HIP_HOST_MALLOC_PORTABLE = 1,
+    HIP_HOST_MALLOC_MAPPED = 2,
 };
 
 #define MAX_DEVICES 64
@@ -80,6 +82,8 @@ static struct {
     hip_error (*launch_kernel)(hip_handle fn, unsigned gx, unsigned gy, unsigned gz, unsigned bx,
                                unsigned by, unsigned bz, unsigned shmem, hip_handle s,
                                void **params, void **extra);
+    hip_error (*host_malloc)(void **p, size_t bytes, unsigned flags);
+    hip_error (*host_free)(void *p);
 } hip;
 
 static const struct {
@@ -115,6 +119,8 @@ static const struct {
     {"hipModuleGetFunction", (void **)&hip.module_get_function},
     {"hipModuleUnload", (void **)&hip.module_unload},
     {"hipModuleLaunchKernel", (void **)&hip.launch_kernel},
+    {"hipHostMalloc", (void **)&hip.host_malloc},
+    {"hipHostFree", (void **)&hip.host_free},
 };
 
 /* The embedded code object bundle (build/device/hip_code.S). */
@@ -127,6 +133,8 @@ struct module {
     bool is_loaded;
     hip_handle mod;
     hip_handle copy;
+    hip_handle signal;
+    hip_handle wait;
     hip_handle reduce[AC_KERNEL_REDUCE_COUNT];
 };
 
@@ -410,6 +418,12 @@ static ncclResult_t load_module(struct module *m)
     AC_CHECK_GOTO(check(hip.module_get_function(&m->copy, m->mod, AC_KERNEL_COPY_NAME),
                         "hipModuleGetFunction(%s)", AC_KERNEL_COPY_NAME),
                   res, unload);
+    AC_CHECK_GOTO(check(hip.module_get_function(&m->signal, m->mod, AC_KERNEL_SIGNAL_NAME),
+                        "hipModuleGetFunction(%s)", AC_KERNEL_SIGNAL_NAME),
+                  res, unload);
+    AC_CHECK_GOTO(check(hip.module_get_function(&m->wait, m->mod, AC_KERNEL_WAIT_NAME),
+                        "hipModuleGetFunction(%s)", AC_KERNEL_WAIT_NAME),
+                  res, unload);
     for (int t = 0; t < AC_KERNEL_REDUCE_COUNT; t++)
         AC_CHECK_GOTO(
             check(hip.module_get_function(&m->reduce[t], m->mod, ac_kernel_reduce_name(t)),
@@ -488,6 +502,49 @@ static ncclResult_t hip_reduce(const struct ac_redop *op, void *dst, const void 
                  "hipModuleLaunchKernel(%s, %zu elements)", ac_kernel_reduce_name(op->type), count);
 }
 
+/* Portable and mapped: every device uses it at the host address (unified addressing). */
+static ncclResult_t hip_host_alloc(size_t bytes, void **ptr_out)
+{
+    void *p = NULL;
+
+    AC_CHECK(check(hip.host_malloc(&p, bytes ? bytes : 1,
+                                   HIP_HOST_MALLOC_PORTABLE | HIP_HOST_MALLOC_MAPPED),
+                   "hipHostMalloc(%zu bytes)", bytes));
+    memset(p, 0, bytes ? bytes : 1);
+    *ptr_out = p;
+    return ncclSuccess;
+}
+
+static ncclResult_t hip_host_free(void *ptr)
+{
+    return check(hip.host_free(ptr), "hipHostFree(%p)", ptr);
+}
+
+/* The kernels of sync.cuh rather than hipStreamWaitValue32, whose support varies by ROCm version
+ * and GPU: the same code on every AMD GPU. */
+static ncclResult_t launch_flag_kernel(bool is_wait, void *stream, volatile uint32_t *flag,
+                                       uint32_t value)
+{
+    const struct module *m;
+    void *params[] = {&flag, &value};
+    const char *name = is_wait ? AC_KERNEL_WAIT_NAME : AC_KERNEL_SIGNAL_NAME;
+
+    AC_CHECK(module_of_current(&m));
+    return check(hip.launch_kernel(is_wait ? m->wait : m->signal, 1, 1, 1, 1, 1, 1, 0, stream,
+                                   params, NULL),
+                 "hipModuleLaunchKernel(%s, %u)", name, value);
+}
+
+static ncclResult_t hip_stream_signal(void *stream, volatile uint32_t *flag, uint32_t value)
+{
+    return launch_flag_kernel(false, stream, flag, value);
+}
+
+static ncclResult_t hip_stream_wait(void *stream, volatile uint32_t *flag, uint32_t value)
+{
+    return launch_flag_kernel(true, stream, flag, value);
+}
+
 const struct ac_backend ac_hip_backend = {
     .size = sizeof(struct ac_backend),
     .name = "hip",
@@ -513,5 +570,9 @@ const struct ac_backend ac_hip_backend = {
     .ipc_close = hip_ipc_close,
     .copy = hip_copy,
     .reduce = hip_reduce,
+    .host_alloc = hip_host_alloc,
+    .host_free = hip_host_free,
+    .stream_signal = hip_stream_signal,
+    .stream_wait = hip_stream_wait,
     .dmabuf_export = ac_hip_dmabuf_export, /* hip_dmabuf.c */
 };

@@ -123,6 +123,38 @@ static ncclResult_t host_reduce(const struct ac_redop *op, void *dst, const void
     return ncclSuccess;
 }
 
+static ncclResult_t host_pinned_alloc(size_t bytes, void **ptr_out)
+{
+    void *p = NULL;
+
+    AC_CHECK(host_alloc(-1, bytes, &p));
+    memset(p, 0, bytes ? bytes : 1);
+    *ptr_out = p;
+    return ncclSuccess;
+}
+
+static ncclResult_t host_pinned_free(void *ptr)
+{
+    free(ptr);
+    return ncclSuccess;
+}
+
+static ncclResult_t host_stream_signal(void *stream, volatile uint32_t *flag, uint32_t value)
+{
+    __atomic_store_n(flag, value, __ATOMIC_RELEASE);
+    return ncclSuccess;
+}
+
+/* Host "streams" run each call as it is made: a flag not set yet can only be set by another
+ * thread, which a synchronous wait here could deadlock against. */
+static ncclResult_t host_stream_wait(void *stream, volatile uint32_t *flag, uint32_t value)
+{
+    if ((int32_t)(__atomic_load_n(flag, __ATOMIC_ACQUIRE) - value) >= 0)
+        return ncclSuccess;
+    return AC_FAIL(ncclInvalidUsage, "host backend: cannot make a stream wait for a flag (host "
+                   "calls complete when they are made)");
+}
+
 const struct ac_backend ac_host_backend = {
     .size = sizeof(struct ac_backend),
     .name = "host",
@@ -148,4 +180,8 @@ const struct ac_backend ac_host_backend = {
     .ipc_close = host_no_stream,
     .copy = host_copy,
     .reduce = host_reduce,
+    .host_alloc = host_pinned_alloc,
+    .host_free = host_pinned_free,
+    .stream_signal = host_stream_signal,
+    .stream_wait = host_stream_wait,
 };

@@ -30,6 +30,10 @@ struct ac_kreduce_args {
 /* ac_k_copy(void *dst, const void *src, uint64_t bytes) */
 #define AC_KERNEL_COPY_NAME "ac_k_copy"
 
+/* ac_k_signal(volatile uint32_t *flag, uint32_t value), ac_k_wait(same): sync.cuh, one thread. */
+#define AC_KERNEL_SIGNAL_NAME "ac_k_signal"
+#define AC_KERNEL_WAIT_NAME "ac_k_wait"
+
 /* The reduce kernel of an ncclDataType_t value (ac_k_reduce_<t>(struct ac_kreduce_args)); NULL for
  * an invalid type. Same order as nccl.h's ncclDataType_t. */
 static inline const char *ac_kernel_reduce_name(int nccl_type)

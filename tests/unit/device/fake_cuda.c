@@ -144,6 +144,18 @@ EXPORT int cuMemFree_v2(uintptr_t p)
     return 0;
 }
 
+EXPORT int cuMemHostAlloc(void **p, size_t bytes, unsigned flags)
+{
+    *p = calloc(1, bytes);
+    return *p ? 0 : 2;
+}
+
+EXPORT int cuMemFreeHost(void *p)
+{
+    free(p);
+    return 0;
+}
+
 EXPORT int cuMemcpyAsync(uintptr_t dst, uintptr_t src, size_t n, void *s)
 {
     memcpy((void *)dst, (const void *)src, n);
