@@ -96,8 +96,8 @@ ncclResult_t ac_cuda_dmabuf_export(void *ptr, size_t bytes, int *fd_out, uint64_
         ctx = NULL;
     if (ctx != NULL && dm.ctx_push(ctx) != 0)
         ctx = NULL;
-    cu_result r =
-        dm.get_handle(&fd, (cu_deviceptr)start, end - start, CU_MEM_RANGE_HANDLE_TYPE_DMA_BUF_FD, 0);
+    cu_result r = dm.get_handle(&fd, (cu_deviceptr)start, end - start,
+                                CU_MEM_RANGE_HANDLE_TYPE_DMA_BUF_FD, 0);
     if (ctx != NULL)
         dm.ctx_pop(&popped);
     if (r != 0 || fd < 0)

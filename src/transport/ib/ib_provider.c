@@ -256,8 +256,7 @@ static bool open_device(char *why, size_t len)
     ac_ib_mrcache_init(&mrcache, cache_reg, cache_dereg, NULL, MRCACHE_IDLE);
     snprintf(description, sizeof(description), "verbs %s port %d (%s, GID index %d)", dev.name,
              dev.port, dev.link == AC_IB_LINK_ETH ? "RoCE" : "InfiniBand", dev.gid_index);
-    AC_INFO(AC_SUB_NET | AC_SUB_INIT,
-            "ib: %s; GPU buffers: %s", description,
+    AC_INFO(AC_SUB_NET | AC_SUB_INIT, "ib: %s; GPU buffers: %s", description,
             ib.reg_dmabuf_mr ? "dma-buf registration (GPUDirect RDMA, ibv_reg_dmabuf_mr) when "
                                "their backend exports dma-bufs, else staged through host memory"
                              : "staged through host memory (libibverbs has no ibv_reg_dmabuf_mr: "
@@ -416,8 +415,8 @@ static ncclResult_t reg_dmabuf(void *buf, size_t len, const struct ac_ib_reg_pla
                                struct ac_rdma_mr *mr_out)
 {
     int access = IBV_ACCESS_LOCAL_WRITE | IBV_ACCESS_REMOTE_WRITE;
-    struct ibv_mr *mr = ib.reg_dmabuf_mr(dev.pd, plan->offset, len, (uint64_t)(uintptr_t)buf,
-                                         plan->fd, access);
+    struct ibv_mr *mr =
+        ib.reg_dmabuf_mr(dev.pd, plan->offset, len, (uint64_t)(uintptr_t)buf, plan->fd, access);
     int err = errno;
     close(plan->fd);
     if (mr == NULL)

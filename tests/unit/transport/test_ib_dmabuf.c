@@ -36,24 +36,34 @@ static ncclResult_t export_refused(void *ptr, size_t bytes, int *fd_out, uint64_
 }
 
 static const struct ac_backend fake_host = {
-    .size = sizeof(struct ac_backend), .name = "host", .kind = AC_MEM_HOST,
+    .size = sizeof(struct ac_backend),
+    .name = "host",
+    .kind = AC_MEM_HOST,
     .dmabuf_export = export_ok, /* never asked: host memory needs no export */
 };
 static const struct ac_backend fake_cuda = {
-    .size = sizeof(struct ac_backend), .name = "cuda", .kind = AC_MEM_CUDA,
+    .size = sizeof(struct ac_backend),
+    .name = "cuda",
+    .kind = AC_MEM_CUDA,
     .dmabuf_export = export_ok,
 };
 static const struct ac_backend fake_hip_refusing = {
-    .size = sizeof(struct ac_backend), .name = "hip", .kind = AC_MEM_HIP,
+    .size = sizeof(struct ac_backend),
+    .name = "hip",
+    .kind = AC_MEM_HIP,
     .dmabuf_export = export_refused,
 };
 static const struct ac_backend fake_cuda_no_op = {
-    .size = sizeof(struct ac_backend), .name = "cuda", .kind = AC_MEM_CUDA,
+    .size = sizeof(struct ac_backend),
+    .name = "cuda",
+    .kind = AC_MEM_CUDA,
 };
 /* A table from before the op was appended: its size ends before dmabuf_export, whatever the
  * memory after it holds. */
 static const struct ac_backend fake_cuda_old_table = {
-    .size = offsetof(struct ac_backend, dmabuf_export), .name = "cuda", .kind = AC_MEM_CUDA,
+    .size = offsetof(struct ac_backend, dmabuf_export),
+    .name = "cuda",
+    .kind = AC_MEM_CUDA,
     .dmabuf_export = export_ok,
 };
 
