@@ -60,6 +60,7 @@ static void fill_self_info(struct ncclComm *comm, struct ac_peer_info *me)
     me->pid_ns_hash = hash_of_file("/proc/self/ns/pid", true);
     me->addr = *ac_bootstrap_local_addr(comm->bs);
     ac_cma_probe_word(&me->cma_addr, &me->cma_value);
+    me->rdma_caps = ac_transport_rdma_caps();
 }
 
 bool ac_comm_pair_can_map(const struct ncclComm *comm, int peer)

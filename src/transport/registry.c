@@ -36,6 +36,21 @@ static bool is_excluded(const struct ac_transport *tp)
 
 const int ac_transports_count = (int)(sizeof(ac_transports_all) / sizeof(ac_transports_all[0]));
 
+uint8_t ac_transport_rdma_caps(void)
+{
+    const struct ac_rdma_transport *rts[] = {&ac_ib_transport, &ac_ofi_transport};
+    const uint8_t bits[] = {AC_RDMA_CAP_IB, AC_RDMA_CAP_OFI};
+    const char *net = ac_config_get()->net;
+    uint8_t caps = AC_RDMA_CAP_KNOWN;
+    for (int i = 0; i < 2; i++) {
+        char why[256];
+        bool is_forced = net != NULL && strcmp(net, rts[i]->tp.name) == 0;
+        if (!is_excluded(&rts[i]->tp) && rts[i]->pv->is_usable(is_forced, why, sizeof(why)))
+            caps |= bits[i];
+    }
+    return caps;
+}
+
 const struct ac_transport *ac_transport_pick(const struct ac_peer_info *self,
                                              const struct ac_peer_info *peer)
 {

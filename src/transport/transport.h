@@ -35,7 +35,15 @@ struct ac_peer_info {
     struct sockaddr_storage addr;    /* an address of this rank that peers can reach (port 0) */
     uint64_t cma_addr, cma_value;    /* a word peers read to test cross-memory attach */
     bool can_cma;                    /* read every peer of its host (filled after the probe) */
+    uint8_t rdma_caps;               /* AC_RDMA_CAP_*: the RDMA transports this rank can run */
 };
+
+/* ac_peer_info.rdma_caps: which RDMA transports a rank can run, advertised at init so that the
+ * receiver of a pair never picks one its sender cannot run. 0 (nothing advertised: a peer info
+ * not filled by init) means "unknown": the receiver decides from its own side alone. */
+#define AC_RDMA_CAP_KNOWN 0x80u
+#define AC_RDMA_CAP_IB 0x01u
+#define AC_RDMA_CAP_OFI 0x02u
 
 /* Same machine and same pid namespace: shared memory works and pids can be looked at. */
 static inline bool ac_peer_shares_host(const struct ac_peer_info *a, const struct ac_peer_info *b)
@@ -114,5 +122,9 @@ extern const int ac_transports_count;
 /* src/transport/registry.c: the first transport, in order of preference, that can join the two. */
 const struct ac_transport *ac_transport_pick(const struct ac_peer_info *self,
                                              const struct ac_peer_info *peer);
+/* src/transport/registry.c: AC_RDMA_CAP_* of this process under ANYCCL_NET (probes the providers:
+ * cheap unless one is forced or RDMA hardware is present, which the first connection would pay
+ * anyway). */
+uint8_t ac_transport_rdma_caps(void);
 
 #endif

@@ -131,6 +131,20 @@ bool ac_rdma_can_connect(const struct ac_rdma_transport *rt, const struct ac_pee
     static int nwarned; /* once per process: every connector asks */
     if (!is_usable && is_forced && __atomic_fetch_add(&nwarned, 1, __ATOMIC_RELAXED) == 0)
         AC_WARN("ANYCCL_NET=%s, but the %s transport cannot be used: %s", net, rt->tp.name, why);
+    /* The peer advertised what it can run (init): a transport it cannot is not chosen, instead of
+     * failing in its send_connect. */
+    uint8_t bit = rt == &ac_ib_transport ? AC_RDMA_CAP_IB : AC_RDMA_CAP_OFI;
+    if (is_usable && peer != NULL && (peer->rdma_caps & AC_RDMA_CAP_KNOWN) &&
+        !(peer->rdma_caps & bit)) {
+        AC_INFO(AC_SUB_NET | AC_SUB_INIT,
+                "%s: rank %d (host %s) cannot run it (advertised at init)", rt->tp.name, peer->rank,
+                peer->hostname);
+        if (is_forced && __atomic_fetch_add(&nwarned, 1, __ATOMIC_RELAXED) == 0)
+            AC_WARN(
+                "ANYCCL_NET=%s, but rank %d (host %s) cannot use the %s transport (see its log)",
+                net, peer->rank, peer->hostname, rt->tp.name);
+        return false;
+    }
     return is_usable;
 }
 

@@ -127,6 +127,49 @@ Test(rdma_choice, forced_ib_without_device_is_no_transport)
     cr_assert(strlen(why) > 0);
 }
 
+/* Capabilities advertised at init (ac_peer_info.rdma_caps): the receiver never picks an RDMA
+ * transport its sender said it cannot run. */
+Test(rdma_choice, local_caps_follow_net)
+{
+    set_env("socket", NULL);
+    cr_assert_eq(ac_transport_rdma_caps(), AC_RDMA_CAP_KNOWN);
+    set_env("ofi", NULL);
+    if (!has_ofi())
+        cr_skip_test("libfabric with an RDM provider offering RMA is not installed");
+    cr_assert_eq(ac_transport_rdma_caps(), AC_RDMA_CAP_KNOWN | AC_RDMA_CAP_OFI);
+}
+
+Test(rdma_choice, peer_advertising_ofi_gets_ofi)
+{
+    struct ac_peer_info a, b;
+    set_env("ofi", NULL);
+    if (!has_ofi())
+        cr_skip_test("libfabric with an RDM provider offering RMA is not installed");
+    make_info(&a, 0, 0xabc);
+    make_info(&b, 1, 0xdef);
+    a.rdma_caps = b.rdma_caps = AC_RDMA_CAP_KNOWN | AC_RDMA_CAP_OFI;
+    cr_assert_eq(ac_transport_pick(&a, &b), &ac_ofi_transport.tp);
+}
+
+Test(rdma_choice, peer_without_ofi_is_not_given_ofi)
+{
+    struct ac_peer_info a, b;
+    set_env("ofi", NULL);
+    if (!has_ofi())
+        cr_skip_test("libfabric with an RDM provider offering RMA is not installed");
+    make_info(&a, 0, 0xabc);
+    make_info(&b, 1, 0xdef);
+    a.rdma_caps = AC_RDMA_CAP_KNOWN | AC_RDMA_CAP_OFI;
+    b.rdma_caps = AC_RDMA_CAP_KNOWN;
+    /* forced: no transport (an error at set-up naming the peer), never sockets */
+    cr_assert_null(ac_transport_pick(&a, &b));
+    /* allowed but not forced (a provider named): the pair takes sockets, without a failed try */
+    set_env(NULL, "tcp");
+    cr_assert_eq(ac_transport_pick(&a, &b), &ac_socket_transport);
+    b.rdma_caps = AC_RDMA_CAP_KNOWN | AC_RDMA_CAP_OFI;
+    cr_assert_eq(ac_transport_pick(&a, &b), &ac_ofi_transport.tp);
+}
+
 Test(rdma_choice, imm_encoding)
 {
     for (unsigned slot = 0; slot < 64; slot += 7) {
