@@ -174,6 +174,12 @@ static const struct row rows[] = {
              "and its software engine when every pair of ranks shares a host and can write each "
              "other's memory; other calls and other communicators take the normal path. Off by "
              "default: see docs/gpu-initiated.md for the measurement."),
+    STR_ROW("ANYCCL_GIN_ENGINE", NULL, "auto", gin_engine,
+            "Engine of the GPU-initiated path: sw (a CPU thread consumes the descriptor ring), "
+            "mlx5 (the direct engine: the producer writes ConnectX WQEs and rings the doorbell; "
+            "an error where it cannot run, never a fallback) or auto (mlx5 only when a ConnectX "
+            "port, libmlx5 and a GPU backend that can map the doorbell page are all present; the "
+            "choice and why are logged at INFO). See docs/gpu-initiated.md."),
     STR_ROW("ANYCCL_CUDA_LIBRARY", NULL, NULL, cuda_library,
             "Path or name of the CUDA driver library the CUDA backend opens instead of "
             "libcuda.so.1: for packaging, and for tests that point a process at an emulated "

@@ -61,6 +61,7 @@ struct ac_config {
     bool ras_sigusr1;           /* ANYCCL_RAS_SIGUSR1: SIGUSR1 dumps the flight recorders */
     /* GPU-initiated networking */
     bool gpu_initiated;         /* ANYCCL_GPU_INITIATED: all-to-all through the GIN ring */
+    const char *gin_engine;     /* ANYCCL_GIN_ENGINE: sw, mlx5 or auto */
     /* device backends */
     const char *cuda_library;   /* ANYCCL_CUDA_LIBRARY: instead of libcuda.so.1 */
 };

@@ -92,6 +92,14 @@ struct ac_backend {
      * the one-thread kernels of kernels/sync.cuh. */
     ncclResult_t (*stream_signal)(void *stream, volatile uint32_t *flag, uint32_t value);
     ncclResult_t (*stream_wait)(void *stream, volatile uint32_t *flag, uint32_t value);
+    /* The mlx5 direct engine (src/gin/gin_mlx5_qp.c): host memory the NIC also uses (send queue,
+     * CQ, doorbell records), or with is_io a NIC's doorbell page (MMIO: cuMemHostRegister with
+     * CU_MEMHOSTREGISTER_IOMEMORY, hipHostRegister with hipHostRegisterIoMemory), made
+     * addressable by the backend's devices; *dev_ptr_out is its device address. ptr and bytes
+     * are page-aligned. host_unmap undoes it. NULL where not implemented: the engine is then
+     * unavailable, with that reason. */
+    ncclResult_t (*host_map)(void *ptr, size_t bytes, bool is_io, void **dev_ptr_out);
+    ncclResult_t (*host_unmap)(void *ptr);
 };
 
 extern const struct ac_backend ac_host_backend;

@@ -25,6 +25,7 @@
 #include "core/comm.h"
 #include "core/enqueue.h"
 #include "gin/gin_internal.h"
+#include "gin/gin_mlx5_dev.h"
 #include "transport/rdma/rdma.h"
 
 #include <errno.h>
@@ -378,6 +379,8 @@ static ncclResult_t gin_setup(struct ncclComm *comm, struct ac_gin **out)
     g->comm = comm;
     pthread_mutex_init(&g->consume_lock, NULL);
     int cap = -1;
+    char engine_line[400];
+    AC_CHECK_GOTO(ac_gin_engine_for_host_alltoall(engine_line, sizeof(engine_line)), res, fail);
     AC_CHECK_GOTO(pick_backend(comm, &cap), res, fail);
     if (cap == 0) {
         g->be = &cma_backend;
@@ -404,9 +407,8 @@ static ncclResult_t gin_setup(struct ncclComm *comm, struct ac_gin **out)
     }
     g->has_thread = true;
     AC_INFO(AC_SUB_NET | AC_SUB_COLL,
-            "GIN: engine=sw backend=%s via=%s ring=%u slots, %d ranks "
-            "(engine=mlx5 ran=no: only its WQE encoding exists, the engine is not written)",
-            g->be->name, cap_names[cap], GIN_NSLOTS, comm->nranks);
+            "GIN: engine=sw backend=%s via=%s ring=%u slots, %d ranks (%s)", g->be->name,
+            cap_names[cap], GIN_NSLOTS, comm->nranks, engine_line);
     *out = g;
     return ncclSuccess;
 fail:
