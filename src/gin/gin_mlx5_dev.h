@@ -2,7 +2,8 @@
  * of one RC QP + CQ per peer through libibverbs and libmlx5 (both dlopen'ed: never linked) whose
  * send queue, doorbell records, BlueFlame register and CQ are described in a struct
  * ac_gin_mlx5_dev (src/device/kernels/gin_mlx5.h) for a producer that posts WQEs itself.
- * Compiled and unit-tested against fakes only: no ConnectX has run it. See docs/gpu-initiated.md. */
+ * Compiled and unit-tested against fakes only: no ConnectX has run it. See docs/gpu-initiated.md.
+ */
 #ifndef AC_GIN_GIN_MLX5_DEV_H
 #define AC_GIN_GIN_MLX5_DEV_H
 

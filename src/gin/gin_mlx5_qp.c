@@ -53,8 +53,8 @@ ncclResult_t ac_gin_engine_decide(const char *setting, bool is_mlx5_usable, cons
         snprintf(line_out, line_len, "engine=mlx5 ran=yes (ANYCCL_GIN_ENGINE=%s)",
                  is_auto ? "auto" : "mlx5");
     else
-        snprintf(line_out, line_len, "engine=%s; engine=mlx5 ran=no: %s",
-                 engine_names[*engine_out], why_not && why_not[0] ? why_not : "unknown reason");
+        snprintf(line_out, line_len, "engine=%s; engine=mlx5 ran=no: %s", engine_names[*engine_out],
+                 why_not && why_not[0] ? why_not : "unknown reason");
     return ncclSuccess;
 }
 
@@ -212,7 +212,7 @@ static bool try_device(struct ibv_device *d, const struct ac_ib_hca_filter *filt
             dev.lid = pa.lid;
             dev.mtu = (uint8_t)pa.active_mtu;
             int rd = da.max_qp_rd_atom < da.max_qp_init_rd_atom ? da.max_qp_rd_atom
-                                                                 : da.max_qp_init_rd_atom;
+                                                                : da.max_qp_init_rd_atom;
             dev.max_rd_atom = (uint8_t)(rd < 1 ? 1 : rd > 16 ? 16 : rd);
             if (!pick_gid(name, p, pa.gid_tbl_len))
                 continue;
@@ -259,8 +259,7 @@ static bool probe_nic(char *why, size_t len)
         is_probed = true;
         /* no kernel RDMA device: do not even load the libraries (and their providers) */
         if (access("/sys/class/infiniband", F_OK) != 0)
-            snprintf(probe_why, sizeof(probe_why),
-                     "no mlx5 device (/sys/class/infiniband absent)");
+            snprintf(probe_why, sizeof(probe_why), "no mlx5 device (/sys/class/infiniband absent)");
         else
             is_found = load_libraries(probe_why, sizeof(probe_why)) &&
                        open_device(probe_why, sizeof(probe_why));
@@ -460,13 +459,11 @@ static ncclResult_t create_qp(struct ac_gin_mlx5 *e, int p, uint32_t nwqes,
         return verbs_fail("ibv_create_cq", errno);
     /* every WQE asks for a CQE (sq_sig_all is 0, the producer sets CQ_UPDATE itself); no receive
      * queue: nothing here sends or writes with immediate to this QP */
-    struct ibv_qp_init_attr ia = {.send_cq = e->cqs[p],
-                                  .recv_cq = e->cqs[p],
-                                  .qp_type = IBV_QPT_RC,
-                                  .cap = {.max_send_wr = nwqes,
-                                          .max_recv_wr = 1,
-                                          .max_send_sge = 1,
-                                          .max_recv_sge = 1}};
+    struct ibv_qp_init_attr ia = {
+        .send_cq = e->cqs[p],
+        .recv_cq = e->cqs[p],
+        .qp_type = IBV_QPT_RC,
+        .cap = {.max_send_wr = nwqes, .max_recv_wr = 1, .max_send_sge = 1, .max_recv_sge = 1}};
     if ((e->qps[p] = fn.create_qp(dev.pd, &ia)) == NULL)
         return verbs_fail("ibv_create_qp", errno);
     struct ibv_qp_attr a = {.qp_state = IBV_QPS_INIT,
@@ -479,7 +476,8 @@ static ncclResult_t create_qp(struct ac_gin_mlx5 *e, int p, uint32_t nwqes,
         return verbs_fail("ibv_modify_qp to INIT", rc);
     struct mlx5dv_qp dq;
     struct mlx5dv_cq dc;
-    struct mlx5dv_obj obj = {.qp = {.in = e->qps[p], .out = &dq}, .cq = {.in = e->cqs[p], .out = &dc}};
+    struct mlx5dv_obj obj = {.qp = {.in = e->qps[p], .out = &dq},
+                             .cq = {.in = e->cqs[p], .out = &dc}};
     if ((rc = fn.init_obj(&obj, MLX5DV_OBJ_QP | MLX5DV_OBJ_CQ)) != 0)
         return verbs_fail("mlx5dv_init_obj", rc < 0 ? -rc : rc);
     char why[200];
@@ -655,8 +653,8 @@ ncclResult_t ac_gin_mlx5_create(struct ncclComm *comm, void *win, size_t win_byt
             AC_CHECK_GOTO(create_qp(e, p, nwqes, &all[(size_t)comm->rank * n + p]), res, fail);
     AC_CHECK_GOTO(exchange_and_connect(comm, e, all), res, fail);
     AC_INFO(AC_SUB_NET | AC_SUB_INIT,
-            "GIN: mlx5 direct engine: %d QPs on %s port %d, %u WQEs each, producer on the %s", n - 1,
-            dev.name, dev.port, nwqes, gpu ? gpu->name : "host");
+            "GIN: mlx5 direct engine: %d QPs on %s port %d, %u WQEs each, producer on the %s",
+            n - 1, dev.name, dev.port, nwqes, gpu ? gpu->name : "host");
     free(all);
     *out = e;
     return ncclSuccess;

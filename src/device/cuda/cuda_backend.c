@@ -6,6 +6,7 @@
  * calling thread's current context; with none, device 0's primary context (as cudart would). */
 #include "device/backend.h"
 #include "device/dmabuf.h"
+#include "device/hostmap.h"
 #include "device/kernels/launch.h"
 
 #include "common/check.h"
@@ -667,4 +668,6 @@ const struct ac_backend ac_cuda_backend = {
     .stream_signal = cuda_stream_signal,
     .stream_wait = cuda_stream_wait,
     .dmabuf_export = ac_cuda_dmabuf_export, /* cuda_dmabuf.c */
+    .host_map = ac_cuda_host_map,           /* cuda_hostmap.c */
+    .host_unmap = ac_cuda_host_unmap,
 };

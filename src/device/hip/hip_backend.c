@@ -4,6 +4,7 @@
  * contexts to manage: calls run on the calling thread's current device (hipSetDevice). */
 #include "device/backend.h"
 #include "device/dmabuf.h"
+#include "device/hostmap.h"
 #include "device/kernels/launch.h"
 
 #include "common/check.h"
@@ -575,4 +576,6 @@ const struct ac_backend ac_hip_backend = {
     .stream_signal = hip_stream_signal,
     .stream_wait = hip_stream_wait,
     .dmabuf_export = ac_hip_dmabuf_export, /* hip_dmabuf.c */
+    .host_map = ac_hip_host_map,           /* hip_hostmap.c */
+    .host_unmap = ac_hip_host_unmap,
 };

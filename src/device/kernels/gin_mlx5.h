@@ -59,8 +59,8 @@
  * pointers in the GPU's copy, host pointers in the host's). Counters are 64-bit and never wrap
  * in practice; the 16-bit NIC indices are their low bits. */
 struct ac_gin_mlx5_qp {
-    uint8_t *sq_buf;    /* wqe_cnt WQEBBs */
-    uint32_t wqe_cnt;   /* power of two, <= AC_GIN_MLX5_MAX_WQES */
+    uint8_t *sq_buf;  /* wqe_cnt WQEBBs */
+    uint32_t wqe_cnt; /* power of two, <= AC_GIN_MLX5_MAX_WQES */
     uint32_t qpn;
     uint32_t *sq_dbrec; /* the send doorbell record (mlx5dv_qp.dbrec + MLX5_SND_DBR) */
     uint64_t *bf_reg;   /* the UAR's BlueFlame register: the doorbell (MMIO) */
@@ -87,7 +87,7 @@ struct ac_gin_mlx5_dev {
     uint32_t version; /* AC_GIN_MLX5_VERSION */
     uint32_t size;    /* sizeof(struct ac_gin_mlx5_dev) */
     uint32_t me, npeers;
-    uint64_t laddr;   /* this rank's window, as the NIC knows it (registered) */
+    uint64_t laddr; /* this rank's window, as the NIC knows it (registered) */
     uint64_t lbytes;
     uint32_t lkey;
     uint32_t scratch_lkey; /* where fetch-add results land (8 bytes, ignored) */
@@ -97,7 +97,8 @@ struct ac_gin_mlx5_dev {
     uint32_t pad;
     struct ac_gin_mlx5_qp *qps; /* [npeers] */
     const volatile int *abort_flag;
-    uint64_t max_spins; /* a wait gives up with AC_GIN_ERR_TIMEOUT after this many polls; 0: never */
+    uint64_t
+        max_spins; /* a wait gives up with AC_GIN_ERR_TIMEOUT after this many polls; 0: never */
     int32_t error AC_GIN_LINE; /* enum ac_gin_status, first failure wins */
     int32_t error_peer;
     uint32_t error_syndrome; /* the error CQE's syndrome << 8 | vendor syndrome */
@@ -228,8 +229,8 @@ AC_DEVFN void ac_mlx5_put64(uint8_t *p, uint64_t v)
 }
 
 /* ctrl segment (16 bytes). ds: the WQE's size in 16-byte units. */
-AC_DEVFN void ac_mlx5_ctrl_seg(uint8_t *w, uint16_t idx, uint32_t opcode, uint32_t qpn,
-                               uint32_t ds, uint8_t fm_ce_se, uint32_t imm_be)
+AC_DEVFN void ac_mlx5_ctrl_seg(uint8_t *w, uint16_t idx, uint32_t opcode, uint32_t qpn, uint32_t ds,
+                               uint8_t fm_ce_se, uint32_t imm_be)
 {
     ac_mlx5_put32(w + 0, ((uint32_t)idx << 8) | opcode);
     ac_mlx5_put32(w + 4, (qpn << 8) | ds);
@@ -282,7 +283,8 @@ AC_DEVFN void ac_mlx5_wqe_fetch_add(uint8_t *w, uint16_t idx, uint32_t qpn, uint
     ac_mlx5_data_seg(w + 48, 8, lkey, laddr);
 }
 
-/* --- producer side ----------------------------------------------------------------------------- */
+/* --- producer side -----------------------------------------------------------------------------
+ */
 
 AC_DEVFN void ac_mlx5_fail(struct ac_gin_mlx5_dev *d, int32_t status, uint32_t peer, uint32_t synd)
 {

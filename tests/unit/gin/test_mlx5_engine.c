@@ -26,7 +26,7 @@
 #define WIN_BYTES 65536
 #define NSIG 8
 #define LKEY 0x1111u
-#define RKEY 0x2200u /* + peer */
+#define RKEY 0x2200u     /* + peer */
 #define SIG_RKEY 0x3300u /* + peer */
 #define SCRATCH_LKEY 0x4444u
 
@@ -472,8 +472,8 @@ Test(gin_mlx5_engine, producers_against_a_nic_thread, .timeout = 60)
         for (int i = 0; i < ROUNDS; i++) {
             int peer = 1 + (i + id) % 2;
             size_t off = ((size_t)id * ROUNDS + (size_t)i) * CHUNK;
-            cr_assert_arr_eq(f->remote[peer] + off, f->win + off, CHUNK, "producer %d round %d",
-                             id, i);
+            cr_assert_arr_eq(f->remote[peer] + off, f->win + off, CHUNK, "producer %d round %d", id,
+                             i);
         }
         cr_assert_eq(f->remote_sig[1][id] + f->remote_sig[2][id], (uint64_t)ROUNDS);
         cr_assert_eq(f->remote_sig[1][id], (uint64_t)ROUNDS / 2);
@@ -512,8 +512,7 @@ Test(gin_mlx5_engine, engine_choice, .timeout = 10)
                      "GIN: ANYCCL_GIN_ENGINE=mlx5, but the mlx5 direct engine cannot run in this "
                      "process: no mlx5 device (/sys/class/infiniband absent) (set "
                      "ANYCCL_GIN_ENGINE=sw or auto to use the software engine)");
-    cr_assert_eq(ac_gin_engine_decide("ibgda", true, "", &e, line, sizeof(line)),
-                 ncclInvalidUsage);
+    cr_assert_eq(ac_gin_engine_decide("ibgda", true, "", &e, line, sizeof(line)), ncclInvalidUsage);
     cr_assert_str_eq(ac_last_error(),
                      "GIN: ANYCCL_GIN_ENGINE=ibgda is not an engine: use sw, mlx5 or auto");
 }
