@@ -6,7 +6,8 @@
  * The route is the standard verbs objects plus mlx5dv_init_obj (rocSHMEM's; DEVX is not needed):
  * libmlx5 allocates the queues in host memory; a GPU producer reaches them, and the UAR page,
  * through the GPU backend's host_map (cuMemHostRegister / hipHostRegister, IOMEMORY for the UAR).
- * Queues in GPU memory (a parent-domain allocator) and a CPU-assisted doorbell are not written.
+ * Mapping the UAR succeeds only where the GPU may reach the NIC's BAR (peer-to-peer PCIe); queues
+ * in GPU memory (a parent-domain allocator) and a CPU-assisted doorbell are not written.
  *
  * Compiled and unit-tested against fakes only; no ConnectX has run any of it. */
 #include "gin/gin_mlx5_dev.h"
@@ -295,8 +296,8 @@ bool ac_gin_mlx5_usable(bool needs_gpu, char *why, size_t why_len)
     if (gpu->size < offsetof(struct ac_backend, host_unmap) + sizeof(gpu->host_unmap) ||
         gpu->host_map == NULL || gpu->host_unmap == NULL) {
         snprintf(why, why_len,
-                 "the %s backend cannot map the UAR and queues into the GPU (its host_map op, "
-                 "cuMemHostRegister with IOMEMORY / hipHostRegisterIoMemory, is not written yet)",
+                 "the %s backend cannot map the UAR and queues into the GPU (it has no "
+                 "host_map op)",
                  gpu->name);
         return false;
     }
