@@ -417,7 +417,7 @@ Test(gin_mlx5_engine, bounds_and_abort, .timeout = 10)
  * a thread plays the NIC; 8 slots, so producers wrap the send queue hundreds of times and wait for
  * completions; then every byte and every signal count is checked. */
 #define PRODUCERS 4
-#define ROUNDS 400
+#define ROUNDS 200
 #define CHUNK 32
 
 struct run {
