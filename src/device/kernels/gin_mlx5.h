@@ -231,12 +231,20 @@ AC_DEVFN void ac_mlx5_put64(uint8_t *p, uint64_t v)
     ac_mlx5_put32(p + 4, (uint32_t)v);
 }
 
+/* The first 8 bytes of a ctrl segment as one little-endian 64-bit word: the doorbell value,
+ * computed in registers so that ringing never reads the send queue back (over PCIe when the
+ * queue is in host memory). */
+AC_DEVFN uint64_t ac_mlx5_ctrl8(uint16_t idx, uint32_t opcode, uint32_t qpn, uint32_t ds)
+{
+    return ((uint64_t)ac_mlx5_be32((qpn << 8) | ds) << 32) |
+           ac_mlx5_be32(((uint32_t)idx << 8) | opcode);
+}
+
 /* ctrl segment (16 bytes). ds: the WQE's size in 16-byte units. */
 AC_DEVFN void ac_mlx5_ctrl_seg(uint8_t *w, uint16_t idx, uint32_t opcode, uint32_t qpn, uint32_t ds,
                                uint8_t fm_ce_se, uint32_t imm_be)
 {
-    ac_mlx5_put32(w + 0, ((uint32_t)idx << 8) | opcode);
-    ac_mlx5_put32(w + 4, (qpn << 8) | ds);
+    *(uint64_t *)w = ac_mlx5_ctrl8(idx, opcode, qpn, ds);
     /* signature 0, two reserved bytes, fm_ce_se: one little-endian word holds them in order */
     *(uint32_t *)(w + 8) = (uint32_t)fm_ce_se << 24;
     *(uint32_t *)(w + 12) = imm_be;
@@ -429,7 +437,7 @@ AC_DEVFN uint8_t *ac_mlx5_slot(const struct ac_gin_mlx5_qp *q, uint64_t idx)
  * 3): each waits until every earlier WQE was handed over, so the doorbell record only grows and
  * never covers a slot still being written. Then: WQE bytes, fence, doorbell record, fence,
  * doorbell (rule 2); `ready` is released last so the next producer's record comes after ours. */
-AC_DEVFN int ac_mlx5_submit(struct ac_gin_mlx5_dev *d, uint32_t peer, uint64_t idx)
+AC_DEVFN int ac_mlx5_submit(struct ac_gin_mlx5_dev *d, uint32_t peer, uint64_t idx, uint64_t ctrl8)
 {
     struct ac_gin_mlx5_qp *q = &d->qps[peer];
     uint64_t spins = 0;
@@ -438,11 +446,10 @@ AC_DEVFN int ac_mlx5_submit(struct ac_gin_mlx5_dev *d, uint32_t peer, uint64_t i
         if (st != AC_GIN_OK)
             return st;
     }
-    const uint8_t *w = ac_mlx5_slot(q, idx);
     ac_mlx5_fence_sys();
     ac_mlx5_store_dbrec(q->sq_dbrec, ac_mlx5_be32((uint32_t)(idx + 1) & 0xffffu));
     ac_mlx5_fence_sys();
-    ac_mlx5_mmio_store64(q->bf_reg, *(const uint64_t *)w);
+    ac_mlx5_mmio_store64(q->bf_reg, ctrl8);
     ac_gin_store_release(&q->ready, idx + 1);
     return AC_GIN_OK;
 }
@@ -465,7 +472,8 @@ AC_DEVFN int ac_gin_mlx5_put(struct ac_gin_mlx5_dev *d, uint32_t peer, uint64_t 
         return st;
     ac_mlx5_wqe_write(ac_mlx5_slot(q, idx), (uint16_t)idx, q->qpn, 0, 0, q->raddr + dst_off,
                       q->rkey, d->laddr + src_off, d->lkey, (uint32_t)bytes, 1);
-    st = ac_mlx5_submit(d, peer, idx);
+    st = ac_mlx5_submit(d, peer, idx,
+                        ac_mlx5_ctrl8((uint16_t)idx, AC_MLX5_OPCODE_RDMA_WRITE, q->qpn, 3));
     if (st == AC_GIN_OK && ticket_out)
         *ticket_out = idx;
     return st;
@@ -487,7 +495,8 @@ AC_DEVFN int ac_gin_mlx5_signal(struct ac_gin_mlx5_dev *d, uint32_t peer, uint32
     ac_mlx5_wqe_fetch_add(ac_mlx5_slot(q, idx), (uint16_t)idx, q->qpn,
                           q->sig_raddr + 8ull * signal_id, q->sig_rkey, value, d->scratch_addr,
                           d->scratch_lkey, 1);
-    st = ac_mlx5_submit(d, peer, idx);
+    st = ac_mlx5_submit(d, peer, idx,
+                        ac_mlx5_ctrl8((uint16_t)idx, AC_MLX5_OPCODE_ATOMIC_FA, q->qpn, 4));
     if (st == AC_GIN_OK && ticket_out)
         *ticket_out = idx;
     return st;
