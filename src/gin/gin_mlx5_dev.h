@@ -55,7 +55,10 @@ ncclResult_t ac_gin_mlx5_fill_qp(struct ac_gin_mlx5_qp *out, const struct mlx5dv
  * [nsignals] registered. Collective over comm (the QP numbers, GIDs and keys are allgathered
  * through the bootstrap, as the verbs provider exchanges its addresses). gpu NULL: a host
  * producer (the CPU writes WQEs and rings the UAR itself); else the queues, records and UAR are
- * mapped into the GPU through gpu->host_map and ac_gin_mlx5_dev() is a device pointer. */
+ * mapped into the GPU through gpu->host_map and ac_gin_mlx5_dev() is a device pointer; win and
+ * signals must then be memory the GPU addresses (device memory needs GPUDirect RDMA to register).
+ * A rank that fails before the allgather leaves the others waiting for the bootstrap's timeout.
+ * Nothing in AnyCCL calls it yet (docs/gpu-initiated.md). */
 struct ac_gin_mlx5;
 ncclResult_t ac_gin_mlx5_create(struct ncclComm *comm, void *win, size_t win_bytes,
                                 uint64_t *signals, uint32_t nsignals, uint32_t nwqes,
