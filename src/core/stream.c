@@ -304,7 +304,10 @@ static void run_job(struct job *j)
 {
     ncclResult_t res = failed_before(j);
 
-    if (res == ncclSuccess && is_cancelled(j))
+    if (res != ncclSuccess)
+        AC_FAIL(res, "rank %d: a call on a stream was not run: its communicator failed earlier",
+                j->comms[0]->rank);
+    else if (is_cancelled(j))
         res = AC_FAIL(ncclInvalidUsage,
                       "rank %d: a call on a stream was cancelled by "
                       "ncclCommAbort",
@@ -322,8 +325,12 @@ static void run_job(struct job *j)
             atomic_compare_exchange_strong(&j->comms[i]->async_error, &expected, (int)res);
         }
     }
-    for (struct slot *s = j->slots; s; s = s->job_next)
+    /* Once DONE is out, the stream may release the slot and the next call take it: read
+     * nothing of a slot after its DONE. */
+    for (struct slot *s = j->slots, *next; s; s = next) {
+        next = s->job_next;
         __atomic_store_n(&s->flags[FLAG_DONE], s->seq, __ATOMIC_RELEASE);
+    }
 }
 
 static bool is_head_everywhere(const struct job *j)

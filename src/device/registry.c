@@ -34,11 +34,14 @@ static const struct verdict *verdict_of(enum ac_mem_kind kind)
 {
     struct verdict *v = &verdicts[kind];
 
+    /* Every call on GPU buffers asks: no lock once the verdict is in. */
+    if (__atomic_load_n(&v->is_done, __ATOMIC_ACQUIRE))
+        return v;
     pthread_mutex_lock(&lock);
     if (!v->is_done) {
         v->why[0] = '\0';
         all_backends[kind]->init(&v->is_usable, v->why, sizeof v->why);
-        v->is_done = true;
+        __atomic_store_n(&v->is_done, true, __ATOMIC_RELEASE);
         AC_INFO(AC_SUB_INIT, "device backend %s: %s%s%s", all_backends[kind]->name,
                 v->is_usable ? "usable" : "not usable", v->why[0] ? ": " : "", v->why);
     }

@@ -634,6 +634,31 @@ static int raw_peer_leaves(struct tl_ctx *ctx)
     return dev_close(ctx, &v) && tl_ok(ctx, ncclCommAbort(comm), "ncclCommAbort") ? 0 : 1;
 }
 
+/* Rank 0 queues a call that rank 1 never makes, then aborts its communicator: the abort ends the
+ * proxy's wait, and the stream is released (cuStreamSynchronize returns). Rank 1 aborts at once. */
+static int raw_abort_inflight(struct tl_ctx *ctx)
+{
+    ncclComm_t comm;
+    struct dev v;
+
+    if (!tl_ok(ctx, ncclCommInitRank(&comm, ctx->nranks, ctx->id, ctx->rank), "ncclCommInitRank"))
+        return 1;
+    ctx->comm = comm;
+    if (ctx->rank != 0)
+        return tl_ok(ctx, ncclCommAbort(comm), "ncclCommAbort") ? 0 : 1;
+    if (!dev_open(ctx, &v) || !tl_ok(ctx,
+                                     ncclAllReduce((void *)v.send, (void *)v.recv, 64, ncclFloat32,
+                                                   ncclSum, comm, v.stream),
+                                     "ncclAllReduce"))
+        return 1;
+    ctx->comm = NULL;
+    return tl_ok(ctx, ncclCommAbort(comm), "ncclCommAbort with a call in flight") &&
+                   cu_ok(ctx, v.d.stream_sync(v.stream), "cuStreamSynchronize after the abort") &&
+                   dev_close(ctx, &v)
+               ? 0
+               : 1;
+}
+
 /* ---- cases ---- */
 
 static char env_emu[PATH_MAX + 32], env_nomemops[PATH_MAX + 32];
@@ -684,6 +709,8 @@ int main(int argc, char **argv)
          NULL},
         {"error/peer-leaves/np2/proc", TL_PROCS, 2, NULL, raw_peer_leaves, false, false, false,
          "ANYCCL_TIMEOUT=5"},
+        {"error/abort-inflight/np2/threads", TL_THREADS, 2, NULL, raw_abort_inflight, false, false,
+         false, NULL},
         {"error/no-backend/np2/threads", TL_THREADS, 2, body_no_backend, NULL, true, false, false,
          "ANYCCL_CUDA_LIBRARY=/nonexistent/libcuda.so.1"},
     };
