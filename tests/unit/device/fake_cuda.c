@@ -28,6 +28,8 @@ struct fake_launch {
     const void *copy_src;
     uint64_t copy_bytes;
     struct ac_kreduce_args reduce;
+    volatile uint32_t *flag; /* ac_k_signal, ac_k_wait */
+    uint32_t flag_value;
 };
 
 static struct {
@@ -268,6 +270,10 @@ EXPORT int cuLaunchKernel(void *fn, unsigned gx, unsigned gy, unsigned gz, unsig
         memcpy(&last.copy_dst, params[0], sizeof last.copy_dst);
         memcpy(&last.copy_src, params[1], sizeof last.copy_src);
         memcpy(&last.copy_bytes, params[2], sizeof last.copy_bytes);
+    } else if (strcmp(last.name, AC_KERNEL_SIGNAL_NAME) == 0 ||
+               strcmp(last.name, AC_KERNEL_WAIT_NAME) == 0) {
+        memcpy(&last.flag, params[0], sizeof last.flag);
+        memcpy(&last.flag_value, params[1], sizeof last.flag_value);
     } else {
         memcpy(&last.reduce, params[0], sizeof last.reduce);
     }

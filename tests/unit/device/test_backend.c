@@ -23,6 +23,8 @@ struct fake_launch {
     const void *copy_src;
     uint64_t copy_bytes;
     struct ac_kreduce_args reduce;
+    volatile uint32_t *flag;
+    uint32_t flag_value;
 };
 
 static char fake_path[PATH_MAX];
@@ -294,6 +296,58 @@ Test(cuda_fake, memory_events_and_ipc, .timeout = 10)
     cr_assert_eq(be->stream_destroy(stream), ncclSuccess);
     cr_assert_eq(be->free(dev), ncclSuccess);
     cr_assert_eq(be->free(dev), ncclUnhandledCudaError, "a second free is the driver's error");
+}
+
+/* The host backend runs calls as they are made: a signal is a store, a wait on a flag already
+ * reached passes, one not reached is refused rather than spinning forever. */
+Test(host_backend, flags_are_synchronous, .timeout = 10)
+{
+    const struct ac_backend *be = ac_backend_get(AC_MEM_HOST, NULL, 0);
+    uint32_t *flags = NULL;
+
+    cr_assert_eq(be->host_alloc(16, (void **)&flags), ncclSuccess);
+    cr_assert_eq(flags[0], 0);
+    cr_assert_eq(be->stream_signal(NULL, flags, 3), ncclSuccess);
+    cr_assert_eq(flags[0], 3);
+    cr_assert_eq(be->stream_wait(NULL, flags, 3), ncclSuccess);
+    cr_assert_eq(be->stream_wait(NULL, flags, 2), ncclSuccess);
+    cr_assert_eq(be->stream_wait(NULL, flags, 4), ncclInvalidUsage);
+    flags[0] = 0xfffffffeu; /* sequence numbers wrap: 1 comes after 0xfffffffe */
+    cr_assert_eq(be->stream_wait(NULL, flags, 1), ncclInvalidUsage);
+    flags[0] = 2;
+    cr_assert_eq(be->stream_wait(NULL, flags, 0xfffffffeu), ncclSuccess);
+    cr_assert_eq(be->host_free(flags), ncclSuccess);
+}
+
+/* Pinned staging memory, and the stream's signal and wait launched as one-thread kernels by a
+ * driver without stream memory operations (the fake has none). */
+Test(cuda_fake, pinned_memory_and_flag_kernels, .timeout = 10)
+{
+    const struct ac_backend *be = cuda_with(fake("libcuda_onedev.so"), NULL, 0);
+    void *stream = (void *)0x1234;
+    uint32_t *flags = NULL;
+    const struct fake_launch *l;
+
+    cr_assert_not_null(be);
+    cr_assert_eq(be->host_alloc(64, (void **)&flags), ncclSuccess);
+    cr_assert_eq(flags[0] | flags[15], 0, "pinned memory comes zeroed");
+    if (ac_cuda_built_archs()[0] == '\0') {
+        cr_assert_eq(be->stream_signal(stream, flags, 7), ncclInvalidUsage);
+    } else {
+        cr_assert_eq(be->stream_signal(stream, &flags[1], 7), ncclSuccess);
+        l = last_launch();
+        cr_assert_str_eq(l->name, AC_KERNEL_SIGNAL_NAME);
+        cr_assert_eq(l->grid, 1);
+        cr_assert_eq(l->block, 1);
+        cr_assert_eq(l->stream, stream);
+        cr_assert_eq(l->flag, &flags[1]);
+        cr_assert_eq(l->flag_value, 7);
+        cr_assert_eq(be->stream_wait(stream, &flags[2], 0xffffffffu), ncclSuccess);
+        cr_assert_str_eq(l->name, AC_KERNEL_WAIT_NAME);
+        cr_assert_eq(l->flag, &flags[2]);
+        cr_assert_eq(l->flag_value, 0xffffffffu);
+    }
+    cr_assert_eq(be->host_free(flags), ncclSuccess);
 }
 
 /* Without nvcc at build time there is nothing to launch, and the backend says so. */
