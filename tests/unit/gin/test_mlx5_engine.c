@@ -524,3 +524,40 @@ Test(gin_mlx5_engine, probe_gives_a_reason, .timeout = 20)
     if (!ac_gin_mlx5_usable(true, why, sizeof(why)))
         cr_assert_neq(why[0], '\0');
 }
+
+/* Every syndrome of the PRM's requester/responder error CQE, as rdma-core names them, to the
+ * status a producer sees. */
+Test(gin_mlx5_engine, syndromes_map_to_statuses, .timeout = 10)
+{
+    static const struct {
+        uint32_t synd;
+        int status;
+    } cases[] = {
+        {0x01, AC_GIN_ERR_ACCESS}, /* local length */
+        {0x02, AC_GIN_ERR_SYSTEM}, /* local QP operation */
+        {0x04, AC_GIN_ERR_ACCESS}, /* local protection */
+        {0x05, AC_GIN_ERR_SYSTEM}, /* WR flushed */
+        {0x06, AC_GIN_ERR_SYSTEM}, /* MW bind */
+        {0x10, AC_GIN_ERR_PEER},   /* bad response */
+        {0x11, AC_GIN_ERR_ACCESS}, /* local access */
+        {0x12, AC_GIN_ERR_ACCESS}, /* remote invalid request */
+        {0x13, AC_GIN_ERR_ACCESS}, /* remote access */
+        {0x14, AC_GIN_ERR_PEER},   /* remote operation */
+        {0x15, AC_GIN_ERR_PEER},   /* transport retries exceeded */
+        {0x16, AC_GIN_ERR_PEER},   /* RNR retries exceeded */
+        {0x22, AC_GIN_ERR_PEER},   /* remote aborted */
+    };
+    for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++)
+        cr_assert_eq(ac_mlx5_synd_status(cases[i].synd), cases[i].status, "syndrome %#x",
+                     cases[i].synd);
+#if HAS_MLX5DV
+    cr_assert_eq(MLX5_CQE_SYNDROME_REMOTE_ACCESS_ERR, AC_MLX5_SYND_REMOTE_ACCESS);
+    cr_assert_eq(MLX5_CQE_SYNDROME_TRANSPORT_RETRY_EXC_ERR, AC_MLX5_SYND_RETRY_EXC);
+    cr_assert_eq(MLX5_CQE_SYNDROME_REMOTE_ABORTED_ERR, AC_MLX5_SYND_REMOTE_ABORTED);
+    cr_assert_eq(MLX5_CQE_REQ_ERR, AC_MLX5_CQE_REQ_ERR);
+    cr_assert_eq(MLX5_CQE_INVALID, AC_MLX5_CQE_INVALID);
+    cr_assert_eq(MLX5_OPCODE_ATOMIC_FA, AC_MLX5_OPCODE_ATOMIC_FA);
+    cr_assert_eq(MLX5_WQE_CTRL_CQ_UPDATE, AC_MLX5_CTRL_CQ_UPDATE);
+    cr_assert_eq(MLX5_SND_DBR, 1);
+#endif
+}
