@@ -492,6 +492,45 @@ static int body_group(struct tl_ctx *ctx)
                : 1;
 }
 
+/* Ten in-place sums queued back to back on one buffer, and one synchronization: each call must
+ * see the previous one's result (stream order, queue order, staging slots reused or added while
+ * others are in flight): value * nranks^10. */
+#define BURST 10
+static int body_burst(struct tl_ctx *ctx)
+{
+    struct dev v;
+    int64_t scale = 1;
+    static __thread int32_t in[MAX_COUNT], out[MAX_COUNT];
+
+    if (!dev_open(ctx, &v))
+        return 1;
+    for (size_t i = 0; i < MAX_COUNT; i++)
+        in[i] = (int32_t)value(ctx->rank, i, 0);
+    if (!cu_ok(ctx, v.d.memcpy_async(v.recv, (uintptr_t)in, sizeof in, v.stream), "cuMemcpyAsync"))
+        return 1;
+    for (int k = 0; k < BURST; k++) {
+        if (!tl_ok(ctx,
+                   ncclAllReduce((void *)v.recv, (void *)v.recv, MAX_COUNT, ncclInt32, ncclSum,
+                                 ctx->comm, v.stream),
+                   "ncclAllReduce (burst)"))
+            return 1;
+        scale *= k == 0 ? 1 : ctx->nranks;
+    }
+    if (!cu_ok(ctx, v.d.memcpy_async((uintptr_t)out, v.recv, sizeof out, v.stream),
+               "cuMemcpyAsync") ||
+        !cu_ok(ctx, v.d.stream_sync(v.stream), "cuStreamSynchronize"))
+        return 1;
+    for (size_t i = 0; i < MAX_COUNT; i++) {
+        int64_t want = (int64_t)reduce_all(ncclSum, ctx->nranks, i, 0) * scale;
+        if (out[i] != want) {
+            tl_failf(ctx, "burst of %d in-place sums: element %zu is %d, expected %lld", BURST, i,
+                     out[i], (long long)want);
+            return 1;
+        }
+    }
+    return dev_close(ctx, &v) ? 0 : 1;
+}
+
 /* One thread, four communicators of ncclCommInitAll, one stream each, in one group: the job spans
  * every communicator. */
 #define INITALL_N 4
@@ -663,6 +702,26 @@ static int raw_abort_inflight(struct tl_ctx *ctx)
 
 static char env_emu[PATH_MAX + 32], env_nomemops[PATH_MAX + 32];
 
+/* Whether the library was built with nvcc (anyccl-info says which kernels it carries): the cases
+ * on a driver without stream memory operations launch its signal/wait kernels. */
+static bool has_cuda_kernels(const char *bin_dir)
+{
+    char cmd[PATH_MAX + 64], line[512];
+    bool is_cuda = false, has = true;
+    FILE *f;
+
+    snprintf(cmd, sizeof cmd, "%s/../../bin/anyccl-info 2>/dev/null", bin_dir);
+    if (!(f = popen(cmd, "r")))
+        return true;
+    while (fgets(line, sizeof line, f)) {
+        if (is_cuda && strstr(line, "kernels in this library: none"))
+            has = false;
+        is_cuda = strncmp(line, "  cuda:", 7) == 0;
+    }
+    pclose(f);
+    return has;
+}
+
 int main(int argc, char **argv)
 {
     static struct tl_case cases[32];
@@ -671,7 +730,7 @@ int main(int argc, char **argv)
     char exe[PATH_MAX];
     ssize_t len = readlink("/proc/self/exe", exe, sizeof exe - 1);
     size_t n = 0;
-    bool is_real = driver != NULL;
+    bool is_real = driver != NULL, has_kernels = true;
 
     if (len > 0) {
         exe[len] = '\0';
@@ -679,6 +738,7 @@ int main(int argc, char **argv)
         snprintf(emu_path, sizeof emu_path, "%s/../unit/device/fake/libcuda_emu.so", dir);
         snprintf(emu_nomemops_path, sizeof emu_nomemops_path,
                  "%s/../unit/device/fake/libcuda_emu_nomemops.so", dir);
+        has_kernels = has_cuda_kernels(dir);
     }
     if (!is_real && access(emu_path, R_OK) != 0) {
         printf("SKIP device: %s is not built (make test-build builds it)\n", emu_path);
@@ -703,6 +763,9 @@ int main(int argc, char **argv)
         {"group/np2/threads", TL_THREADS, 2, body_group, NULL, false, false, false, NULL},
         {"group/np4/proc", TL_PROCS, 4, body_group, NULL, false, false, false, NULL},
         {"group/np4/threads/kernels", TL_THREADS, 4, body_group, NULL, true, true, false, NULL},
+        {"burst/np2/threads", TL_THREADS, 2, body_burst, NULL, false, false, false, NULL},
+        {"burst/np4/proc", TL_PROCS, 4, body_burst, NULL, false, false, false, NULL},
+        {"burst/np4/threads/kernels", TL_THREADS, 4, body_burst, NULL, true, true, false, NULL},
         {"initall-group/np4", TL_PROCS, 1, NULL, body_initall, false, false, false, NULL},
         {"error/bad-arg/np2/threads", TL_THREADS, 2, body_bad_arg, NULL, false, false, false, NULL},
         {"error/mismatch/np2/threads", TL_THREADS, 2, body_mismatch, NULL, false, false, false,
@@ -719,6 +782,11 @@ int main(int argc, char **argv)
     for (size_t i = 0; i < sizeof cfgs / sizeof cfgs[0]; i++) {
         if (is_real && cfgs[i].is_emu_only)
             continue;
+        if (cfgs[i].is_nomemops && !has_kernels) {
+            printf("SKIP device/%s: the library was built without nvcc: no signal/wait kernels\n",
+                   cfgs[i].name);
+            continue;
+        }
         snprintf(names[n], sizeof names[n], "device/%s", cfgs[i].name);
         if (cfgs[i].env && strncmp(cfgs[i].env, "ANYCCL_CUDA_LIBRARY=", 20) == 0)
             snprintf(envs[n], sizeof envs[n], "%s", cfgs[i].env);
@@ -736,5 +804,6 @@ int main(int argc, char **argv)
                                     .is_slow = cfgs[i].is_slow};
         n++;
     }
+    fflush(stdout); /* before the launcher forks: no copy of these lines in the children */
     return tl_main(argc, argv, cases, n);
 }
