@@ -47,6 +47,7 @@ enum {
     HIP_IPC_LAZY_PEER_V6 = 1,
     HIP_HOST_MALLOC_PORTABLE = 1,
     HIP_HOST_MALLOC_MAPPED = 2,
+    HIP_HOST_MALLOC_COHERENT = 0x40000000,
 };
 
 #define MAX_DEVICES 64
@@ -503,13 +504,16 @@ static ncclResult_t hip_reduce(const struct ac_redop *op, void *dst, const void 
                  "hipModuleLaunchKernel(%s, %zu elements)", ac_kernel_reduce_name(op->type), count);
 }
 
-/* Portable and mapped: every device uses it at the host address (unified addressing). */
+/* Portable and mapped: every device uses it at the host address (unified addressing). Coherent
+ * (fine-grained) whatever HIP_HOST_COHERENT says: the wait kernel must see the CPU's writes while
+ * it runs. */
 static ncclResult_t hip_host_alloc(size_t bytes, void **ptr_out)
 {
     void *p = NULL;
 
     AC_CHECK(check(hip.host_malloc(&p, bytes ? bytes : 1,
-                                   HIP_HOST_MALLOC_PORTABLE | HIP_HOST_MALLOC_MAPPED),
+                                   HIP_HOST_MALLOC_PORTABLE | HIP_HOST_MALLOC_MAPPED |
+                                       HIP_HOST_MALLOC_COHERENT),
                    "hipHostMalloc(%zu bytes)", bytes));
     memset(p, 0, bytes ? bytes : 1);
     *ptr_out = p;
