@@ -1,7 +1,8 @@
 /* Every kernel of the GPU backends, written once: the .cu (CUDA) and .hip (HIP) wrappers include
  * this file and nothing else. Names are C names (extern "C"): the backends look them up by the
  * strings of launch.h in the module they load from the code embedded in the library. One reduce
- * kernel per type takes the operator as an argument, which keeps the code small (13 kernels). */
+ * kernel per type takes the operator as an argument, which keeps the code small (13 kernels), plus
+ * the signal/wait pair of sync.cuh: 15 in all. */
 #ifndef AC_DEVICE_KERNELS_KERNELS_CUH
 #define AC_DEVICE_KERNELS_KERNELS_CUH
 
@@ -9,6 +10,7 @@
 #include "device/kernels/launch.h"
 #include "device/kernels/ll.h"
 #include "device/kernels/simple.cuh"
+#include "device/kernels/sync.cuh"
 
 #define AC_GRID_TID() ((uint64_t)blockIdx.x * blockDim.x + threadIdx.x)
 #define AC_GRID_THREADS() ((uint64_t)gridDim.x * blockDim.x)
@@ -38,5 +40,16 @@ AC_REDUCE_KERNEL(f64)
 AC_REDUCE_KERNEL(bf16)
 AC_REDUCE_KERNEL(e4m3)
 AC_REDUCE_KERNEL(e5m2)
+
+/* A stream's hand-off to the proxy thread (sync.cuh): launched with one thread. */
+extern "C" __global__ void ac_k_signal(volatile uint32_t *flag, uint32_t value)
+{
+    ac_dev_signal(flag, value, AC_GRID_TID());
+}
+
+extern "C" __global__ void ac_k_wait(volatile uint32_t *flag, uint32_t value)
+{
+    ac_dev_wait(flag, value, AC_GRID_TID());
+}
 
 #endif
