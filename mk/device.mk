@@ -99,7 +99,7 @@ $(DEVICE_FAKES): tests/unit/device/fake_cuda.c
 # The emulated driver (tests/unit/device/emu_cuda.c): streams with worker threads, kernels from the
 # host build of src/device/kernels/ (emu_kernels.cc, the third build of that source). The
 # _nomemops variant lacks cuStreamWriteValue32/cuStreamWaitValue32, so that the backend launches
-# its signal/wait kernels. Used by tests/integration/device.c.
+# its signal/wait kernels. Used by tests/integration/device.c and test_backend.c.
 CXX ?= c++
 DEVICE_EMUS := $(DEVICE_FAKE_DIR)/libcuda_emu.so $(DEVICE_FAKE_DIR)/libcuda_emu_nomemops.so
 DEVICE_EMU_SRCS := tests/unit/device/emu_cuda.c tests/unit/device/emu_kernels.cc
@@ -119,6 +119,6 @@ $(DEVICE_EMUS): tests/unit/device/emu_cuda.c tests/unit/device/emu_kernels.h \
 	$(Q)$(CC) -std=gnu11 -Itests/unit/device -O2 -g -fPIC -shared -fvisibility=hidden -pthread \
 		$(WARN) $(EMU_FLAGS) -o $@ $< $(DEVICE_FAKE_DIR)/emu_kernels.o -lstdc++
 
-$(BUILD)/tests/unit/device/test_backend: $(DEVICE_FAKES)
+$(BUILD)/tests/unit/device/test_backend: $(DEVICE_FAKES) $(DEVICE_EMUS)
 $(BUILD)/tests/integration/device: $(DEVICE_EMUS)
 test-build: $(DEVICE_FAKES) $(DEVICE_EMUS)

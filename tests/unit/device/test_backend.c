@@ -425,3 +425,69 @@ Test(hip_fallback, missing_symbol_is_named, .timeout = 10)
     cr_assert_null(ac_backend_get(AC_MEM_HIP, why, sizeof why));
     cr_assert(strstr(why, "has no hipInit") != NULL, "why: %s", why);
 }
+
+/* The emulated driver (emu_cuda.c) runs the host build of the kernels that nvcc and hipcc compile:
+ * through the CUDA backend's launches, the copy kernel and every type's reduce kernel must give
+ * the host backend's results byte for byte (sum, prod, max, min; premul; postdiv; a NULL). */
+Test(cuda_emu, kernels_match_the_host_backend, .timeout = 60)
+{
+    const struct ac_backend *be = cuda_with(fake("libcuda_emu.so"), NULL, 0);
+    enum { N = 3001 };
+    static unsigned char a[N * 8], b[N * 8], want[N * 8], got[N * 8];
+    char *da, *db, *dd;
+    void *stream;
+
+    cr_assert_not_null(be);
+    if (ac_cuda_built_archs()[0] == '\0')
+        cr_skip_test("the library was built without nvcc: no CUDA kernels to launch");
+    for (size_t i = 0; i < sizeof a; i++) {
+        a[i] = (unsigned char)(i * 37 + 11);
+        b[i] = (unsigned char)(i * 101 + 3);
+    }
+    cr_assert_eq(be->alloc(0, sizeof a, (void **)&da), ncclSuccess);
+    cr_assert_eq(be->alloc(0, sizeof b, (void **)&db), ncclSuccess);
+    cr_assert_eq(be->alloc(0, sizeof got, (void **)&dd), ncclSuccess);
+    cr_assert_eq(be->stream_create(&stream), ncclSuccess);
+    cr_assert_eq(be->memcpy_async(da, a, sizeof a, stream), ncclSuccess);
+    cr_assert_eq(be->memcpy_async(db, b, sizeof b, stream), ncclSuccess);
+    cr_assert_eq(be->copy(dd + 1, da + 3, 1000, stream), ncclSuccess);
+    cr_assert_eq(be->memcpy_async(got, dd + 1, 1000, stream), ncclSuccess);
+    cr_assert_eq(be->stream_sync(stream), ncclSuccess);
+    cr_assert_eq(memcmp(got, a + 3, 1000), 0, "copy kernel");
+    for (int t = 0; t < ncclNumTypes; t++) {
+        /* Integer types take any bytes; float and double get small numbers (no NaN, whose payload
+         * the two compilers need not agree on). 16- and 8-bit floats: test_reduce covers them. */
+        if (t == ncclFloat16 || t == ncclBfloat16 || t >= ncclFloat8e4m3)
+            continue;
+        for (size_t i = 0; i < N && (t == ncclFloat32 || t == ncclFloat64); i++) {
+            double x = (double)((int)(i % 17) - 8) * 0.75, y = (double)((int)(i % 5) - 2) * 1.5;
+            if (t == ncclFloat32) {
+                ((float *)a)[i] = (float)x;
+                ((float *)b)[i] = (float)y;
+            } else {
+                ((double *)a)[i] = x;
+                ((double *)b)[i] = y;
+            }
+        }
+        cr_assert_eq(be->memcpy_async(da, a, sizeof a, stream), ncclSuccess);
+        cr_assert_eq(be->memcpy_async(db, b, sizeof b, stream), ncclSuccess);
+        for (int k = 0; k < AC_OP_KIND_COUNT; k++)
+            for (int v = 0; v < 3; v++) {
+                struct ac_redop op = {.type = (ncclDataType_t)t,
+                                      .kind = (enum ac_op_kind)k,
+                                      .has_premul = v == 1,
+                                      .scalar = 3,
+                                      .postdiv = v == 2 ? 3 : 0};
+                ac_kern_reduce(&op, want, a, b, N, true);
+                cr_assert_eq(be->reduce(&op, dd, da, db, N, true, stream), ncclSuccess);
+                cr_assert_eq(be->memcpy_async(got, dd, N * ac_type_size(t), stream), ncclSuccess);
+                cr_assert_eq(be->stream_sync(stream), ncclSuccess);
+                cr_assert_eq(memcmp(got, want, N * ac_type_size(t)), 0,
+                             "reduce type %d op %d variant %d", t, k, v);
+            }
+    }
+    cr_assert_eq(be->stream_destroy(stream), ncclSuccess);
+    cr_assert_eq(be->free(da), ncclSuccess);
+    cr_assert_eq(be->free(db), ncclSuccess);
+    cr_assert_eq(be->free(dd), ncclSuccess);
+}
