@@ -405,6 +405,13 @@ static void say_bye(struct ac_gin *g)
             break;
     for (bool is_flushing = true; is_flushing && ac_now_ns() < deadline;) {
         is_flushing = false;
+        /* Our writes complete once the peers' providers take them, and theirs once ours does:
+         * keep reading (manual-progress providers such as tcp;ofi_rxm move data only when
+         * polled), or two ranks leaving together would each wait for the other until the
+         * deadline. Errors here are peers already gone: nothing is waited on for them. */
+        for (int p = 0; p < g->comm->nranks; p++)
+            if (p != g->comm->rank)
+                (void)drain_peer(g, p, &peer);
         for (int p = 0; p < g->comm->nranks; p++) {
             struct ac_conn *c = &rd->peers[p].send;
             if (p == g->comm->rank || !rd->peers[p].has_send)
