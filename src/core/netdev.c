@@ -61,6 +61,10 @@ static bool pick_new(const struct ncclComm *comm, struct netdev_info *out)
                 ac_socket_addr_str(&out->addr, str, sizeof(str)), out->rail);
         ok = true;
     }
+    /* An RDMA NIC is this rank's rail for the RDMA transports too, whether or not it has an IP
+     * address for sockets. */
+    if (nic >= 0 && t->nics[nic].is_rdma)
+        ac_transport_rdma_prefer(t->nics[nic].name, t->nics[nic].port);
     ac_topo_free(t);
     return ok;
 }

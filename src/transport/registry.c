@@ -36,6 +36,11 @@ static bool is_excluded(const struct ac_transport *tp)
 
 const int ac_transports_count = (int)(sizeof(ac_transports_all) / sizeof(ac_transports_all[0]));
 
+void ac_transport_rdma_prefer(const char *rdma_dev, int port)
+{
+    ac_ib_prefer_device(rdma_dev, port);
+}
+
 uint8_t ac_transport_rdma_caps(void)
 {
     const struct ac_rdma_transport *rts[] = {&ac_ib_transport, &ac_ofi_transport};

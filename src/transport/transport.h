@@ -126,5 +126,8 @@ const struct ac_transport *ac_transport_pick(const struct ac_peer_info *self,
  * cheap unless one is forced or RDMA hardware is present, which the first connection would pay
  * anyway). */
 uint8_t ac_transport_rdma_caps(void);
+/* src/transport/registry.c: the rank's rail NIC is this RDMA device and port (the NIC choice of
+ * src/core/netdev.c): the RDMA transports use it, as the socket transport uses its address. */
+void ac_transport_rdma_prefer(const char *rdma_dev, int port);
 
 #endif

@@ -51,6 +51,7 @@ static struct {
     int (*query_port)(struct ibv_context *, uint8_t, struct ibv_port_attr *); /* compat symbol */
     int (*query_gid)(struct ibv_context *, uint8_t, int, union ibv_gid *);
     struct ibv_pd *(*alloc_pd)(struct ibv_context *);
+    int (*dealloc_pd)(struct ibv_pd *); /* optional: without it the first device stays */
     struct ibv_mr *(*reg_mr)(struct ibv_pd *, void *, size_t, int);
     int (*dereg_mr)(struct ibv_mr *);
     struct ibv_cq *(*create_cq)(struct ibv_context *, int, void *, struct ibv_comp_channel *, int);
@@ -81,6 +82,11 @@ static pthread_mutex_t lock = PTHREAD_MUTEX_INITIALIZER; /* init and the registr
 static bool is_inited, is_found;
 static char init_why[256], description[200];
 static struct ac_ib_mrcache mrcache;
+/* The rank's rail NIC when it is an RDMA device (src/core/netdev.c): tried first. The device may
+ * change to it until the first endpoint is opened (neps), never after. */
+static char preferred_name[AC_IB_NAME_MAX];
+static int preferred_port;
+static int neps;
 
 struct ac_rdma_ep {
     int nqps, depth;
@@ -117,6 +123,7 @@ static bool load_library(char *why, size_t len)
     SYM(query_port, "ibv_query_port");
     SYM(query_gid, "ibv_query_gid");
     SYM(alloc_pd, "ibv_alloc_pd");
+    SYM(dealloc_pd, "ibv_dealloc_pd");
     SYM(reg_mr, "ibv_reg_mr");
     SYM(dereg_mr, "ibv_dereg_mr");
     SYM(create_cq, "ibv_create_cq");
@@ -182,8 +189,9 @@ static bool pick_gid(const char *name, uint8_t port, const struct ibv_port_attr 
     return true;
 }
 
-/* Tries every port of one device; true with dev filled when one is active and allowed. */
-static bool try_device(struct ibv_device *d, const struct ac_ib_hca_filter *filter)
+/* Tries every port of one device (only_port when > 0); true with dev filled when one is active
+ * and allowed. */
+static bool try_device(struct ibv_device *d, const struct ac_ib_hca_filter *filter, int only_port)
 {
     const char *name = ib.get_device_name(d);
     struct ibv_device_attr da;
@@ -193,8 +201,8 @@ static bool try_device(struct ibv_device *d, const struct ac_ib_hca_filter *filt
     if (ib.query_device(dev.ctx, &da) == 0) {
         for (uint8_t p = 1; p <= da.phys_port_cnt; p++) {
             struct ibv_port_attr pa;
-            if (!ac_ib_hca_match(filter, name, p) || query_port(dev.ctx, p, &pa) != 0 ||
-                pa.state != IBV_PORT_ACTIVE)
+            if ((only_port > 0 && p != only_port) || !ac_ib_hca_match(filter, name, p) ||
+                query_port(dev.ctx, p, &pa) != 0 || pa.state != IBV_PORT_ACTIVE)
                 continue;
             dev.link = pa.link_layer == IBV_LINK_LAYER_ETHERNET ? AC_IB_LINK_ETH : AC_IB_LINK_IB;
             dev.port = p;
@@ -240,8 +248,18 @@ static bool open_device(char *why, size_t len)
         return false;
     }
     struct ibv_device **list = ib.get_device_list(&n);
-    for (int i = 0; list != NULL && i < n && dev.ctx == NULL; i++)
-        try_device(list[i], &filter);
+    const char **names = calloc((size_t)(n > 0 ? n : 1), sizeof(*names));
+    int *order = calloc((size_t)(n > 0 ? n : 1), sizeof(*order));
+    for (int i = 0; list != NULL && names != NULL && i < n; i++)
+        names[i] = ib.get_device_name(list[i]);
+    if (list != NULL && names != NULL && order != NULL) {
+        ac_ib_device_order(names, n, preferred_name, order);
+        for (int k = 0; k < n && dev.ctx == NULL; k++)
+            try_device(list[order[k]], &filter,
+                       strcmp(names[order[k]], preferred_name) == 0 ? preferred_port : 0);
+    }
+    free(names);
+    free(order);
     if (list != NULL)
         ib.free_device_list(list);
     if (dev.ctx == NULL) {
@@ -287,6 +305,31 @@ static bool ib_is_usable(bool is_forced, char *why, size_t len)
 static const char *ib_describe(void)
 {
     return description;
+}
+
+void ac_ib_prefer_device(const char *name, int port)
+{
+    pthread_mutex_lock(&lock);
+    snprintf(preferred_name, sizeof(preferred_name), "%s", name);
+    preferred_port = port;
+    bool is_other = is_found && (strcmp(dev.name, name) != 0 || dev.port != port);
+    if (is_other && (__atomic_load_n(&neps, __ATOMIC_ACQUIRE) > 0 || ib.dealloc_pd == NULL)) {
+        AC_INFO(AC_SUB_NET | AC_SUB_INIT,
+                "ib: the rail NIC is %s port %d, but this process already uses %s port %d (%s): "
+                "one RDMA port per process in this version",
+                name, port, dev.name, dev.port,
+                ib.dealloc_pd ? "endpoints are open on it" : "no ibv_dealloc_pd");
+    } else if (is_other) {
+        char was[AC_IB_NAME_MAX + 16];
+        snprintf(was, sizeof(was), "%s port %d", dev.name, dev.port);
+        ib.dealloc_pd(dev.pd);
+        ib.close_device(dev.ctx);
+        memset(&dev, 0, sizeof(dev));
+        is_found = open_device(init_why, sizeof(init_why));
+        AC_INFO(AC_SUB_NET | AC_SUB_INIT, "ib: rail NIC %s port %d: %s (was %s)", name, port,
+                is_found ? description : init_why, was);
+    }
+    pthread_mutex_unlock(&lock);
 }
 
 static ncclResult_t verbs_fail(const char *what, int err)
@@ -353,6 +396,7 @@ static ncclResult_t ib_ep_open(int nqps, int depth, struct ac_rdma_ep **ep_out, 
     memcpy(addr.gid, dev.gid.raw, 16);
     memcpy(addr_out, &addr, sizeof(addr));
     *addr_len_out = sizeof(addr);
+    __atomic_fetch_add(&neps, 1, __ATOMIC_RELEASE);
     *ep_out = e;
     return ncclSuccess;
 fail:
@@ -568,6 +612,7 @@ static ncclResult_t ib_ep_open(int nqps, int depth, struct ac_rdma_ep **ep_out, 
 {
     return not_built();
 }
+void ac_ib_prefer_device(const char *name, int port) {}
 static ncclResult_t ib_ep_connect(struct ac_rdma_ep *e, const void *a, size_t len)
 {
     return not_built();

@@ -61,6 +61,17 @@ ncclResult_t ac_ib_hca_parse(const char *spec, struct ac_ib_hca_filter *out)
     return ncclSuccess;
 }
 
+void ac_ib_device_order(const char *const *names, int n, const char *preferred, int *order_out)
+{
+    int k = 0;
+    for (int i = 0; preferred != NULL && preferred[0] && i < n; i++)
+        if (strcmp(names[i], preferred) == 0)
+            order_out[k++] = i;
+    for (int i = 0; i < n; i++)
+        if (preferred == NULL || strcmp(names[i], preferred) != 0)
+            order_out[k++] = i;
+}
+
 bool ac_ib_hca_match(const struct ac_ib_hca_filter *f, const char *dev, int port)
 {
     if (f->n == 0)

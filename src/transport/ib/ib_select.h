@@ -31,6 +31,9 @@ struct ac_ib_hca_filter {
 ncclResult_t ac_ib_hca_parse(const char *spec, struct ac_ib_hca_filter *out);
 /* Whether device dev, port port (1-based) may be used under the filter. */
 bool ac_ib_hca_match(const struct ac_ib_hca_filter *f, const char *dev, int port);
+/* The order in which the provider tries devices: the one named preferred (the rank's rail NIC,
+ * NULL or "" for none) first, then the others in list order. Writes n indexes into order_out. */
+void ac_ib_device_order(const char *const *names, int n, const char *preferred, int *order_out);
 
 enum ac_ib_link { AC_IB_LINK_IB, AC_IB_LINK_ETH, AC_IB_LINK_UNKNOWN };
 enum ac_ib_gid_type { AC_IB_GID_IB_ROCE_V1, AC_IB_GID_ROCE_V2, AC_IB_GID_UNKNOWN };

@@ -97,6 +97,11 @@ struct ac_rdma_transport {
 extern const struct ac_rdma_transport ac_ib_transport;
 extern const struct ac_rdma_transport ac_ofi_transport;
 
+/* ib/ib_provider.c: the RDMA device and port of this rank's rail NIC, chosen by the topology
+ * (src/core/netdev.c): the verbs provider uses it, switching to it if it opened another device
+ * and no endpoint exists yet. */
+void ac_ib_prefer_device(const char *name, int port);
+
 bool ac_rdma_can_connect(const struct ac_rdma_transport *rt, const struct ac_peer_info *self,
                          const struct ac_peer_info *peer);
 ncclResult_t ac_rdma_recv_setup(struct ac_conn *conn, struct ac_conn_blob *blob_out);

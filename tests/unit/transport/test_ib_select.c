@@ -279,3 +279,22 @@ Test(ib_select, mrcache_failure_propagates)
     cr_assert_eq(c.n, 0);
     ac_ib_mrcache_clear(&c);
 }
+
+/* The rank's rail NIC (chosen by the topology) is tried first, the others keep their order. */
+Test(ib_select, rail_device_first)
+{
+    const char *names[] = {"mlx5_0", "mlx5_1", "mlx5_2", "mlx5_3"};
+    int order[4];
+    ac_ib_device_order(names, 4, "mlx5_2", order);
+    cr_assert(order[0] == 2 && order[1] == 0 && order[2] == 1 && order[3] == 3, "%d %d %d %d",
+              order[0], order[1], order[2], order[3]);
+    ac_ib_device_order(names, 4, "mlx5_0", order);
+    cr_assert(order[0] == 0 && order[1] == 1 && order[2] == 2 && order[3] == 3);
+    /* no preference, or one the machine does not have: list order */
+    ac_ib_device_order(names, 4, NULL, order);
+    cr_assert(order[0] == 0 && order[3] == 3);
+    ac_ib_device_order(names, 4, "", order);
+    cr_assert(order[0] == 0 && order[1] == 1 && order[2] == 2 && order[3] == 3);
+    ac_ib_device_order(names, 4, "bnxt_re0", order);
+    cr_assert(order[0] == 0 && order[1] == 1 && order[2] == 2 && order[3] == 3);
+}
