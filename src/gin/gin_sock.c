@@ -4,6 +4,7 @@
  *   PUT     a = offset in the receiver's posted window, b = bytes
  *   SIGNAL  a = signal id, b = value; type SIGNAL_ADD adds, SIGNAL_SET sets
  *   WINDOW  a = epoch: the sender posted its receive window for that call
+ *   BYE     the sender destroys its engine: its connection closing next is not a failure
  * TCP keeps a connection's bytes in order, so a signal is read after the data of the puts the
  * same engine sent before it: put-then-signal holds without any acknowledgement. A put lands in
  * the receiver's window while the receiver reads it (drain), after the receiver posted that
@@ -23,8 +24,9 @@
 #include <stdlib.h>
 #include <string.h>
 
-enum { FRAME_PUT = 1, FRAME_SIGNAL_ADD = 2, FRAME_SIGNAL_SET = 3, FRAME_WINDOW = 4 };
+enum { FRAME_PUT = 1, FRAME_SIGNAL_ADD = 2, FRAME_SIGNAL_SET = 3, FRAME_WINDOW = 4, FRAME_BYE = 5 };
 #define FRAME_BYTES 24
+#define BYE_WAIT_NS 2000000000ull /* destroy waits this long to hand its BYE frames over */
 
 struct sock_peer {
     struct ac_socket s;
@@ -34,6 +36,7 @@ struct sock_peer {
     size_t body_len, body_got;
     uint64_t epoch; /* the last window the peer posted (release-stored, acquire-read) */
     bool is_connected;
+    bool has_left; /* BYE read: the peer finished every call; its end-of-file is no error */
 };
 
 struct gin_sock {
@@ -94,16 +97,23 @@ static int on_frame(struct ac_gin *g, int p, struct sock_peer *sp)
     case FRAME_WINDOW:
         __atomic_store_n(&sp->epoch, a, __ATOMIC_RELEASE);
         return AC_GIN_OK;
+    case FRAME_BYE:
+        sp->has_left = true;
+        return AC_GIN_OK;
     default:
         (void)p;
         return AC_GIN_ERR_SYSTEM;
     }
 }
 
+/* A peer that finished all its calls may destroy its engine while this rank still waits on
+ * others: it says BYE first (TCP delivers it after all its data), and is not read any more. */
 static int drain_peer(struct ac_gin *g, int p, struct sock_peer *sp)
 {
     for (;;) {
         int rc;
+        if (sp->has_left)
+            return AC_GIN_OK;
         if (sp->body) {
             size_t before = sp->body_got;
             rc = ac_socket_recv_some(&sp->s, sp->body, sp->body_len, &sp->body_got);
@@ -258,11 +268,46 @@ const struct ac_gin_backend ac_gin_sock_backend = {
     .window_ready = sock_window_ready,
 };
 
+/* Tells every peer that this engine goes away (bounded; best effort), reading meanwhile so that
+ * two ranks leaving together do not wait on each other's full buffers. Then reads what is left
+ * to read: closing a socket with unread bytes resets the connection, and the peer could lose
+ * what it sent last. Nothing of this after an abort or an error: peers then see a failure. */
+static void say_bye(struct ac_gin *g)
+{
+    struct gin_sock *ss = g->sock;
+    uint8_t hdr[FRAME_BYTES];
+    int peer = -1;
+    uint64_t deadline = ac_now_ns() + BYE_WAIT_NS;
+    if (g->comm->abort_flag || g->ring == NULL ||
+        __atomic_load_n(&g->ring->error, __ATOMIC_ACQUIRE) != AC_GIN_OK)
+        return;
+    header(hdr, FRAME_BYE, (uint32_t)g->comm->rank, 0, 0);
+    for (int p = 0; p < g->comm->nranks; p++) {
+        struct sock_peer *sp = &ss->peers[p];
+        size_t done = 0;
+        if (p == g->comm->rank || !sp->is_connected || sp->has_left)
+            continue;
+        while (done < FRAME_BYTES && ac_now_ns() < deadline) {
+            size_t before = done;
+            if (ac_socket_send_some(&sp->s, hdr, FRAME_BYTES, &done) != 0)
+                break;
+            if (done == before) {
+                struct pollfd pfd = {sp->s.fd, POLLOUT, 0};
+                (void)ac_gin_sock_drain(g, &peer);
+                poll(&pfd, 1, 1);
+            }
+        }
+    }
+    (void)ac_gin_sock_drain(g, &peer);
+}
+
 void ac_gin_sock_free(struct ac_gin *g)
 {
     struct gin_sock *ss = g->sock;
     if (!ss)
         return;
+    if (ss->peers)
+        say_bye(g);
     for (int p = 0; ss->peers && p < g->comm->nranks; p++)
         if (ss->peers[p].is_connected)
             ac_socket_close(&ss->peers[p].s);
