@@ -124,13 +124,13 @@ static const struct row rows[] = {
     STR_ROW("ANYCCL_PROTO", "NCCL_PROTO", NULL, proto,
             "Protocols allowed, in NCCL's syntax (Simple, LL, LL128; a leading ^ excludes). "
             "Unset: chosen by the tuner."),
-    INT_ROW("ANYCCL_LL_THRESHOLD", NULL, "1024", ll_threshold, -1, INT64_C(1) << 40,
+    INT_ROW("ANYCCL_LL_THRESHOLD", NULL, "-1", ll_threshold, -1, INT64_C(1) << 40,
             "Largest operation (bytes per rank, or per transfer for send/recv and the exchanges) "
-            "that uses the LL protocol when NCCL_PROTO allows it; -1: none. LL steps carry at most "
-            "4 KiB."),
+            "that uses the LL protocol when NCCL_PROTO allows it; -1: none (on the host it "
+            "measured slower than Simple at every size). LL steps carry at most 4 KiB."),
     INT_ROW("ANYCCL_LL128_THRESHOLD", NULL, "-1", ll128_threshold, -1, INT64_C(1) << 40,
             "Largest operation that uses the LL128 protocol (after LL) when NCCL_PROTO allows it; "
-            "-1: none (on the host it measured no faster than Simple). LL128 steps carry at most "
+            "-1: none (on the host it measured slower than Simple). LL128 steps carry at most "
             "16 KiB."),
     INT_ROW("ANYCCL_MIN_NCHANNELS", "NCCL_MIN_NCHANNELS", "1", min_nchannels, 1, 64,
             "Fewest channels (parallel rings or trees) a communicator uses."),

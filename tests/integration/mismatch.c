@@ -122,10 +122,14 @@ int main(int argc, char **argv)
             if (args[i].what == MIS_P2P_SIZE && np == 3)
                 continue;
             snprintf(case_names[n], sizeof(case_names[n]), "mismatch/%s/np%d/proc", names[i], np);
-            /* single-copy transfers are opt-in: the scenarios that check them turn them on */
+            /* single-copy transfers are opt-in: the scenarios that check them turn them on;
+             * LL too (its threshold puts 200 elements in LL, 2000 in Simple) */
             bool is_cma = args[i].what == MIS_P2P_SIZE || args[i].what == MIS_A2A_COUNT;
+            bool is_ll = args[i].what == MIS_PROTO_COUNT;
             cases[n] = (struct tl_case){.name = case_names[n], .mode = TL_PROCS, .nranks = np,
-                                        .env = is_cma ? "ANYCCL_CMA_ENABLE=1" : NULL,
+                                        .env = is_cma  ? "ANYCCL_CMA_ENABLE=1"
+                                               : is_ll ? "ANYCCL_LL_THRESHOLD=1024"
+                                                       : NULL,
                                         .body = body, .arg = &args[i], .timeout_s = 60};
             n++;
         }
@@ -135,7 +139,10 @@ int main(int argc, char **argv)
             continue;
         snprintf(case_names[n], sizeof(case_names[n]), "mismatch/%s/np2/tcp/proc", names[i]);
         cases[n] = (struct tl_case){.name = case_names[n], .mode = TL_PROCS, .nranks = 2,
-                                    .env = "NCCL_SHM_DISABLE=1", .body = body, .arg = &args[i],
+                                    .env = args[i].what == MIS_PROTO_COUNT
+                                               ? "NCCL_SHM_DISABLE=1 ANYCCL_LL_THRESHOLD=1024"
+                                               : "NCCL_SHM_DISABLE=1",
+                                    .body = body, .arg = &args[i],
                                     .timeout_s = 60};
         n++;
     }
