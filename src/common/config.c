@@ -137,8 +137,8 @@ static const struct row rows[] = {
     INT_ROW("ANYCCL_MAX_NCHANNELS", "NCCL_MAX_NCHANNELS", "2", max_nchannels, 1, 64,
             "Most channels a communicator uses."),
     INT_ROW("ANYCCL_SPIN_COUNT", NULL, "2000", spin_count, 0, INT64_C(1) << 30,
-            "Idle polls a waiting rank spins before it yields the core and then sleeps; lower it "
-            "when ranks outnumber cores."),
+            "Idle polls a waiting rank spins (for at most about 100 us) before it yields the core "
+            "and then sleeps; lower it when ranks outnumber cores."),
     INT_ROW("ANYCCL_PEER_CHECK_MS", NULL, "200", peer_check_ms, 1, 3600000,
             "Milliseconds between the checks, during a wait, that the peers are still alive."),
     STR_ROW("ANYCCL_TOPO_FILE", "NCCL_TOPO_FILE", NULL, topo_file,

@@ -13,8 +13,8 @@ static inline uint64_t ac_now_ns(void)
     return (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
 }
 
-/* A poll loop's back-off: spin for spin_count idle polls, then yield the core, then sleep in
- * growing steps up to 100 us, so that more ranks than cores still make progress. Reset it
+/* A poll loop's back-off: spin for spin_count idle polls (at most 100 us), then yield the core,
+ * then sleep in growing steps up to 100 us, so that more ranks than cores still make progress. Reset it
  * whenever the loop made progress. */
 struct ac_backoff {
     uint32_t idle_polls;
@@ -24,6 +24,7 @@ struct ac_backoff {
     /* ANYCCL_SPIN_COUNT, read at the first idle poll: the spin loop reads no configuration */
     bool is_loaded;
     uint32_t spin_polls;
+    uint64_t spin_since_ns; /* when this wait began spinning */
 };
 
 void ac_backoff_idle(struct ac_backoff *b);

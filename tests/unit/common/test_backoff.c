@@ -1,5 +1,6 @@
-/* The poll back-off: spin for ANYCCL_SPIN_COUNT idle polls, yield for 1000 more, then sleep from
- * 1 us doubling every 4 polls up to 100 us; and more waiting threads than cores still progress. */
+/* The poll back-off: spin for ANYCCL_SPIN_COUNT idle polls (at most about 100 us), yield for
+ * 1000 more, then sleep from 1 us doubling every 4 polls up to 100 us; and more waiting threads
+ * than cores still progress. */
 #include "common/config.h"
 #include "common/time.h"
 #include "common_test_env.h"
@@ -96,4 +97,20 @@ Test(backoff, more_threads_than_cores_progress)
     for (int i = 0; i < NRING; i++)
         pthread_join(t[i], NULL);
     cr_expect_eq(ring.passes, NRING * NROUNDS);
+}
+
+/* A wait spins for ANYCCL_SPIN_COUNT polls or about 100 us, whichever ends first (a poll of a
+ * socket connector costs a system call: 2000 of them held a core for milliseconds). With 2^30
+ * polls the count alone would keep spinning for tens of seconds, past this test's timeout. */
+Test(backoff, spin_phase_ends_after_its_time_cap)
+{
+    setenv("ANYCCL_SPIN_COUNT", "1073741824", 1);
+    ac_config_reload();
+    struct ac_backoff b = {0};
+    uint64_t polls = 0;
+    do {
+        ac_backoff_idle(&b);
+        polls++;
+    } while (ac_backoff_is_spinning(&b));
+    cr_expect_lt(polls, UINT64_C(1) << 30);
 }
