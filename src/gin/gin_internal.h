@@ -6,6 +6,7 @@
 #include "gin/gin.h"
 
 #include <pthread.h>
+#include <stdint.h>
 
 struct gin_seg {
     uint64_t win_epoch AC_GIN_LINE; /* written last, with release: the window below is posted */
@@ -13,6 +14,56 @@ struct gin_seg {
     uint64_t win_bytes;
     uint64_t signals[] AC_GIN_LINE; /* [nranks]: signal i is added to by rank i */
 };
+
+/* The frame both network backends carry (socket, rdma): 24 bytes, little-endian whatever the
+ * host, encoded field by field: type u32 | src u32 | a u64 | b u64, a put followed by its b
+ * bytes. The meaning of a and b per type is in gin_sock.c and gin_rdma.c. */
+#define AC_GIN_FRAME_BYTES 24
+enum {
+    AC_GIN_FRAME_PUT = 1,
+    AC_GIN_FRAME_SIGNAL_ADD = 2,
+    AC_GIN_FRAME_SIGNAL_SET = 3,
+    AC_GIN_FRAME_WINDOW = 4,
+    AC_GIN_FRAME_BYE = 5,
+};
+
+static inline void ac_gin_put_le(uint8_t *p, uint64_t v, int n)
+{
+    for (int i = 0; i < n; i++)
+        p[i] = (uint8_t)(v >> (8 * i));
+}
+
+static inline uint64_t ac_gin_get_le(const uint8_t *p, int n)
+{
+    uint64_t v = 0;
+    for (int i = n - 1; i >= 0; i--)
+        v = (v << 8) | p[i];
+    return v;
+}
+
+static inline void ac_gin_frame_encode(uint8_t *hdr, uint32_t type, uint32_t src, uint64_t a,
+                                       uint64_t b)
+{
+    ac_gin_put_le(hdr, type, 4);
+    ac_gin_put_le(hdr + 4, src, 4);
+    ac_gin_put_le(hdr + 8, a, 8);
+    ac_gin_put_le(hdr + 16, b, 8);
+}
+
+/* A SIGNAL_ADD / SIGNAL_SET frame received (signal a, value b) into signals[nranks]; release, so
+ * that the puts read before it are visible to a waiter that acquires. AC_GIN_ERR_ACCESS for a
+ * signal id out of range. */
+static inline int ac_gin_apply_signal(uint64_t *signals, int nranks, uint32_t type, uint64_t a,
+                                      uint64_t b)
+{
+    if (a >= (uint64_t)nranks)
+        return AC_GIN_ERR_ACCESS;
+    if (type == AC_GIN_FRAME_SIGNAL_ADD)
+        __atomic_fetch_add(&signals[a], b, __ATOMIC_RELEASE);
+    else
+        __atomic_store_n(&signals[a], b, __ATOMIC_RELEASE);
+    return AC_GIN_OK;
+}
 
 struct gin_sock;
 struct gin_rdma;

@@ -161,20 +161,6 @@ static int query_port(struct ibv_context *ctx, uint8_t port, struct ibv_port_att
     return vctx->query_port(ctx, port, attr, sizeof(*attr));
 }
 
-static enum ac_ib_gid_type read_gid_type(const char *devname, int port, int index)
-{
-    char path[256], text[32] = "";
-    snprintf(path, sizeof(path), "/sys/class/infiniband/%s/ports/%d/gid_attrs/types/%d", devname,
-             port, index);
-    FILE *f = fopen(path, "r");
-    if (f == NULL)
-        return AC_IB_GID_UNKNOWN;
-    if (fgets(text, sizeof(text), f) == NULL)
-        text[0] = '\0';
-    fclose(f);
-    return ac_ib_gid_type_parse(text);
-}
-
 static bool pick_gid(const char *name, uint8_t port, int ngids)
 {
     struct ac_ib_gid gids[128];
@@ -185,7 +171,7 @@ static bool pick_gid(const char *name, uint8_t port, int ngids)
         if (fn.query_gid(dev.ctx, port, i, &g) != 0)
             continue;
         memcpy(gids[i].raw, g.raw, 16);
-        gids[i].type = read_gid_type(name, port, i);
+        gids[i].type = ac_ib_read_gid_type(name, port, i);
     }
     int idx = ac_ib_gid_pick(gids, n, dev.link, (int)ac_config_get()->ib_gid_index);
     if (idx < 0)

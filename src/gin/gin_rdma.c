@@ -31,15 +31,12 @@
 #include <string.h>
 #include <time.h>
 
-#define AC_TAG_GIN_RDMA 0x47490000u /* "GI" */
-#define FRAME_BYTES 24
+#define AC_TAG_GIN_RDMA 0x47490000u   /* "GI" */
 #define SLOT_BYTES_MAX (256u * 1024u) /* GIN connectors per pair: keep memory bounded */
 #define SLOT_BYTES_MIN 4096u
 #define PUT_TAIL_MIN 512          /* open-slot room worth a put frame; less: next slot */
 #define BYE_WAIT_NS 2000000000ull /* destroy waits this long for its last writes to land */
 #define SPIN_YIELDS 64
-
-enum { FRAME_PUT = 1, FRAME_SIGNAL_ADD = 2, FRAME_SIGNAL_SET = 3, FRAME_WINDOW = 4, FRAME_BYE = 5 };
 
 struct rdma_peer {
     struct ac_conn send, recv;
@@ -67,34 +64,6 @@ struct setup_msg {
     struct ac_conn_blob blob;
 };
 
-static void le32(uint8_t *p, uint32_t v)
-{
-    for (int i = 0; i < 4; i++)
-        p[i] = (uint8_t)(v >> (8 * i));
-}
-
-static void le64(uint8_t *p, uint64_t v)
-{
-    for (int i = 0; i < 8; i++)
-        p[i] = (uint8_t)(v >> (8 * i));
-}
-
-static uint64_t get_le(const uint8_t *p, int n)
-{
-    uint64_t v = 0;
-    for (int i = n - 1; i >= 0; i--)
-        v = (v << 8) | p[i];
-    return v;
-}
-
-static void header(uint8_t *hdr, uint32_t type, uint32_t src, uint64_t a, uint64_t b)
-{
-    le32(hdr, type);
-    le32(hdr + 4, src);
-    le64(hdr + 8, a);
-    le64(hdr + 16, b);
-}
-
 /* The engine decided an error about peer p and wrote its message: keep the first one for the
  * call's error (the ring only carries a status and a peer). */
 static int engine_fail(struct ac_gin *g, int p, int *peer_out)
@@ -114,31 +83,26 @@ static int on_slot(struct ac_gin *g, struct rdma_peer *pp, const uint8_t *s, siz
 {
     struct gin_rdma *rd = g->rdma;
     size_t off = 0;
-    while (off + FRAME_BYTES <= bytes) {
-        uint32_t type = (uint32_t)get_le(s + off, 4);
-        uint64_t a = get_le(s + off + 8, 8), b = get_le(s + off + 16, 8);
-        off += FRAME_BYTES;
+    while (off + AC_GIN_FRAME_BYTES <= bytes) {
+        uint32_t type = (uint32_t)ac_gin_get_le(s + off, 4);
+        uint64_t a = ac_gin_get_le(s + off + 8, 8), b = ac_gin_get_le(s + off + 16, 8);
+        off += AC_GIN_FRAME_BYTES;
         switch (type) {
-        case FRAME_PUT:
+        case AC_GIN_FRAME_PUT:
             if (b > bytes - off || a > rd->win_bytes || b > rd->win_bytes - a)
                 return AC_GIN_ERR_ACCESS;
             memcpy(rd->win + a, s + off, b);
             off += b;
             break;
-        case FRAME_SIGNAL_ADD:
-        case FRAME_SIGNAL_SET:
-            if (a >= (uint64_t)g->comm->nranks)
+        case AC_GIN_FRAME_SIGNAL_ADD:
+        case AC_GIN_FRAME_SIGNAL_SET:
+            if (ac_gin_apply_signal(g->signals, g->comm->nranks, type, a, b) != AC_GIN_OK)
                 return AC_GIN_ERR_ACCESS;
-            /* Release: the puts copied before this frame are visible to a waiter that acquires. */
-            if (type == FRAME_SIGNAL_ADD)
-                __atomic_fetch_add(&g->signals[a], b, __ATOMIC_RELEASE);
-            else
-                __atomic_store_n(&g->signals[a], b, __ATOMIC_RELEASE);
             break;
-        case FRAME_WINDOW:
+        case AC_GIN_FRAME_WINDOW:
             __atomic_store_n(&pp->epoch, a, __ATOMIC_RELEASE);
             break;
-        case FRAME_BYE:
+        case AC_GIN_FRAME_BYE:
             pp->has_left = true;
             return AC_GIN_OK;
         default:
@@ -269,11 +233,12 @@ static int reserve(struct ac_gin *g, int p, size_t need, int *peer_out)
 static int send_ctl(struct ac_gin *g, int p, uint32_t type, uint64_t a, uint64_t b, int *peer_out)
 {
     struct rdma_peer *pp = &g->rdma->peers[p];
-    int st = reserve(g, p, FRAME_BYTES, peer_out);
+    int st = reserve(g, p, AC_GIN_FRAME_BYTES, peer_out);
     if (st != AC_GIN_OK)
         return st;
-    header((uint8_t *)pp->open_slot + pp->open_bytes, type, (uint32_t)g->comm->rank, a, b);
-    pp->open_bytes += FRAME_BYTES;
+    ac_gin_frame_encode((uint8_t *)pp->open_slot + pp->open_bytes, type, (uint32_t)g->comm->rank, a,
+                        b);
+    pp->open_bytes += AC_GIN_FRAME_BYTES;
     return flush_open(g, p, peer_out);
 }
 
@@ -292,19 +257,19 @@ static int rdma_put(void *ctx, uint32_t peer, uint64_t src_off, uint64_t dst_off
     pthread_mutex_lock(&g->rdma->send_lock);
     while (st == AC_GIN_OK && done < bytes) {
         uint64_t left = bytes - done;
-        size_t want = FRAME_BYTES + (size_t)(left < PUT_TAIL_MIN ? left : PUT_TAIL_MIN);
+        size_t want = AC_GIN_FRAME_BYTES + (size_t)(left < PUT_TAIL_MIN ? left : PUT_TAIL_MIN);
         st = reserve(g, (int)peer, want, peer_out);
         if (st != AC_GIN_OK)
             break;
-        size_t room = slot_bytes - pp->open_bytes - FRAME_BYTES;
+        size_t room = slot_bytes - pp->open_bytes - AC_GIN_FRAME_BYTES;
         size_t n = left < room ? (size_t)left : room;
         uint8_t *f = (uint8_t *)pp->open_slot + pp->open_bytes;
-        header(f, FRAME_PUT, (uint32_t)g->comm->rank, dst_off + done, n);
-        memcpy(f + FRAME_BYTES, g->local_base + src_off + done, n);
-        pp->open_bytes += FRAME_BYTES + n;
+        ac_gin_frame_encode(f, AC_GIN_FRAME_PUT, (uint32_t)g->comm->rank, dst_off + done, n);
+        memcpy(f + AC_GIN_FRAME_BYTES, g->local_base + src_off + done, n);
+        pp->open_bytes += AC_GIN_FRAME_BYTES + n;
         done += n;
         /* a full slot goes now; a partial one waits for the signal that usually follows */
-        if (pp->open_bytes + FRAME_BYTES > slot_bytes)
+        if (pp->open_bytes + AC_GIN_FRAME_BYTES > slot_bytes)
             st = flush_open(g, (int)peer, peer_out);
     }
     pthread_mutex_unlock(&g->rdma->send_lock);
@@ -319,8 +284,8 @@ static int rdma_signal(void *ctx, uint32_t peer, uint32_t signal_id, uint64_t va
     if (peer >= (uint32_t)g->comm->nranks || peer == (uint32_t)g->comm->rank)
         return AC_GIN_ERR_ACCESS;
     pthread_mutex_lock(&g->rdma->send_lock);
-    int st = send_ctl(g, (int)peer, is_add ? FRAME_SIGNAL_ADD : FRAME_SIGNAL_SET, signal_id, value,
-                      peer_out);
+    int st = send_ctl(g, (int)peer, is_add ? AC_GIN_FRAME_SIGNAL_ADD : AC_GIN_FRAME_SIGNAL_SET,
+                      signal_id, value, peer_out);
     pthread_mutex_unlock(&g->rdma->send_lock);
     return st;
 }
@@ -348,7 +313,7 @@ static int rdma_post_window(void *ctx, void *addr, uint64_t bytes, uint64_t epoc
     pthread_mutex_lock(&g->rdma->send_lock);
     for (int p = 0; p < g->comm->nranks && st == AC_GIN_OK; p++)
         if (p != g->comm->rank)
-            st = send_ctl(g, p, FRAME_WINDOW, epoch, 0, peer_out);
+            st = send_ctl(g, p, AC_GIN_FRAME_WINDOW, epoch, 0, peer_out);
     pthread_mutex_unlock(&g->rdma->send_lock);
     return st;
 }
@@ -401,7 +366,7 @@ static void say_bye(struct ac_gin *g)
     pthread_mutex_lock(&rd->send_lock);
     for (int p = 0; p < g->comm->nranks; p++)
         if (p != g->comm->rank && !rd->peers[p].has_left &&
-            send_ctl(g, p, FRAME_BYE, 0, 0, &peer) != AC_GIN_OK)
+            send_ctl(g, p, AC_GIN_FRAME_BYE, 0, 0, &peer) != AC_GIN_OK)
             break;
     for (bool is_flushing = true; is_flushing && ac_now_ns() < deadline;) {
         is_flushing = false;

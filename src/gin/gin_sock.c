@@ -24,13 +24,11 @@
 #include <stdlib.h>
 #include <string.h>
 
-enum { FRAME_PUT = 1, FRAME_SIGNAL_ADD = 2, FRAME_SIGNAL_SET = 3, FRAME_WINDOW = 4, FRAME_BYE = 5 };
-#define FRAME_BYTES 24
 #define BYE_WAIT_NS 2000000000ull /* destroy waits this long to hand its BYE frames over */
 
 struct sock_peer {
     struct ac_socket s;
-    uint8_t hdr[FRAME_BYTES];
+    uint8_t hdr[AC_GIN_FRAME_BYTES];
     size_t hdr_got;
     char *body; /* where the put's bytes go, NULL when no put is being read */
     size_t body_len, body_got;
@@ -47,35 +45,15 @@ struct gin_sock {
     uint64_t win_bytes;
 };
 
-static void le32(uint8_t *p, uint32_t v)
-{
-    for (int i = 0; i < 4; i++)
-        p[i] = (uint8_t)(v >> (8 * i));
-}
-
-static void le64(uint8_t *p, uint64_t v)
-{
-    for (int i = 0; i < 8; i++)
-        p[i] = (uint8_t)(v >> (8 * i));
-}
-
-static uint64_t get_le(const uint8_t *p, int n)
-{
-    uint64_t v = 0;
-    for (int i = n - 1; i >= 0; i--)
-        v = (v << 8) | p[i];
-    return v;
-}
-
 /* One complete frame header was read from peer p: act on it. */
 static int on_frame(struct ac_gin *g, int p, struct sock_peer *sp)
 {
     struct gin_sock *ss = g->sock;
-    uint32_t type = (uint32_t)get_le(sp->hdr, 4);
-    uint64_t a = get_le(sp->hdr + 8, 8), b = get_le(sp->hdr + 16, 8);
+    uint32_t type = (uint32_t)ac_gin_get_le(sp->hdr, 4);
+    uint64_t a = ac_gin_get_le(sp->hdr + 8, 8), b = ac_gin_get_le(sp->hdr + 16, 8);
     sp->hdr_got = 0;
     switch (type) {
-    case FRAME_PUT:
+    case AC_GIN_FRAME_PUT:
         if (a > ss->win_bytes || b > ss->win_bytes - a)
             return AC_GIN_ERR_ACCESS;
         if (b == 0)
@@ -84,20 +62,13 @@ static int on_frame(struct ac_gin *g, int p, struct sock_peer *sp)
         sp->body_len = b;
         sp->body_got = 0;
         return AC_GIN_OK;
-    case FRAME_SIGNAL_ADD:
-    case FRAME_SIGNAL_SET:
-        if (a >= (uint64_t)g->comm->nranks)
-            return AC_GIN_ERR_ACCESS;
-        /* Release: the puts read before this frame are visible to a waiter that acquires. */
-        if (type == FRAME_SIGNAL_ADD)
-            __atomic_fetch_add(&g->signals[a], b, __ATOMIC_RELEASE);
-        else
-            __atomic_store_n(&g->signals[a], b, __ATOMIC_RELEASE);
-        return AC_GIN_OK;
-    case FRAME_WINDOW:
+    case AC_GIN_FRAME_SIGNAL_ADD:
+    case AC_GIN_FRAME_SIGNAL_SET:
+        return ac_gin_apply_signal(g->signals, g->comm->nranks, type, a, b);
+    case AC_GIN_FRAME_WINDOW:
         __atomic_store_n(&sp->epoch, a, __ATOMIC_RELEASE);
         return AC_GIN_OK;
-    case FRAME_BYE:
+    case AC_GIN_FRAME_BYE:
         sp->has_left = true;
         return AC_GIN_OK;
     default:
@@ -126,10 +97,10 @@ static int drain_peer(struct ac_gin *g, int p, struct sock_peer *sp)
             continue;
         }
         size_t before = sp->hdr_got;
-        rc = ac_socket_recv_some(&sp->s, sp->hdr, FRAME_BYTES, &sp->hdr_got);
+        rc = ac_socket_recv_some(&sp->s, sp->hdr, AC_GIN_FRAME_BYTES, &sp->hdr_got);
         if (rc != 0)
             return AC_GIN_ERR_PEER;
-        if (sp->hdr_got < FRAME_BYTES) {
+        if (sp->hdr_got < AC_GIN_FRAME_BYTES) {
             if (sp->hdr_got == before)
                 return AC_GIN_OK;
             continue;
@@ -163,7 +134,7 @@ static int send_frame(struct ac_gin *g, uint32_t peer, const uint8_t *hdr, const
 {
     struct sock_peer *sp = &g->sock->peers[peer];
     const void *parts[2] = {hdr, body};
-    size_t lens[2] = {FRAME_BYTES, body_len};
+    size_t lens[2] = {AC_GIN_FRAME_BYTES, body_len};
     int st = AC_GIN_OK;
     *peer_out = (int)peer;
     pthread_mutex_lock(&g->sock->send_lock);
@@ -190,24 +161,16 @@ static int send_frame(struct ac_gin *g, uint32_t peer, const uint8_t *hdr, const
     return st;
 }
 
-static void header(uint8_t *hdr, uint32_t type, uint32_t src, uint64_t a, uint64_t b)
-{
-    le32(hdr, type);
-    le32(hdr + 4, src);
-    le64(hdr + 8, a);
-    le64(hdr + 16, b);
-}
-
 static int sock_put(void *ctx, uint32_t peer, uint64_t src_off, uint64_t dst_off, uint64_t bytes,
                     int *peer_out)
 {
     struct ac_gin *g = ctx;
-    uint8_t hdr[FRAME_BYTES];
+    uint8_t hdr[AC_GIN_FRAME_BYTES];
     *peer_out = (int)peer;
     if (peer >= (uint32_t)g->comm->nranks || peer == (uint32_t)g->comm->rank ||
         src_off > g->local_bytes || bytes > g->local_bytes - src_off)
         return AC_GIN_ERR_ACCESS;
-    header(hdr, FRAME_PUT, (uint32_t)g->comm->rank, dst_off, bytes);
+    ac_gin_frame_encode(hdr, AC_GIN_FRAME_PUT, (uint32_t)g->comm->rank, dst_off, bytes);
     return send_frame(g, peer, hdr, g->local_base + src_off, bytes, peer_out);
 }
 
@@ -215,12 +178,12 @@ static int sock_signal(void *ctx, uint32_t peer, uint32_t signal_id, uint64_t va
                        int *peer_out)
 {
     struct ac_gin *g = ctx;
-    uint8_t hdr[FRAME_BYTES];
+    uint8_t hdr[AC_GIN_FRAME_BYTES];
     *peer_out = (int)peer;
     if (peer >= (uint32_t)g->comm->nranks || peer == (uint32_t)g->comm->rank)
         return AC_GIN_ERR_ACCESS;
-    header(hdr, is_add ? FRAME_SIGNAL_ADD : FRAME_SIGNAL_SET, (uint32_t)g->comm->rank, signal_id,
-           value);
+    ac_gin_frame_encode(hdr, is_add ? AC_GIN_FRAME_SIGNAL_ADD : AC_GIN_FRAME_SIGNAL_SET,
+                        (uint32_t)g->comm->rank, signal_id, value);
     return send_frame(g, peer, hdr, NULL, 0, peer_out);
 }
 
@@ -238,14 +201,14 @@ static int sock_poll(void *ctx, int *peer_out)
 static int sock_post_window(void *ctx, void *addr, uint64_t bytes, uint64_t epoch, int *peer_out)
 {
     struct ac_gin *g = ctx;
-    uint8_t hdr[FRAME_BYTES];
+    uint8_t hdr[AC_GIN_FRAME_BYTES];
     int st = AC_GIN_OK;
     /* Under the receive lock: no put of an earlier call is being read into the old window. */
     pthread_mutex_lock(&g->sock->recv_lock);
     g->sock->win = addr;
     g->sock->win_bytes = bytes;
     pthread_mutex_unlock(&g->sock->recv_lock);
-    header(hdr, FRAME_WINDOW, (uint32_t)g->comm->rank, epoch, 0);
+    ac_gin_frame_encode(hdr, AC_GIN_FRAME_WINDOW, (uint32_t)g->comm->rank, epoch, 0);
     for (int p = 0; p < g->comm->nranks && st == AC_GIN_OK; p++)
         if (p != g->comm->rank)
             st = send_frame(g, (uint32_t)p, hdr, NULL, 0, peer_out);
@@ -275,21 +238,21 @@ const struct ac_gin_backend ac_gin_sock_backend = {
 static void say_bye(struct ac_gin *g)
 {
     struct gin_sock *ss = g->sock;
-    uint8_t hdr[FRAME_BYTES];
+    uint8_t hdr[AC_GIN_FRAME_BYTES];
     int peer = -1;
     uint64_t deadline = ac_now_ns() + BYE_WAIT_NS;
     if (g->comm->abort_flag || g->ring == NULL ||
         __atomic_load_n(&g->ring->error, __ATOMIC_ACQUIRE) != AC_GIN_OK)
         return;
-    header(hdr, FRAME_BYE, (uint32_t)g->comm->rank, 0, 0);
+    ac_gin_frame_encode(hdr, AC_GIN_FRAME_BYE, (uint32_t)g->comm->rank, 0, 0);
     for (int p = 0; p < g->comm->nranks; p++) {
         struct sock_peer *sp = &ss->peers[p];
         size_t done = 0;
         if (p == g->comm->rank || !sp->is_connected || sp->has_left)
             continue;
-        while (done < FRAME_BYTES && ac_now_ns() < deadline) {
+        while (done < AC_GIN_FRAME_BYTES && ac_now_ns() < deadline) {
             size_t before = done;
-            if (ac_socket_send_some(&sp->s, hdr, FRAME_BYTES, &done) != 0)
+            if (ac_socket_send_some(&sp->s, hdr, AC_GIN_FRAME_BYTES, &done) != 0)
                 break;
             if (done == before) {
                 struct pollfd pfd = {sp->s.fd, POLLOUT, 0};
@@ -352,7 +315,7 @@ ncclResult_t ac_gin_sock_setup(struct ac_gin *g)
         AC_CHECK_GOTO(ac_socket_connect(&sp->s, &addrs[p], deadline, &comm->abort_flag), res,
                       out_listener);
         sp->is_connected = true;
-        le32(who, (uint32_t)me);
+        ac_gin_put_le(who, (uint32_t)me, 4);
         AC_CHECK_GOTO(ac_socket_send_all(&sp->s, who, 4, deadline, &comm->abort_flag), res,
                       out_listener);
     }
@@ -371,7 +334,7 @@ ncclResult_t ac_gin_sock_setup(struct ac_gin *g)
         }
         int p = -1;
         if (ac_socket_recv_all(&s, who, 4, deadline, &comm->abort_flag) == ncclSuccess)
-            p = (int)get_le(who, 4);
+            p = (int)ac_gin_get_le(who, 4);
         if (p < 0 || p >= me || g->sock->peers[p].is_connected) {
             ac_socket_close(&s);
             res = AC_FAIL(ncclRemoteError, "GIN: rank %d: a connection said it was rank %d", me, p);

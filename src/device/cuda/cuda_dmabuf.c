@@ -7,6 +7,7 @@
 #include "device/dmabuf.h"
 
 #include "common/check.h"
+#include "device/driver_syms.h"
 #include "common/config.h"
 
 #include <dlfcn.h>
@@ -42,10 +43,7 @@ static char missing[160]; /* empty once every symbol was found */
 static void resolve(void)
 {
     const char *name = ac_config_get()->cuda_library;
-    const struct {
-        const char *name;
-        void **slot;
-    } syms[] = {
+    const struct ac_driver_sym syms[] = {
         {"cuMemGetHandleForAddressRange", (void **)&dm.get_handle},
         {"cuPointerGetAttribute", (void **)&dm.pointer_get_attribute},
         {"cuDeviceGet", (void **)&dm.device_get},
@@ -54,19 +52,12 @@ static void resolve(void)
         {"cuCtxPopCurrent_v2", (void **)&dm.ctx_pop},
     };
     name = name ? name : "libcuda.so.1";
-    void *lib = dlopen(name, RTLD_NOW | RTLD_LOCAL | RTLD_NOLOAD);
-    if (lib == NULL) {
+    const char *lacking = ac_driver_syms_resolve(&name, 1, syms, sizeof(syms) / sizeof(syms[0]));
+    if (lacking && !*lacking)
         snprintf(missing, sizeof(missing), "%s is not loaded", name);
-        return;
-    }
-    for (size_t i = 0; i < sizeof(syms) / sizeof(syms[0]); i++) {
-        *syms[i].slot = dlsym(lib, syms[i].name);
-        if (*syms[i].slot == NULL) {
-            snprintf(missing, sizeof(missing), "%s has no %s (driver older than CUDA 11.7)", name,
-                     syms[i].name);
-            return;
-        }
-    }
+    else if (lacking)
+        snprintf(missing, sizeof(missing), "%s has no %s (driver older than CUDA 11.7)", name,
+                 lacking);
 }
 
 ncclResult_t ac_cuda_dmabuf_export(void *ptr, size_t bytes, int *fd_out, uint64_t *offset_out)

@@ -6,6 +6,7 @@
 #include "device/hostmap.h"
 
 #include "common/check.h"
+#include "device/driver_syms.h"
 #include "common/config.h"
 
 #include <dlfcn.h>
@@ -35,28 +36,18 @@ static char missing[160]; /* empty once every symbol was found */
 static void resolve(void)
 {
     const char *name = ac_config_get()->cuda_library;
-    const struct {
-        const char *name;
-        void **slot;
-    } syms[] = {
+    const struct ac_driver_sym syms[] = {
         {"cuMemHostRegister_v2", (void **)&hm.host_register},
         {"cuMemHostUnregister", (void **)&hm.host_unregister},
         {"cuMemHostGetDevicePointer_v2", (void **)&hm.get_device_pointer},
         {"cuCtxGetCurrent", (void **)&hm.ctx_get_current},
     };
     name = name ? name : "libcuda.so.1";
-    void *lib = dlopen(name, RTLD_NOW | RTLD_LOCAL | RTLD_NOLOAD);
-    if (lib == NULL) {
+    const char *lacking = ac_driver_syms_resolve(&name, 1, syms, sizeof(syms) / sizeof(syms[0]));
+    if (lacking && !*lacking)
         snprintf(missing, sizeof(missing), "%s is not loaded", name);
-        return;
-    }
-    for (size_t i = 0; i < sizeof(syms) / sizeof(syms[0]); i++) {
-        *syms[i].slot = dlsym(lib, syms[i].name);
-        if (*syms[i].slot == NULL) {
-            snprintf(missing, sizeof(missing), "%s has no %s", name, syms[i].name);
-            return;
-        }
-    }
+    else if (lacking)
+        snprintf(missing, sizeof(missing), "%s has no %s", name, lacking);
 }
 
 ncclResult_t ac_cuda_host_map(void *ptr, size_t bytes, bool is_io, void **dev_ptr_out)

@@ -5,6 +5,7 @@
 #include "device/backend.h"
 #include "device/dmabuf.h"
 #include "device/hostmap.h"
+#include "device/driver_syms.h"
 #include "device/kernels/launch.h"
 
 #include "common/check.h"
@@ -141,8 +142,8 @@ struct module {
 };
 
 /* The runtime library's names: the unversioned link of a ROCm install, then ROCm 6 and 5. */
-static const char *const default_names[] = {"libamdhip64.so", "libamdhip64.so.6",
-                                            "libamdhip64.so.5"};
+const char *const ac_hip_runtime_names[AC_HIP_RUNTIME_NAMES] = {
+    "libamdhip64.so", "libamdhip64.so.6", "libamdhip64.so.5"};
 
 static void *lib;
 static const char *lib_override;
@@ -191,10 +192,10 @@ static const char *open_library(char *why, size_t why_len)
                      lib_override, dlerror());
         return lib_override;
     }
-    for (size_t i = 0; i < sizeof default_names / sizeof default_names[0]; i++) {
-        lib = dlopen(default_names[i], RTLD_NOW | RTLD_LOCAL);
+    for (size_t i = 0; i < AC_HIP_RUNTIME_NAMES; i++) {
+        lib = dlopen(ac_hip_runtime_names[i], RTLD_NOW | RTLD_LOCAL);
         if (lib)
-            return default_names[i];
+            return ac_hip_runtime_names[i];
     }
     snprintf(why, why_len, "cannot load libamdhip64.so (.6, .5): no ROCm runtime on this machine");
     return NULL;

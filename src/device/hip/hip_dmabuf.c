@@ -6,6 +6,7 @@
 #include "device/dmabuf.h"
 
 #include "common/check.h"
+#include "device/driver_syms.h"
 
 #include <dlfcn.h>
 #include <pthread.h>
@@ -21,17 +22,12 @@ static char missing[160]; /* empty once the call was found */
 
 static void resolve(void)
 {
-    static const char *const names[] = {"libamdhip64.so", "libamdhip64.so.6", "libamdhip64.so.5"};
-    for (size_t i = 0; i < sizeof(names) / sizeof(names[0]); i++) {
-        void *lib = dlopen(names[i], RTLD_NOW | RTLD_LOCAL | RTLD_NOLOAD);
-        if (lib == NULL)
-            continue;
-        *(void **)&get_handle = dlsym(lib, "hipMemGetHandleForAddressRange");
-        if (get_handle != NULL)
-            return;
-    }
-    snprintf(missing, sizeof(missing),
-             "the HIP runtime loaded has no hipMemGetHandleForAddressRange (ROCm 6 or newer)");
+    const struct ac_driver_sym syms[] = {
+        {"hipMemGetHandleForAddressRange", (void **)&get_handle},
+    };
+    if (ac_driver_syms_resolve(ac_hip_runtime_names, AC_HIP_RUNTIME_NAMES, syms, 1) != NULL)
+        snprintf(missing, sizeof(missing),
+                 "the HIP runtime loaded has no hipMemGetHandleForAddressRange (ROCm 6 or newer)");
 }
 
 ncclResult_t ac_hip_dmabuf_export(void *ptr, size_t bytes, int *fd_out, uint64_t *offset_out)

@@ -6,6 +6,7 @@
 #include "device/hostmap.h"
 
 #include "common/check.h"
+#include "device/driver_syms.h"
 
 #include <dlfcn.h>
 #include <pthread.h>
@@ -28,19 +29,15 @@ static char missing[160]; /* empty once every symbol was found */
 
 static void resolve(void)
 {
-    static const char *const names[] = {"libamdhip64.so", "libamdhip64.so.6", "libamdhip64.so.5"};
-    for (size_t i = 0; i < sizeof(names) / sizeof(names[0]); i++) {
-        void *lib = dlopen(names[i], RTLD_NOW | RTLD_LOCAL | RTLD_NOLOAD);
-        if (lib == NULL)
-            continue;
-        *(void **)&hm.host_register = dlsym(lib, "hipHostRegister");
-        *(void **)&hm.host_unregister = dlsym(lib, "hipHostUnregister");
-        *(void **)&hm.get_device_pointer = dlsym(lib, "hipHostGetDevicePointer");
-        if (hm.host_register && hm.host_unregister && hm.get_device_pointer)
-            return;
-    }
-    snprintf(missing, sizeof(missing),
-             "no loaded HIP runtime with hipHostRegister and hipHostGetDevicePointer");
+    const struct ac_driver_sym syms[] = {
+        {"hipHostRegister", (void **)&hm.host_register},
+        {"hipHostUnregister", (void **)&hm.host_unregister},
+        {"hipHostGetDevicePointer", (void **)&hm.get_device_pointer},
+    };
+    if (ac_driver_syms_resolve(ac_hip_runtime_names, AC_HIP_RUNTIME_NAMES, syms,
+                               sizeof(syms) / sizeof(syms[0])) != NULL)
+        snprintf(missing, sizeof(missing),
+                 "no loaded HIP runtime with hipHostRegister and hipHostGetDevicePointer");
 }
 
 ncclResult_t ac_hip_host_map(void *ptr, size_t bytes, bool is_io, void **dev_ptr_out)

@@ -4,6 +4,7 @@
 #include "common/check.h"
 
 #include <ctype.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -106,6 +107,20 @@ enum ac_ib_gid_type ac_ib_gid_type_parse(const char *text)
     if (strncmp(text, "IB/RoCE v1", 10) == 0 || strncmp(text, "RoCE v1", 7) == 0)
         return AC_IB_GID_IB_ROCE_V1;
     return AC_IB_GID_UNKNOWN;
+}
+
+enum ac_ib_gid_type ac_ib_read_gid_type(const char *devname, int port, int index)
+{
+    char path[256], text[32] = "";
+    snprintf(path, sizeof(path), "/sys/class/infiniband/%s/ports/%d/gid_attrs/types/%d", devname,
+             port, index);
+    FILE *f = fopen(path, "r");
+    if (f == NULL)
+        return AC_IB_GID_UNKNOWN;
+    if (fgets(text, sizeof(text), f) == NULL)
+        text[0] = '\0';
+    fclose(f);
+    return ac_ib_gid_type_parse(text);
 }
 
 bool ac_ib_gid_is_zero(const uint8_t raw[16])

@@ -41,6 +41,9 @@ enum ac_ib_gid_type { AC_IB_GID_IB_ROCE_V1, AC_IB_GID_ROCE_V2, AC_IB_GID_UNKNOWN
 /* sysfs words: "InfiniBand" / "Ethernet"; "IB/RoCE v1" / "RoCE v2". */
 enum ac_ib_link ac_ib_link_parse(const char *text);
 enum ac_ib_gid_type ac_ib_gid_type_parse(const char *text);
+/* The type of GID `index` of a port, from /sys/class/infiniband/<dev>/ports/<port>/gid_attrs;
+ * AC_IB_GID_UNKNOWN when the file is missing or unreadable. */
+enum ac_ib_gid_type ac_ib_read_gid_type(const char *devname, int port, int index);
 
 struct ac_ib_gid {
     uint8_t raw[16];

@@ -308,6 +308,15 @@ static ncclResult_t recv_simple(struct ac_conn *conn, struct shm_conn *sc, const
     return ncclSuccess;
 }
 
+/* The header of the LL or LL128 slot at the receiver's position, when it has arrived. */
+static bool ll_header(const struct ac_conn *conn, const struct shm_conn *sc, uint32_t *bytes,
+                      uint32_t *tag)
+{
+    return conn->proto == AC_PROTO_LL
+               ? ac_ll_header(ll_slot_at(sc, sc->pos), ll_flag(sc->pos), bytes, tag)
+               : ac_ll128_header(ll128_slot_at(sc, sc->pos), sc->pos + 1, bytes, tag);
+}
+
 /* Nothing in the LL slot yet. Now and then (with the peer checks) look at the counter too: a
  * slot posted there without its LL header means the sender used another protocol (the ranks
  * disagree about the operation): hand the slot over as Simple, and the executor reports the
@@ -320,10 +329,7 @@ static ncclResult_t recv_ll_idle(struct ac_conn *conn, struct shm_conn *sc, cons
     if ((sc->idle_polls + 1) % IDLE_POLLS_PER_CLOCK == 0 &&
         __atomic_load_n(&sc->seg.ctrl->tail, __ATOMIC_ACQUIRE) > sc->pos) {
         uint32_t bytes, tag;
-        bool has_ll = conn->proto == AC_PROTO_LL
-                          ? ac_ll_header(ll_slot_at(sc, sc->pos), ll_flag(sc->pos), &bytes, &tag)
-                          : ac_ll128_header(ll128_slot_at(sc, sc->pos), sc->pos + 1, &bytes, &tag);
-        if (!has_ll)
+        if (!ll_header(conn, sc, &bytes, &tag))
             return recv_simple(conn, sc, slot_out, bytes_out);
     }
     return idle_poll(conn, sc);
@@ -339,9 +345,7 @@ static ncclResult_t recv_ll(struct ac_conn *conn, struct shm_conn *sc, const voi
     if (!sc->rx_is_ready) {
         if (!sc->rx_has_header) {
             uint32_t bytes, tag;
-            int has = is_ll ? ac_ll_header(slot, ll_flag(sc->pos), &bytes, &tag)
-                            : ac_ll128_header(slot, sc->pos + 1, &bytes, &tag);
-            if (!has)
+            if (!ll_header(conn, sc, &bytes, &tag))
                 return recv_ll_idle(conn, sc, slot_out, bytes_out);
             if (bytes > proto_max_bytes(sc, conn->proto))
                 return fail_corrupt(conn, "LL slot size larger than a slot");
