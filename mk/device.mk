@@ -101,9 +101,12 @@ $(DEVICE_FAKES): tests/unit/device/fake_cuda.c
 # _nomemops variant lacks cuStreamWriteValue32/cuStreamWaitValue32, so that the backend launches
 # its signal/wait kernels. Used by tests/integration/device.c and test_backend.c.
 CXX ?= c++
-DEVICE_EMUS := $(DEVICE_FAKE_DIR)/libcuda_emu.so $(DEVICE_FAKE_DIR)/libcuda_emu_nomemops.so
+DEVICE_EMUS := $(DEVICE_FAKE_DIR)/libcuda_emu.so $(DEVICE_FAKE_DIR)/libcuda_emu_nomemops.so \
+	$(DEVICE_FAKE_DIR)/libcuda_emu_novmm.so
 DEVICE_EMU_SRCS := tests/unit/device/emu_cuda.c tests/unit/device/emu_kernels.cc
 $(DEVICE_FAKE_DIR)/libcuda_emu_nomemops.so: EMU_FLAGS := -DEMU_NO_MEMOPS
+# A device without virtual memory management: ncclMemAlloc falls back to cuMemAlloc.
+$(DEVICE_FAKE_DIR)/libcuda_emu_novmm.so: EMU_FLAGS := -DEMU_NO_VMM
 
 $(DEVICE_FAKE_DIR)/emu_kernels.o: tests/unit/device/emu_kernels.cc tests/unit/device/emu_kernels.h \
 		$(DEVICE_KERNEL_HDRS)
@@ -120,5 +123,6 @@ $(DEVICE_EMUS): tests/unit/device/emu_cuda.c tests/unit/device/emu_kernels.h \
 		$(WARN) $(EMU_FLAGS) -o $@ $< $(DEVICE_FAKE_DIR)/emu_kernels.o -lstdc++
 
 $(BUILD)/tests/unit/device/test_backend: $(DEVICE_FAKES) $(DEVICE_EMUS)
+$(BUILD)/tests/unit/device/test_devmem: $(DEVICE_FAKES) $(DEVICE_EMUS)
 $(BUILD)/tests/integration/device: $(DEVICE_EMUS)
 test-build: $(DEVICE_FAKES) $(DEVICE_EMUS)

@@ -1,0 +1,335 @@
+/* Device memory that other processes map, against the emulated CUDA driver (emu_cuda.c, built by
+ * mk/device.mk in fake/ beside this binary):
+ *   - the emulator itself, called raw: cuIpcGetMemHandle / cuIpcOpenMemHandle between a process
+ *     and a forked child (same bytes both ways, reference counts, the own process refused with
+ *     CUDA_ERROR_INVALID_CONTEXT, a stale handle refused); the cuMem virtual memory calls and a
+ *     POSIX fd export imported by a child;
+ *   - the CUDA backend's shareable allocations and their export / import;
+ *   - ncclMemAlloc / ncclMemFree on a GPU (cuMem with POSIX fds, cuMemAlloc on a device without
+ *     virtual memory management);
+ *   - the registration cache of ncclCommRegister (src/core/devreg.c). */
+#include "device/backend.h"
+
+#include <criterion/criterion.h>
+#include <dlfcn.h>
+#include <libgen.h>
+#include <limits.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+static char fake_path[PATH_MAX];
+
+/* fake/<name> beside this test binary. */
+static const char *fake(const char *name)
+{
+    char exe[PATH_MAX];
+    ssize_t n = readlink("/proc/self/exe", exe, sizeof exe - 1);
+
+    cr_assert(n > 0);
+    exe[n] = '\0';
+    snprintf(fake_path, sizeof fake_path, "%s/fake/%s", dirname(exe), name);
+    cr_assert(access(fake_path, R_OK) == 0, "%s missing (make test-build builds it)", fake_path);
+    return fake_path;
+}
+
+/* ---- the emulated driver, called raw ---- */
+
+struct mem_location {
+    int type, id;
+};
+struct mem_prop {
+    int type, handle_types;
+    struct mem_location location;
+    void *win32;
+    unsigned char flags[8];
+};
+struct mem_access {
+    struct mem_location location;
+    int flags;
+};
+
+static struct {
+    int (*init)(unsigned);
+    int (*mem_alloc)(uintptr_t *, size_t);
+    int (*mem_free)(uintptr_t);
+    int (*ipc_get)(void *, uintptr_t);
+    int (*ipc_open)(uintptr_t *, struct ac_ipc_handle, unsigned);
+    int (*ipc_close)(uintptr_t);
+    int (*granularity)(size_t *, const struct mem_prop *, int);
+    int (*create)(unsigned long long *, size_t, const struct mem_prop *, unsigned long long);
+    int (*release)(unsigned long long);
+    int (*reserve)(uintptr_t *, size_t, size_t, uintptr_t, unsigned long long);
+    int (*address_free)(uintptr_t, size_t);
+    int (*map)(uintptr_t, size_t, size_t, unsigned long long, unsigned long long);
+    int (*unmap)(uintptr_t, size_t);
+    int (*set_access)(uintptr_t, size_t, const struct mem_access *, size_t);
+    int (*export_fd)(void *, unsigned long long, int, unsigned long long);
+    int (*import_fd)(unsigned long long *, void *, int);
+    int (*retain)(unsigned long long *, void *);
+    int (*address_range)(uintptr_t *, size_t *, uintptr_t);
+    int (*attribute)(void *, int, uintptr_t);
+} emu;
+
+static void load_emu(const char *name)
+{
+    static const char *const names[] = {
+        "cuInit",
+        "cuMemAlloc_v2",
+        "cuMemFree_v2",
+        "cuIpcGetMemHandle",
+        "cuIpcOpenMemHandle_v2",
+        "cuIpcCloseMemHandle",
+        "cuMemGetAllocationGranularity",
+        "cuMemCreate",
+        "cuMemRelease",
+        "cuMemAddressReserve",
+        "cuMemAddressFree",
+        "cuMemMap",
+        "cuMemUnmap",
+        "cuMemSetAccess",
+        "cuMemExportToShareableHandle",
+        "cuMemImportFromShareableHandle",
+        "cuMemRetainAllocationHandle",
+        "cuMemGetAddressRange_v2",
+        "cuPointerGetAttribute",
+    };
+    void *h = dlopen(fake(name), RTLD_NOW | RTLD_LOCAL);
+    void **slots = (void **)&emu;
+
+    cr_assert_not_null(h, "%s", dlerror());
+    for (size_t i = 0; i < sizeof names / sizeof names[0]; i++) {
+        slots[i] = dlsym(h, names[i]);
+        cr_assert_not_null(slots[i], "%s has no %s", name, names[i]);
+    }
+    cr_assert_eq(emu.init(0), 0);
+}
+
+static void fill(unsigned char *p, size_t n, unsigned seed)
+{
+    for (size_t i = 0; i < n; i++)
+        p[i] = (unsigned char)(i * 31 + seed);
+}
+
+static bool is_filled(const unsigned char *p, size_t n, unsigned seed)
+{
+    for (size_t i = 0; i < n; i++)
+        if (p[i] != (unsigned char)(i * 31 + seed))
+            return false;
+    return true;
+}
+
+/* Runs fn in a forked child; its exit status (0: all its checks passed). */
+static int in_child(int (*fn)(void *), void *arg)
+{
+    int status = -1;
+    pid_t pid = fork();
+
+    cr_assert(pid >= 0);
+    if (pid == 0)
+        _exit(fn(arg));
+    cr_assert_eq(waitpid(pid, &status, 0), pid);
+    return WIFEXITED(status) ? WEXITSTATUS(status) : 100 + WTERMSIG(status);
+}
+
+#define CHILD_CHECK(cond, code)                                                                    \
+    do {                                                                                           \
+        if (!(cond))                                                                               \
+            return (code);                                                                         \
+    } while (0)
+
+struct ipc_case {
+    struct ac_ipc_handle h;
+    size_t bytes;
+};
+
+/* The child: opens the handle twice (one mapping, two references), reads the parent's bytes,
+ * writes its own, closes twice; a third close is an error. */
+static int child_opens(void *arg)
+{
+    struct ipc_case *c = arg;
+    uintptr_t p = 0, q = 0;
+
+    CHILD_CHECK(emu.ipc_open(&p, c->h, 1) == 0, 1);
+    CHILD_CHECK(emu.ipc_open(&q, c->h, 1) == 0 && q == p, 2);
+    CHILD_CHECK(is_filled((unsigned char *)p, c->bytes, 7), 3);
+    fill((unsigned char *)p, c->bytes, 99);
+    CHILD_CHECK(emu.ipc_close(p) == 0, 4);
+    CHILD_CHECK(is_filled((unsigned char *)p, c->bytes, 99), 5); /* one reference left */
+    CHILD_CHECK(emu.ipc_close(p) == 0, 6);
+    CHILD_CHECK(emu.ipc_close(p) == 1, 7); /* CUDA_ERROR_INVALID_VALUE */
+    CHILD_CHECK(emu.ipc_open(&p, c->h, 0) == 1, 8); /* the lazy peer access flag is required */
+    return 0;
+}
+
+Test(emu_ipc, another_process_maps_the_same_bytes, .timeout = 30)
+{
+    struct ipc_case c = {.bytes = 10000};
+    uintptr_t p = 0;
+
+    load_emu("libcuda_emu.so");
+    cr_assert_eq(emu.mem_alloc(&p, c.bytes), 0);
+    fill((unsigned char *)p, c.bytes, 7);
+    cr_assert_eq(emu.ipc_get(&c.h, p + 100), 0, "an interior pointer names its allocation");
+    cr_assert_eq(in_child(child_opens, &c), 0);
+    cr_assert(is_filled((unsigned char *)p, c.bytes, 99), "the child's writes are seen");
+    cr_assert_eq(emu.mem_free(p), 0);
+}
+
+/* As CUDA: cuIpcOpenMemHandle in the exporting process is CUDA_ERROR_INVALID_CONTEXT (201). */
+Test(emu_ipc, own_process_is_refused, .timeout = 30)
+{
+    struct ac_ipc_handle h;
+    uintptr_t p = 0, q = 0;
+
+    load_emu("libcuda_emu.so");
+    cr_assert_eq(emu.mem_alloc(&p, 64), 0);
+    cr_assert_eq(emu.ipc_get(&h, p), 0);
+    cr_assert_eq(emu.ipc_open(&q, h, 1), 201);
+    cr_assert_eq(emu.ipc_get(&h, (uintptr_t)&q), 1, "host memory has no handle");
+    cr_assert_eq(emu.mem_free(p), 0);
+}
+
+static int child_open_fails(void *arg)
+{
+    struct ipc_case *c = arg;
+    uintptr_t p = 0;
+    int r = emu.ipc_open(&p, c->h, 1);
+
+    return r == 400 || r == 205 ? 0 : 1; /* INVALID_HANDLE, MAP_FAILED */
+}
+
+/* Freed memory's handle, its fd number now another allocation's: refused, not the wrong pages. */
+Test(emu_ipc, stale_handle_is_refused, .timeout = 30)
+{
+    struct ipc_case c = {.bytes = 4096};
+    uintptr_t p = 0, q = 0;
+
+    load_emu("libcuda_emu.so");
+    cr_assert_eq(emu.mem_alloc(&p, c.bytes), 0);
+    cr_assert_eq(emu.ipc_get(&c.h, p), 0);
+    cr_assert_eq(emu.mem_free(p), 0);
+    cr_assert_eq(emu.mem_alloc(&q, c.bytes), 0);
+    cr_assert_eq(in_child(child_open_fails, &c), 0);
+    cr_assert_eq(emu.mem_free(q), 0);
+}
+
+#define GRAN ((size_t)2 << 20)
+
+/* cuMem: granularity, create, reserve, map, access, attributes; legacy IPC refused on it. */
+Test(emu_vmm, create_map_access_and_attributes, .timeout = 30)
+{
+    struct mem_prop prop = {.type = 1, .handle_types = 1, .location = {1, 0}};
+    struct mem_access acc = {{1, 0}, 3};
+    unsigned long long h = 0, h2 = 0;
+    uintptr_t va = 0, base = 0, start = 0;
+    size_t g = 0, bytes = 0, range = 0;
+    unsigned mem_type = 0;
+    unsigned char is_legacy = 1;
+    void *ctx = (void *)1;
+    struct ac_ipc_handle ih;
+
+    load_emu("libcuda_emu.so");
+    cr_assert_eq(emu.granularity(&g, &prop, 1), 0);
+    cr_assert_eq(g, GRAN);
+    cr_assert_eq(emu.create(&h, GRAN + 1, &prop, 0), 1, "not a multiple of the granularity");
+    cr_assert_eq(emu.create(&h, 2 * GRAN, &prop, 0), 0);
+    cr_assert_eq(emu.reserve(&va, 4 * GRAN, GRAN, 0, 0), 0);
+    cr_assert_eq(va % GRAN, 0);
+    cr_assert_eq(emu.map(va + GRAN, 2 * GRAN, 0, h, 0), 0);
+    cr_assert_eq(emu.map(va + 2 * GRAN, GRAN, 0, h, 0), 208, "CUDA_ERROR_ALREADY_MAPPED");
+    cr_assert_eq(emu.set_access(va + GRAN, 2 * GRAN, &acc, 1), 0);
+    fill((unsigned char *)va + GRAN, 2 * GRAN, 3);
+    cr_assert_eq(emu.address_range(&base, &bytes, va + GRAN + 12345), 0);
+    cr_assert_eq(base, va + GRAN);
+    cr_assert_eq(bytes, 2 * GRAN);
+    cr_assert_eq(emu.attribute(&mem_type, 2, va + GRAN), 0);
+    cr_assert_eq(mem_type, 2, "CU_MEMORYTYPE_DEVICE");
+    cr_assert_eq(emu.attribute(&is_legacy, 10, va + GRAN), 0);
+    cr_assert_eq(is_legacy, 0);
+    cr_assert_eq(emu.attribute(&ctx, 1, va + GRAN), 0);
+    cr_assert_null(ctx, "cuMem memory has no context");
+    cr_assert_eq(emu.attribute(&start, 11, va + 2 * GRAN), 0);
+    cr_assert_eq(start, va, "RANGE_START_ADDR is the reservation's");
+    cr_assert_eq(emu.attribute(&range, 12, va + 2 * GRAN), 0);
+    cr_assert_eq(range, 4 * GRAN);
+    cr_assert_eq(emu.attribute(&mem_type, 2, (uintptr_t)&g), 1, "unknown memory: INVALID_VALUE");
+    cr_assert_eq(emu.ipc_get(&ih, va + GRAN), 1, "legacy IPC is refused on cuMem memory");
+    cr_assert_eq(emu.retain(&h2, (void *)(va + GRAN + 5)), 0);
+    cr_assert_eq(h2, h);
+    cr_assert_eq(emu.release(h2), 0);
+    cr_assert_eq(emu.release(h), 0);
+    cr_assert(is_filled((unsigned char *)va + GRAN, 2 * GRAN, 3), "the mapping holds it");
+    cr_assert_eq(emu.address_free(va, 4 * GRAN), 1, "still mapped");
+    cr_assert_eq(emu.unmap(va + GRAN, GRAN), 1, "part of a mapping");
+    cr_assert_eq(emu.unmap(va + GRAN, 2 * GRAN), 0);
+    cr_assert_eq(emu.address_range(&base, &bytes, va + GRAN), 500, "CUDA_ERROR_NOT_FOUND");
+    cr_assert_eq(emu.release(h), 1, "released with its last mapping");
+    cr_assert_eq(emu.address_free(va, 4 * GRAN), 0);
+}
+
+struct fd_case {
+    int fd;
+    size_t bytes;
+};
+
+/* The child imports the inherited fd, maps it and writes. */
+static int child_imports_fd(void *arg)
+{
+    struct fd_case *c = arg;
+    struct mem_access acc = {{1, 0}, 3};
+    unsigned long long h = 0;
+    uintptr_t va = 0;
+
+    CHILD_CHECK(emu.import_fd(&h, (void *)(intptr_t)c->fd, 1) == 0, 1);
+    close(c->fd);
+    CHILD_CHECK(emu.reserve(&va, c->bytes, 0, 0, 0) == 0, 2);
+    CHILD_CHECK(emu.map(va, c->bytes, 0, h, 0) == 0, 3);
+    CHILD_CHECK(emu.release(h) == 0, 4);
+    CHILD_CHECK(emu.set_access(va, c->bytes, &acc, 1) == 0, 5);
+    CHILD_CHECK(is_filled((unsigned char *)va, c->bytes, 5), 6);
+    fill((unsigned char *)va, c->bytes, 77);
+    CHILD_CHECK(emu.unmap(va, c->bytes) == 0 && emu.address_free(va, c->bytes) == 0, 7);
+    return 0;
+}
+
+Test(emu_vmm, posix_fd_export_is_imported_by_another_process, .timeout = 30)
+{
+    struct mem_prop prop = {.type = 1, .handle_types = 1, .location = {1, 0}};
+    struct mem_prop no_fd = {.type = 1, .handle_types = 0, .location = {1, 0}};
+    struct mem_access acc = {{1, 0}, 3};
+    struct fd_case c = {.fd = -1, .bytes = GRAN};
+    unsigned long long h = 0, h2 = 0;
+    uintptr_t va = 0;
+    int fd = -1;
+
+    load_emu("libcuda_emu.so");
+    cr_assert_eq(emu.create(&h2, GRAN, &no_fd, 0), 0);
+    cr_assert_eq(emu.export_fd(&fd, h2, 1, 0), 1, "not created with POSIX fd handles");
+    cr_assert_eq(emu.release(h2), 0);
+    cr_assert_eq(emu.create(&h, GRAN, &prop, 0), 0);
+    cr_assert_eq(emu.reserve(&va, GRAN, 0, 0, 0), 0);
+    cr_assert_eq(emu.map(va, GRAN, 0, h, 0), 0);
+    cr_assert_eq(emu.set_access(va, GRAN, &acc, 1), 0);
+    fill((unsigned char *)va, GRAN, 5);
+    cr_assert_eq(emu.export_fd(&c.fd, h, 1, 0), 0);
+    cr_assert_eq(in_child(child_imports_fd, &c), 0);
+    close(c.fd);
+    cr_assert(is_filled((unsigned char *)va, GRAN, 77));
+    cr_assert_eq(emu.import_fd(&h2, (void *)(intptr_t)0, 1), 400, "stdin is no allocation");
+    cr_assert_eq(emu.unmap(va, GRAN), 0);
+    cr_assert_eq(emu.release(h), 0);
+    cr_assert_eq(emu.address_free(va, GRAN), 0);
+}
+
+Test(emu_vmm, novmm_variant_refuses_cumem, .timeout = 30)
+{
+    struct mem_prop prop = {.type = 1, .handle_types = 1, .location = {1, 0}};
+    unsigned long long h = 0;
+
+    load_emu("libcuda_emu_novmm.so");
+    cr_assert_eq(emu.create(&h, GRAN, &prop, 0), 801, "CUDA_ERROR_NOT_SUPPORTED");
+}
