@@ -245,6 +245,43 @@ static void compute(const struct ac_task *t, const struct ac_step *st, const cha
  * the user's buffer while it is still in L1: one pass over the inputs instead of two. */
 #define DUAL_STORE_BLOCK_BYTES (16 * 1024)
 
+/* Whether a step that receives nothing sends its input's bytes as they are (no premultiplier,
+ * no final division). */
+static bool sends_input_as_is(const struct ac_task *t, const struct ac_step *st)
+{
+    if (st->flags & AC_STEP_RECV)
+        return false;
+    if (!t->is_reduction)
+        return true;
+    return !t->op.has_premul && (!(st->flags & AC_STEP_FINAL) || t->op.postdiv <= 1);
+}
+
+/* A sending step whose value lies, or can be computed, in the user's memory sends it from there
+ * when the connector takes a reference (send_post_ref): the input itself, or the output it
+ * stores (computed straight into dst). Safe because neither is written again by this call: the
+ * schedules store every output element once, and an in-place input is overwritten only by a
+ * value that depends on what this step sent, i.e. after the transport passed it on. Not the
+ * one-shot allreduce: its peers' inputs, which do not depend on this rank's, may arrive and be
+ * folded into an in-place buffer before the transport has sent it. Returns where the payload
+ * lies; NULL: it must go through the slot. */
+static const void *move_data_ref(const struct ac_task *t, const struct ac_step *st,
+                                 const void *in)
+{
+    size_t bytes = st->count * t->type_bytes;
+    bool has_dst = st->flags & AC_STEP_DST;
+    if (bytes == 0 || t->is_oneshot)
+        return NULL;
+    if (sends_input_as_is(t, st)) {
+        if (has_dst && st->dst != st->src)
+            memcpy(st->dst, st->src, bytes);
+        return st->src;
+    }
+    if (!has_dst)
+        return NULL;
+    compute(t, st, in, st->dst, 0, st->count);
+    return st->dst;
+}
+
 static void move_data(const struct ac_task *t, const struct ac_step *st, const void *in,
                       void *slot)
 {
@@ -592,8 +629,12 @@ static ncclResult_t advance(struct ac_run_task *rt, bool *progressed)
             return ncclSuccess;
         int nin = (st.flags & AC_STEP_RECV) ? rt->t.nrecv : 0;
         int nout = (st.flags & AC_STEP_SEND) ? rt->t.nsend : 0;
+        const void *ref = NULL;
         if (rt->t.is_oneshot && nin > 1)
             oneshot_fold(&rt->t, &st, in, rt->comm->rank);
+        else if (nin <= 1 && nout == 1 && rt->send[0]->tp->send_post_ref &&
+                 (ref = move_data_ref(&rt->t, &st, in[0])) != NULL)
+            ; /* the payload stays where it is */
         else if (nin <= 1 && nout <= 1)
             move_data(&rt->t, &st, in[0], slots[0]);
         else
@@ -604,7 +645,8 @@ static ncclResult_t advance(struct ac_run_task *rt, bool *progressed)
             c->tx_tag = rt->tag_sent & 1u << k ? 0 : rt->tag;
             rt->tag_sent |= (uint8_t)(1u << k);
             c->proto = rt->t.proto;
-            ncclResult_t res = c->tp->send_post(c, bytes);
+            ncclResult_t res =
+                ref ? c->tp->send_post_ref(c, ref, bytes) : c->tp->send_post(c, bytes);
             c->tx_tag = 0;
             AC_CHECK(res);
         }

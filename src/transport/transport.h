@@ -100,6 +100,11 @@ struct ac_transport {
      * its payload size. */
     ncclResult_t (*send_slot)(struct ac_conn *conn, void **slot_out);
     ncclResult_t (*send_post)(struct ac_conn *conn, size_t bytes);
+    /* As send_post, for the slot send_slot returned, but the payload is `bytes` at data instead
+     * of in the slot: data must stay unchanged until is_flushing says the transport has
+     * passed it on (the executor never returns before then). Saves the copy into the slot
+     * where the data already lies in the user's buffer. NULL: not supported. */
+    ncclResult_t (*send_post_ref)(struct ac_conn *conn, const void *data, size_t bytes);
     /* Receiver: the oldest delivered slot (*slot_out = NULL when none yet). A peek: calling it
      * again before recv_release returns the same slot. recv_release gives it back to the sender
      * once its contents have been consumed. */

@@ -65,6 +65,7 @@ struct sock_conn {
     uint64_t nonce;
     char *slots;         /* nslots * slot_bytes */
     uint64_t *sizes;     /* [nslots]: payload bytes; the sender sends it as the header */
+    const void **refs;   /* sender [nslots]: where a slot's payload lies when not in the slot */
     uint64_t head;       /* sender: posted; receiver: fully received */
     uint64_t tail;       /* sender: fully written; receiver: released */
     size_t cur_done;     /* bytes of [header][payload] moved for the current slot */
@@ -138,8 +139,9 @@ static ncclResult_t conn_alloc(struct ac_conn *conn)
     ac_socket_init(&sc->sock);
     sc->slots = malloc((size_t)conn->nslots * conn->slot_bytes);
     sc->sizes = calloc((size_t)conn->nslots, sizeof(*sc->sizes));
+    sc->refs = calloc((size_t)conn->nslots, sizeof(*sc->refs));
     conn->priv = sc;
-    if (sc->slots == NULL || sc->sizes == NULL)
+    if (sc->slots == NULL || sc->sizes == NULL || sc->refs == NULL)
         return AC_FAIL(ncclSystemError,
                        "socket transport: out of memory for %d slots of %zu "
                        "bytes (NCCL_BUFFSIZE, ANYCCL_NSLOTS)",
@@ -156,6 +158,7 @@ static void sock_close(struct ac_conn *conn)
     ac_socket_close(&sc->sock);
     free(sc->slots);
     free(sc->sizes);
+    free(sc->refs);
     free(sc);
     conn->priv = NULL;
 }
@@ -285,7 +288,7 @@ static size_t payload_bytes(uint64_t header)
     return (size_t)(header & 0xffffffffu);
 }
 
-static ncclResult_t sock_send_post(struct ac_conn *conn, size_t bytes)
+static ncclResult_t post(struct ac_conn *conn, const void *ref, size_t bytes)
 {
     struct sock_conn *sc = conn->priv;
     if (bytes > conn->slot_bytes || sc->head - sc->tail >= (uint64_t)conn->nslots)
@@ -294,10 +297,24 @@ static ncclResult_t sock_send_post(struct ac_conn *conn, size_t bytes)
                        "(slot bytes %zu, %llu slots in flight)",
                        bytes, conn->peer, conn->slot_bytes,
                        (unsigned long long)(sc->head - sc->tail));
+    size_t i = sc->head % (uint64_t)conn->nslots;
     /* the header word: payload bytes, and the operation's tag (transport.h) in the upper half */
-    sc->sizes[sc->head % (uint64_t)conn->nslots] = bytes | (uint64_t)conn->tx_tag << 32;
+    sc->sizes[i] = bytes | (uint64_t)conn->tx_tag << 32;
+    sc->refs[i] = ref;
     sc->head++;
     return ncclSuccess;
+}
+
+static ncclResult_t sock_send_post(struct ac_conn *conn, size_t bytes)
+{
+    return post(conn, NULL, bytes);
+}
+
+/* The kernel copies the payload at sendmsg time, so a reference is held only until its slot is
+ * written: is_flushing covers it. */
+static ncclResult_t sock_send_post_ref(struct ac_conn *conn, const void *data, size_t bytes)
+{
+    return post(conn, data, bytes);
 }
 
 /* One sendmsg of the posted slots from tail on; returns bytes written, 0 on EAGAIN, -errno. */
@@ -310,9 +327,8 @@ static ssize_t write_slots(struct ac_conn *conn)
     for (uint64_t k = sc->tail; k < sc->head && n < 2 * IOV_SLOTS; k++) {
         size_t i = k % (uint64_t)conn->nslots;
         iov[n++] = (struct iovec){.iov_base = &sc->sizes[i], .iov_len = sizeof(uint64_t)};
-        iov[n++] =
-            (struct iovec){.iov_base = sc->slots + i * conn->slot_bytes,
-                           .iov_len = payload_bytes(sc->sizes[i])};
+        void *payload = sc->refs[i] ? (void *)sc->refs[i] : sc->slots + i * conn->slot_bytes;
+        iov[n++] = (struct iovec){.iov_base = payload, .iov_len = payload_bytes(sc->sizes[i])};
     }
     for (int j = 0; j < n && skip > 0; j++) { /* resume a partly written slot */
         size_t d = skip < iov[j].iov_len ? skip : iov[j].iov_len;
@@ -450,6 +466,7 @@ const struct ac_transport ac_socket_transport = {
     .recv_connect = sock_recv_connect,
     .send_slot = sock_send_slot,
     .send_post = sock_send_post,
+    .send_post_ref = sock_send_post_ref,
     .recv_slot = sock_recv_slot,
     .recv_release = sock_recv_release,
     .progress = sock_progress,
