@@ -232,7 +232,7 @@ static void compute(const struct ac_task *t, const struct ac_step *st, const cha
     if (st->flags & AC_STEP_RECV) {
         if (st->flags & AC_STEP_REDUCE)
             ac_kern_reduce(&t->op, out, in + b, src, n, is_final);
-        else
+        else if (out != in + b) /* not landed in place (recv_direct) */
             memcpy(out, in + b, n * t->type_bytes);
     } else if (t->is_reduction) {
         ac_kern_load(&t->op, out, src, n, is_final);
@@ -290,8 +290,10 @@ static void move_data(const struct ac_task *t, const struct ac_step *st, const v
     if (bytes == 0 || (!has_send && !has_dst))
         return;
     if (!has_send) {
-        if ((st->flags & (AC_STEP_RECV | AC_STEP_REDUCE)) == AC_STEP_RECV)
-            ac_kern_copy_out(st->dst, in, bytes);
+        if ((st->flags & (AC_STEP_RECV | AC_STEP_REDUCE)) == AC_STEP_RECV) {
+            if (in != st->dst)
+                ac_kern_copy_out(st->dst, in, bytes);
+        }
         else
             compute(t, st, in, st->dst, 0, st->count);
         return;
@@ -382,6 +384,17 @@ static void oneshot_fold(const struct ac_task *t, const struct ac_step *st, cons
     }
 }
 
+/* A step that stores what it receives from its one peer as it is can have it land in the
+ * user's buffer, where the transport allows (recv_direct): no copy out of the slot. Not a
+ * direct (single-copy) receive, whose first slot carries the sender's address. */
+static bool lands_in_dst(const struct ac_run_task *rt, const struct ac_step *st)
+{
+    return rt->t.nrecv == 1 && rt->recv[0]->tp->recv_direct && rt->t.ack_set <= 0 &&
+           (st->flags & (AC_STEP_RECV | AC_STEP_REDUCE | AC_STEP_DST)) ==
+               (AC_STEP_RECV | AC_STEP_DST) &&
+           st->count > 0;
+}
+
 /* Polls the connectors a step needs; true when every incoming slot is there and every outgoing
  * one is free. */
 static ncclResult_t step_ready(struct ac_run_task *rt, const struct ac_step *st,
@@ -398,6 +411,12 @@ static ncclResult_t step_ready(struct ac_run_task *rt, const struct ac_step *st,
             AC_CHECK(c->tp->progress(c));
         c->proto = rt->t.proto;
         AC_CHECK(c->tp->recv_slot(c, &in[k], &got));
+        if (!in[k] && lands_in_dst(rt, st)) {
+            c->tp->recv_direct(c, st->dst, bytes);
+            if (c->tp->progress)
+                AC_CHECK(c->tp->progress(c));
+            AC_CHECK(c->tp->recv_slot(c, &in[k], &got));
+        }
         if (!in[k])
             return ncclSuccess;
         /* A receive planned through slots finds out from the first slot's tag that the sender

@@ -110,6 +110,11 @@ struct ac_transport {
      * once its contents have been consumed. */
     ncclResult_t (*recv_slot)(struct ac_conn *conn, const void **slot_out, size_t *bytes_out);
     ncclResult_t (*recv_release)(struct ac_conn *conn);
+    /* Receiver, a hint: the slot recv_slot will return next (not there yet) is wanted at dst,
+     * which has room for `bytes`. A transport that can still do so lands its payload there
+     * (recv_slot then returns dst) instead of in the slot; otherwise nothing changes. dst must
+     * not be read or written by anyone else until recv_slot returns it. NULL: not supported. */
+    void (*recv_direct)(struct ac_conn *conn, void *dst, size_t bytes);
     /* Moves data for transports that need the CPU to do so (sockets); NULL when nothing to do. */
     ncclResult_t (*progress)(struct ac_conn *conn);
     /* Whether the transport is still sending data already posted (sockets): close waits for it. */

@@ -66,6 +66,9 @@ struct sock_conn {
     char *slots;         /* nslots * slot_bytes */
     uint64_t *sizes;     /* [nslots]: payload bytes; the sender sends it as the header */
     const void **refs;   /* sender [nslots]: where a slot's payload lies when not in the slot */
+    char **landed;       /* receiver [nslots]: where a slot's payload landed when not in it */
+    char *direct;        /* receiver: where the message being read goes (recv_direct), or NULL */
+    size_t direct_cap;
     uint64_t head;       /* sender: posted; receiver: fully received */
     uint64_t tail;       /* sender: fully written; receiver: released */
     size_t cur_done;     /* bytes of [header][payload] moved for the current slot */
@@ -140,8 +143,9 @@ static ncclResult_t conn_alloc(struct ac_conn *conn)
     sc->slots = malloc((size_t)conn->nslots * conn->slot_bytes);
     sc->sizes = calloc((size_t)conn->nslots, sizeof(*sc->sizes));
     sc->refs = calloc((size_t)conn->nslots, sizeof(*sc->refs));
+    sc->landed = calloc((size_t)conn->nslots, sizeof(*sc->landed));
     conn->priv = sc;
-    if (sc->slots == NULL || sc->sizes == NULL || sc->refs == NULL)
+    if (sc->slots == NULL || sc->sizes == NULL || sc->refs == NULL || sc->landed == NULL)
         return AC_FAIL(ncclSystemError,
                        "socket transport: out of memory for %d slots of %zu "
                        "bytes (NCCL_BUFFSIZE, ANYCCL_NSLOTS)",
@@ -159,6 +163,7 @@ static void sock_close(struct ac_conn *conn)
     free(sc->slots);
     free(sc->sizes);
     free(sc->refs);
+    free(sc->landed);
     free(sc);
     conn->priv = NULL;
 }
@@ -403,7 +408,13 @@ static ncclResult_t progress_recv(struct ac_conn *conn)
         }
         got = sc->cur_done - sizeof(uint64_t);
         size_t want = payload_bytes(sc->cur_hdr);
-        err = ac_socket_recv_some(&sc->sock, sc->slots + i * conn->slot_bytes, want, &got);
+        char *to = sc->slots + i * conn->slot_bytes;
+        if (sc->direct != NULL && sc->tail == sc->head && want <= sc->direct_cap) {
+            if (sc->landed[i] == NULL && got > 0)
+                memcpy(sc->direct, to, got); /* the hint came in the middle of the payload */
+            sc->landed[i] = to = sc->direct;
+        }
+        err = ac_socket_recv_some(&sc->sock, to, want, &got);
         sc->cur_done = sizeof(uint64_t) + got;
         if (err != 0)
             return io_fail(conn, err);
@@ -411,6 +422,7 @@ static ncclResult_t progress_recv(struct ac_conn *conn)
             return ncclSuccess;
         sc->sizes[i] = sc->cur_hdr;
         sc->cur_done = 0;
+        sc->direct = NULL;
         sc->head++;
     }
     return ncclSuccess;
@@ -434,7 +446,7 @@ static ncclResult_t sock_recv_slot(struct ac_conn *conn, const void **slot_out, 
         return ncclSuccess;
     }
     size_t i = sc->tail % (uint64_t)conn->nslots;
-    *slot_out = sc->slots + i * conn->slot_bytes;
+    *slot_out = sc->landed[i] != NULL ? sc->landed[i] : sc->slots + i * conn->slot_bytes;
     *bytes_out = payload_bytes(sc->sizes[i]);
     conn->rx_tag = (uint32_t)(sc->sizes[i] >> 32);
     return ncclSuccess;
@@ -448,8 +460,20 @@ static ncclResult_t sock_recv_release(struct ac_conn *conn)
                        "socket transport: release with no slot held (rank %d "
                        "channel %d)",
                        conn->peer, conn->channel);
+    sc->landed[sc->tail % (uint64_t)conn->nslots] = NULL;
     sc->tail++;
     return ncclSuccess;
+}
+
+/* Only for the message the receiver waits for (nothing older unconsumed): data already read
+ * for it moves over once, the rest of its payload lands at dst. */
+static void sock_recv_direct(struct ac_conn *conn, void *dst, size_t bytes)
+{
+    struct sock_conn *sc = conn->priv;
+    if (sc->tail == sc->head && sc->direct == NULL) {
+        sc->direct = dst;
+        sc->direct_cap = bytes;
+    }
 }
 
 static bool sock_is_flushing(struct ac_conn *conn)
@@ -469,6 +493,7 @@ const struct ac_transport ac_socket_transport = {
     .send_post_ref = sock_send_post_ref,
     .recv_slot = sock_recv_slot,
     .recv_release = sock_recv_release,
+    .recv_direct = sock_recv_direct,
     .progress = sock_progress,
     .is_flushing = sock_is_flushing,
     .close = sock_close,
