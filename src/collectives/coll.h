@@ -9,56 +9,17 @@
 #include "collectives/graph.h"
 #include "device/kernels/ll.h"
 #include "device/kernels/reduce.h"
+#include "device/kernels/sched.h"
 #include "nccl.h"
 
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
-enum ac_coll {
-    AC_COLL_ALLREDUCE,
-    AC_COLL_ALLGATHER,
-    AC_COLL_REDUCESCATTER,
-    AC_COLL_BROADCAST,
-    AC_COLL_REDUCE,
-    AC_COLL_ALLTOALL,
-    AC_COLL_GATHER,
-    AC_COLL_SCATTER,
-    AC_COLL_SEND,
-    AC_COLL_RECV,
-    AC_COLL_COUNT,
-};
-
 const char *ac_coll_name(enum ac_coll coll);
-
-/* What a step does. RECV: take the next incoming slot. REDUCE: combine it with the local input
- * at src (otherwise the received data is passed on as is). Without RECV the value is the local
- * input at src (with the reduction's premultiplier when the collective reduces). FINAL applies the
- * reduction's final division (avg). SEND: put the value in the next outgoing slot. DST: store it at
- * dst. */
-enum {
-    AC_STEP_RECV = 1u << 0,
-    AC_STEP_SEND = 1u << 1,
-    AC_STEP_REDUCE = 1u << 2,
-    AC_STEP_DST = 1u << 3,
-    AC_STEP_FINAL = 1u << 4,
-};
-
-enum ac_algo {
-    AC_ALGO_RING,
-    AC_ALGO_TREE,
-    AC_ALGO_COUNT,
-};
 
 const char *ac_algo_name(enum ac_algo algo);
 const char *ac_proto_name(enum ac_proto proto);
-
-struct ac_step {
-    const void *src;
-    void *dst;
-    size_t count;            /* elements; may be 0 (an empty slot still travels) */
-    unsigned flags;
-};
 
 /* One rank's part of one collective on one channel. A step receives from every recv peer (and
  * reduces them all together) and sends the same data to every send peer. */
@@ -119,9 +80,11 @@ void ac_oneshot_plan(struct ac_task *t, int rank);
 /* Fills nsteps and the peer of an AC_COLL_SEND or AC_COLL_RECV task (peer in recv_peers[0] or
  * send_peers[0] on entry). */
 void ac_p2p_plan(struct ac_task *t);
-/* Step k of a tree task (src/collectives/tree.c). */
-void ac_tree_step(const struct ac_task *t, uint64_t k, struct ac_step *out);
-/* Step k (0 <= k < t->nsteps) of a planned task. */
+/* The schedule of a planned task, as the device engine reads it (device/kernels/sched.h):
+ * addresses as the task holds them, the ring order by the address of t->ring. */
+void ac_sched_from_task(const struct ac_task *t, struct ac_sched *out);
+/* Step k (0 <= k < t->nsteps) of a planned task: sched.h's ac_sched_step, the code the device
+ * engine runs. */
 void ac_task_step(const struct ac_task *t, uint64_t k, struct ac_step *out);
 
 /* The slice [off, off + n) of `total` elements that channel c of nchannels works on. Channels

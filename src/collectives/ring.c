@@ -1,12 +1,10 @@
-/* Ring and chain schedules (NCCL's ring algorithm family) for allreduce, allgather, reduce-scatter,
- * broadcast and reduce. Every rank receives from its ring predecessor and sends to its successor;
- * chains (broadcast, reduce) are the ring cut open at the root.
- *
- * Allreduce on n ranks works in loops of n chunks: steps 0..n-1 are the reduce-scatter phase
- * (chunk (pos-1-s) mod n, finished at step n-1 on the rank that owns it), steps n..2n-2 the
- * allgather phase (chunk (pos-(s-n+1)) mod n). In place is safe: each chunk is read before the
- * step that overwrites it. */
+/* Ring and chain planning (NCCL's ring algorithm family) for allreduce, allgather, reduce-scatter,
+ * broadcast and reduce: every rank receives from its ring predecessor and sends to its successor;
+ * chains (broadcast, reduce) are the ring cut open at the root. The steps themselves are
+ * device/kernels/sched.h's, shared with the device engine. */
 #include "collectives/coll.h"
+
+#include <string.h>
 
 static const char *const algo_names[AC_ALGO_COUNT] = {"Ring", "Tree"};
 
@@ -51,31 +49,13 @@ void ac_channel_share(size_t total, int c, int nchannels, size_t align, size_t *
     *n = hi - lo;
 }
 
-static uint64_t steps_per_loop(const struct ac_task *t)
-{
-    int n = t->nranks;
-    switch (t->coll) {
-    case AC_COLL_ALLREDUCE:
-        return n == 1 ? 1 : (uint64_t)(2 * n - 1);
-    case AC_COLL_ALLGATHER:
-    case AC_COLL_REDUCESCATTER:
-        return (uint64_t)n;
-    default:
-        return 1;
-    }
-}
-
-static size_t loop_elems(const struct ac_task *t)
-{
-    return t->coll == AC_COLL_ALLREDUCE ? t->chunk_elems * (size_t)t->nranks : t->chunk_elems;
-}
-
 void ac_ring_plan(struct ac_task *t, const struct ac_layout *l, int rank, int root)
 {
     int n = t->nranks;
     int me = l->ring_pos[rank];
     int root_pos = root >= 0 ? l->ring_pos[root] : 0;
-    uint64_t nloops = div_up(t->region_count, loop_elems(t));
+    uint64_t nloops = div_up(t->region_count,
+                             ac_sched_loop_elems(t->coll, t->chunk_elems, t->nranks));
 
     t->algo = AC_ALGO_RING;
     t->ring = l->ring;
@@ -90,7 +70,7 @@ void ac_ring_plan(struct ac_task *t, const struct ac_layout *l, int rank, int ro
         t->pos = me;
         break;
     }
-    t->nsteps = nloops * steps_per_loop(t);
+    t->nsteps = nloops * ac_sched_steps_per_loop(t->coll, n);
     t->recv_peers[0] = l->ring[mod(me - 1, n)];
     t->send_peers[0] = l->ring[mod(me + 1, n)];
     if (t->coll == AC_COLL_BROADCAST || t->coll == AC_COLL_REDUCE) {
@@ -109,114 +89,6 @@ void ac_p2p_plan(struct ac_task *t)
     t->pos = 0;
 }
 
-/* The slice of the channel's region that loop l covers: [*lo, *lo + *cnt). */
-static void loop_slice(const struct ac_task *t, uint64_t l, size_t *lo, size_t *cnt)
-{
-    size_t span = loop_elems(t);
-    size_t start = (size_t)l * span;
-    size_t left = t->region_count - start;
-    *lo = t->region_off + start;
-    *cnt = left < span ? left : span;
-}
-
-static void allreduce_step(const struct ac_task *t, uint64_t l, int s, struct ac_step *out)
-{
-    int n = t->nranks;
-    size_t lo, cnt;
-    loop_slice(t, l, &lo, &cnt);
-    if (n == 1) {
-        out->src = t->sendbuff + lo * t->type_bytes;
-        out->dst = t->recvbuff + lo * t->type_bytes;
-        out->count = cnt;
-        out->flags = AC_STEP_DST | AC_STEP_FINAL;
-        return;
-    }
-    size_t cs = div_up(cnt, (size_t)n);
-    int chunk = s < n ? mod(t->pos - 1 - s, n) : mod(t->pos - (s - n + 1), n);
-    size_t coff = cs * (size_t)chunk;
-    size_t ccnt = coff >= cnt ? 0 : (cnt - coff < cs ? cnt - coff : cs);
-    size_t byte_off = (lo + coff) * t->type_bytes;
-    out->src = t->sendbuff + byte_off;
-    out->dst = t->recvbuff + byte_off;
-    out->count = ccnt;
-    if (s == 0)
-        out->flags = AC_STEP_SEND;
-    else if (s < n - 1)
-        out->flags = AC_STEP_RECV | AC_STEP_REDUCE | AC_STEP_SEND;
-    else if (s == n - 1)
-        out->flags = AC_STEP_RECV | AC_STEP_REDUCE | AC_STEP_SEND | AC_STEP_DST | AC_STEP_FINAL;
-    else if (s < 2 * n - 2)
-        out->flags = AC_STEP_RECV | AC_STEP_SEND | AC_STEP_DST;
-    else
-        out->flags = AC_STEP_RECV | AC_STEP_DST;
-}
-
-/* Allgather and reduce-scatter: step s of a loop moves block b of the rank-ordered blocks. */
-static void blocks_step(const struct ac_task *t, uint64_t l, int s, struct ac_step *out)
-{
-    int n = t->nranks;
-    size_t lo, cnt;
-    loop_slice(t, l, &lo, &cnt);
-    out->count = cnt;
-    if (t->coll == AC_COLL_ALLGATHER) {
-        int b = t->ring[mod(t->pos - s, n)];
-        out->src = t->sendbuff + lo * t->type_bytes;
-        out->dst = t->recvbuff + ((size_t)b * t->count + lo) * t->type_bytes;
-        if (n == 1)
-            out->flags = AC_STEP_DST;
-        else if (s == 0)
-            out->flags = AC_STEP_SEND | AC_STEP_DST;
-        else if (s < n - 1)
-            out->flags = AC_STEP_RECV | AC_STEP_SEND | AC_STEP_DST;
-        else
-            out->flags = AC_STEP_RECV | AC_STEP_DST;
-        return;
-    }
-    int b = t->ring[mod(t->pos - 1 - s, n)];
-    out->src = t->sendbuff + ((size_t)b * t->count + lo) * t->type_bytes;
-    out->dst = t->recvbuff + lo * t->type_bytes;
-    if (n == 1)
-        out->flags = AC_STEP_DST | AC_STEP_FINAL;
-    else if (s == 0)
-        out->flags = AC_STEP_SEND;
-    else if (s < n - 1)
-        out->flags = AC_STEP_RECV | AC_STEP_REDUCE | AC_STEP_SEND;
-    else
-        out->flags = AC_STEP_RECV | AC_STEP_REDUCE | AC_STEP_DST | AC_STEP_FINAL;
-}
-
-/* Broadcast, reduce, send and recv: one slot per step along a chain or a pair. */
-static void chain_step(const struct ac_task *t, uint64_t l, struct ac_step *out)
-{
-    size_t lo, cnt;
-    if (t->coll == AC_COLL_SEND || t->coll == AC_COLL_RECV) {
-        lo = (size_t)l * t->chunk_elems;
-        cnt = t->count - lo < t->chunk_elems ? t->count - lo : t->chunk_elems;
-    } else {
-        loop_slice(t, l, &lo, &cnt);
-    }
-    out->src = t->sendbuff + lo * t->type_bytes;
-    out->dst = t->recvbuff + lo * t->type_bytes;
-    out->count = cnt;
-    unsigned in = t->nrecv ? AC_STEP_RECV : 0;
-    unsigned send = t->nsend ? AC_STEP_SEND : 0;
-    switch (t->coll) {
-    case AC_COLL_BROADCAST:
-        out->flags = in | send | (t->pos == 0 && out->src == out->dst ? 0 : AC_STEP_DST);
-        break;
-    case AC_COLL_REDUCE:
-        out->flags = in | send | (in ? AC_STEP_REDUCE : 0) |
-                     (send ? 0 : AC_STEP_DST | AC_STEP_FINAL);
-        break;
-    case AC_COLL_SEND:
-        out->flags = AC_STEP_SEND;
-        break;
-    default: /* AC_COLL_RECV */
-        out->flags = AC_STEP_RECV | AC_STEP_DST;
-        break;
-    }
-}
-
 void ac_oneshot_plan(struct ac_task *t, int rank)
 {
     t->is_oneshot = true;
@@ -229,38 +101,53 @@ void ac_oneshot_plan(struct ac_task *t, int rank)
         }
 }
 
-static void oneshot_step(const struct ac_task *t, uint64_t k, struct ac_step *out)
+/* Only what the schedule reads: ac_task_step inlines this and ac_sched_step, and the compiler
+ * keeps the local struct in registers, so the executor's step costs what it did before the
+ * schedule moved to sched.h. */
+static inline void sched_fill(const struct ac_task *t, struct ac_sched *s)
 {
-    out->src = t->sendbuff;
-    out->dst = t->recvbuff;
-    out->count = t->count;
-    out->flags = k == 0 ? AC_STEP_SEND
-                        : AC_STEP_RECV | AC_STEP_REDUCE | AC_STEP_DST | AC_STEP_FINAL;
+    s->sendbuff = (uint64_t)(uintptr_t)t->sendbuff;
+    s->recvbuff = (uint64_t)(uintptr_t)t->recvbuff;
+    s->ring = (uint64_t)(uintptr_t)t->ring;
+    s->count = t->count;
+    s->type_bytes = t->type_bytes;
+    s->region_off = t->region_off;
+    s->region_count = t->region_count;
+    s->chunk_elems = t->chunk_elems;
+    s->nsteps = t->nsteps;
+    s->coll = (uint32_t)t->coll;
+    s->algo = (uint32_t)t->algo;
+    s->nranks = t->nranks;
+    s->pos = t->pos;
+    s->tree_flags = t->tree_flags;
+    s->nrecv = t->nrecv;
+    s->nsend = t->nsend;
+    s->is_oneshot = t->is_oneshot;
+}
+
+void ac_sched_from_task(const struct ac_task *t, struct ac_sched *out)
+{
+    memset(out, 0, sizeof(*out));
+    sched_fill(t, out);
+    out->is_reduction = t->is_reduction;
+    out->red_type = (uint32_t)t->op.type;
+    out->red_kind = (uint32_t)t->op.kind;
+    out->red_has_premul = t->op.has_premul;
+    out->red_scalar = t->op.scalar;
+    out->red_postdiv = t->op.postdiv;
+    /* one-shot: recv_peers are every other rank in rank order, so this rank is where they first
+     * skip one */
+    out->rank = t->nrecv;
+    for (int k = 0; k < t->nrecv; k++)
+        if (t->recv_peers[k] != k) {
+            out->rank = k;
+            break;
+        }
 }
 
 void ac_task_step(const struct ac_task *t, uint64_t k, struct ac_step *out)
 {
-    if (t->is_oneshot) {
-        oneshot_step(t, k, out);
-        return;
-    }
-    if (t->algo == AC_ALGO_TREE) {
-        ac_tree_step(t, k, out);
-        return;
-    }
-    uint64_t spl = t->coll == AC_COLL_SEND || t->coll == AC_COLL_RECV ? 1 : steps_per_loop(t);
-    uint64_t l = k / spl;
-    int s = (int)(k % spl);
-    switch (t->coll) {
-    case AC_COLL_ALLREDUCE:
-        allreduce_step(t, l, s, out);
-        break;
-    case AC_COLL_ALLGATHER:
-    case AC_COLL_REDUCESCATTER:
-        blocks_step(t, l, s, out);
-        break;
-    default:
-        chain_step(t, l, out);
-        break;
-    }
+    struct ac_sched s;
+    sched_fill(t, &s);
+    ac_sched_step(&s, k, out);
 }

@@ -1,7 +1,8 @@
 /* Tree schedules (allreduce, broadcast, reduce): every step moves one chunk of the channel's
  * region; all steps of a task have the same shape (tree_flags), only the chunk changes. Up: receive
  * the children's partial results, reduce them with the local input, send to the parent (the root
- * stores the final value). Down: receive from the parent, store, pass on to the children. */
+ * stores the final value). Down: receive from the parent, store, pass on to the children. The
+ * steps are device/kernels/sched.h's (ac_sched_tree_step). */
 #include "collectives/coll.h"
 
 static size_t div_up(size_t a, size_t b) { return (a + b - 1) / b; }
@@ -49,14 +50,4 @@ bool ac_tree_plan(struct ac_task *t, const struct ac_layout *l, int rank, int ro
         t->tree_flags &= ~(unsigned)AC_STEP_DST; /* in-place broadcast root: nothing to store */
     }
     return true;
-}
-
-void ac_tree_step(const struct ac_task *t, uint64_t k, struct ac_step *out)
-{
-    size_t lo = t->region_off + (size_t)k * t->chunk_elems;
-    size_t end = t->region_off + t->region_count;
-    out->count = end - lo < t->chunk_elems ? end - lo : t->chunk_elems;
-    out->src = t->sendbuff + lo * t->type_bytes;
-    out->dst = t->recvbuff + lo * t->type_bytes;
-    out->flags = t->tree_flags;
 }
