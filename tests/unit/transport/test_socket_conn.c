@@ -1,6 +1,7 @@
 /* The socket connector over loopback: a sender thread and a receiver thread move messages of many
- * sizes through a 4-slot FIFO (wrapping around many times, contents checked), strangers at the
- * listener are ignored, and a peer that closes is reported as ncclRemoteError naming it. */
+ * sizes through a 4-slot FIFO (wrapping around many times, contents checked), also with payloads
+ * sent from outside the slots (send_post_ref) and landed outside them (recv_direct); strangers at
+ * the listener are ignored, and a peer that closes is reported as ncclRemoteError naming it. */
 #include "common/check.h"
 #include "common/socket.h"
 #include "common/time.h"
@@ -8,6 +9,8 @@
 
 #include <criterion/criterion.h>
 #include <pthread.h>
+#include <sched.h>
+#include <stdlib.h>
 #include <stdio.h>
 #include <string.h>
 
@@ -21,7 +24,16 @@ struct pair {
     struct ac_conn recv, send;
     ncclResult_t send_res, recv_res;
     int bad;
+    bool is_zero_copy;           /* every other message by reference, every third landed */
+    unsigned char *ref_bufs;     /* sender: NSLOTS buffers, one per slot a reference stands in */
+    unsigned char *land_buf;     /* receiver: where landed messages go */
+    int nlanded;
+    int hinted_k;                /* the message the receiver hinted before the sender sent it */
+    volatile int hint_ready;
 };
+
+/* Message HINT_K waits for the receiver's hint, so that one landing does not depend on timing. */
+#define HINT_K 777
 
 static size_t msg_bytes(int k)
 {
@@ -88,9 +100,18 @@ static void *sender(void *arg)
             continue;
         }
         size_t n = msg_bytes(k);
+        /* a slot's reference is dropped once the slot is written, before it is handed out again */
+        unsigned char *dst = p->is_zero_copy && k % 2 ? p->ref_bufs + (k % NSLOTS) * SLOT_BYTES
+                                                      : slot;
         for (size_t i = 0; i < n; i++)
-            ((unsigned char *)slot)[i] = msg_byte(k, i);
-        res = c->tp->send_post(c, n);
+            dst[i] = msg_byte(k, i);
+        if (p->is_zero_copy && k == HINT_K)
+            while (res == ncclSuccess && !__atomic_load_n(&p->hint_ready, __ATOMIC_ACQUIRE)) {
+                res = c->tp->progress(c); /* the receiver needs the messages before it */
+                sched_yield();
+            }
+        if (res == ncclSuccess)
+            res = dst == slot ? c->tp->send_post(c, n) : c->tp->send_post_ref(c, dst, n);
         k++;
         ac_backoff_reset(&b);
     }
@@ -112,10 +133,25 @@ static void *receiver(void *arg)
         res = c->tp->progress(c);
         if (res == ncclSuccess)
             res = c->tp->recv_slot(c, &slot, &n);
+        if (res == ncclSuccess && slot == NULL && p->is_zero_copy && k % 3 == 0) {
+            c->tp->recv_direct(c, p->land_buf, SLOT_BYTES);
+            if (k == HINT_K) {
+                p->hinted_k = k;
+                __atomic_store_n(&p->hint_ready, 1, __ATOMIC_RELEASE);
+            }
+            continue;
+        }
         if (res != ncclSuccess || slot == NULL) {
             ac_backoff_idle(&b);
             continue;
         }
+        if (slot == p->land_buf) {
+            p->nlanded++;
+            if (k % 3 != 0)
+                p->bad++; /* landed without being asked to */
+        }
+        if (k == HINT_K && p->is_zero_copy && slot != p->land_buf)
+            p->bad++; /* hinted before a byte of it was sent: must have landed */
         if (n != msg_bytes(k))
             p->bad++;
         for (size_t i = 0; i < n && n == msg_bytes(k); i++)
@@ -128,11 +164,15 @@ static void *receiver(void *arg)
     return NULL;
 }
 
-static void run_pair(bool with_stranger)
+static void run_pair(bool with_stranger, bool is_zero_copy)
 {
     struct pair p;
     pthread_t ts, tr;
     setup(&p, with_stranger);
+    p.is_zero_copy = is_zero_copy;
+    p.ref_bufs = malloc((size_t)NSLOTS * SLOT_BYTES);
+    p.land_buf = malloc(SLOT_BYTES);
+    cr_assert(p.ref_bufs && p.land_buf);
     pthread_create(&tr, NULL, receiver, &p);
     pthread_create(&ts, NULL, sender, &p);
     pthread_join(ts, NULL);
@@ -140,17 +180,28 @@ static void run_pair(bool with_stranger)
     cr_expect_eq(p.send_res, ncclSuccess);
     cr_expect_eq(p.recv_res, ncclSuccess);
     cr_expect_eq(p.bad, 0);
+    if (is_zero_copy) {
+        cr_expect_eq(p.hinted_k, HINT_K);
+        cr_expect_geq(p.nlanded, 1);
+    }
     ac_socket_transport.close(&p.send);
     ac_socket_transport.close(&p.recv);
+    free(p.ref_bufs);
+    free(p.land_buf);
 }
 
 Test(socket_conn, fifo_of_many_sizes_wraps_around, .timeout = 20)
 {
-    run_pair(false);
+    run_pair(false, false);
+}
+
+Test(socket_conn, payloads_by_reference_and_landed_in_place, .timeout = 20)
+{
+    run_pair(false, true);
 }
 Test(socket_conn, stranger_at_listener_is_dropped, .timeout = 20)
 {
-    run_pair(true);
+    run_pair(true, false);
 }
 
 Test(socket_conn, can_connect_always, .timeout = 10)
