@@ -41,6 +41,7 @@ struct ac_user_op {
 
 /* A buffer registered with ncclCommRegister or ncclCommWindowRegister (src/core/misc.c). */
 struct ac_region_cache;
+struct ac_devreg;
 struct ac_reg_range {
     const char *buff;
     size_t size;
@@ -81,6 +82,7 @@ struct ncclComm {
     struct ac_reg_range *regs;          /* registered buffers, under reg_lock */
     pthread_mutex_t reg_lock;
     struct ac_region_cache *region_cache; /* peers' shared regions mapped here (exec.c) */
+    struct ac_devreg *devreg;           /* registered GPU buffers, peers' imports (devreg.c) */
     struct ac_gin *gin;                 /* GPU-initiated engine (src/gin/), NULL until used */
     struct ac_stream_q *stream_q;       /* calls on streams (src/core/stream.c), NULL until one */
 

@@ -3,6 +3,7 @@
 #include "common/check.h"
 #include "common/config.h"
 #include "core/api.h"
+#include "core/devreg.h"
 #include "core/enqueue.h"
 #include "core/netdev.h"
 #include "core/stream.h"
@@ -226,6 +227,7 @@ void ac_comm_free(struct ncclComm *comm)
     ac_ras_comm_fini(comm, comm->abort_flag != 0);
     ac_gin_comm_free(comm);
     ac_disconnect_all(comm);
+    ac_devreg_free(comm); /* after the transports: they may hold imports */
     if (comm->bs)
         ac_bootstrap_close(comm->bs);
     free(comm->peers);

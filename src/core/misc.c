@@ -2,6 +2,8 @@
 #include "common/check.h"
 #include "core/api.h"
 #include "core/comm.h"
+#include "core/devreg.h"
+#include "device/backend.h"
 #include "transport/shm/shm_region.h"
 
 #include <stdlib.h>
@@ -47,7 +49,10 @@ const char *ncclGetLastError(ncclComm_t comm)
     return ac_last_error();
 }
 
-/* Host memory, page aligned (so that it can be registered and mapped by transports). */
+/* With a usable GPU backend, device memory of the calling thread's current device that other
+ * processes can map (the backend's mem_alloc_shareable: cuMem with POSIX fd handles, as NCCL, or
+ * cuMemAlloc / hipMalloc). Otherwise host memory, page aligned (so that it can be registered and
+ * mapped by transports). */
 AC_API(ncclResult_t, ncclMemAlloc, void **ptr, size_t size);
 ncclResult_t ncclMemAlloc(void **ptr, size_t size)
 {
@@ -55,6 +60,11 @@ ncclResult_t ncclMemAlloc(void **ptr, size_t size)
         return AC_FAIL(ncclInvalidArgument, "ptr is NULL");
     if (size == 0)
         return AC_FAIL(ncclInvalidArgument, "size is 0");
+    if (ac_backends_have_gpu()) {
+        const struct ac_backend *be = ac_backend_first_gpu(NULL, 0);
+        if (be && be->mem_alloc_shareable)
+            return be->mem_alloc_shareable(size, ptr);
+    }
     /* Shared memory (a memfd), so that peers of this host can read registered buffers in it
      * directly (src/transport/shm/shm_region.h); plain memory if that is not possible. */
     if (ac_region_alloc(size, ptr) == ncclSuccess)
@@ -72,17 +82,30 @@ ncclResult_t ncclMemAlloc(void **ptr, size_t size)
 AC_API(ncclResult_t, ncclMemFree, void *ptr);
 ncclResult_t ncclMemFree(void *ptr)
 {
+    if (!ptr)
+        return ncclSuccess;
+    if (ac_backends_have_gpu()) {
+        const struct ac_backend *be = ac_backend_first_gpu(NULL, 0);
+        bool is_mine = false;
+        if (be && be->mem_free_shareable) {
+            AC_CHECK(be->mem_free_shareable(ptr, &is_mine));
+            if (is_mine)
+                return ncclSuccess;
+        }
+    }
     if (!ac_region_free(ptr))
         free(ptr);
     return ncclSuccess;
 }
 
 /* Registered buffers are listed on their communicator: a transfer from a registered buffer in
- * memory from ncclMemAlloc is read by a receiver of the same host straight from it (exec.c). */
+ * memory from ncclMemAlloc is read by a receiver of the same host straight from it (exec.c).
+ * GPU buffers go to the communicator's registration cache instead (devreg.c, dev set). */
 struct ac_registration {
     uint64_t magic;
     struct ncclComm *comm;
     struct ac_reg_range range;
+    struct ac_devreg_reg *dev;
 };
 
 static void reg_add(struct ncclComm *comm, struct ac_reg_range *range)
@@ -130,7 +153,18 @@ ncclResult_t ncclCommRegister(const ncclComm_t comm, void *buff, size_t size, vo
     struct ac_registration *r = calloc(1, sizeof(*r));
     if (!r)
         return AC_FAIL(ncclSystemError, "out of memory");
-    *r = (struct ac_registration){AC_REG_MAGIC, comm, {buff, size, NULL}};
+    *r = (struct ac_registration){AC_REG_MAGIC, comm, {buff, size, NULL}, NULL};
+    const struct ac_backend *be = buff && ac_backends_have_gpu() ? ac_backend_for_pointer(buff)
+                                                                 : &ac_host_backend;
+    if (be != &ac_host_backend) {
+        ncclResult_t res = ac_devreg_register(comm, be, buff, size, &r->dev);
+        if (res != ncclSuccess) {
+            free(r);
+            return res;
+        }
+        *handle = r;
+        return ncclSuccess;
+    }
     reg_add(comm, &r->range);
     *handle = r;
     return ncclSuccess;
@@ -144,7 +178,10 @@ ncclResult_t ncclCommDeregister(const ncclComm_t comm, void *handle)
     if (!r || r->magic != AC_REG_MAGIC || r->comm != comm)
         return AC_FAIL(ncclInvalidArgument, "handle was not returned by ncclCommRegister on this "
                        "communicator (or was already deregistered)");
-    reg_remove(comm, &r->range);
+    if (r->dev)
+        AC_CHECK(ac_devreg_deregister(comm, r->dev));
+    else
+        reg_remove(comm, &r->range);
     r->magic = 0;
     free(r);
     return ncclSuccess;

@@ -24,8 +24,17 @@ enum ac_mem_kind {
 /* CUDA's and HIP's IPC handles are both 64 opaque bytes (CU_IPC_HANDLE_SIZE, HIP_IPC_HANDLE_SIZE).
  */
 #define AC_IPC_HANDLE_BYTES 64
+/* How a handle's bytes are opened. */
+enum ac_ipc_kind {
+    AC_IPC_VENDOR = 0,   /* the vendor's handle (cuIpcGetMemHandle, hipIpcGetMemHandle) */
+    AC_IPC_POSIX_FD = 1, /* a CUDA cuMem allocation: the exporting process's pid and the fd of its
+                          * POSIX shareable handle, copied by the importer with pidfd_getfd(2)
+                          * (src/device/cuda/cuda_backend.c) */
+};
 struct ac_ipc_handle {
     unsigned char bytes[AC_IPC_HANDLE_BYTES];
+    uint32_t kind; /* enum ac_ipc_kind; 0 when only bytes was filled */
+    uint32_t reserved;
 };
 
 /* What a backend knows about a pointer. */
@@ -64,8 +73,12 @@ struct ac_backend {
     ncclResult_t (*event_query)(void *event, bool *done_out); /* not done yet is not an error */
     ncclResult_t (*event_sync)(void *event);
     ncclResult_t (*stream_wait_event)(void *stream, void *event);
-    /* Device memory shared with another process of the same machine: export gives a handle the
-     * peer passes to import; the importer closes its mapping with ipc_close. */
+    /* Device memory shared with another process of the same machine: export gives a handle of
+     * the allocation holding ptr (an interior pointer names its allocation, as in CUDA), which
+     * the peer passes to import; import gives that allocation's base in the importing process
+     * (on its current device), and the importer closes it with ipc_close. Importing a handle of
+     * the calling process is refused (CUDA's cuIpcOpenMemHandle refuses it). cuMem memory from
+     * mem_alloc_shareable is exported as AC_IPC_POSIX_FD (CUDA refuses legacy IPC on it). */
     ncclResult_t (*ipc_export)(void *ptr, struct ac_ipc_handle *handle_out);
     ncclResult_t (*ipc_import)(const struct ac_ipc_handle *handle, void **ptr_out);
     ncclResult_t (*ipc_close)(void *ptr);
@@ -100,6 +113,18 @@ struct ac_backend {
      * unavailable, with that reason. */
     ncclResult_t (*host_map)(void *ptr, size_t bytes, bool is_io, void **dev_ptr_out);
     ncclResult_t (*host_unmap)(void *ptr);
+    /* ncclMemAlloc's device memory, on the calling thread's current device, that ipc_export can
+     * share with other processes: CUDA: cuMemCreate with POSIX file descriptor handles, the size
+     * rounded up to the granularity, readable and writable by the device and the devices that can
+     * access it, where the device has virtual memory management and POSIX fd handles, else
+     * cuMemAlloc; HIP: hipMalloc. NULL in the host backend. */
+    ncclResult_t (*mem_alloc_shareable)(size_t bytes, void **ptr_out);
+    /* Frees memory from mem_alloc_shareable (ptr its base); *is_mine_out false, and nothing done,
+     * for any other pointer. */
+    ncclResult_t (*mem_free_shareable)(void *ptr, bool *is_mine_out);
+    /* The device allocation holding ptr: its base and size (cuMemGetAddressRange: for cuMem
+     * memory, the mapping; hipMemGetAddressRange). NULL in the host backend. */
+    ncclResult_t (*mem_range)(const void *ptr, void **base_out, size_t *bytes_out);
 };
 
 extern const struct ac_backend ac_host_backend;

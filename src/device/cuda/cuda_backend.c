@@ -5,6 +5,7 @@
  * cudaStream_t is a CUstream, and the driver API covers every call made here. Calls use the
  * calling thread's current context; with none, device 0's primary context (as cudart would). */
 #include "device/backend.h"
+#include "device/cuda/cuda_mem.h"
 #include "device/dmabuf.h"
 #include "device/hostmap.h"
 #include "device/kernels/launch.h"
@@ -280,6 +281,7 @@ static void cuda_fini(void)
         is_retained[d] = false;
     }
     pthread_mutex_unlock(&lock);
+    ac_cuda_mem_fini();
     if (lib)
         dlclose(lib);
     lib = NULL;
@@ -307,6 +309,16 @@ static ncclResult_t set_device(int device)
     }
     pthread_mutex_unlock(&lock);
     return check(cu.ctx_set_current(primary[device]), "cuCtxSetCurrent(device %d)", device);
+}
+
+void *ac_cuda_driver_lib(void)
+{
+    return lib;
+}
+
+ncclResult_t ac_cuda_set_device(int device)
+{
+    return set_device(device);
 }
 
 /* The calling thread's context, device 0's primary context when it has none. */
@@ -447,8 +459,13 @@ static ncclResult_t cuda_stream_wait_event(void *stream, void *event)
 static ncclResult_t cuda_ipc_export(void *ptr, struct ac_ipc_handle *handle_out)
 {
     struct cu_ipc_mem_handle h;
+    bool is_done = false;
 
+    AC_CHECK(ac_cuda_vmm_export(ptr, handle_out, &is_done)); /* cuMem memory: cuda_mem.c */
+    if (is_done)
+        return ncclSuccess;
     AC_CHECK(check(cu.ipc_get_mem_handle(&h, (cu_deviceptr)ptr), "cuIpcGetMemHandle(%p)", ptr));
+    memset(handle_out, 0, sizeof *handle_out);
     memcpy(handle_out->bytes, h.reserved, sizeof h.reserved);
     return ncclSuccess;
 }
@@ -459,6 +476,8 @@ static ncclResult_t cuda_ipc_import(const struct ac_ipc_handle *handle, void **p
     cu_deviceptr p = 0;
     cu_handle ctx;
 
+    if (handle->kind == AC_IPC_POSIX_FD)
+        return ac_cuda_vmm_import(handle, ptr_out);
     AC_CHECK(current_ctx(&ctx));
     memcpy(h.reserved, handle->bytes, sizeof h.reserved);
     AC_CHECK(check(cu.ipc_open_mem_handle(&p, h, CU_IPC_MEM_LAZY_ENABLE_PEER_ACCESS),
@@ -469,6 +488,11 @@ static ncclResult_t cuda_ipc_import(const struct ac_ipc_handle *handle, void **p
 
 static ncclResult_t cuda_ipc_close(void *ptr)
 {
+    bool is_done = false;
+
+    AC_CHECK(ac_cuda_vmm_close(ptr, &is_done));
+    if (is_done)
+        return ncclSuccess;
     return check(cu.ipc_close_mem_handle((cu_deviceptr)ptr), "cuIpcCloseMemHandle(%p)", ptr);
 }
 
@@ -670,4 +694,7 @@ const struct ac_backend ac_cuda_backend = {
     .dmabuf_export = ac_cuda_dmabuf_export, /* cuda_dmabuf.c */
     .host_map = ac_cuda_host_map,           /* cuda_hostmap.c */
     .host_unmap = ac_cuda_host_unmap,
+    .mem_alloc_shareable = ac_cuda_mem_alloc_shareable, /* cuda_mem.c */
+    .mem_free_shareable = ac_cuda_mem_free_shareable,
+    .mem_range = ac_cuda_mem_range,
 };

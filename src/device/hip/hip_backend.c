@@ -15,6 +15,7 @@
 #include <stdarg.h>
 #include <stdint.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 /* HIP's types and the values used, as in hip_runtime_api.h. Where ROCm 6 changed a value, both
@@ -551,6 +552,69 @@ static ncclResult_t hip_stream_wait(void *stream, volatile uint32_t *flag, uint3
     return launch_flag_kernel(true, stream, flag, value);
 }
 
+/* ncclMemAlloc's memory: hipMalloc on the calling thread's device, which hipIpcGetMemHandle
+ * shares; listed, so that ncclMemFree knows what it allocated. Compiled only (no ROCm here). */
+struct shareable {
+    void *ptr;
+    struct shareable *next;
+};
+static struct shareable *shareables; /* under lock */
+
+static ncclResult_t hip_mem_alloc_shareable(size_t bytes, void **ptr_out)
+{
+    struct shareable *s = calloc(1, sizeof *s);
+    int dev = 0;
+    ncclResult_t res;
+
+    if (!s)
+        return AC_FAIL(ncclSystemError, "hip backend: out of memory");
+    AC_CHECK_GOTO(check(hip.get_device(&dev), "hipGetDevice"), res, fail);
+    AC_CHECK_GOTO(check(hip.malloc(&s->ptr, bytes ? bytes : 1), "hipMalloc(%zu bytes, device %d)",
+                        bytes, dev),
+                  res, fail);
+    pthread_mutex_lock(&lock);
+    s->next = shareables;
+    shareables = s;
+    pthread_mutex_unlock(&lock);
+    *ptr_out = s->ptr;
+    return ncclSuccess;
+fail:
+    free(s);
+    return res;
+}
+
+static ncclResult_t hip_mem_free_shareable(void *ptr, bool *is_mine_out)
+{
+    struct shareable *s = NULL;
+    ncclResult_t res;
+
+    pthread_mutex_lock(&lock);
+    for (struct shareable **at = &shareables; *at; at = &(*at)->next)
+        if ((*at)->ptr == ptr) {
+            s = *at;
+            *at = s->next;
+            break;
+        }
+    pthread_mutex_unlock(&lock);
+    *is_mine_out = s != NULL;
+    if (!s)
+        return ncclSuccess;
+    res = check(hip.free(ptr), "hipFree(%p)", ptr);
+    free(s);
+    return res;
+}
+
+/* Looked up here: nothing else in the backend needs it. */
+static ncclResult_t hip_mem_range(const void *ptr, void **base_out, size_t *bytes_out)
+{
+    hip_error (*get_range)(void **base, size_t *bytes, void *p) =
+        (hip_error(*)(void **, size_t *, void *))dlsym(lib, "hipMemGetAddressRange");
+
+    if (!get_range)
+        return AC_FAIL(ncclInvalidUsage, "hip backend: the runtime has no hipMemGetAddressRange");
+    return check(get_range(base_out, bytes_out, (void *)ptr), "hipMemGetAddressRange(%p)", ptr);
+}
+
 const struct ac_backend ac_hip_backend = {
     .size = sizeof(struct ac_backend),
     .name = "hip",
@@ -583,4 +647,7 @@ const struct ac_backend ac_hip_backend = {
     .dmabuf_export = ac_hip_dmabuf_export, /* hip_dmabuf.c */
     .host_map = ac_hip_host_map,           /* hip_hostmap.c */
     .host_unmap = ac_hip_host_unmap,
+    .mem_alloc_shareable = hip_mem_alloc_shareable,
+    .mem_free_shareable = hip_mem_free_shareable,
+    .mem_range = hip_mem_range,
 };

@@ -8,7 +8,9 @@
  *   - ncclMemAlloc / ncclMemFree on a GPU (cuMem with POSIX fds, cuMemAlloc on a device without
  *     virtual memory management);
  *   - the registration cache of ncclCommRegister (src/core/devreg.c). */
+#include "core/devreg.h"
 #include "device/backend.h"
+#include "nccl.h"
 
 #include <criterion/criterion.h>
 #include <dlfcn.h>
@@ -332,4 +334,332 @@ Test(emu_vmm, novmm_variant_refuses_cumem, .timeout = 30)
 
     load_emu("libcuda_emu_novmm.so");
     cr_assert_eq(emu.create(&h, GRAN, &prop, 0), 801, "CUDA_ERROR_NOT_SUPPORTED");
+}
+
+/* ---- the CUDA backend's shareable memory, on the emulated driver ---- */
+
+static const struct ac_backend *cuda_emu(const char *name)
+{
+    ac_backends_reset_for_test();
+    ac_cuda_set_library_for_test(fake(name));
+    return ac_backend_get(AC_MEM_CUDA, NULL, 0);
+}
+
+struct be_case {
+    const struct ac_backend *be;
+    struct ac_ipc_handle h;
+    size_t bytes;
+};
+
+/* The child maps the parent's memory through the backend, reads the parent's bytes and writes
+ * its own. */
+static int child_imports(void *arg)
+{
+    struct be_case *c = arg;
+    void *p = NULL;
+
+    CHILD_CHECK(c->be->ipc_import(&c->h, &p) == ncclSuccess, 1);
+    CHILD_CHECK(is_filled(p, c->bytes, 11), 2);
+    fill(p, c->bytes, 12);
+    CHILD_CHECK(c->be->ipc_close(p) == ncclSuccess, 3);
+    return 0;
+}
+
+Test(cuda_shareable, cumem_memory_exported_as_a_posix_fd, .timeout = 30)
+{
+    struct be_case c = {.be = cuda_emu("libcuda_emu.so"), .bytes = 3 * GRAN + 5};
+    struct ac_ptr_info info;
+    bool is_mine = false;
+    void *p = NULL, *base = NULL, *q = NULL;
+    size_t bytes = 0;
+
+    cr_assert_not_null(c.be);
+    cr_assert_eq(c.be->mem_alloc_shareable(c.bytes, &p), ncclSuccess);
+    cr_assert_eq(c.be->classify((char *)p + c.bytes - 1, &is_mine, &info), ncclSuccess);
+    cr_assert(is_mine);
+    cr_assert_eq(info.kind, AC_MEM_CUDA);
+    cr_assert_eq(c.be->mem_range((char *)p + 77, &base, &bytes), ncclSuccess);
+    cr_assert_eq(base, p);
+    cr_assert_eq(bytes, 4 * GRAN, "rounded up to the granularity");
+    fill(p, c.bytes, 11);
+    cr_assert_eq(c.be->ipc_export((char *)p + 10, &c.h), ncclSuccess);
+    cr_assert_eq(c.h.kind, AC_IPC_POSIX_FD);
+    cr_assert_eq(c.be->ipc_import(&c.h, &q), ncclInvalidUsage, "a handle of this process");
+    cr_assert_eq(in_child(child_imports, &c), 0);
+    cr_assert(is_filled(p, c.bytes, 12), "the child's writes are seen");
+    cr_assert_eq(c.be->mem_free_shareable(p, &is_mine), ncclSuccess);
+    cr_assert(is_mine);
+    cr_assert_eq(c.be->mem_free_shareable(p, &is_mine), ncclSuccess);
+    cr_assert_not(is_mine, "freed already");
+}
+
+/* cuMemAlloc memory (alloc, or mem_alloc_shareable without VMM) goes through legacy IPC. */
+Test(cuda_shareable, without_vmm_cumemalloc_and_legacy_ipc, .timeout = 30)
+{
+    struct be_case c = {.be = cuda_emu("libcuda_emu_novmm.so"), .bytes = 5000};
+    bool is_mine = false;
+    void *p = NULL, *base = NULL;
+    size_t bytes = 0;
+
+    cr_assert_not_null(c.be);
+    cr_assert_eq(c.be->mem_alloc_shareable(c.bytes, &p), ncclSuccess);
+    cr_assert_eq(c.be->mem_range(p, &base, &bytes), ncclSuccess);
+    cr_assert_eq(bytes, c.bytes, "cuMemAlloc: no rounding");
+    fill(p, c.bytes, 11);
+    cr_assert_eq(c.be->ipc_export(p, &c.h), ncclSuccess);
+    cr_assert_eq(c.h.kind, AC_IPC_VENDOR);
+    cr_assert_eq(in_child(child_imports, &c), 0);
+    cr_assert(is_filled(p, c.bytes, 12));
+    cr_assert_eq(c.be->mem_free_shareable(p, &is_mine), ncclSuccess);
+    cr_assert(is_mine);
+}
+
+/* ---- ncclMemAlloc / ncclMemFree on a GPU ---- */
+
+/* The library's GPU backend is the emulator: set before the library reads its configuration
+ * (each test runs in a process of its own). */
+static void use_emu(const char *name)
+{
+    cr_assert_eq(setenv("ANYCCL_CUDA_LIBRARY", fake(name), 1), 0);
+    load_emu(name);
+}
+
+Test(memalloc, cumem_device_memory_rounded_and_freed, .timeout = 30)
+{
+    unsigned char is_legacy = 1;
+    unsigned mem_type = 0;
+    uintptr_t base = 0;
+    size_t bytes = 0;
+    void *p = NULL;
+
+    use_emu("libcuda_emu.so");
+    cr_assert_eq(ncclMemAlloc(&p, GRAN + 1), ncclSuccess);
+    cr_assert_eq(ac_backend_for_pointer(p), &ac_cuda_backend);
+    cr_assert_eq(emu.attribute(&mem_type, 2, (uintptr_t)p), 0);
+    cr_assert_eq(mem_type, 2, "device memory");
+    cr_assert_eq(emu.attribute(&is_legacy, 10, (uintptr_t)p), 0);
+    cr_assert_eq(is_legacy, 0, "cuMem memory");
+    cr_assert_eq(emu.address_range(&base, &bytes, (uintptr_t)p + GRAN), 0);
+    cr_assert_eq(base, (uintptr_t)p);
+    cr_assert_eq(bytes, 2 * GRAN);
+    memset(p, 0x5a, 2 * GRAN); /* readable and writable: cuMemSetAccess was made */
+    cr_assert_eq(ncclMemFree(p), ncclSuccess);
+    cr_assert_eq(emu.attribute(&mem_type, 2, (uintptr_t)p), 1, "unmapped and released");
+    cr_assert_eq(ncclMemFree(NULL), ncclSuccess);
+}
+
+Test(memalloc, device_without_vmm_gets_cumemalloc, .timeout = 30)
+{
+    unsigned char is_legacy = 0;
+    unsigned mem_type = 0;
+    size_t bytes = 0;
+    void *p = NULL;
+
+    use_emu("libcuda_emu_novmm.so");
+    cr_assert_eq(ncclMemAlloc(&p, 1000), ncclSuccess);
+    cr_assert_eq(ac_backend_for_pointer(p), &ac_cuda_backend);
+    cr_assert_eq(emu.attribute(&is_legacy, 10, (uintptr_t)p), 0);
+    cr_assert_eq(is_legacy, 1, "cuMemAlloc memory");
+    cr_assert_eq(emu.address_range(NULL, &bytes, (uintptr_t)p), 0);
+    cr_assert_eq(bytes, 1000);
+    cr_assert_eq(ncclMemFree(p), ncclSuccess);
+    cr_assert_eq(emu.attribute(&mem_type, 2, (uintptr_t)p), 1, "freed");
+}
+
+Test(memalloc, without_gpu_host_memory, .timeout = 30)
+{
+    void *p = NULL;
+
+    if (access("/dev/nvidiactl", F_OK) == 0 || access("/dev/kfd", F_OK) == 0)
+        cr_skip_test("a GPU driver is installed: ncclMemAlloc gives device memory");
+    unsetenv("ANYCCL_CUDA_LIBRARY");
+    cr_assert_eq(ncclMemAlloc(&p, 100), ncclSuccess);
+    cr_assert_eq(ac_backend_for_pointer(p), &ac_host_backend);
+    memset(p, 1, 100);
+    cr_assert_eq(ncclMemFree(p), ncclSuccess);
+}
+
+/* ---- the registration cache (src/core/devreg.c) ---- */
+
+static struct ac_devreg_stats stats_of(ncclComm_t comm)
+{
+    struct ac_devreg_stats s;
+
+    ac_devreg_get_stats(comm, &s);
+    return s;
+}
+
+Test(devreg, registrations_share_one_export_per_allocation, .timeout = 60)
+{
+    ncclComm_t comm;
+    char *a = NULL, *b = NULL;
+    void *h1, *h2, *h3, *h4, *hb, *hh;
+    struct ac_ipc_handle ih, ih2;
+    size_t off = 0;
+    int host[16];
+
+    use_emu("libcuda_emu.so");
+    cr_assert_eq(ncclCommInitAll(&comm, 1, NULL), ncclSuccess);
+    cr_assert_eq(ncclMemAlloc((void **)&a, 100000), ncclSuccess);
+    cr_assert_eq(ncclMemAlloc((void **)&b, 100000), ncclSuccess);
+    cr_assert_eq(ncclCommRegister(comm, a, 100000, &h1), ncclSuccess);
+    cr_assert_eq(ncclCommRegister(comm, a, 100000, &h2), ncclSuccess, "the same buffer twice");
+    cr_assert_eq(ncclCommRegister(comm, a + 5000, 20000, &h3), ncclSuccess, "overlapping");
+    cr_assert_eq(stats_of(comm).nregs, 3);
+    cr_assert_eq(stats_of(comm).nexports, 1, "one export for one allocation");
+    cr_assert_eq(ncclCommRegister(comm, a + GRAN - 10, 20, &h4), ncclInvalidArgument,
+                 "past the allocation's end");
+    cr_assert_eq(ncclCommRegister(comm, b + 100, 10, &hb), ncclSuccess);
+    cr_assert_eq(stats_of(comm).nexports, 2);
+    cr_assert_eq(ncclCommRegister(comm, host, sizeof host, &hh), ncclSuccess, "host memory");
+    cr_assert_eq(stats_of(comm).nregs, 4, "a host buffer is not in the GPU cache");
+    cr_assert_eq(ac_devreg_lookup(comm, a + 6000, 1000, &ih, &off), ncclSuccess);
+    cr_assert_eq(ih.kind, AC_IPC_POSIX_FD);
+    cr_assert_eq(off, 6000);
+    cr_assert_eq(ac_devreg_lookup(comm, b + 100, 10, &ih2, &off), ncclSuccess);
+    cr_assert_eq(off, 100);
+    cr_assert_neq(memcmp(&ih, &ih2, sizeof ih), 0, "two allocations, two handles");
+    cr_assert_eq(ac_devreg_lookup(comm, b + 100, 11, &ih2, &off), ncclInvalidArgument,
+                 "past the registered part");
+    cr_assert_eq(ac_devreg_lookup(comm, b, 1, &ih2, &off), ncclInvalidArgument);
+    cr_assert_eq(ac_devreg_lookup(comm, host, 4, &ih2, &off), ncclInvalidArgument);
+    /* deregistered in another order than registered: the export goes with the last one */
+    cr_assert_eq(ncclCommDeregister(comm, h2), ncclSuccess);
+    cr_assert_eq(ncclCommDeregister(comm, h2), ncclInvalidArgument, "twice");
+    cr_assert_eq(ac_devreg_lookup(comm, a + 99999, 1, &ih2, &off), ncclSuccess);
+    cr_assert_eq(memcmp(&ih, &ih2, sizeof ih), 0);
+    cr_assert_eq(ncclCommDeregister(comm, h1), ncclSuccess);
+    cr_assert_eq(ac_devreg_lookup(comm, a + 99999, 1, &ih2, &off), ncclInvalidArgument,
+                 "only the overlapping part is registered now");
+    cr_assert_eq(ac_devreg_lookup(comm, a + 5000, 20000, &ih2, &off), ncclSuccess);
+    cr_assert_eq(stats_of(comm).nexports, 2);
+    cr_assert_eq(ncclCommDeregister(comm, h3), ncclSuccess);
+    cr_assert_eq(stats_of(comm).nexports, 1);
+    cr_assert_eq(ncclCommDeregister(comm, hb), ncclSuccess);
+    cr_assert_eq(ncclCommDeregister(comm, hh), ncclSuccess);
+    cr_assert_eq(stats_of(comm).nregs, 0);
+    cr_assert_eq(stats_of(comm).nexports, 0);
+    cr_assert_eq(ncclCommDestroy(comm), ncclSuccess);
+    cr_assert_eq(ncclMemFree(a), ncclSuccess);
+    cr_assert_eq(ncclMemFree(b), ncclSuccess);
+}
+
+/* A forked child (the "peer") allocates with ncclMemAlloc, registers it, sends its handle, and
+ * holds the memory until told to go. */
+struct peer_proc {
+    pid_t pid;
+    int to_parent[2], to_child[2];
+    struct ac_ipc_handle h;
+    size_t off;
+};
+
+static void peer_start(struct peer_proc *pp, size_t bytes, unsigned seed)
+{
+    cr_assert_eq(pipe(pp->to_parent), 0);
+    cr_assert_eq(pipe(pp->to_child), 0);
+    pp->pid = fork();
+    cr_assert(pp->pid >= 0);
+    if (pp->pid == 0) {
+        ncclComm_t comm;
+        char *p = NULL, c;
+        void *reg;
+        if (ncclCommInitAll(&comm, 1, NULL) != ncclSuccess ||
+            ncclMemAlloc((void **)&p, bytes) != ncclSuccess)
+            _exit(1);
+        fill((unsigned char *)p, bytes, seed);
+        if (ncclCommRegister(comm, p + 64, bytes - 64, &reg) != ncclSuccess ||
+            ac_devreg_lookup(comm, p + 64, 8, &pp->h, &pp->off) != ncclSuccess)
+            _exit(2);
+        if (write(pp->to_parent[1], &pp->h, sizeof pp->h) != sizeof pp->h ||
+            write(pp->to_parent[1], &pp->off, sizeof pp->off) != sizeof pp->off ||
+            read(pp->to_child[0], &c, 1) != 1)
+            _exit(3);
+        _exit(ncclCommDeregister(comm, reg) == ncclSuccess && ncclMemFree(p) == ncclSuccess &&
+                      ncclCommDestroy(comm) == ncclSuccess
+                  ? 0
+                  : 4);
+    }
+    cr_assert_eq(read(pp->to_parent[0], &pp->h, sizeof pp->h), sizeof pp->h);
+    cr_assert_eq(read(pp->to_parent[0], &pp->off, sizeof pp->off), sizeof pp->off);
+}
+
+static void peer_stop(struct peer_proc *pp)
+{
+    int status = -1;
+
+    cr_assert_eq(write(pp->to_child[1], "x", 1), 1);
+    cr_assert_eq(waitpid(pp->pid, &status, 0), pp->pid);
+    cr_assert(WIFEXITED(status) && WEXITSTATUS(status) == 0, "peer status %d", status);
+    close(pp->to_parent[0]);
+    close(pp->to_parent[1]);
+    close(pp->to_child[0]);
+    close(pp->to_child[1]);
+}
+
+static void import_cache_case(const char *driver, int expected_kind)
+{
+    ncclComm_t comms[2];
+    struct peer_proc pp;
+    void *p = NULL, *q = NULL, *own = NULL;
+    struct ac_ipc_handle own_h;
+    size_t own_off = 0;
+    unsigned mem_type = 0;
+    void *reg;
+    struct ac_devreg_stats s;
+
+    use_emu(driver);
+    cr_assert_eq(ncclCommInitAll(comms, 2, NULL), ncclSuccess);
+    peer_start(&pp, 50000, 21);
+    cr_assert_eq((int)pp.h.kind, expected_kind);
+    cr_assert_eq(pp.off, 64);
+    cr_assert_eq(ac_devreg_import(comms[0], 1, &pp.h, &p), ncclSuccess);
+    cr_assert(is_filled(p, 50000, 21), "the peer's bytes");
+    cr_assert_eq(ac_devreg_import(comms[0], 1, &pp.h, &q), ncclSuccess);
+    cr_assert_eq(q, p, "cached");
+    s = stats_of(comms[0]);
+    cr_assert_eq(s.nimports, 1);
+    cr_assert_eq(s.nrefs, 2);
+    cr_assert_eq(ac_devreg_import(comms[0], 2, &pp.h, &q), ncclInvalidArgument, "no rank 2");
+    cr_assert_eq(ac_devreg_release(comms[0], 1, p), ncclSuccess);
+    cr_assert_eq(ac_devreg_release(comms[0], 1, p), ncclSuccess);
+    cr_assert_eq(ac_devreg_release(comms[0], 1, p), ncclInvalidArgument, "no reference left");
+    s = stats_of(comms[0]);
+    cr_assert_eq(s.nimports, 1);
+    cr_assert_eq(s.nidle, 1, "kept mapped, unreferenced");
+    cr_assert_eq(ac_devreg_import(comms[0], 1, &pp.h, &q), ncclSuccess);
+    cr_assert_eq(q, p, "the idle mapping reused");
+    cr_assert_eq(stats_of(comms[0]).nidle, 0);
+    /* another communicator has a cache of its own */
+    cr_assert_eq(ac_devreg_import(comms[1], 0, &pp.h, &q), ncclSuccess);
+    cr_assert_eq(stats_of(comms[1]).nimports, 1);
+    /* the peer's connection goes: closed at the last release */
+    ac_devreg_close_peer(comms[0], 1);
+    cr_assert_eq(stats_of(comms[0]).nimports, 1, "still referenced");
+    cr_assert_eq(ac_devreg_release(comms[0], 1, p), ncclSuccess);
+    cr_assert_eq(stats_of(comms[0]).nimports, 0);
+    /* a handle of this very process is refused */
+    cr_assert_eq(ncclMemAlloc(&own, 4096), ncclSuccess);
+    cr_assert_eq(ncclCommRegister(comms[0], own, 4096, &reg), ncclSuccess);
+    cr_assert_eq(ac_devreg_lookup(comms[0], own, 4096, &own_h, &own_off), ncclSuccess);
+    cr_assert_eq(ac_devreg_import(comms[0], 1, &own_h, &q), expected_kind == AC_IPC_VENDOR
+                                                                ? ncclUnhandledCudaError
+                                                                : ncclInvalidUsage);
+    /* destroyed with a registration left and an import referenced (comms[1]): all closed */
+    cr_assert_eq(ncclCommDestroy(comms[0]), ncclSuccess);
+    q = NULL;
+    cr_assert_eq(ac_devreg_import(comms[1], 0, &pp.h, &q), ncclSuccess);
+    cr_assert_eq(ncclCommDestroy(comms[1]), ncclSuccess);
+    cr_assert_eq(emu.attribute(&mem_type, 2, (uintptr_t)q), 1, "the import was closed");
+    peer_stop(&pp);
+    cr_assert_eq(ncclMemFree(own), ncclSuccess);
+}
+
+Test(devreg, import_cache_cumem_posix_fd, .timeout = 60)
+{
+    import_cache_case("libcuda_emu.so", AC_IPC_POSIX_FD);
+}
+
+Test(devreg, import_cache_legacy_ipc, .timeout = 60)
+{
+    import_cache_case("libcuda_emu_novmm.so", AC_IPC_VENDOR);
 }
