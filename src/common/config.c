@@ -73,7 +73,10 @@ static const struct row rows[] = {
              "1 disables the shared-memory transport between ranks of one host (sockets are used "
              "instead)."),
     BOOL_ROW("ANYCCL_P2P_DISABLE", "NCCL_P2P_DISABLE", "0", p2p_disable,
-             "1 disables direct peer-to-peer transfers between devices (none in this version)."),
+             "1 disables the peer-to-peer path for GPU buffers (the device collective engine "
+             "over CUDA/HIP IPC, or pointers shared between threads of one process): "
+             "collectives on GPU buffers are then staged through pinned host memory and run by "
+             "the host engine."),
     BOOL_ROW("ANYCCL_CMA_ENABLE", NULL, "0", cma_enable,
              "1 lets ranks of one host read each other's buffers directly with cross-memory "
              "attach (process_vm_readv): one copy instead of two through shared-memory slots for "

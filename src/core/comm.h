@@ -85,6 +85,8 @@ struct ncclComm {
     struct ac_devreg *devreg;           /* registered GPU buffers, peers' imports (devreg.c) */
     struct ac_gin *gin;                 /* GPU-initiated engine (src/gin/), NULL until used */
     struct ac_stream_q *stream_q;       /* calls on streams (src/core/stream.c), NULL until one */
+    struct ac_devpath *devpath;         /* the P2P device path (src/core/devpath.c), NULL until a
+                                         * collective on GPU buffers */
 
     struct ac_user_op user_ops[AC_MAX_USER_OPS];
     uint64_t nops_issued;               /* collectives and p2p calls, for logs */

@@ -7,6 +7,7 @@
 #include "core/enqueue.h"
 #include "core/netdev.h"
 #include "core/stream.h"
+#include "core/devpath.h"
 #include "gin/gin.h"
 #include "ras/ras.h"
 #include "transport/cma/cma.h"
@@ -224,6 +225,7 @@ void ac_comm_free(struct ncclComm *comm)
     if (!comm)
         return;
     ac_stream_free(comm);
+    ac_devpath_free(comm);
     ac_ras_comm_fini(comm, comm->abort_flag != 0);
     ac_gin_comm_free(comm);
     ac_disconnect_all(comm);
@@ -522,6 +524,7 @@ ncclResult_t ncclCommGetAsyncError(ncclComm_t comm, ncclResult_t *asyncError)
     AC_CHECK(ac_comm_check(comm, "comm"));
     if (!asyncError)
         return AC_FAIL(ncclInvalidArgument, "asyncError is NULL");
+    ac_devpath_poll(comm);
     *asyncError = (ncclResult_t)atomic_load(&comm->async_error);
     return ncclSuccess;
 }

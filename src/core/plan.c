@@ -163,7 +163,7 @@ static ncclResult_t add_p2p(struct ac_run *run, const struct ac_op *op, enum ac_
     t.conn_index = set;
     t.recv_peers[0] = t.send_peers[0] = peer;
     ac_p2p_plan(&t);
-    if (!ac_comm_pair_can_map(comm, peer))
+    if (run->is_device || !ac_comm_pair_can_map(comm, peer))
         return add_task(run, comm, &t);
     t.ack_set = set == AC_P2P_CONN_BASE ? AC_P2P_ACK_SET : AC_XCHG_ACK_SET;
     t.nsend = t.nrecv = 1;
@@ -213,6 +213,8 @@ static ncclResult_t add_exchange_op(struct ac_run *run, const struct ac_op *op)
     }
     if (op->coll == AC_COLL_SCATTER && !is_root)
         AC_CHECK(add_p2p(run, op, AC_COLL_RECV, op->root, rb, cnt, XCHG));
+    if (run->is_device)
+        return ncclSuccess;
     if (op->coll == AC_COLL_ALLTOALL)
         local_copy(rb + (size_t)me * blk, sb + (size_t)me * blk, blk);
     else if (op->coll == AC_COLL_GATHER && is_root)
@@ -306,7 +308,7 @@ ncclResult_t ac_plan_build(struct ac_run *run, struct ac_op *ops)
             AC_CHECK(add_exchange_op(run, op));
             break;
         default:
-            if (use_direct(op))
+            if (!run->is_device && use_direct(op))
                 AC_CHECK(add_direct_op(run, op));
             else if (op->count > 0)
                 AC_CHECK(add_coll_op(run, op));
@@ -324,6 +326,7 @@ void ac_plan_init(struct ac_run *run)
     run->comms = run->inline_comms;
     run->ncomms = 0;
     run->comms_cap = AC_RUN_INLINE_COMMS;
+    run->is_device = false;
 }
 
 void ac_plan_free(struct ac_run *run)

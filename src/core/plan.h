@@ -26,6 +26,10 @@ struct ac_run_task {
 
 struct ac_run {
     struct ac_run_task *tasks;     /* inline_tasks, or the heap once more are needed */
+    /* GPU buffers for the device engine (src/core/devpath.c): no single-copy transfers or direct
+     * reads (cross-memory attach cannot read GPU memory) and no local copies, which the caller
+     * orders on the stream. Set after ac_plan_init. */
+    bool is_device;
     int ntasks;
     int cap;
     struct ncclComm **comms;       /* distinct communicators of the run */

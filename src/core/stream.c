@@ -13,6 +13,7 @@
 #include "common/check.h"
 #include "common/log.h"
 #include "common/time.h"
+#include "core/devpath.h"
 #include "device/backend.h"
 #include "ras/ras.h"
 
@@ -514,7 +515,7 @@ static void abandon(struct job *j)
     free(j);
 }
 
-ncclResult_t ac_stream_submit(const struct ac_op *ops)
+static ncclResult_t submit_staged(const struct ac_op *ops)
 {
     struct job *j = calloc(1, sizeof *j);
     struct slot **tail, *s = NULL;
@@ -551,6 +552,22 @@ ncclResult_t ac_stream_submit(const struct ac_op *ops)
     return ncclSuccess;
 fail:
     abandon(j);
+    return res;
+}
+
+/* Collectives on GPU buffers of a communicator whose ranks reach each other's GPUs go the device
+ * path (src/core/devpath.c); the rest are staged. */
+ncclResult_t ac_stream_submit(const struct ac_op *ops)
+{
+    struct ac_op *rest = NULL;
+    bool has_device = false;
+    ncclResult_t res;
+
+    AC_CHECK(ac_devpath_submit(ops, &rest, &has_device));
+    if (!has_device)
+        return submit_staged(ops);
+    res = rest ? submit_staged(rest) : ncclSuccess;
+    free(rest);
     return res;
 }
 

@@ -21,6 +21,8 @@ enum ac_mem_kind {
     AC_MEM_KIND_COUNT,
 };
 
+struct ac_kcoll_args;
+
 /* CUDA's and HIP's IPC handles are both 64 opaque bytes (CU_IPC_HANDLE_SIZE, HIP_IPC_HANDLE_SIZE).
  */
 #define AC_IPC_HANDLE_BYTES 64
@@ -113,6 +115,14 @@ struct ac_backend {
      * unavailable, with that reason. */
     ncclResult_t (*host_map)(void *ptr, size_t bytes, bool is_io, void **dev_ptr_out);
     ncclResult_t (*host_unmap)(void *ptr);
+    /* The device collective engine (src/device/kernels/devcoll.h): launches ac_k_coll(*args) on
+     * the stream, one block of AC_KERNEL_THREADS threads per task. With args NULL, only says
+     * whether it could (the kernel is in the current context's module), launching nothing:
+     * ncclInvalidUsage with the reason when not. NULL in the host backend. */
+    ncclResult_t (*launch_coll)(const struct ac_kcoll_args *args, unsigned nblocks, void *stream);
+    /* Bit d of *mask_out: `device` can read and write device d's memory (cuDeviceCanAccessPeer,
+     * hipDeviceCanAccessPeer; its own bit is always set; devices from 64 on are left out). */
+    ncclResult_t (*peer_mask)(int device, uint64_t *mask_out);
     /* ncclMemAlloc's device memory, on the calling thread's current device, that ipc_export can
      * share with other processes: CUDA: cuMemCreate with POSIX file descriptor handles, the size
      * rounded up to the granularity, readable and writable by the device and the devices that can

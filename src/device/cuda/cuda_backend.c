@@ -8,6 +8,7 @@
 #include "device/cuda/cuda_mem.h"
 #include "device/dmabuf.h"
 #include "device/hostmap.h"
+#include "device/kernels/devcoll.h"
 #include "device/kernels/launch.h"
 
 #include "common/check.h"
@@ -47,6 +48,7 @@ enum {
     CU_MEMHOSTALLOC_DEVICEMAP = 2,
     CU_STREAM_WAIT_VALUE_GEQ = 0,
     CU_STREAM_WRITE_VALUE_DEFAULT = 0,
+    CUDA_ERROR_PEER_ACCESS_ALREADY_ENABLED = 704,
 };
 
 #define MAX_DEVICES 64
@@ -92,6 +94,9 @@ static struct {
     /* Optional (NULL when the driver lacks them): then the kernels of sync.cuh do their work. */
     cu_result (*stream_write_value32)(cu_handle s, cu_deviceptr addr, uint32_t v, unsigned flags);
     cu_result (*stream_wait_value32)(cu_handle s, cu_deviceptr addr, uint32_t v, unsigned flags);
+    /* Optional: without them, a rank reaches only its own device's memory (peer_mask). */
+    cu_result (*device_can_access_peer)(int *can, cu_device dev, cu_device peer);
+    cu_result (*ctx_enable_peer_access)(cu_handle peer_ctx, unsigned flags);
 } cu;
 
 /* Versioned names (_v2) are the ones cuda.h maps the plain names to. */
@@ -141,6 +146,8 @@ static const struct {
 } optional_symbols[] = {
     {"cuStreamWriteValue32_v2", (void **)&cu.stream_write_value32},
     {"cuStreamWaitValue32_v2", (void **)&cu.stream_wait_value32},
+    {"cuDeviceCanAccessPeer", (void **)&cu.device_can_access_peer},
+    {"cuCtxEnablePeerAccess", (void **)&cu.ctx_enable_peer_access},
 };
 
 /* The embedded fatbin and the architectures it was built for (build/device/cuda_fatbin.S). */
@@ -170,6 +177,9 @@ static cu_handle primary[MAX_DEVICES];
 static pthread_mutex_t lock = PTHREAD_MUTEX_INITIALIZER;
 static struct module modules[MAX_MODULES];
 static int nmodules;
+/* ac_k_coll of modules[i], looked up at its first launch (under lock): a library whose kernels
+ * lack it still runs everything else. */
+static cu_handle coll_fns[MAX_MODULES];
 
 const char *ac_cuda_built_archs(void)
 {
@@ -275,6 +285,7 @@ static void cuda_fini(void)
     for (int i = 0; i < nmodules; i++)
         cu.module_unload(modules[i].mod);
     nmodules = 0;
+    memset(coll_fns, 0, sizeof coll_fns);
     for (int d = 0; d < MAX_DEVICES; d++) {
         if (is_retained[d])
             cu.primary_ctx_release(d);
@@ -662,6 +673,75 @@ static ncclResult_t cuda_stream_wait(void *stream, volatile uint32_t *flag, uint
     return launch_flag_kernel(true, stream, flag, value);
 }
 
+static ncclResult_t coll_function(const struct module *m, cu_handle *fn_out)
+{
+    size_t i = (size_t)(m - modules);
+    cu_result r = CUDA_SUCCESS;
+
+    pthread_mutex_lock(&lock);
+    if (coll_fns[i] == NULL)
+        r = cu.module_get_function(&coll_fns[i], m->mod, AC_KERNEL_COLL_NAME);
+    *fn_out = coll_fns[i];
+    pthread_mutex_unlock(&lock);
+    if (r != CUDA_SUCCESS)
+        return AC_FAIL(ncclInvalidUsage,
+                       "cuda backend: the library's kernels have no %s (cuModuleGetFunction: %s, "
+                       "CUDA error %d): rebuild it with the device collective engine",
+                       AC_KERNEL_COLL_NAME, error_string(r), r);
+    return ncclSuccess;
+}
+
+static ncclResult_t cuda_launch_coll(const struct ac_kcoll_args *args, unsigned nblocks,
+                                     void *stream)
+{
+    const struct module *m;
+    cu_handle fn;
+
+    AC_CHECK(module_of_current(&m));
+    AC_CHECK(coll_function(m, &fn));
+    if (args == NULL || nblocks == 0)
+        return ncclSuccess;
+    struct ac_kcoll_args a = *args;
+    void *params[] = {&a};
+    return check(cu.launch_kernel(fn, nblocks, 1, 1, AC_KERNEL_THREADS, 1, 1, 0, stream, params,
+                                  NULL),
+                 "cuLaunchKernel(%s, %u blocks)", AC_KERNEL_COLL_NAME, nblocks);
+}
+
+/* Pointers shared between threads of one process are used as they are, so the calling thread's
+ * context is also given access to each reachable device (cuCtxEnablePeerAccess); IPC imports get
+ * it from CU_IPC_MEM_LAZY_ENABLE_PEER_ACCESS. */
+static ncclResult_t cuda_peer_mask(int device, uint64_t *mask_out)
+{
+    uint64_t mask;
+    cu_handle ctx;
+
+    if (device < 0 || device >= ndevices || device >= 64)
+        return AC_FAIL(ncclInvalidArgument, "cuda backend: device %d does not exist (%d devices)",
+                       device, ndevices);
+    AC_CHECK(current_ctx(&ctx));
+    mask = 1ull << device;
+    for (int d = 0; d < ndevices && d < 64 && cu.device_can_access_peer; d++) {
+        int can = 0;
+        cu_handle peer = NULL;
+        if (d == device || cu.device_can_access_peer(&can, device, d) != CUDA_SUCCESS || !can)
+            continue;
+        pthread_mutex_lock(&lock);
+        if (!is_retained[d] && cu.primary_ctx_retain(&primary[d], d) == CUDA_SUCCESS)
+            is_retained[d] = true;
+        peer = is_retained[d] ? primary[d] : NULL;
+        pthread_mutex_unlock(&lock);
+        if (peer && cu.ctx_enable_peer_access) {
+            cu_result r = cu.ctx_enable_peer_access(peer, 0);
+            if (r != CUDA_SUCCESS && r != CUDA_ERROR_PEER_ACCESS_ALREADY_ENABLED)
+                continue;
+        }
+        mask |= 1ull << d;
+    }
+    *mask_out = mask;
+    return ncclSuccess;
+}
+
 const struct ac_backend ac_cuda_backend = {
     .size = sizeof(struct ac_backend),
     .name = "cuda",
@@ -694,6 +774,8 @@ const struct ac_backend ac_cuda_backend = {
     .dmabuf_export = ac_cuda_dmabuf_export, /* cuda_dmabuf.c */
     .host_map = ac_cuda_host_map,           /* cuda_hostmap.c */
     .host_unmap = ac_cuda_host_unmap,
+    .launch_coll = cuda_launch_coll,
+    .peer_mask = cuda_peer_mask,
     .mem_alloc_shareable = ac_cuda_mem_alloc_shareable, /* cuda_mem.c */
     .mem_free_shareable = ac_cuda_mem_free_shareable,
     .mem_range = ac_cuda_mem_range,

@@ -6,6 +6,7 @@
 #include "device/dmabuf.h"
 #include "device/hostmap.h"
 #include "device/driver_syms.h"
+#include "device/kernels/devcoll.h"
 #include "device/kernels/launch.h"
 
 #include "common/check.h"
@@ -152,6 +153,9 @@ static int ndevices;
 static int major_version;
 static pthread_mutex_t lock = PTHREAD_MUTEX_INITIALIZER;
 static struct module modules[MAX_DEVICES];
+/* ac_k_coll per device, looked up at its first launch (under lock): a library whose kernels lack
+ * it still runs everything else. */
+static hip_handle coll_fns[MAX_DEVICES];
 
 const char *ac_hip_built_archs(void)
 {
@@ -253,6 +257,7 @@ static void hip_fini(void)
         if (modules[d].is_loaded)
             hip.module_unload(modules[d].mod);
         modules[d].is_loaded = false;
+        coll_fns[d] = NULL;
     }
     pthread_mutex_unlock(&lock);
     if (lib)
@@ -552,6 +557,65 @@ static ncclResult_t hip_stream_wait(void *stream, volatile uint32_t *flag, uint3
     return launch_flag_kernel(true, stream, flag, value);
 }
 
+static ncclResult_t hip_launch_coll(const struct ac_kcoll_args *args, unsigned nblocks,
+                                    void *stream)
+{
+    const struct module *m;
+    hip_handle fn;
+    hip_error r = 0;
+
+    AC_CHECK(module_of_current(&m));
+    size_t d = (size_t)(m - modules);
+    pthread_mutex_lock(&lock);
+    if (coll_fns[d] == NULL)
+        r = hip.module_get_function(&coll_fns[d], m->mod, AC_KERNEL_COLL_NAME);
+    fn = coll_fns[d];
+    pthread_mutex_unlock(&lock);
+    if (r != 0)
+        return AC_FAIL(ncclInvalidUsage,
+                       "hip backend: the library's kernels have no %s (hipModuleGetFunction: "
+                       "HIP error %d): rebuild it with the device collective engine",
+                       AC_KERNEL_COLL_NAME, r);
+    if (args == NULL || nblocks == 0)
+        return ncclSuccess;
+    struct ac_kcoll_args a = *args;
+    void *params[] = {&a};
+    return check(hip.launch_kernel(fn, nblocks, 1, 1, AC_KERNEL_THREADS, 1, 1, 0, stream, params,
+                                   NULL),
+                 "hipModuleLaunchKernel(%s, %u blocks)", AC_KERNEL_COLL_NAME, nblocks);
+}
+
+/* xGMI (or PCIe) peers: pointers shared between threads of one process are used as they are, so
+ * the calling thread's device is also given access to each reachable one
+ * (hipDeviceEnablePeerAccess; 704 = already enabled). Both calls are looked up here: the
+ * backend needs neither for anything else. */
+static ncclResult_t hip_peer_mask(int device, uint64_t *mask_out)
+{
+    hip_error (*can_access)(int *can, int dev, int peer) =
+        (hip_error(*)(int *, int, int))dlsym(lib, "hipDeviceCanAccessPeer");
+    hip_error (*enable)(int peer, unsigned flags) =
+        (hip_error(*)(int, unsigned))dlsym(lib, "hipDeviceEnablePeerAccess");
+    uint64_t mask;
+
+    if (device < 0 || device >= ndevices || device >= 64)
+        return AC_FAIL(ncclInvalidArgument, "hip backend: device %d does not exist (%d devices)",
+                       device, ndevices);
+    mask = 1ull << device;
+    for (int d = 0; d < ndevices && d < 64 && can_access; d++) {
+        int can = 0;
+        if (d == device || can_access(&can, device, d) != 0 || !can)
+            continue;
+        if (enable) {
+            hip_error r = enable(d, 0);
+            if (r != 0 && r != 704)
+                continue;
+        }
+        mask |= 1ull << d;
+    }
+    *mask_out = mask;
+    return ncclSuccess;
+}
+
 /* ncclMemAlloc's memory: hipMalloc on the calling thread's device, which hipIpcGetMemHandle
  * shares; listed, so that ncclMemFree knows what it allocated. Compiled only (no ROCm here). */
 struct shareable {
@@ -647,6 +711,8 @@ const struct ac_backend ac_hip_backend = {
     .dmabuf_export = ac_hip_dmabuf_export, /* hip_dmabuf.c */
     .host_map = ac_hip_host_map,           /* hip_hostmap.c */
     .host_unmap = ac_hip_host_unmap,
+    .launch_coll = hip_launch_coll,
+    .peer_mask = hip_peer_mask,
     .mem_alloc_shareable = hip_mem_alloc_shareable,
     .mem_free_shareable = hip_mem_free_shareable,
     .mem_range = hip_mem_range,

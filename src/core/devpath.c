@@ -1,0 +1,1079 @@
+/* The device path of calls on streams (devpath.h): collectives on GPU buffers planned as the host
+ * path plans them (same algorithm, protocol, channels, tuner), turned into the device engine's
+ * tasks (ac_sched_from_task) with their connectors, and launched as one ac_k_coll on the user's
+ * stream per call; the call returns once the launch is queued (NCCL's semantics).
+ *
+ * Choice: at a communicator's first collective on GPU buffers every rank tells the others, in one
+ * bootstrap allgather, whether it can run the path (ANYCCL_P2P_DISABLE unset, a GPU backend whose
+ * kernels have ac_k_coll), its backend, device, host and which devices it reaches; a second
+ * allgather carries each rank's verdict on every peer (same backend and host; same device or peer
+ * access both ways; a peer in another process: its probe word read through an IPC import), so
+ * that every rank takes the same path. All ranks make that first call (they call the same
+ * collectives), as NCCL's lazy connection set-up also requires.
+ *
+ * Connectors (src/transport/p2p/) are made when a call first needs them, through the bootstrap,
+ * after the stream proxy went idle (it uses the bootstrap for its own connectors). The slots each
+ * launch moves on a connector are counted here, so each launch starts from the right counter
+ * values (devcoll.h: no state on the device). The launches of one communicator run in call order
+ * even on different streams (an event joins them), so that two never share a connector at once.
+ *
+ * Send/recv stay on the staged path (src/core/stream.c), as do host buffers with a stream. */
+#include "core/devpath.h"
+
+#include "common/check.h"
+#include "common/config.h"
+#include "common/log.h"
+#include "common/time.h"
+#include "core/plan.h"
+#include "core/stream.h"
+#include "device/backend.h"
+#include "transport/p2p/p2p.h"
+
+#include <errno.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#define TAG_PICK 0x50320000u
+#define TAG_CONN 0x50320100u /* + 2 * set + (message from the receiving end) */
+#define NWORK 32             /* launches in flight per communicator before a call waits */
+#define STATUS_BYTES 128     /* the status word, alone in its line */
+/* How long ncclCommDestroy waits for launches in flight before aborting them, and then before
+ * leaving their memory allocated rather than free what a kernel may still use. */
+#define DRAIN_WAIT_NS (10ull * 1000000000ull)
+#define WHY_BYTES 160
+
+/* One launch's pinned memory: its status word, its tasks and their ring orders. */
+struct work {
+    char *mem;
+    size_t bytes;
+    void *event;
+    void *stream;
+    bool is_busy;
+    enum ac_coll coll;
+    uint64_t nops;
+};
+
+struct ac_devpath {
+    struct ncclComm *comm;
+    const struct ac_backend *be;
+    int device;
+    bool is_on;
+    volatile uint32_t *abort_word; /* host_alloc: read by every kernel of this communicator */
+    struct ac_p2p_conn **send, **recv; /* [set * nranks + peer], NULL until needed */
+    pthread_mutex_t lock;              /* the work ring: submit, poll and free */
+    struct work works[NWORK];
+    int next;
+    struct work *last;
+    uint64_t nlaunches;
+    pthread_t watcher;
+    bool has_watcher;
+    pthread_mutex_t watch_lock;
+    pthread_cond_t watch_cond;
+    bool is_stopping;
+    bool has_warned_abort;
+};
+
+/* ---- the choice ---- */
+
+struct pick_info {
+    uint32_t magic;
+    int32_t pid;
+    int32_t device;
+    uint32_t kind;           /* enum ac_mem_kind */
+    uint32_t can;            /* this rank can run the device path */
+    uint32_t pad;
+    uint64_t host_hash;
+    uint64_t pid_ns_hash;
+    uint64_t peer_mask;
+    uint64_t probe_addr;
+    uint64_t probe_cookie;
+    struct ac_ipc_handle probe_handle;
+    char why[WHY_BYTES];
+};
+
+struct pick_verdict {
+    uint32_t ok;
+    int32_t blame;           /* the rank it could not use, -1 */
+    char why[WHY_BYTES];
+};
+
+#define PICK_MAGIC 0x50325049u
+
+/* Reads the probe word a peer in another process wrote in its GPU memory, through an IPC import:
+ * what the connectors will rely on. */
+static bool probe_peer(const struct ac_backend *be, const struct pick_info *p, char *why,
+                       size_t why_len)
+{
+    void *remote = NULL;
+    uint64_t got = 0;
+    bool is_mine = false;
+    struct ac_ptr_info info;
+    char *saved = strdup(ac_last_error());
+    bool ok = false;
+
+    if (be->ipc_import(&p->probe_handle, &remote) != ncclSuccess) {
+        snprintf(why, why_len, "IPC import of its memory failed: %s", ac_last_error());
+        goto out;
+    }
+    if (be->classify(remote, &is_mine, &info) != ncclSuccess || !is_mine) {
+        snprintf(why, why_len, "its IPC handle maps to memory this process does not know");
+        goto close;
+    }
+    if (be->memcpy_async(&got, remote, sizeof got, NULL) != ncclSuccess ||
+        be->stream_sync(NULL) != ncclSuccess) {
+        snprintf(why, why_len, "reading its memory through IPC failed: %s", ac_last_error());
+        goto close;
+    }
+    if (got != p->probe_cookie) {
+        snprintf(why, why_len, "its memory read through IPC holds %#llx, not %#llx",
+                 (unsigned long long)got, (unsigned long long)p->probe_cookie);
+        goto close;
+    }
+    ok = true;
+close:
+    be->ipc_close(remote);
+out:
+    if (saved)
+        ac_restore_error(saved);
+    free(saved);
+    return ok;
+}
+
+/* This rank's verdict on every peer. */
+static void judge(const struct ac_devpath *dp, const struct pick_info *all,
+                  struct pick_verdict *v)
+{
+    const struct ncclComm *comm = dp->comm;
+    const struct pick_info *me = &all[comm->rank];
+
+    v->ok = 1;
+    v->blame = -1;
+    for (int r = 0; r < comm->nranks && v->ok; r++) {
+        const struct pick_info *p = &all[r];
+        v->blame = r;
+        v->ok = 0;
+        if (p->magic != PICK_MAGIC)
+            snprintf(v->why, sizeof v->why, "malformed information");
+        else if (!p->can)
+            snprintf(v->why, sizeof v->why, "%s", p->why);
+        else if (r == comm->rank)
+            v->ok = 1;
+        else if (p->kind != me->kind)
+            snprintf(v->why, sizeof v->why, "its buffers are memory of another GPU backend");
+        else if (p->host_hash != me->host_hash || p->pid_ns_hash != me->pid_ns_hash)
+            snprintf(v->why, sizeof v->why, "it runs on another host (or pid namespace)");
+        else if (p->device != me->device &&
+                 (p->device >= 64 || me->device >= 64 || !(me->peer_mask >> p->device & 1) ||
+                  !(p->peer_mask >> me->device & 1)))
+            snprintf(v->why, sizeof v->why, "devices %d and %d have no peer access", me->device,
+                     p->device);
+        else if (p->pid != me->pid && !probe_peer(dp->be, p, v->why, sizeof v->why))
+            ;
+        else
+            v->ok = 1;
+    }
+    if (v->ok)
+        v->blame = -1;
+}
+
+/* What this rank can do, and a probe word for peers in other processes to read. */
+static void describe_self(struct ac_devpath *dp, struct pick_info *me, void **probe_out)
+{
+    const struct ac_backend *be = dp->be;
+    const struct ac_peer_info *pi = &dp->comm->peers[dp->comm->rank];
+    char *saved = strdup(ac_last_error());
+    void *probe = NULL;
+
+    memset(me, 0, sizeof *me);
+    me->magic = PICK_MAGIC;
+    me->pid = (int32_t)getpid();
+    me->device = dp->device;
+    me->kind = (uint32_t)be->kind;
+    me->host_hash = pi->host_hash;
+    me->pid_ns_hash = pi->pid_ns_hash;
+    me->probe_cookie = (uint64_t)getpid() << 32 ^ (uint64_t)ac_now_ns() ^ 0x5032503250325032ull;
+    /* The allocation comes first: it makes the device's context current (as cudaSetDevice),
+     * which the kernel lookup and the peer access calls then use. */
+    if (ac_config_get()->p2p_disable)
+        snprintf(me->why, sizeof me->why, "NCCL_P2P_DISABLE=1 is set");
+    else if (be->launch_coll == NULL || be->peer_mask == NULL || be->ipc_export == NULL)
+        snprintf(me->why, sizeof me->why, "the %s backend has no device collective engine",
+                 be->name);
+    else if (be->alloc(dp->device, STATUS_BYTES, &probe) != ncclSuccess ||
+             be->memcpy_async(probe, &me->probe_cookie, sizeof me->probe_cookie, NULL) !=
+                 ncclSuccess ||
+             be->stream_sync(NULL) != ncclSuccess ||
+             be->ipc_export(probe, &me->probe_handle) != ncclSuccess)
+        snprintf(me->why, sizeof me->why, "its probe word: %s", ac_last_error());
+    else if (be->launch_coll(NULL, 0, NULL) != ncclSuccess)
+        snprintf(me->why, sizeof me->why, "%s", ac_last_error());
+    else if (be->peer_mask(dp->device, &me->peer_mask) != ncclSuccess)
+        snprintf(me->why, sizeof me->why, "%s", ac_last_error());
+    else
+        me->can = 1;
+    me->probe_addr = (uint64_t)(uintptr_t)probe;
+    *probe_out = probe;
+    if (saved)
+        ac_restore_error(saved);
+    free(saved);
+}
+
+static ncclResult_t decide(struct ac_devpath *dp)
+{
+    struct ncclComm *comm = dp->comm;
+    int n = comm->nranks;
+    struct pick_info *all = calloc((size_t)n, sizeof *all);
+    struct pick_verdict *verdicts = calloc((size_t)n, sizeof *verdicts);
+    void *probe = NULL;
+    ncclResult_t res = ncclSuccess;
+    int blamer = -1;
+
+    if (!all || !verdicts) {
+        res = AC_FAIL(ncclSystemError, "out of memory choosing the P2P path");
+        goto out;
+    }
+    describe_self(dp, &all[comm->rank], &probe);
+    /* A peer that is gone (or aborted) fails the agreement: the staged path then runs the call
+     * and reports that peer's failure as it does for any call, asynchronously. */
+    if (ac_bootstrap_allgather(comm->bs, all, sizeof *all) != ncclSuccess)
+        goto broken;
+    judge(dp, all, &verdicts[comm->rank]);
+    /* Peers import the probe word before this allgather ends; it is freed only after it. */
+    if (ac_bootstrap_allgather(comm->bs, verdicts, sizeof *verdicts) != ncclSuccess)
+        goto broken;
+    dp->is_on = true;
+    for (int r = 0; r < n; r++)
+        if (!verdicts[r].ok) {
+            dp->is_on = false;
+            blamer = r;
+            break;
+        }
+    if (dp->is_on)
+        AC_INFO(AC_SUB_P2P | AC_SUB_INIT,
+                "P2P: on: %d ranks of this host on %s devices (this rank: device %d), "
+                "collectives on GPU buffers run ac_k_coll over peer-to-peer connectors",
+                n, dp->be->name, dp->device);
+    else if (verdicts[blamer].blame == blamer || verdicts[blamer].blame < 0)
+        AC_INFO(AC_SUB_P2P | AC_SUB_INIT,
+                "P2P: off: rank %d: %s; collectives on GPU buffers are staged through host "
+                "memory", blamer, verdicts[blamer].why);
+    else
+        AC_INFO(AC_SUB_P2P | AC_SUB_INIT,
+                "P2P: off: rank %d cannot use rank %d: %s; collectives on GPU buffers are "
+                "staged through host memory", blamer, verdicts[blamer].blame,
+                verdicts[blamer].why);
+    goto out;
+broken:
+    AC_INFO(AC_SUB_P2P | AC_SUB_INIT, "P2P: off: the ranks could not agree (%s)",
+            ac_last_error());
+    dp->is_on = false;
+out:
+    if (probe)
+        dp->be->free(probe);
+    free(all);
+    free(verdicts);
+    return res;
+}
+
+/* ---- connectors ---- */
+
+struct need {
+    int set;
+    int peer;
+    bool is_send;
+};
+
+static struct ac_p2p_conn **conn_slot(struct ac_devpath *dp, int set, int peer, bool is_send)
+{
+    return &(is_send ? dp->send : dp->recv)[(size_t)set * dp->comm->nranks + peer];
+}
+
+/* Both ends open their half, send its blob, then read the other's: bootstrap sends never wait
+ * for the receiver, so every rank sending first cannot deadlock. */
+static ncclResult_t connect_needs(struct ac_devpath *dp, const struct need *needs, int nneeds)
+{
+    struct ncclComm *comm = dp->comm;
+    struct ac_p2p_conn **made = calloc((size_t)nneeds, sizeof *made);
+    ncclResult_t res = ncclSuccess;
+    int nopen = 0;
+
+    if (!made)
+        return AC_FAIL(ncclSystemError, "out of memory for P2P connectors");
+    for (; nopen < nneeds; nopen++) {
+        const struct need *nd = &needs[nopen];
+        struct ac_p2p_blob blob;
+        size_t slot_bytes = nd->set < AC_P2P_CONN_BASE ? comm->slot_bytes : comm->p2p_slot_bytes;
+        if (!(made[nopen] = calloc(1, sizeof *made[nopen]))) {
+            res = AC_FAIL(ncclSystemError, "out of memory for P2P connectors");
+            goto fail;
+        }
+        AC_CHECK_GOTO(ac_p2p_conn_open(dp->be, dp->device, nd->is_send, nd->peer,
+                                       (uint32_t)comm->nslots, slot_bytes,
+                                       comm->peers[comm->rank].host_hash, made[nopen], &blob),
+                      res, fail);
+        AC_CHECK_GOTO(ac_bootstrap_send(comm->bs, nd->peer,
+                                        TAG_CONN + 2u * (uint32_t)nd->set + !nd->is_send, &blob,
+                                        sizeof blob),
+                      res, fail);
+    }
+    for (int i = 0; i < nneeds; i++) {
+        struct ac_p2p_blob blob;
+        AC_CHECK_GOTO(ac_bootstrap_recv(comm->bs, needs[i].peer,
+                                        TAG_CONN + 2u * (uint32_t)needs[i].set + needs[i].is_send,
+                                        &blob, sizeof blob),
+                      res, fail);
+        AC_CHECK_GOTO(ac_p2p_conn_connect(made[i], &blob), res, fail);
+    }
+    for (int i = 0; i < nneeds; i++)
+        *conn_slot(dp, needs[i].set, needs[i].peer, needs[i].is_send) = made[i];
+    AC_INFO(AC_SUB_P2P, "P2P: %d connectors made (%d slots of %zu bytes)", nneeds, comm->nslots,
+            comm->slot_bytes);
+    free(made);
+    return ncclSuccess;
+fail:
+    for (int i = 0; i < nneeds && i <= nopen; i++)
+        if (made[i]) {
+            ac_p2p_conn_close(made[i]);
+            free(made[i]);
+        }
+    free(made);
+    return res;
+}
+
+static void add_need(struct need *needs, int *n, int set, int peer, bool is_send)
+{
+    for (int i = 0; i < *n; i++)
+        if (needs[i].set == set && needs[i].peer == peer && needs[i].is_send == is_send)
+            return;
+    needs[(*n)++] = (struct need){set, peer, is_send};
+}
+
+/* ---- per communicator ---- */
+
+static void *watch_main(void *arg);
+
+static ncclResult_t devpath_of(struct ncclComm *comm, const struct ac_backend *be, int device,
+                               struct ac_devpath **dp_out)
+{
+    struct ac_devpath *dp = comm->devpath;
+    size_t nconns = (size_t)AC_NCONN_SETS * (size_t)comm->nranks;
+
+    if (dp) {
+        *dp_out = dp;
+        return ncclSuccess;
+    }
+    if (!(dp = calloc(1, sizeof *dp)) || !(dp->send = calloc(nconns, sizeof *dp->send)) ||
+        !(dp->recv = calloc(nconns, sizeof *dp->recv))) {
+        if (dp)
+            free(dp->send);
+        free(dp);
+        return AC_FAIL(ncclSystemError, "out of memory for the P2P path");
+    }
+    dp->comm = comm;
+    dp->be = be;
+    dp->device = device;
+    pthread_mutex_init(&dp->lock, NULL);
+    pthread_mutex_init(&dp->watch_lock, NULL);
+    pthread_cond_init(&dp->watch_cond, NULL);
+    comm->devpath = dp;
+    *dp_out = dp;
+    return ncclSuccess;
+}
+
+/* Rank peer of the communicator lives in another process that is gone. */
+static bool peer_is_gone(const struct ncclComm *comm, int peer)
+{
+    const struct ac_peer_info *p = &comm->peers[peer];
+    return p->pid != (int)getpid() && kill(p->pid, 0) != 0 && errno == ESRCH;
+}
+
+static void abort_kernels(struct ac_devpath *dp, const char *why)
+{
+    if (!dp->abort_word || __atomic_load_n(dp->abort_word, __ATOMIC_RELAXED))
+        return;
+    __atomic_store_n(dp->abort_word, 1u, __ATOMIC_RELEASE);
+    if (why && !dp->has_warned_abort) {
+        dp->has_warned_abort = true;
+        AC_WARN("P2P: rank %d: %s: the device collectives of this communicator stop waiting",
+                dp->comm->rank, why);
+    }
+}
+
+/* Kernels wait on their peers without a clock: this thread tells them to stop when the
+ * communicator is revoked or a peer is known dead (RAS, or a process of this host gone). */
+static void *watch_main(void *arg)
+{
+    struct ac_devpath *dp = arg;
+    struct ncclComm *comm = dp->comm;
+    int64_t ms = ac_config_get()->peer_check_ms;
+    char why[128];
+
+    ac_log_set_rank(comm->rank);
+    pthread_mutex_lock(&dp->watch_lock);
+    while (!dp->is_stopping) {
+        struct timespec ts;
+        clock_gettime(CLOCK_REALTIME, &ts);
+        ts.tv_nsec += (ms > 0 ? ms : 1000) % 1000 * 1000000;
+        ts.tv_sec += (ms > 0 ? ms : 1000) / 1000 + ts.tv_nsec / 1000000000;
+        ts.tv_nsec %= 1000000000;
+        pthread_cond_timedwait(&dp->watch_cond, &dp->watch_lock, &ts);
+        if (dp->is_stopping)
+            break;
+        int dead = atomic_load(&comm->ras_dead_rank);
+        why[0] = '\0';
+        /* abort_flag alone is not looked at: split and shrink raise it for a moment
+         * (src/core/split.c); ncclCommAbort stops the kernels itself (ac_devpath_free). */
+        if (comm->is_revoked)
+            snprintf(why, sizeof why, "ncclCommRevoke");
+        else if (dead >= 0)
+            snprintf(why, sizeof why, "rank %d is dead or unreachable (RAS)", dead);
+        for (int r = 0; r < comm->nranks && !why[0]; r++)
+            if (r != comm->rank && peer_is_gone(comm, r))
+                snprintf(why, sizeof why, "rank %d (pid %d) exited", r, comm->peers[r].pid);
+        if (why[0]) {
+            int expected = ncclSuccess;
+            if (!comm->is_revoked)
+                atomic_compare_exchange_strong(&comm->async_error, &expected,
+                                               (int)ncclRemoteError);
+            abort_kernels(dp, why);
+        }
+    }
+    pthread_mutex_unlock(&dp->watch_lock);
+    return NULL;
+}
+
+static ncclResult_t start_path(struct ac_devpath *dp)
+{
+    int err;
+
+    AC_CHECK(dp->be->host_alloc(STATUS_BYTES, (void **)&dp->abort_word));
+    for (int i = 0; i < NWORK; i++)
+        AC_CHECK(dp->be->event_create(&dp->works[i].event));
+    err = pthread_create(&dp->watcher, NULL, watch_main, dp);
+    if (err != 0) {
+        errno = err;
+        return AC_SYSFAIL("pthread_create for the P2P watcher thread");
+    }
+    dp->has_watcher = true;
+    return ncclSuccess;
+}
+
+/* ---- work buffers and status ---- */
+
+static void note_status(struct ac_devpath *dp, struct work *w)
+{
+    uint32_t status = __atomic_load_n((volatile uint32_t *)w->mem, __ATOMIC_ACQUIRE);
+    struct ncclComm *comm = dp->comm;
+    int expected = ncclSuccess;
+    ncclResult_t res = status == AC_DEV_MISMATCH ? ncclInvalidUsage : ncclRemoteError;
+
+    if (status == AC_DEV_OK)
+        return;
+    atomic_compare_exchange_strong(&comm->async_error, &expected, (int)res);
+    if (status == AC_DEV_ABORTED && comm->abort_flag)
+        return; /* the user asked for it */
+    AC_WARN("P2P: rank %d: %s (call #%llu) on the device failed: %s; its output is undefined "
+            "(ncclCommGetAsyncError reports %s)",
+            comm->rank, ac_coll_name(w->coll), (unsigned long long)w->nops,
+            status == AC_DEV_MISMATCH
+                ? "a slot's size or tag differs from this rank's: the ranks called different "
+                  "collectives, counts, types, operators or NCCL_PROTO/NCCL_ALGO settings"
+            : status == AC_DEV_ABORTED ? "aborted (ncclCommAbort, or a peer died)"
+                                       : "unknown status",
+            ncclGetErrorString(res));
+}
+
+/* Under dp->lock. wait: block until it finished (else only look). */
+static ncclResult_t retire(struct ac_devpath *dp, struct work *w, bool wait, bool *done_out)
+{
+    bool done = !w->is_busy;
+
+    if (!done && wait)
+        AC_CHECK(dp->be->event_sync(w->event));
+    if (!done)
+        AC_CHECK(dp->be->event_query(w->event, &done));
+    if (done && w->is_busy) {
+        note_status(dp, w);
+        w->is_busy = false;
+    }
+    *done_out = done;
+    return ncclSuccess;
+}
+
+static ncclResult_t take_work(struct ac_devpath *dp, size_t need, struct work **w_out)
+{
+    struct work *w = &dp->works[dp->next];
+    bool done;
+
+    AC_CHECK(retire(dp, w, true, &done));
+    if (w->bytes < need) {
+        size_t bytes = 4096;
+        void *mem;
+        while (bytes < need)
+            bytes *= 2;
+        AC_CHECK(dp->be->host_alloc(bytes, &mem));
+        if (w->mem)
+            dp->be->host_free(w->mem);
+        w->mem = mem;
+        w->bytes = bytes;
+    }
+    memset(w->mem, 0, STATUS_BYTES);
+    dp->next = (dp->next + 1) % NWORK;
+    *w_out = w;
+    return ncclSuccess;
+}
+
+void ac_devpath_poll(struct ncclComm *comm)
+{
+    struct ac_devpath *dp = comm->devpath;
+    bool done;
+
+    if (!dp || !dp->is_on)
+        return;
+    char *saved = strdup(ac_last_error());
+    pthread_mutex_lock(&dp->lock);
+    for (int i = 0; i < NWORK; i++)
+        if (dp->works[i].is_busy)
+            retire(dp, &dp->works[i], false, &done);
+    pthread_mutex_unlock(&dp->lock);
+    if (saved)
+        ac_restore_error(saved);
+    free(saved);
+}
+
+uint64_t ac_devpath_launches(const struct ncclComm *comm)
+{
+    const struct ac_devpath *dp = comm->devpath;
+    return dp ? __atomic_load_n(&dp->nlaunches, __ATOMIC_RELAXED) : 0;
+}
+
+/* ---- planning and launching ---- */
+
+/* Same on both ends of every connector: what the receiver checks each Simple slot against. */
+static uint32_t task_tag(const struct ac_task *t)
+{
+    uint64_t h = (uint64_t)t->op_coll * 0x9e3779b97f4a7c15ull;
+    uint64_t parts[] = {t->is_reduction ? (uint64_t)t->op.type : 0,
+                        t->is_reduction ? (uint64_t)t->op.kind | (uint64_t)t->op.has_premul << 4 |
+                                              (uint64_t)(t->op.postdiv != 0) << 5
+                                        : 0,
+                        t->is_reduction ? t->count : t->count * t->type_bytes,
+                        (uint64_t)(uint32_t)t->root,
+                        (uint64_t)t->proto << 8 | (uint64_t)t->algo << 1 | t->is_oneshot};
+    for (size_t i = 0; i < sizeof parts / sizeof parts[0]; i++)
+        h = (h ^ parts[i]) * 0xbf58476d1ce4e5b9ull ^ (h >> 29);
+    return (uint32_t)(h ^ (h >> 32)) | 1u << 31;
+}
+
+/* Slots a task moves on each of its incoming and outgoing connectors. */
+static void count_slots(const struct ac_task *t, uint64_t *nrecv_out, uint64_t *nsend_out)
+{
+    uint64_t nr = 0, ns = 0;
+    struct ac_step st;
+
+    for (uint64_t k = 0; k < t->nsteps; k++) {
+        ac_task_step(t, k, &st);
+        nr += (st.flags & AC_STEP_RECV) != 0;
+        ns += (st.flags & AC_STEP_SEND) != 0;
+    }
+    *nrecv_out = nr;
+    *nsend_out = ns;
+}
+
+/* Whether this rank's op can go the device path, and the device of its buffers. */
+static bool is_candidate(const struct ac_op *op, int *device_out)
+{
+    const struct ac_backend *be = op->backend;
+    bool is_root = op->comm->rank == op->root;
+    bool reads = op->coll != AC_COLL_BROADCAST || is_root;
+    bool writes = op->coll != AC_COLL_REDUCE || is_root;
+    const void *bufs[2];
+    int nbufs = 0, device = -1;
+
+    if (!be || be->kind == AC_MEM_HOST || op->coll == AC_COLL_SEND || op->coll == AC_COLL_RECV ||
+        op->comm->nranks < 2 || op->count == 0)
+        return false;
+    reads = reads && (op->coll != AC_COLL_SCATTER || is_root);
+    writes = writes && (op->coll != AC_COLL_GATHER || is_root);
+    if (reads && op->sendbuff)
+        bufs[nbufs++] = op->sendbuff;
+    if (writes && op->recvbuff)
+        bufs[nbufs++] = op->recvbuff;
+    for (int i = 0; i < nbufs; i++) {
+        bool is_mine = false;
+        struct ac_ptr_info info;
+        if (be->classify(bufs[i], &is_mine, &info) != ncclSuccess || !is_mine ||
+            info.kind == AC_MEM_HOST || (device >= 0 && info.device != device))
+            return false;
+        device = info.device;
+    }
+    *device_out = device;
+    return device >= 0;
+}
+
+/* One communicator's set-up step (decide, or connect), in a thread of its own when a group spans
+ * several communicators driven by one thread: each waits for its peers. */
+struct comm_job {
+    struct ac_devpath *dp;
+    struct need *needs;
+    int nneeds;
+    ncclResult_t res;
+};
+
+static void *decide_thread(void *arg)
+{
+    struct comm_job *j = arg;
+    ac_log_set_rank(j->dp->comm->rank);
+    j->res = decide(j->dp);
+    return NULL;
+}
+
+static void *connect_thread(void *arg)
+{
+    struct comm_job *j = arg;
+    ac_log_set_rank(j->dp->comm->rank);
+    j->res = j->nneeds ? connect_needs(j->dp, j->needs, j->nneeds) : ncclSuccess;
+    return NULL;
+}
+
+static ncclResult_t run_jobs(struct comm_job *jobs, int n, void *(*fn)(void *))
+{
+    pthread_t *threads;
+    ncclResult_t res = ncclSuccess;
+    int nstarted = 0;
+
+    /* The stream proxy uses the bootstrap for its own connectors: let it go idle first. */
+    for (int i = 0; i < n; i++)
+        ac_stream_drain(jobs[i].dp->comm);
+    if (n <= 1) {
+        if (n == 1)
+            fn(&jobs[0]);
+        return n == 1 ? jobs[0].res : ncclSuccess;
+    }
+    if (!(threads = calloc((size_t)n, sizeof *threads)))
+        return AC_FAIL(ncclSystemError, "out of memory");
+    for (; nstarted < n; nstarted++)
+        if (pthread_create(&threads[nstarted], NULL, fn, &jobs[nstarted]) != 0) {
+            res = AC_SYSFAIL("pthread_create for P2P set-up");
+            break;
+        }
+    for (int i = 0; i < nstarted; i++) {
+        pthread_join(threads[i], NULL);
+        if (jobs[i].res != ncclSuccess && res == ncclSuccess)
+            res = jobs[i].res;
+    }
+    free(threads);
+    return res;
+}
+
+/* The rank's own block of all-to-all, gather and scatter (the planner leaves it to the caller on
+ * the device path: it is a copy on the stream). */
+static ncclResult_t local_block(const struct ac_devpath *dp, const struct ac_op *op)
+{
+    int me = op->comm->rank;
+    size_t blk = op->count * ac_type_size(op->type);
+    const char *sb = op->sendbuff;
+    char *rb = op->recvbuff;
+    const void *src = NULL;
+    void *dst = NULL;
+
+    if (op->coll == AC_COLL_ALLTOALL) {
+        src = sb + (size_t)me * blk;
+        dst = rb + (size_t)me * blk;
+    } else if (op->coll == AC_COLL_GATHER && me == op->root) {
+        src = sb;
+        dst = rb + (size_t)me * blk;
+    } else if (op->coll == AC_COLL_SCATTER && me == op->root) {
+        src = sb + (size_t)me * blk;
+        dst = rb;
+    }
+    if (!src || src == dst || blk == 0)
+        return ncclSuccess;
+    return dp->be->memcpy_async(dst, src, blk, op->stream);
+}
+
+/* Fills one device task from a planned task; advances its connectors' counts. */
+static void fill_task(struct ac_devpath *dp, const struct ac_task *t, struct ac_dev_task *dt,
+                      int *ring)
+{
+    uint64_t nr, ns;
+
+    memset(dt, 0, sizeof *dt);
+    ac_sched_from_task(t, &dt->sched);
+    if (t->ring)
+        memcpy(ring, t->ring, (size_t)dp->comm->nranks * sizeof *ring);
+    dt->sched.ring = (uint64_t)(uintptr_t)ring;
+    dt->proto = (uint32_t)t->proto;
+    dt->tag = task_tag(t);
+    count_slots(t, &nr, &ns);
+    for (int k = 0; k < t->nrecv; k++) {
+        struct ac_p2p_conn *c = *conn_slot(dp, t->conn_index, t->recv_peers[k], false);
+        dt->recv[k] = c->dev;
+        c->dev.base += nr;
+    }
+    for (int k = 0; k < t->nsend; k++) {
+        struct ac_p2p_conn *c = *conn_slot(dp, t->conn_index, t->send_peers[k], true);
+        dt->send[k] = c->dev;
+        c->dev.base += ns;
+    }
+}
+
+static ncclResult_t launch_op(struct ac_devpath *dp, const struct ac_op *op,
+                              const struct ac_run *run)
+{
+    struct ncclComm *comm = dp->comm;
+    size_t tasks_bytes = (size_t)run->ntasks * sizeof(struct ac_dev_task);
+    size_t need = STATUS_BYTES + tasks_bytes + (size_t)run->ntasks * comm->nranks * sizeof(int);
+    struct ac_kcoll_args args;
+    struct work *w;
+    ncclResult_t res = ncclSuccess;
+
+    AC_CHECK(local_block(dp, op));
+    if (run->ntasks == 0)
+        return ncclSuccess;
+    pthread_mutex_lock(&dp->lock);
+    AC_CHECK_GOTO(take_work(dp, need, &w), res, out);
+    struct ac_dev_task *tasks = (struct ac_dev_task *)(w->mem + STATUS_BYTES);
+    int *rings = (int *)(w->mem + STATUS_BYTES + tasks_bytes);
+    for (int i = 0; i < run->ntasks; i++)
+        fill_task(dp, &run->tasks[i].t, &tasks[i], rings + (size_t)i * comm->nranks);
+    args = (struct ac_kcoll_args){.tasks = (uint64_t)(uintptr_t)tasks,
+                                  .abort = (uint64_t)(uintptr_t)dp->abort_word,
+                                  .status = (uint64_t)(uintptr_t)w->mem,
+                                  .ntasks = (uint32_t)run->ntasks};
+    /* Launches of one communicator never overlap: the previous one may be on another stream. */
+    if (dp->last && dp->last->is_busy && dp->last->stream != op->stream)
+        AC_CHECK_GOTO(dp->be->stream_wait_event(op->stream, dp->last->event), res, broken);
+    AC_CHECK_GOTO(dp->be->launch_coll(&args, (unsigned)run->ntasks, op->stream), res, broken);
+    AC_CHECK_GOTO(dp->be->event_record(w->event, op->stream), res, broken);
+    w->is_busy = true;
+    w->stream = op->stream;
+    w->coll = op->coll;
+    w->nops = comm->nops_issued;
+    dp->last = w;
+    __atomic_fetch_add(&dp->nlaunches, 1, __ATOMIC_RELAXED);
+    AC_TRACE(AC_SUB_P2P, "P2P: %s of %zu elements: %d tasks launched on stream %p",
+             ac_coll_name(op->coll), op->count, run->ntasks, op->stream);
+    goto out;
+broken:
+    /* The connectors' counts moved on for a launch that did not happen: they no longer match the
+     * peers'. */
+    {
+        int expected = ncclSuccess;
+        atomic_compare_exchange_strong(&comm->async_error, &expected, (int)res);
+    }
+out:
+    pthread_mutex_unlock(&dp->lock);
+    return res;
+}
+
+static ncclResult_t collect_needs(struct ac_devpath *dp, const struct ac_run *run,
+                                  struct comm_job *job)
+{
+    struct need *grown;
+
+    for (int i = 0; i < run->ntasks; i++) {
+        const struct ac_task *t = &run->tasks[i].t;
+        grown = realloc(job->needs, (size_t)(job->nneeds + 2 * AC_TASK_MAX_PEERS) * sizeof *grown);
+        if (!grown)
+            return AC_FAIL(ncclSystemError, "out of memory");
+        job->needs = grown;
+        for (int k = 0; k < t->nrecv; k++)
+            if (!*conn_slot(dp, t->conn_index, t->recv_peers[k], false))
+                add_need(job->needs, &job->nneeds, t->conn_index, t->recv_peers[k], false);
+        for (int k = 0; k < t->nsend; k++)
+            if (!*conn_slot(dp, t->conn_index, t->send_peers[k], true))
+                add_need(job->needs, &job->nneeds, t->conn_index, t->send_peers[k], true);
+    }
+    return ncclSuccess;
+}
+
+static int job_of(struct comm_job *jobs, int *njobs, struct ac_devpath *dp)
+{
+    for (int i = 0; i < *njobs; i++)
+        if (jobs[i].dp == dp)
+            return i;
+    jobs[*njobs] = (struct comm_job){.dp = dp};
+    return (*njobs)++;
+}
+
+/* Decides the path of every communicator that has not yet, among the candidates. */
+static ncclResult_t decide_all(struct ac_op *const *list, const int *devices, int n,
+                               struct comm_job *jobs)
+{
+    int njobs = 0;
+    ncclResult_t res = ncclSuccess;
+
+    for (int i = 0; i < n; i++) {
+        struct ac_devpath *dp = NULL;
+        if (devices[i] < 0 || list[i]->comm->devpath)
+            continue;
+        AC_CHECK(devpath_of(list[i]->comm, list[i]->backend, devices[i], &dp));
+        job_of(jobs, &njobs, dp);
+    }
+    if (njobs == 0)
+        return ncclSuccess;
+    AC_CHECK(run_jobs(jobs, njobs, decide_thread));
+    for (int i = 0; i < njobs && res == ncclSuccess; i++)
+        if (jobs[i].dp->is_on)
+            res = start_path(jobs[i].dp);
+    return res;
+}
+
+static ncclResult_t check_device(const struct ac_devpath *dp, const struct ac_op *op, int device)
+{
+    if (op->backend != dp->be || device != dp->device)
+        return AC_FAIL(ncclInvalidUsage,
+                       "rank %d: %s on %s device %d buffers, but this communicator's "
+                       "peer-to-peer path was set up on %s device %d at its first call: one "
+                       "communicator uses one device (or set NCCL_P2P_DISABLE=1)",
+                       op->comm->rank, ac_coll_name(op->coll), op->backend->name, device,
+                       dp->be->name, dp->device);
+    return ncclSuccess;
+}
+
+/* Plans, connects and launches the ops that go the device path (list[i] with devices[i] >= 0). */
+static ncclResult_t run_device_ops(struct ac_op *const *list, const int *devices, int n,
+                                   struct comm_job *jobs)
+{
+    struct ac_run *runs = calloc((size_t)n, sizeof *runs);
+    int njobs = 0;
+    ncclResult_t res = ncclSuccess;
+
+    if (!runs)
+        return AC_FAIL(ncclSystemError, "out of memory");
+    for (int i = 0; i < n; i++)
+        ac_plan_init(&runs[i]);
+    for (int i = 0; i < n; i++) {
+        if (devices[i] < 0)
+            continue;
+        struct ac_op one = *list[i];
+        struct ac_devpath *dp = one.comm->devpath;
+        one.next = NULL;
+        runs[i].is_device = true;
+        AC_CHECK_GOTO(check_device(dp, list[i], devices[i]), res, out);
+        AC_CHECK_GOTO(ac_plan_build(&runs[i], &one), res, out);
+        AC_CHECK_GOTO(collect_needs(dp, &runs[i], &jobs[job_of(jobs, &njobs, dp)]), res, out);
+    }
+    for (int i = 0; i < njobs; i++)
+        if (jobs[i].nneeds > 0) {
+            AC_CHECK_GOTO(run_jobs(jobs, njobs, connect_thread), res, out);
+            break;
+        }
+    for (int i = 0; i < n; i++)
+        if (devices[i] >= 0)
+            AC_CHECK_GOTO(launch_op(list[i]->comm->devpath, list[i], &runs[i]), res, out);
+out:
+    for (int i = 0; i < n; i++)
+        ac_plan_free(&runs[i]);
+    for (int i = 0; i < njobs; i++)
+        free(jobs[i].needs);
+    free(runs);
+    return res;
+}
+
+static ncclResult_t split_rest(struct ac_op *const *list, const int *devices, int n,
+                               struct ac_op **rest_out)
+{
+    struct ac_op *rest = NULL, **tail = &rest;
+    int nrest = 0, k = 0;
+
+    for (int i = 0; i < n; i++)
+        nrest += devices[i] < 0;
+    if (nrest == 0) {
+        *rest_out = NULL;
+        return ncclSuccess;
+    }
+    struct ac_op *copies = calloc((size_t)nrest, sizeof *copies);
+    if (!copies)
+        return AC_FAIL(ncclSystemError, "out of memory");
+    for (int i = 0; i < n; i++) {
+        if (devices[i] >= 0)
+            continue;
+        copies[k] = *list[i];
+        copies[k].next = NULL;
+        *tail = &copies[k];
+        tail = &copies[k].next;
+        k++;
+    }
+    *rest_out = rest;
+    return ncclSuccess;
+}
+
+ncclResult_t ac_devpath_submit(const struct ac_op *ops, struct ac_op **rest_out,
+                               bool *has_device_out)
+{
+    int n = 0, ndev = 0;
+    const struct ac_op *op;
+    ncclResult_t res = ncclSuccess;
+
+    *rest_out = NULL;
+    *has_device_out = false;
+    for (op = ops; op; op = op->next)
+        n++;
+    struct ac_op **list = calloc((size_t)n, sizeof *list);
+    int *devices = calloc((size_t)n, sizeof *devices);
+    struct comm_job *jobs = calloc((size_t)n, sizeof *jobs);
+    if (!list || !devices || !jobs) {
+        res = AC_FAIL(ncclSystemError, "out of memory");
+        goto out;
+    }
+    n = 0;
+    for (op = ops; op; op = op->next, n++) {
+        list[n] = (struct ac_op *)op;
+        if (!is_candidate(op, &devices[n]))
+            devices[n] = -1;
+    }
+    AC_CHECK_GOTO(decide_all(list, devices, n, jobs), res, out);
+    for (int i = 0; i < n; i++) {
+        const struct ac_devpath *dp = list[i]->comm->devpath;
+        if (devices[i] >= 0 && !(dp && dp->is_on))
+            devices[i] = -1;
+        ndev += devices[i] >= 0;
+    }
+    if (ndev == 0)
+        goto out;
+    memset(jobs, 0, (size_t)n * sizeof *jobs);
+    AC_CHECK_GOTO(run_device_ops(list, devices, n, jobs), res, out);
+    AC_CHECK_GOTO(split_rest(list, devices, n, rest_out), res, out);
+    *has_device_out = true;
+out:
+    free(list);
+    free(devices);
+    free(jobs);
+    return res;
+}
+
+/* ---- teardown ---- */
+
+static bool all_retired(struct ac_devpath *dp)
+{
+    bool done, all = true;
+    for (int i = 0; i < NWORK; i++)
+        if (dp->works[i].is_busy && (retire(dp, &dp->works[i], false, &done) != ncclSuccess ||
+                                     !done))
+            all = false;
+    return all;
+}
+
+static bool wait_retired(struct ac_devpath *dp, uint64_t wait_ns)
+{
+    uint64_t deadline = ac_now_ns() + wait_ns;
+    struct timespec ts = {0, 1000000};
+
+    while (!all_retired(dp)) {
+        if (ac_now_ns() > deadline)
+            return false;
+        nanosleep(&ts, NULL);
+    }
+    return true;
+}
+
+/* A receiver writes `freed` into this rank's memory after it consumed a slot, possibly after
+ * this rank's own kernels finished: wait for the last of those writes before freeing it. */
+static void wait_freed(struct ac_devpath *dp)
+{
+    struct ncclComm *comm = dp->comm;
+    size_t nconns = (size_t)AC_NCONN_SETS * (size_t)comm->nranks;
+    uint64_t deadline = ac_now_ns() + DRAIN_WAIT_NS;
+    struct timespec ts = {0, 1000000};
+
+    for (size_t i = 0; i < nconns; i++) {
+        struct ac_p2p_conn *c = dp->send[i];
+        uint64_t freed = 0;
+        while (c && atomic_load(&comm->async_error) == ncclSuccess && !comm->abort_flag) {
+            if (dp->be->memcpy_async(&freed, (void *)(uintptr_t)c->dev.freed, sizeof freed,
+                                     NULL) != ncclSuccess ||
+                dp->be->stream_sync(NULL) != ncclSuccess || freed >= c->dev.base)
+                break;
+            if (ac_now_ns() > deadline) {
+                AC_WARN("P2P: rank %d: rank %d has not consumed what this rank sent it (%llu of "
+                        "%llu slots) when the communicator is destroyed",
+                        comm->rank, c->peer, (unsigned long long)freed,
+                        (unsigned long long)c->dev.base);
+                return;
+            }
+            nanosleep(&ts, NULL);
+        }
+    }
+}
+
+static void close_conns(struct ac_devpath *dp)
+{
+    size_t nconns = (size_t)AC_NCONN_SETS * (size_t)dp->comm->nranks;
+
+    /* Imports first: a mapping of a peer's memory never outlives this rank's use of it. */
+    for (size_t i = 0; i < 2 * nconns; i++) {
+        struct ac_p2p_conn *c = i < nconns ? dp->send[i] : dp->recv[i - nconns];
+        if (c && c->is_imported) {
+            dp->be->ipc_close(c->remote);
+            c->is_imported = false;
+            c->remote = NULL;
+        }
+    }
+    for (size_t i = 0; i < 2 * nconns; i++) {
+        struct ac_p2p_conn *c = i < nconns ? dp->send[i] : dp->recv[i - nconns];
+        if (c) {
+            ac_p2p_conn_close(c);
+            free(c);
+        }
+    }
+}
+
+void ac_devpath_free(struct ncclComm *comm)
+{
+    struct ac_devpath *dp = comm->devpath;
+    bool is_drained = true;
+
+    if (!dp)
+        return;
+    char *saved = strdup(ac_last_error());
+    if (comm->abort_flag)
+        abort_kernels(dp, NULL);
+    pthread_mutex_lock(&dp->lock);
+    if (dp->is_on && !wait_retired(dp, DRAIN_WAIT_NS)) {
+        abort_kernels(dp, "ncclCommDestroy waited 10 s for collectives still running on the "
+                          "device");
+        is_drained = wait_retired(dp, DRAIN_WAIT_NS);
+    }
+    pthread_mutex_unlock(&dp->lock);
+    if (dp->has_watcher) {
+        pthread_mutex_lock(&dp->watch_lock);
+        dp->is_stopping = true;
+        pthread_cond_broadcast(&dp->watch_cond);
+        pthread_mutex_unlock(&dp->watch_lock);
+        pthread_join(dp->watcher, NULL);
+    }
+    comm->devpath = NULL;
+    if (!is_drained) {
+        AC_WARN("P2P: rank %d: device collectives still running after an abort: their "
+                "connectors and work memory are left allocated",
+                comm->rank);
+        goto out;
+    }
+    if (dp->is_on)
+        wait_freed(dp);
+    close_conns(dp);
+    for (int i = 0; i < NWORK; i++) {
+        if (dp->works[i].mem)
+            dp->be->host_free(dp->works[i].mem);
+        if (dp->works[i].event)
+            dp->be->event_destroy(dp->works[i].event);
+    }
+    if (dp->abort_word)
+        dp->be->host_free((void *)dp->abort_word);
+    pthread_mutex_destroy(&dp->lock);
+    pthread_mutex_destroy(&dp->watch_lock);
+    pthread_cond_destroy(&dp->watch_cond);
+    free(dp->send);
+    free(dp->recv);
+    free(dp);
+out:
+    if (saved)
+        ac_restore_error(saved);
+    free(saved);
+}
