@@ -123,6 +123,10 @@ $(DEVICE_EMUS): tests/unit/device/emu_cuda.c tests/unit/device/emu_kernels.h \
 		$(WARN) $(EMU_FLAGS) -o $@ $< $(DEVICE_FAKE_DIR)/emu_kernels.o -lstdc++
 
 $(BUILD)/tests/unit/device/test_backend: $(DEVICE_FAKES) $(DEVICE_EMUS)
+# The device engine's test runs kernel ac_k_coll from the emulator's kernel table (host build).
+$(BUILD)/tests/unit/device/test_dev_engine: $(DEVICE_FAKE_DIR)/emu_kernels.o
+$(BUILD)/tests/unit/device/test_dev_engine: LIBS += $(DEVICE_FAKE_DIR)/emu_kernels.o -lstdc++
 $(BUILD)/tests/unit/device/test_devmem: $(DEVICE_FAKES) $(DEVICE_EMUS)
 $(BUILD)/tests/integration/device: $(DEVICE_EMUS)
+$(BUILD)/tests/integration/device_memalloc: $(DEVICE_EMUS)
 test-build: $(DEVICE_FAKES) $(DEVICE_EMUS)

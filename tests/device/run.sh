@@ -26,7 +26,7 @@ CUDA_PTX=90
 HIP_ARCHS=(gfx90a gfx940)
 KERNELS=(ac_k_copy ac_k_reduce_i8 ac_k_reduce_u8 ac_k_reduce_i32 ac_k_reduce_u32 ac_k_reduce_i64
     ac_k_reduce_u64 ac_k_reduce_f16 ac_k_reduce_f32 ac_k_reduce_f64 ac_k_reduce_bf16
-    ac_k_reduce_e4m3 ac_k_reduce_e5m2 ac_k_signal ac_k_wait)
+    ac_k_reduce_e4m3 ac_k_reduce_e5m2 ac_k_signal ac_k_wait ac_k_coll)
 
 # Little-endian unsigned integer of $3 bytes at offset $2 of file $1.
 u() { od -An -t "u$3" -j "$2" -N "$3" "$1" | tr -d ' '; }

@@ -2,11 +2,12 @@
  * this file and nothing else. Names are C names (extern "C"): the backends look them up by the
  * strings of launch.h in the module they load from the code embedded in the library. One reduce
  * kernel per type takes the operator as an argument, which keeps the code small (13 kernels), plus
- * the signal/wait pair of sync.cuh: 15 in all. */
+ * the signal/wait pair of sync.cuh and the collective engine ac_k_coll (engine.h): 16 in all. */
 #ifndef AC_DEVICE_KERNELS_KERNELS_CUH
 #define AC_DEVICE_KERNELS_KERNELS_CUH
 
 #include "device/kernels/copy.cuh"
+#include "device/kernels/engine.h"
 #include "device/kernels/launch.h"
 #include "device/kernels/ll.h"
 #include "device/kernels/simple.cuh"
@@ -50,6 +51,13 @@ extern "C" __global__ void ac_k_signal(volatile uint32_t *flag, uint32_t value)
 extern "C" __global__ void ac_k_wait(volatile uint32_t *flag, uint32_t value)
 {
     ac_dev_wait(flag, value, AC_GRID_TID());
+}
+
+/* The collective engine (engine.h): block b runs task b of args.tasks (struct ac_dev_task,
+ * devcoll.h) over the peer-to-peer connectors; any block size. */
+extern "C" __global__ void __launch_bounds__(AC_KERNEL_THREADS) ac_k_coll(struct ac_kcoll_args args)
+{
+    ac_eng_block(args, blockIdx.x, threadIdx.x, blockDim.x);
 }
 
 #endif
