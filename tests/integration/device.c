@@ -8,7 +8,9 @@
  * processes, in place and out of place, several types and operators, counts 0, 1, odd and larger,
  * repeated; groups of calls over two streams; one thread driving 4 communicators in a group; the
  * kernel path (a driver without stream memory operations); errors: a bad argument, a stream with
- * no usable GPU backend, ranks that disagree, a peer that leaves: an error, never a hung stream. */
+ * no usable GPU backend, ranks that disagree, a peer that leaves: an error, never a hung stream.
+ * Every case sets NCCL_P2P_DISABLE=1: this is the suite of the staged path; device_p2p.c runs
+ * the same calls on the peer-to-peer device path. */
 #include "launcher.h"
 
 #include <dlfcn.h>
@@ -791,7 +793,7 @@ int main(int argc, char **argv)
         if (cfgs[i].env && strncmp(cfgs[i].env, "ANYCCL_CUDA_LIBRARY=", 20) == 0)
             snprintf(envs[n], sizeof envs[n], "%s", cfgs[i].env);
         else
-            snprintf(envs[n], sizeof envs[n], "%s%s%s",
+            snprintf(envs[n], sizeof envs[n], "%s NCCL_P2P_DISABLE=1%s%s",
                      cfgs[i].is_nomemops ? env_nomemops : env_emu, cfgs[i].env ? " " : "",
                      cfgs[i].env ? cfgs[i].env : "");
         cases[n] = (struct tl_case){.name = names[n],

@@ -1,0 +1,778 @@
+/* Collectives on GPU buffers over the peer-to-peer device path (src/core/devpath.c: kernel
+ * ac_k_coll over P2P connectors), against the emulated CUDA driver
+ * ($BUILD/tests/unit/device/fake/libcuda_emu.so, whose device memory other processes map through
+ * its IPC handles, and whose kernels are the host build of src/device/kernels/, one thread per
+ * block). Cases: every collective (send/recv stays staged) on 2 and 4 ranks as threads and as
+ * processes, protocols Simple, LL and LL128, in place and out of place, counts 0, 1, 7, 1027 and
+ * 4099 (with 2 slots of 4 KiB the last ones wrap the slots many times), each twice, checked
+ * exactly after cuStreamSynchronize; that the log says the P2P path was taken, and that
+ * NCCL_P2P_DISABLE=1 takes the staged path with the same results; a group over two streams and a
+ * group of 4 communicators driven by one thread; errors: ranks that disagree, an abort with a call
+ * in flight, a peer process that dies with a call in flight. Never run on a GPU yet. */
+#include "launcher.h"
+
+#include <dlfcn.h>
+#include <libgen.h>
+#include <limits.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include <pthread.h>
+#include <stdatomic.h>
+
+#define MAX_COUNT 4099
+#define ELEM_MAX 8
+
+/* The driver API entry points used (cuda.h's types spelled out, as the backend does). */
+struct drv {
+    int (*init)(unsigned);
+    int (*device_get_count)(int *);
+    int (*primary_ctx_retain)(void **, int);
+    int (*ctx_set_current)(void *);
+    int (*mem_alloc)(uintptr_t *, size_t);
+    int (*mem_free)(uintptr_t);
+    int (*memcpy_async)(uintptr_t, uintptr_t, size_t, void *);
+    int (*memset_async)(uintptr_t, unsigned char, size_t, void *);
+    int (*stream_create)(void **, unsigned);
+    int (*stream_destroy)(void *);
+    int (*stream_sync)(void *);
+};
+
+static char emu_path[PATH_MAX];
+
+static bool load_driver(struct tl_ctx *ctx, struct drv *d)
+{
+    const char *path = getenv("ANYCCL_CUDA_LIBRARY");
+    void *h = dlopen(path ? path : "libcuda.so.1", RTLD_NOW | RTLD_LOCAL);
+    static const char *const names[] = {
+        "cuInit",
+        "cuDeviceGetCount",
+        "cuDevicePrimaryCtxRetain",
+        "cuCtxSetCurrent",
+        "cuMemAlloc_v2",
+        "cuMemFree_v2",
+        "cuMemcpyAsync",
+        "cuMemsetD8Async",
+        "cuStreamCreate",
+        "cuStreamDestroy_v2",
+        "cuStreamSynchronize",
+    };
+    void **slots = (void **)d;
+
+    if (!h) {
+        tl_failf(ctx, "dlopen %s: %s", path ? path : "libcuda.so.1", dlerror());
+        return false;
+    }
+    for (size_t i = 0; i < sizeof names / sizeof names[0]; i++)
+        if (!(slots[i] = dlsym(h, names[i]))) {
+            tl_failf(ctx, "driver has no %s", names[i]);
+            return false;
+        }
+    return true;
+}
+
+static bool cu_ok(struct tl_ctx *ctx, int r, const char *what)
+{
+    if (r != 0)
+        tl_failf(ctx, "%s: CUDA error %d", what, r);
+    return r == 0;
+}
+
+/* One rank's device: its context current on this thread, a stream, two device buffers. */
+struct dev {
+    struct drv d;
+    void *stream;
+    uintptr_t send, recv;
+    size_t bytes;
+};
+
+static bool dev_open(struct tl_ctx *ctx, struct dev *v)
+{
+    void *cuctx = NULL;
+    int ndev = 0;
+
+    memset(v, 0, sizeof *v);
+    v->bytes = (size_t)ctx->nranks * MAX_COUNT * ELEM_MAX + 64;
+    return load_driver(ctx, &v->d) && cu_ok(ctx, v->d.init(0), "cuInit") &&
+           cu_ok(ctx, v->d.device_get_count(&ndev), "cuDeviceGetCount") && ndev > 0 &&
+           cu_ok(ctx, v->d.primary_ctx_retain(&cuctx, ctx->rank % ndev),
+                 "cuDevicePrimaryCtxRetain") &&
+           cu_ok(ctx, v->d.ctx_set_current(cuctx), "cuCtxSetCurrent") &&
+           cu_ok(ctx, v->d.stream_create(&v->stream, 1), "cuStreamCreate") &&
+           cu_ok(ctx, v->d.mem_alloc(&v->send, v->bytes), "cuMemAlloc") &&
+           cu_ok(ctx, v->d.mem_alloc(&v->recv, v->bytes), "cuMemAlloc");
+}
+
+static bool dev_close(struct tl_ctx *ctx, struct dev *v)
+{
+    return cu_ok(ctx, v->d.stream_sync(v->stream), "cuStreamSynchronize") &&
+           cu_ok(ctx, v->d.mem_free(v->send), "cuMemFree") &&
+           cu_ok(ctx, v->d.mem_free(v->recv), "cuMemFree") &&
+           cu_ok(ctx, v->d.stream_destroy(v->stream), "cuStreamDestroy");
+}
+
+/* ---- values ---- */
+
+static size_t type_bytes(ncclDataType_t t)
+{
+    switch (t) {
+    case ncclInt8:
+    case ncclUint8:
+        return 1;
+    case ncclInt32:
+    case ncclUint32:
+    case ncclFloat32:
+        return 4;
+    default:
+        return 8;
+    }
+}
+
+static void put(ncclDataType_t t, void *p, size_t i, double v)
+{
+    switch (t) {
+    case ncclUint8:
+        ((uint8_t *)p)[i] = (uint8_t)v;
+        break;
+    case ncclInt32:
+        ((int32_t *)p)[i] = (int32_t)v;
+        break;
+    case ncclInt64:
+        ((int64_t *)p)[i] = (int64_t)v;
+        break;
+    case ncclFloat32:
+        ((float *)p)[i] = (float)v;
+        break;
+    default:
+        ((double *)p)[i] = v;
+        break;
+    }
+}
+
+static double get(ncclDataType_t t, const void *p, size_t i)
+{
+    switch (t) {
+    case ncclUint8:
+        return ((const uint8_t *)p)[i];
+    case ncclInt32:
+        return ((const int32_t *)p)[i];
+    case ncclInt64:
+        return (double)((const int64_t *)p)[i];
+    case ncclFloat32:
+        return ((const float *)p)[i];
+    default:
+        return ((const double *)p)[i];
+    }
+}
+
+/* Small integers, so that every reduction below is exact in every type used. */
+static double value(int rank, size_t i, int round)
+{
+    return (double)((rank * 7 + (int)(i % 1000) * 3 + round * 5) % 11 + 1);
+}
+
+static double reduce_all(ncclRedOp_t op, int nranks, size_t i, int round)
+{
+    double acc = value(0, i, round);
+    for (int r = 1; r < nranks; r++) {
+        double x = value(r, i, round);
+        acc = op == ncclProd  ? acc * x
+              : op == ncclMax ? (x > acc ? x : acc)
+              : op == ncclMin ? (x < acc ? x : acc)
+                              : acc + x;
+    }
+    return op == ncclAvg ? acc / nranks : acc;
+}
+
+/* ---- one collective ---- */
+
+enum coll {
+    ALLREDUCE,
+    REDUCESCATTER,
+    ALLGATHER,
+    BROADCAST,
+    REDUCE,
+    ALLTOALL,
+    GATHER,
+    SCATTER,
+    SENDRECV,
+    NCOLLS
+};
+static const char *const coll_names[NCOLLS] = {"allreduce", "reducescatter", "allgather",
+                                               "broadcast", "reduce",        "alltoall",
+                                               "gather",    "scatter",       "sendrecv"};
+
+struct call {
+    enum coll coll;
+    ncclDataType_t type;
+    ncclRedOp_t op;
+    size_t count;
+    bool is_inplace;
+    int round;
+};
+
+/* Elements of the send and recv buffers on this rank, and where the send buffer lies in the
+ * receive buffer of an in-place call (NCCL's in-place layouts), in elements. */
+static void shape(const struct call *c, int me, int n, size_t *nsend, size_t *nrecv,
+                  size_t *send_at)
+{
+    size_t k = c->count;
+
+    *nsend = *nrecv = k;
+    *send_at = 0;
+    switch (c->coll) {
+    case REDUCESCATTER:
+    case SCATTER:
+        *nsend = k * n;
+        break;
+    case ALLGATHER:
+    case GATHER:
+        *nrecv = k * n;
+        *send_at = k * me;
+        break;
+    case ALLTOALL:
+        *nsend = *nrecv = k * n;
+        break;
+    default:
+        break;
+    }
+}
+
+static int root_of(const struct call *c, int n)
+{
+    return c->round % n;
+}
+
+/* The expected element i of this rank's receive buffer; false when the rank's output is not
+ * defined (non-root of reduce and gather). */
+static bool expect(const struct call *c, int me, int n, size_t i, double *out)
+{
+    size_t k = c->count;
+    int root = root_of(c, n);
+
+    switch (c->coll) {
+    case ALLREDUCE:
+        *out = reduce_all(c->op, n, i, c->round);
+        return true;
+    case REDUCE:
+        *out = reduce_all(c->op, n, i, c->round);
+        return me == root;
+    case REDUCESCATTER:
+        *out = reduce_all(c->op, n, me * k + i, c->round);
+        return true;
+    case ALLGATHER:
+        *out = value((int)(i / k), i % k, c->round);
+        return true;
+    case GATHER:
+        *out = value((int)(i / k), i % k, c->round);
+        return me == root;
+    case BROADCAST:
+        *out = value(root, i, c->round);
+        return true;
+    case ALLTOALL:
+        *out = value((int)(i / k), me * k + i % k, c->round);
+        return true;
+    case SCATTER:
+        *out = value(root, me * k + i, c->round);
+        return true;
+    case SENDRECV:
+        *out = value((me + n - 1) % n, i, c->round);
+        return true;
+    default:
+        return false;
+    }
+}
+
+static ncclResult_t issue(const struct call *c, ncclComm_t comm, int me, int n, void *sendbuff,
+                          void *recvbuff, void *stream)
+{
+    int root = root_of(c, n);
+    ncclResult_t r;
+
+    switch (c->coll) {
+    case ALLREDUCE:
+        return ncclAllReduce(sendbuff, recvbuff, c->count, c->type, c->op, comm, stream);
+    case REDUCESCATTER:
+        return ncclReduceScatter(sendbuff, recvbuff, c->count, c->type, c->op, comm, stream);
+    case ALLGATHER:
+        return ncclAllGather(sendbuff, recvbuff, c->count, c->type, comm, stream);
+    case BROADCAST:
+        return ncclBroadcast(sendbuff, recvbuff, c->count, c->type, root, comm, stream);
+    case REDUCE:
+        return ncclReduce(sendbuff, recvbuff, c->count, c->type, c->op, root, comm, stream);
+    case ALLTOALL:
+        return ncclAlltoAll(sendbuff, recvbuff, c->count, c->type, comm, stream);
+    case GATHER:
+        return ncclGather(sendbuff, recvbuff, c->count, c->type, root, comm, stream);
+    case SCATTER:
+        return ncclScatter(sendbuff, recvbuff, c->count, c->type, root, comm, stream);
+    case SENDRECV:
+        if ((r = ncclGroupStart()) != ncclSuccess)
+            return r;
+        ncclSend(sendbuff, c->count, c->type, (me + 1) % n, comm, stream);
+        ncclRecv(recvbuff, c->count, c->type, (me + n - 1) % n, comm, stream);
+        return ncclGroupEnd();
+    default:
+        return ncclInvalidArgument;
+    }
+}
+
+/* Host images of the buffers, for filling and checking. */
+#define HOST_BYTES (8 * MAX_COUNT * ELEM_MAX)
+static __thread unsigned char host_recv[HOST_BYTES];
+static __thread unsigned char host_in[HOST_BYTES];
+
+/* Stages the input on the stream (H2D), issues the call, and queues the copy back (D2H) of the
+ * result; the caller synchronizes and checks. The receive buffer starts as 0xEE bytes, so that
+ * an element never written is seen. */
+static bool start(struct tl_ctx *ctx, struct dev *v, const struct call *c, void *stream,
+                  uintptr_t sendbuf, uintptr_t recvbuf, unsigned char *in, void **recv_out)
+{
+    int me = ctx->rank, n = ctx->nranks;
+    size_t nsend, nrecv, send_at, es = type_bytes(c->type);
+    uintptr_t send = sendbuf, recv = recvbuf;
+
+    shape(c, me, n, &nsend, &nrecv, &send_at);
+    for (size_t i = 0; i < nsend; i++)
+        put(c->type, in, i, value(me, i, c->round));
+    if (c->is_inplace) {
+        /* reduce-scatter and scatter: the receive buffer inside the send buffer */
+        if (c->coll == REDUCESCATTER || c->coll == SCATTER)
+            recv = send + (size_t)me * c->count * es;
+        else
+            send = recv + send_at * es;
+    }
+    if (!cu_ok(ctx, v->d.memset_async(recv, 0xEE, nrecv * es, stream), "cuMemsetD8Async") ||
+        !cu_ok(ctx, v->d.memcpy_async(send, (uintptr_t)in, nsend * es, stream), "cuMemcpyAsync"))
+        return false;
+    char what[96];
+    snprintf(what, sizeof what, "%s type %d op %d count %zu%s round %d", coll_names[c->coll],
+             (int)c->type, (int)c->op, c->count, c->is_inplace ? " in place" : "", c->round);
+    if (!tl_ok(ctx, issue(c, ctx->comm, me, n, (void *)send, (void *)recv, stream), what))
+        return false;
+    *recv_out = (void *)recv;
+    return true;
+}
+
+static bool check(struct tl_ctx *ctx, const struct call *c, const unsigned char *out)
+{
+    size_t nsend, nrecv, send_at;
+    double want;
+
+    shape(c, ctx->rank, ctx->nranks, &nsend, &nrecv, &send_at);
+    for (size_t i = 0; i < nrecv; i++) {
+        if (!expect(c, ctx->rank, ctx->nranks, i, &want))
+            return true;
+        double got = get(c->type, out, i);
+        if (got != want) {
+            tl_failf(ctx, "%s type %d op %d count %zu%s round %d: element %zu is %g, expected %g",
+                     coll_names[c->coll], (int)c->type, (int)c->op, c->count,
+                     c->is_inplace ? " in place" : "", c->round, i, got, want);
+            return false;
+        }
+    }
+    return true;
+}
+
+static bool run_one(struct tl_ctx *ctx, struct dev *v, const struct call *c)
+{
+    size_t nsend, nrecv, send_at;
+    void *recv;
+
+    shape(c, ctx->rank, ctx->nranks, &nsend, &nrecv, &send_at);
+    if (!start(ctx, v, c, v->stream, v->send, v->recv, host_in, &recv) ||
+        !cu_ok(ctx,
+               v->d.memcpy_async((uintptr_t)host_recv, (uintptr_t)recv, nrecv * type_bytes(c->type),
+                                 v->stream),
+               "cuMemcpyAsync") ||
+        !cu_ok(ctx, v->d.stream_sync(v->stream), "cuStreamSynchronize"))
+        return false;
+    return check(ctx, c, host_recv);
+}
+
+static bool is_reducing(enum coll c)
+{
+    return c == ALLREDUCE || c == REDUCESCATTER || c == REDUCE;
+}
+
+/* alltoall has no in-place form in NCCL; send/recv neither. */
+static bool has_inplace(enum coll c)
+{
+    return c != ALLTOALL && c != SENDRECV;
+}
+
+static int body_all(struct tl_ctx *ctx)
+{
+    static const struct {
+        ncclDataType_t type;
+        ncclRedOp_t op;
+    } reds[] = {{ncclInt32, ncclSum},  {ncclFloat32, ncclSum}, {ncclFloat64, ncclMax},
+                {ncclInt64, ncclProd}, {ncclUint8, ncclMin},   {ncclFloat32, ncclAvg}};
+    static const ncclDataType_t moves[] = {ncclInt32, ncclUint8, ncclFloat64};
+    static const size_t counts[] = {0, 1, 7, 1027, MAX_COUNT};
+    struct dev v;
+
+    if (!dev_open(ctx, &v))
+        return 1;
+    for (int coll = 0; coll < NCOLLS; coll++) {
+        size_t ntypes = is_reducing(coll) ? sizeof reds / sizeof reds[0] : 3;
+        for (size_t t = 0; t < ntypes; t++)
+            for (size_t k = 0; k < sizeof counts / sizeof counts[0]; k++)
+                for (int inplace = 0; inplace < (has_inplace(coll) ? 2 : 1); inplace++)
+                    for (int round = 0; round < 2; round++) {
+                        struct call c = {coll,
+                                         is_reducing(coll) ? reds[t].type : moves[t],
+                                         is_reducing(coll) ? reds[t].op : ncclSum,
+                                         counts[k],
+                                         inplace != 0,
+                                         round + (int)k};
+                        if (!run_one(ctx, &v, &c))
+                            return 1;
+                    }
+    }
+    return dev_close(ctx, &v) ? 0 : 1;
+}
+
+/* Calls queued back to back on two streams, some in one group, and only then synchronized: the
+ * proxy runs them in order while the streams stage. */
+static int body_group(struct tl_ctx *ctx)
+{
+    struct dev v;
+    void *stream2 = NULL;
+    uintptr_t send2 = 0, recv2 = 0;
+    struct call calls[4] = {
+        {ALLREDUCE, ncclInt32, ncclSum, MAX_COUNT, false, 1},
+        {ALLGATHER, ncclFloat64, ncclSum, 33, false, 2},
+        {BROADCAST, ncclUint8, ncclSum, 100, true, 3},
+        {REDUCESCATTER, ncclFloat32, ncclMax, 5, false, 4},
+    };
+    static __thread unsigned char in[4][HOST_BYTES], out[4][HOST_BYTES];
+    void *recv[4];
+
+    if (!dev_open(ctx, &v) || !cu_ok(ctx, v.d.stream_create(&stream2, 1), "cuStreamCreate") ||
+        !cu_ok(ctx, v.d.mem_alloc(&send2, v.bytes), "cuMemAlloc") ||
+        !cu_ok(ctx, v.d.mem_alloc(&recv2, v.bytes), "cuMemAlloc"))
+        return 1;
+    for (int rep = 0; rep < 3; rep++) {
+        /* a group of three over two streams, then one more call alone on the second stream */
+        if (!tl_ok(ctx, ncclGroupStart(), "ncclGroupStart"))
+            return 1;
+        bool ok = start(ctx, &v, &calls[0], v.stream, v.send, v.recv, in[0], &recv[0]) &&
+                  start(ctx, &v, &calls[1], stream2, send2, recv2, in[1], &recv[1]) &&
+                  start(ctx, &v, &calls[2], v.stream, v.send + v.bytes / 2, v.recv + v.bytes / 2,
+                        in[2], &recv[2]);
+        if (!tl_ok(ctx, ncclGroupEnd(), "ncclGroupEnd") || !ok)
+            return 1;
+        if (!start(ctx, &v, &calls[3], stream2, send2 + v.bytes / 2, recv2 + v.bytes / 2, in[3],
+                   &recv[3]))
+            return 1;
+        for (int i = 0; i < 4; i++) {
+            size_t nsend, nrecv, at;
+            void *s = i == 1 || i == 3 ? stream2 : v.stream;
+            shape(&calls[i], ctx->rank, ctx->nranks, &nsend, &nrecv, &at);
+            if (!cu_ok(ctx,
+                       v.d.memcpy_async((uintptr_t)out[i], (uintptr_t)recv[i],
+                                        nrecv * type_bytes(calls[i].type), s),
+                       "cuMemcpyAsync"))
+                return 1;
+        }
+        if (!cu_ok(ctx, v.d.stream_sync(stream2), "cuStreamSynchronize") ||
+            !cu_ok(ctx, v.d.stream_sync(v.stream), "cuStreamSynchronize"))
+            return 1;
+        for (int i = 0; i < 4; i++)
+            if (!check(ctx, &calls[i], out[i]))
+                return 1;
+        for (int i = 0; i < 4; i++)
+            calls[i].round += 4;
+    }
+    return cu_ok(ctx, v.d.mem_free(send2), "cuMemFree") &&
+                   cu_ok(ctx, v.d.mem_free(recv2), "cuMemFree") &&
+                   cu_ok(ctx, v.d.stream_destroy(stream2), "cuStreamDestroy") && dev_close(ctx, &v)
+               ? 0
+               : 1;
+}
+
+/* Ten in-place sums queued back to back on one buffer, and one synchronization: each call must
+ * see the previous one's result (stream order, queue order, staging slots reused or added while
+ * others are in flight): value * nranks^10. */
+/* One thread, four communicators of ncclCommInitAll, one stream each, in one group: the job spans
+ * every communicator. */
+#define INITALL_N 4
+static int body_initall(struct tl_ctx *ctx)
+{
+    ncclComm_t comms[INITALL_N];
+    struct dev v[INITALL_N];
+    struct tl_ctx rank_ctx[INITALL_N];
+    static unsigned char in[INITALL_N][MAX_COUNT * 4], out[INITALL_N][MAX_COUNT * 4];
+
+    if (!tl_ok(ctx, ncclCommInitAll(comms, INITALL_N, NULL), "ncclCommInitAll"))
+        return 1;
+    for (int r = 0; r < INITALL_N; r++) {
+        rank_ctx[r] = *ctx;
+        rank_ctx[r].rank = r;
+        rank_ctx[r].nranks = INITALL_N;
+        rank_ctx[r].comm = comms[r];
+        if (!dev_open(&rank_ctx[r], &v[r]))
+            return 1;
+    }
+    for (int round = 0; round < 3; round++) {
+        struct call c = {ALLREDUCE, ncclInt32, ncclSum, MAX_COUNT, round == 1, round};
+        void *recv[INITALL_N];
+        if (!tl_ok(ctx, ncclGroupStart(), "ncclGroupStart"))
+            return 1;
+        for (int r = 0; r < INITALL_N; r++)
+            if (!start(&rank_ctx[r], &v[r], &c, v[r].stream, v[r].send, v[r].recv, in[r], &recv[r]))
+                return 1;
+        if (!tl_ok(ctx, ncclGroupEnd(), "ncclGroupEnd"))
+            return 1;
+        for (int r = 0; r < INITALL_N; r++)
+            if (!cu_ok(ctx,
+                       v[r].d.memcpy_async((uintptr_t)out[r], (uintptr_t)recv[r], MAX_COUNT * 4,
+                                           v[r].stream),
+                       "cuMemcpyAsync") ||
+                !cu_ok(ctx, v[r].d.stream_sync(v[r].stream), "cuStreamSynchronize") ||
+                !check(&rank_ctx[r], &c, out[r]))
+                return 1;
+    }
+    for (int r = 0; r < INITALL_N; r++)
+        if (!dev_close(ctx, &v[r]) || !tl_ok(ctx, ncclCommDestroy(comms[r]), "ncclCommDestroy"))
+            return 1;
+    return 0;
+}
+
+/* ---- errors ---- */
+
+
+/* Whether this process's log (NCCL_DEBUG_FILE of the case) has a line with `want`: which path
+ * the communicator took. The last rank of the process to look removes the file. */
+#define LOG_PATTERN "/tmp/anyccl-devp2p-test.%p.log"
+static atomic_int nlooked;
+
+static bool log_says(struct tl_ctx *ctx, const char *want)
+{
+    char path[128], line[1024];
+    bool found = false;
+    FILE *f;
+
+    snprintf(path, sizeof path, "/tmp/anyccl-devp2p-test.%d.log", (int)getpid());
+    if (!(f = fopen(path, "r"))) {
+        tl_failf(ctx, "no log at %s", path);
+        return false;
+    }
+    while (!found && fgets(line, sizeof line, f))
+        found = strstr(line, want) != NULL;
+    fclose(f);
+    if (ctx->mode == TL_PROCS || atomic_fetch_add(&nlooked, 1) == ctx->nranks - 1)
+        unlink(path);
+    if (!found)
+        tl_failf(ctx, "the log (%s) has no line with \"%s\"", path, want);
+    return found;
+}
+
+/* Every collective, then the log line of the path taken (arg: the text expected). */
+static int body_all_logged(struct tl_ctx *ctx)
+{
+    return body_all(ctx) == 0 && log_says(ctx, ctx->arg) ? 0 : 1;
+}
+
+/* The ranks disagree on the count: the kernels find a slot whose size or tag differs, return, and
+ * the communicator's asynchronous error says so; the stream is released. */
+static int body_mismatch(struct tl_ctx *ctx)
+{
+    struct dev v;
+    ncclResult_t async = ncclSuccess;
+    struct call c = {ALLREDUCE, ncclInt32, ncclSum, 64, false, 0};
+    size_t count = ctx->rank == 0 ? 500 : 600;
+
+    if (!dev_open(ctx, &v) || !run_one(ctx, &v, &c) ||
+        !tl_ok(ctx,
+               ncclAllReduce((void *)v.send, (void *)v.recv, count, ncclInt32, ncclSum, ctx->comm,
+                             v.stream),
+               "ncclAllReduce") ||
+        !cu_ok(ctx, v.d.stream_sync(v.stream), "cuStreamSynchronize after a failed call") ||
+        !tl_ok(ctx, ncclCommGetAsyncError(ctx->comm, &async), "ncclCommGetAsyncError"))
+        return 1;
+    if (async != ncclInvalidUsage) {
+        tl_failf(ctx, "ranks with different counts: asynchronous error %d, expected %d", (int)async,
+                 (int)ncclInvalidUsage);
+        return 1;
+    }
+    return dev_close(ctx, &v) && log_says(ctx, "P2P: on") ? 0 : 1;
+}
+
+/* Rank 0 queues a call rank 1 never makes, then aborts: its kernel stops waiting and the stream
+ * is released. Rank 1 keeps its communicator (whose memory rank 0's kernel writes) until then. */
+static atomic_int abort_done;
+
+static int raw_abort_inflight(struct tl_ctx *ctx)
+{
+    ncclComm_t comm;
+    struct dev v;
+    struct call c = {ALLREDUCE, ncclFloat32, ncclSum, 64, false, 0};
+
+    if (!tl_ok(ctx, ncclCommInitRank(&comm, ctx->nranks, ctx->id, ctx->rank), "ncclCommInitRank"))
+        return 1;
+    ctx->comm = comm;
+    if (!dev_open(ctx, &v) || !run_one(ctx, &v, &c))
+        return 1;
+    if (ctx->rank != 0) {
+        for (int i = 0; i < 120000 && !atomic_load(&abort_done); i++)
+            usleep(1000);
+        return tl_ok(ctx, ncclCommAbort(comm), "ncclCommAbort") && dev_close(ctx, &v) ? 0 : 1;
+    }
+    bool ok = tl_ok(ctx,
+                    ncclAllReduce((void *)v.send, (void *)v.recv, 64, ncclFloat32, ncclSum, comm,
+                                  v.stream),
+                    "ncclAllReduce") &&
+              tl_ok(ctx, ncclCommAbort(comm), "ncclCommAbort with a kernel waiting") &&
+              cu_ok(ctx, v.d.stream_sync(v.stream), "cuStreamSynchronize after the abort");
+    atomic_store(&abort_done, 1);
+    return ok && dev_close(ctx, &v) && log_says(ctx, "P2P: on") ? 0 : 1;
+}
+
+/* Rank 1's process exits after one call; rank 0's next call waits for it on the device until the
+ * watcher sees the process gone and tells the kernel to stop: an asynchronous error, the stream
+ * released. */
+static int raw_peer_dies(struct tl_ctx *ctx)
+{
+    ncclComm_t comm;
+    struct dev v;
+    ncclResult_t async = ncclSuccess;
+    struct call c = {ALLREDUCE, ncclFloat32, ncclSum, 64, false, 0};
+
+    if (!tl_ok(ctx, ncclCommInitRank(&comm, ctx->nranks, ctx->id, ctx->rank), "ncclCommInitRank"))
+        return 1;
+    ctx->comm = comm;
+    if (!dev_open(ctx, &v) || !run_one(ctx, &v, &c))
+        return 1;
+    if (ctx->rank != 0)
+        _exit(0); /* without a word to anyone */
+    if (!tl_ok(ctx,
+               ncclAllReduce((void *)v.send, (void *)v.recv, 64, ncclFloat32, ncclSum, comm,
+                             v.stream),
+               "ncclAllReduce") ||
+        !cu_ok(ctx, v.d.stream_sync(v.stream), "cuStreamSynchronize after the peer died") ||
+        !tl_ok(ctx, ncclCommGetAsyncError(comm, &async), "ncclCommGetAsyncError"))
+        return 1;
+    if (async != ncclRemoteError) {
+        tl_failf(ctx, "the peer died: asynchronous error %d, expected ncclRemoteError", (int)async);
+        return 1;
+    }
+    return dev_close(ctx, &v) && log_says(ctx, "P2P: on") &&
+                   tl_ok(ctx, ncclCommAbort(comm), "ncclCommAbort")
+               ? 0
+               : 1;
+}
+
+/* ---- cases ---- */
+
+/* Whether the path can be taken at all: the library carries CUDA kernels (built with nvcc:
+ * anyccl-info says which), and the emulated driver knows ac_k_coll (its cuModuleGetFunction
+ * looks the name up in the host build of the kernels, whatever the module). */
+static const char *why_not(const char *bin_dir)
+{
+    char cmd[PATH_MAX + 64], line[512];
+    bool is_cuda = false, has = true;
+    FILE *f;
+    void *h, *fn = NULL;
+    int (*get_function)(void **, void *, const char *);
+
+    snprintf(cmd, sizeof cmd, "%s/../../bin/anyccl-info 2>/dev/null", bin_dir);
+    if ((f = popen(cmd, "r"))) {
+        while (fgets(line, sizeof line, f)) {
+            if (is_cuda && strstr(line, "kernels in this library: none"))
+                has = false;
+            is_cuda = strncmp(line, "  cuda:", 7) == 0;
+        }
+        pclose(f);
+    }
+    if (!has)
+        return "the library was built without nvcc: no CUDA kernels";
+    if (!(h = dlopen(emu_path, RTLD_NOW | RTLD_LOCAL)))
+        return "the emulated driver does not load";
+    get_function = (int (*)(void **, void *, const char *))dlsym(h, "cuModuleGetFunction");
+    if (!get_function || get_function(&fn, NULL, "ac_k_coll") != 0)
+        return "the emulated driver has no ac_k_coll (the device engine is not in its kernels)";
+    return NULL;
+}
+
+#define ON "P2P: on"
+#define OFF_DISABLED "P2P: off: rank 0: NCCL_P2P_DISABLE=1 is set"
+#define LOGGED "NCCL_DEBUG=INFO NCCL_DEBUG_SUBSYS=P2P NCCL_DEBUG_FILE="
+/* 2 slots of 4 KiB: counts 1027 and 4099 go round the slots many times */
+#define SMALL "ANYCCL_BUFFSIZE=8192 ANYCCL_NSLOTS=2"
+
+int main(int argc, char **argv)
+{
+    static struct tl_case cases[32];
+    static char names[32][64], envs[32][PATH_MAX + 256];
+    char exe[PATH_MAX];
+    ssize_t len = readlink("/proc/self/exe", exe, sizeof exe - 1);
+    size_t n = 0;
+    static const struct {
+        const char *name;
+        enum tl_mode mode;
+        int np;
+        tl_body_fn body, raw;
+        const char *arg;
+        const char *env;
+        bool is_slow;
+    } cfgs[] = {
+        {"simple/np2/threads", TL_THREADS, 2, body_all_logged, NULL, ON, "NCCL_PROTO=Simple", false},
+        {"ll/np2/threads", TL_THREADS, 2, body_all_logged, NULL, ON, "NCCL_PROTO=LL", false},
+        {"ll128/np2/threads", TL_THREADS, 2, body_all_logged, NULL, ON, "NCCL_PROTO=LL128", false},
+        {"simple/np4/threads", TL_THREADS, 4, body_all_logged, NULL, ON, "NCCL_PROTO=Simple", false},
+        {"ll/np4/threads/wrap", TL_THREADS, 4, body_all_logged, NULL, ON, "NCCL_PROTO=LL " SMALL, false},
+        {"ll128/np4/threads", TL_THREADS, 4, body_all_logged, NULL, ON, "NCCL_PROTO=LL128", false},
+        {"simple/np2/threads/wrap", TL_THREADS, 2, body_all_logged, NULL, ON,
+         "NCCL_PROTO=Simple " SMALL, false},
+        {"simple/np2/proc", TL_PROCS, 2, body_all_logged, NULL, ON, "NCCL_PROTO=Simple", false},
+        {"ll/np4/proc", TL_PROCS, 4, body_all_logged, NULL, ON, "NCCL_PROTO=LL", true},
+        {"staged/np2/threads", TL_THREADS, 2, body_all_logged, NULL, OFF_DISABLED,
+         "NCCL_P2P_DISABLE=1", false},
+        {"group/np2/threads", TL_THREADS, 2, body_group, NULL, NULL, NULL, false},
+        {"group/np4/proc", TL_PROCS, 4, body_group, NULL, NULL, SMALL, false},
+        {"initall-group/np4", TL_PROCS, 1, NULL, body_initall, NULL, NULL, false},
+        {"error/mismatch/np2/threads", TL_THREADS, 2, body_mismatch, NULL, NULL, NULL, false},
+        {"error/abort-inflight/np2/threads", TL_THREADS, 2, NULL, raw_abort_inflight, NULL, NULL, false},
+        {"error/peer-dies/np2/proc", TL_PROCS, 2, NULL, raw_peer_dies, NULL,
+         "ANYCCL_PEER_CHECK_MS=100", false},
+    };
+
+    const char *dir = ".";
+    if (len > 0) {
+        exe[len] = '\0';
+        dir = dirname(exe);
+        snprintf(emu_path, sizeof emu_path, "%s/../unit/device/fake/libcuda_emu.so", dir);
+    }
+    if (getenv("TL_CUDA_DRIVER") == NULL && access(emu_path, R_OK) != 0) {
+        printf("SKIP device_p2p: %s is not built (make test-build builds it)\n", emu_path);
+        return 0;
+    }
+    const char *why = getenv("TL_CUDA_DRIVER") || len <= 0 ? NULL : why_not(dir);
+    if (why) {
+        printf("SKIP device_p2p: %s\n", why);
+        return 0;
+    }
+    for (size_t i = 0; i < sizeof cfgs / sizeof cfgs[0]; i++) {
+        snprintf(names[n], sizeof names[n], "device_p2p/%s", cfgs[i].name);
+        snprintf(envs[n], sizeof envs[n], "ANYCCL_CUDA_LIBRARY=%s " LOGGED "%s%s%s",
+                 getenv("TL_CUDA_DRIVER") ? getenv("TL_CUDA_DRIVER") : emu_path, LOG_PATTERN,
+                 cfgs[i].env ? " " : "", cfgs[i].env ? cfgs[i].env : "");
+        cases[n] = (struct tl_case){.name = names[n],
+                                    .mode = cfgs[i].mode,
+                                    .nranks = cfgs[i].np,
+                                    .env = envs[n],
+                                    .body = cfgs[i].body,
+                                    .raw_body = cfgs[i].raw,
+                                    .arg = cfgs[i].arg,
+                                    .timeout_s = 180,
+                                    .is_slow = cfgs[i].is_slow};
+        n++;
+    }
+    fflush(stdout); /* before the launcher forks: no copy of these lines in the children */
+    return tl_main(argc, argv, cases, n);
+}
