@@ -138,6 +138,15 @@ __device__ inline uint32_t ac_eng_wait(struct ac_eng *e, unsigned flags, uint64_
             if (proto == AC_PROTO_SIMPLE || ++miss % AC_ENG_PROTO_CHECK_POLLS == 0) {
                 uint64_t posted = AC_ENG_LOAD64_ACQ((const uint64_t *)(uintptr_t)c->posted);
                 if ((int64_t)(posted - cnt) > 0) {
+                    /* posted: the header, if this protocol's, is visible now (it was stored
+                     * before `posted`); looked at again, since it may have come after the
+                     * first look */
+                    if (proto == AC_PROTO_LL &&
+                        ac_ll_header(ac_eng_slot(c, proto, cnt), (uint32_t)(cnt + 1), &got, &tag))
+                        break;
+                    if (proto == AC_PROTO_LL128 &&
+                        ac_ll128_header(ac_eng_slot(c, proto, cnt), cnt + 1, &got, &tag))
+                        break;
                     if (proto != AC_PROTO_SIMPLE)
                         return AC_DEV_MISMATCH; /* posted, but not in this protocol */
                     uint64_t w = AC_ENG_LOAD64((const uint64_t *)(uintptr_t)c->sizes +
