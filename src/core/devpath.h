@@ -25,6 +25,13 @@ void ac_devpath_poll(struct ncclComm *comm);
  * return; waits for the launches (bounded), then frees the connectors and work memory. */
 void ac_devpath_free(struct ncclComm *comm);
 
+/* Internal (src/core/devpath_pick.c): the agreement of every rank of comm, whose buffers are
+ * memory of be on device, on whether the device path is used; logged once at INFO. A failed
+ * agreement (a peer gone) is *is_on_out = false, not an error. */
+struct ac_backend;
+ncclResult_t ac_devpath_pick(struct ncclComm *comm, const struct ac_backend *be, int device,
+                             bool *is_on_out);
+
 /* Tests and logs: launches made on the device path by this communicator so far. */
 uint64_t ac_devpath_launches(const struct ncclComm *comm);
 

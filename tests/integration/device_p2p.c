@@ -545,7 +545,6 @@ static int body_initall(struct tl_ctx *ctx)
 
 /* ---- errors ---- */
 
-
 /* Whether this process's log (NCCL_DEBUG_FILE of the case) has a line with `want`: which path
  * the communicator took. The last rank of the process to look removes the file. */
 #define LOG_PATTERN "/tmp/anyccl-devp2p-test.%p.log"
@@ -650,10 +649,10 @@ static int raw_peer_dies(struct tl_ctx *ctx)
         return 1;
     if (ctx->rank != 0)
         _exit(0); /* without a word to anyone */
-    if (!tl_ok(ctx,
-               ncclAllReduce((void *)v.send, (void *)v.recv, 64, ncclFloat32, ncclSum, comm,
-                             v.stream),
-               "ncclAllReduce") ||
+    if (!tl_ok(
+            ctx,
+            ncclAllReduce((void *)v.send, (void *)v.recv, 64, ncclFloat32, ncclSum, comm, v.stream),
+            "ncclAllReduce") ||
         !cu_ok(ctx, v.d.stream_sync(v.stream), "cuStreamSynchronize after the peer died") ||
         !tl_ok(ctx, ncclCommGetAsyncError(comm, &async), "ncclCommGetAsyncError"))
         return 1;
@@ -721,11 +720,14 @@ int main(int argc, char **argv)
         const char *env;
         bool is_slow;
     } cfgs[] = {
-        {"simple/np2/threads", TL_THREADS, 2, body_all_logged, NULL, ON, "NCCL_PROTO=Simple", false},
+        {"simple/np2/threads", TL_THREADS, 2, body_all_logged, NULL, ON, "NCCL_PROTO=Simple",
+         false},
         {"ll/np2/threads", TL_THREADS, 2, body_all_logged, NULL, ON, "NCCL_PROTO=LL", false},
         {"ll128/np2/threads", TL_THREADS, 2, body_all_logged, NULL, ON, "NCCL_PROTO=LL128", false},
-        {"simple/np4/threads", TL_THREADS, 4, body_all_logged, NULL, ON, "NCCL_PROTO=Simple", false},
-        {"ll/np4/threads/wrap", TL_THREADS, 4, body_all_logged, NULL, ON, "NCCL_PROTO=LL " SMALL, false},
+        {"simple/np4/threads", TL_THREADS, 4, body_all_logged, NULL, ON, "NCCL_PROTO=Simple",
+         false},
+        {"ll/np4/threads/wrap", TL_THREADS, 4, body_all_logged, NULL, ON, "NCCL_PROTO=LL " SMALL,
+         false},
         {"ll128/np4/threads", TL_THREADS, 4, body_all_logged, NULL, ON, "NCCL_PROTO=LL128", false},
         {"simple/np2/threads/wrap", TL_THREADS, 2, body_all_logged, NULL, ON,
          "NCCL_PROTO=Simple " SMALL, false},
@@ -737,7 +739,8 @@ int main(int argc, char **argv)
         {"group/np4/proc", TL_PROCS, 4, body_group, NULL, NULL, SMALL, false},
         {"initall-group/np4", TL_PROCS, 1, NULL, body_initall, NULL, NULL, false},
         {"error/mismatch/np2/threads", TL_THREADS, 2, body_mismatch, NULL, NULL, NULL, false},
-        {"error/abort-inflight/np2/threads", TL_THREADS, 2, NULL, raw_abort_inflight, NULL, NULL, false},
+        {"error/abort-inflight/np2/threads", TL_THREADS, 2, NULL, raw_abort_inflight, NULL, NULL,
+         false},
         {"error/peer-dies/np2/proc", TL_PROCS, 2, NULL, raw_peer_dies, NULL,
          "ANYCCL_PEER_CHECK_MS=100", false},
     };

@@ -39,7 +39,7 @@ void ac_p2p_layout(uint32_t nslots, size_t slot_bytes, struct ac_p2p_layout *out
 struct ac_p2p_blob {
     uint32_t magic;
     int32_t pid;
-    uint64_t host_hash;      /* with pid: same process */
+    uint64_t host_hash; /* with pid: same process */
     uint64_t addr;
     uint64_t bytes;
     uint32_t nslots;
@@ -52,11 +52,11 @@ struct ac_p2p_conn {
     const struct ac_backend *be;
     bool is_send;
     int peer;
-    void *own;               /* receiver: posted, sizes and slots; sender: the `freed` counter */
+    void *own; /* receiver: posted, sizes and slots; sender: the `freed` counter */
     size_t own_bytes;
-    void *remote;            /* the other end's allocation, as this process addresses it */
-    bool is_imported;        /* remote came from ipc_import (ipc_close it) */
-    struct ac_dev_conn dev;  /* the addresses the kernel uses; dev.base = slots moved so far */
+    void *remote;           /* the other end's allocation, as this process addresses it */
+    bool is_imported;       /* remote came from ipc_import (ipc_close it) */
+    struct ac_dev_conn dev; /* the addresses the kernel uses; dev.base = slots moved so far */
 };
 
 /* Allocates this end's memory on `device` (current context), zeroed, and describes it in
