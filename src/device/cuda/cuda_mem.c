@@ -19,6 +19,7 @@
 #include <errno.h>
 #include <pthread.h>
 #include <stdarg.h>
+#include <stdatomic.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -154,7 +155,9 @@ struct fd_handle {
 };
 
 static pthread_mutex_t lock = PTHREAD_MUTEX_INITIALIZER;
-static bool is_resolved, has_vmm;
+/* Read without the lock by the calls that only look for this file's memory: false means none. */
+static _Atomic bool is_resolved;
+static bool has_vmm;
 static struct shareable *allocs;
 static struct vmm_import *imports;
 static uint64_t next_serial = 1;
@@ -200,7 +203,7 @@ static ncclResult_t resolve(void)
             has_all = false;
     }
     has_vmm = has_all;
-    is_resolved = true;
+    atomic_store(&is_resolved, true);
     pthread_mutex_unlock(&lock);
     return ncclSuccess;
 }
@@ -221,7 +224,8 @@ void ac_cuda_mem_fini(void)
         free(v);
     }
     memset(&cm, 0, sizeof cm);
-    is_resolved = has_vmm = false;
+    has_vmm = false;
+    atomic_store(&is_resolved, false);
     pthread_mutex_unlock(&lock);
 }
 
@@ -363,7 +367,7 @@ ncclResult_t ac_cuda_mem_free_shareable(void *ptr, bool *is_mine_out)
     ncclResult_t res = ncclSuccess;
 
     *is_mine_out = false;
-    if (!is_resolved)
+    if (!atomic_load(&is_resolved))
         return ncclSuccess; /* nothing was allocated since the driver was loaded */
     pthread_mutex_lock(&lock);
     for (struct shareable **at = &allocs; *at; at = &(*at)->next)
@@ -419,7 +423,7 @@ ncclResult_t ac_cuda_vmm_export(void *ptr, struct ac_ipc_handle *handle_out, boo
     uintptr_t p = (uintptr_t)ptr;
 
     *is_done_out = false;
-    if (!is_resolved)
+    if (!atomic_load(&is_resolved))
         return ncclSuccess;
     pthread_mutex_lock(&lock);
     for (s = allocs; s && !(s->is_vmm && p >= s->base && p - s->base < s->bytes); s = s->next)
@@ -540,7 +544,7 @@ ncclResult_t ac_cuda_vmm_close(void *ptr, bool *is_done_out)
     ncclResult_t res;
 
     *is_done_out = false;
-    if (!is_resolved)
+    if (!atomic_load(&is_resolved))
         return ncclSuccess;
     pthread_mutex_lock(&lock);
     for (struct vmm_import **at = &imports; *at; at = &(*at)->next)

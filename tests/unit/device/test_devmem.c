@@ -663,3 +663,52 @@ Test(devreg, import_cache_legacy_ipc, .timeout = 60)
 {
     import_cache_case("libcuda_emu_novmm.so", AC_IPC_VENDOR);
 }
+
+/* Unreferenced imports beyond AC_DEVREG_MAX_IDLE: the one unused the longest is closed. A child
+ * exports that many allocations and one more (cuMemAlloc: legacy handles). */
+#define NEVICT (AC_DEVREG_MAX_IDLE + 2)
+Test(devreg, idle_imports_are_bounded, .timeout = 60)
+{
+    static struct ac_ipc_handle hs[NEVICT];
+    void *bases[NEVICT], *q = NULL;
+    int to_parent[2], to_child[2], status = -1;
+    ncclComm_t comms[2];
+    pid_t pid;
+    char c;
+
+    use_emu("libcuda_emu_novmm.so");
+    cr_assert_eq(pipe(to_parent), 0);
+    cr_assert_eq(pipe(to_child), 0);
+    pid = fork();
+    cr_assert(pid >= 0);
+    if (pid == 0) {
+        for (int i = 0; i < NEVICT; i++) {
+            uintptr_t p = 0;
+            if (emu.mem_alloc(&p, 4096) != 0 || emu.ipc_get(&hs[i], p) != 0)
+                _exit(1);
+        }
+        _exit(write(to_parent[1], hs, sizeof hs) == (ssize_t)sizeof hs &&
+                      read(to_child[0], &c, 1) == 1
+                  ? 0
+                  : 2);
+    }
+    cr_assert_eq(read(to_parent[0], hs, sizeof hs), (ssize_t)sizeof hs);
+    cr_assert_eq(ncclCommInitAll(comms, 2, NULL), ncclSuccess);
+    for (int i = 0; i < NEVICT; i++) {
+        cr_assert_eq(ac_devreg_import(comms[0], 1, &hs[i], &bases[i]), ncclSuccess, "import %d", i);
+        cr_assert_eq(ac_devreg_release(comms[0], 1, bases[i]), ncclSuccess);
+    }
+    cr_assert_eq(stats_of(comms[0]).nimports, AC_DEVREG_MAX_IDLE);
+    cr_assert_eq(stats_of(comms[0]).nidle, AC_DEVREG_MAX_IDLE);
+    cr_assert_eq(ac_devreg_import(comms[0], 1, &hs[NEVICT - 1], &q), ncclSuccess);
+    cr_assert_eq(q, bases[NEVICT - 1], "the latest is still cached");
+    cr_assert_eq(stats_of(comms[0]).nimports, AC_DEVREG_MAX_IDLE);
+    cr_assert_eq(ac_devreg_import(comms[0], 1, &hs[0], &q), ncclSuccess);
+    cr_assert_eq(stats_of(comms[0]).nimports, AC_DEVREG_MAX_IDLE + 1, "the first was closed");
+    cr_assert_eq(stats_of(comms[0]).nrefs, 2);
+    cr_assert_eq(ncclCommDestroy(comms[0]), ncclSuccess);
+    cr_assert_eq(ncclCommDestroy(comms[1]), ncclSuccess);
+    cr_assert_eq(write(to_child[1], "x", 1), 1);
+    cr_assert_eq(waitpid(pid, &status, 0), pid);
+    cr_assert(WIFEXITED(status) && WEXITSTATUS(status) == 0);
+}
