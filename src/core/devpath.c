@@ -55,7 +55,10 @@ struct ac_devpath {
     const struct ac_backend *be;
     int device;
     bool is_on;
-    volatile uint32_t *abort_word;     /* host_alloc: read by every kernel of this communicator */
+    volatile uint32_t *abort_word; /* host_alloc: read by every kernel of this communicator */
+    /* Reads at destroy go on a stream of their own (non-blocking): the legacy default stream
+     * would also wait for the user's blocking streams. */
+    void *copy_stream;
     struct ac_p2p_conn **send, **recv; /* [set * nranks + peer], NULL until needed */
     pthread_mutex_t lock;              /* the work ring: submit, poll and free */
     struct work works[NWORK];
@@ -241,6 +244,7 @@ static ncclResult_t start_path(struct ac_devpath *dp)
     int err;
 
     AC_CHECK(dp->be->host_alloc(STATUS_BYTES, (void **)&dp->abort_word));
+    AC_CHECK(dp->be->stream_create(&dp->copy_stream));
     for (int i = 0; i < NWORK; i++)
         AC_CHECK(dp->be->event_create(&dp->works[i].event));
     err = pthread_create(&dp->watcher, NULL, watch_main, dp);
@@ -776,9 +780,9 @@ static void wait_freed(struct ac_devpath *dp)
         struct ac_p2p_conn *c = dp->send[i];
         uint64_t freed = 0;
         while (c && atomic_load(&comm->async_error) == ncclSuccess && !comm->abort_flag) {
-            if (dp->be->memcpy_async(&freed, (void *)(uintptr_t)c->dev.freed, sizeof freed, NULL) !=
-                    ncclSuccess ||
-                dp->be->stream_sync(NULL) != ncclSuccess || freed >= c->dev.base)
+            if (dp->be->memcpy_async(&freed, (void *)(uintptr_t)c->dev.freed, sizeof freed,
+                                     dp->copy_stream) != ncclSuccess ||
+                dp->be->stream_sync(dp->copy_stream) != ncclSuccess || freed >= c->dev.base)
                 break;
             if (ac_now_ns() > deadline) {
                 AC_WARN("P2P: rank %d: rank %d has not consumed what this rank sent it (%llu of "
@@ -856,6 +860,8 @@ void ac_devpath_free(struct ncclComm *comm)
     }
     if (dp->abort_word)
         dp->be->host_free((void *)dp->abort_word);
+    if (dp->copy_stream)
+        dp->be->stream_destroy(dp->copy_stream);
     pthread_mutex_destroy(&dp->lock);
     pthread_mutex_destroy(&dp->watch_lock);
     pthread_cond_destroy(&dp->watch_cond);
