@@ -48,6 +48,7 @@ struct work {
     bool is_busy;
     enum ac_coll coll;
     uint64_t nops;
+    _Atomic uint64_t launch_ns; /* when launched, for the watcher's timeout; 0 while refilled */
 };
 
 struct ac_devpath {
@@ -197,13 +198,39 @@ static void abort_kernels(struct ac_devpath *dp, const char *why)
     }
 }
 
+/* A launch still running ANYCCL_TIMEOUT seconds after it was queued (the clock starts at the
+ * launch, not when the stream reaches it). Reads the work ring without its lock, which the
+ * submitting thread may hold while it waits for that very launch: launch_ns is cleared before an
+ * entry is refilled and read again after the event, so a refilled entry is never taken for the
+ * old launch. */
+static bool has_timed_out(struct ac_devpath *dp, uint64_t timeout_ns)
+{
+    uint64_t now = ac_now_ns();
+    char *saved = strdup(ac_last_error());
+    bool timed_out = false;
+
+    for (int i = 0; i < NWORK && !timed_out; i++) {
+        struct work *w = &dp->works[i];
+        uint64_t t = atomic_load(&w->launch_ns);
+        bool done = true;
+        if (t == 0 || now - t < timeout_ns || dp->be->event_query(w->event, &done) != ncclSuccess)
+            continue;
+        timed_out = !done && atomic_load(&w->launch_ns) == t;
+    }
+    if (saved)
+        ac_restore_error(saved);
+    free(saved);
+    return timed_out;
+}
+
 /* Kernels wait on their peers without a clock: this thread tells them to stop when the
- * communicator is revoked or a peer is known dead (RAS, or a process of this host gone). */
+ * communicator is revoked, a peer is known dead (RAS, or a process of this host gone), or a
+ * launch outlives ANYCCL_TIMEOUT. */
 static void *watch_main(void *arg)
 {
     struct ac_devpath *dp = arg;
     struct ncclComm *comm = dp->comm;
-    int64_t ms = ac_config_get()->peer_check_ms;
+    int64_t ms = ac_config_get()->peer_check_ms, timeout_s = ac_config_get()->timeout_s;
     char why[128];
 
     ac_log_set_rank(comm->rank);
@@ -228,6 +255,11 @@ static void *watch_main(void *arg)
         for (int r = 0; r < comm->nranks && !why[0]; r++)
             if (r != comm->rank && peer_is_gone(comm, r))
                 snprintf(why, sizeof why, "rank %d (pid %d) exited", r, comm->peers[r].pid);
+        if (!why[0] && timeout_s > 0 && has_timed_out(dp, (uint64_t)timeout_s * 1000000000ull))
+            snprintf(why, sizeof why,
+                     "a collective on the device still waits for its peers after %lld s "
+                     "(ANYCCL_TIMEOUT)",
+                     (long long)timeout_s);
         if (why[0]) {
             int expected = ncclSuccess;
             if (!comm->is_revoked)
@@ -316,6 +348,7 @@ static ncclResult_t take_work(struct ac_devpath *dp, size_t need, struct work **
         w->bytes = bytes;
     }
     memset(w->mem, 0, STATUS_BYTES);
+    atomic_store(&w->launch_ns, 0);
     dp->next = (dp->next + 1) % NWORK;
     *w_out = w;
     return ncclSuccess;
@@ -545,6 +578,7 @@ static ncclResult_t launch_op(struct ac_devpath *dp, const struct ac_op *op,
     AC_CHECK_GOTO(dp->be->launch_coll(&args, (unsigned)run->ntasks, op->stream), res, broken);
     AC_CHECK_GOTO(dp->be->event_record(w->event, op->stream), res, broken);
     w->is_busy = true;
+    atomic_store(&w->launch_ns, ac_now_ns());
     w->stream = op->stream;
     w->coll = op->coll;
     w->nops = comm->nops_issued;

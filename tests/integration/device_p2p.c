@@ -20,6 +20,7 @@
 #include <string.h>
 #include <unistd.h>
 
+#include <dirent.h>
 #include <pthread.h>
 #include <stdatomic.h>
 
@@ -545,10 +546,10 @@ static int body_initall(struct tl_ctx *ctx)
 
 /* ---- errors ---- */
 
-/* Whether this process's log (NCCL_DEBUG_FILE of the case) has a line with `want`: which path
- * the communicator took. The last rank of the process to look removes the file. */
-#define LOG_PATTERN "/tmp/anyccl-devp2p-test.%p.log"
-static atomic_int nlooked;
+/* Whether this process's log (NCCL_DEBUG_FILE of the case: log_dir/<pid>.log) has a line with
+ * `want`: which path the communicator took. main makes log_dir before the cases fork and removes
+ * it after them. */
+static char log_dir[64];
 
 static bool log_says(struct tl_ctx *ctx, const char *want)
 {
@@ -556,7 +557,7 @@ static bool log_says(struct tl_ctx *ctx, const char *want)
     bool found = false;
     FILE *f;
 
-    snprintf(path, sizeof path, "/tmp/anyccl-devp2p-test.%d.log", (int)getpid());
+    snprintf(path, sizeof path, "%s/%d.log", log_dir, (int)getpid());
     if (!(f = fopen(path, "r"))) {
         tl_failf(ctx, "no log at %s", path);
         return false;
@@ -564,8 +565,6 @@ static bool log_says(struct tl_ctx *ctx, const char *want)
     while (!found && fgets(line, sizeof line, f))
         found = strstr(line, want) != NULL;
     fclose(f);
-    if (ctx->mode == TL_PROCS || atomic_fetch_add(&nlooked, 1) == ctx->nranks - 1)
-        unlink(path);
     if (!found)
         tl_failf(ctx, "the log (%s) has no line with \"%s\"", path, want);
     return found;
@@ -632,6 +631,46 @@ static int raw_abort_inflight(struct tl_ctx *ctx)
     return ok && dev_close(ctx, &v) && log_says(ctx, "P2P: on") ? 0 : 1;
 }
 
+/* Rank 0 queues a call rank 1 never makes, and rank 1 stays: with ANYCCL_TIMEOUT=2 the watcher
+ * stops rank 0's kernel, the stream is released and the communicator's error is
+ * ncclRemoteError. */
+static atomic_int timeout_done;
+
+static int raw_timeout(struct tl_ctx *ctx)
+{
+    ncclComm_t comm;
+    struct dev v;
+    ncclResult_t async = ncclSuccess;
+    struct call c = {ALLREDUCE, ncclInt32, ncclSum, 64, false, 0};
+
+    if (!tl_ok(ctx, ncclCommInitRank(&comm, ctx->nranks, ctx->id, ctx->rank), "ncclCommInitRank"))
+        return 1;
+    ctx->comm = comm;
+    if (!dev_open(ctx, &v) || !run_one(ctx, &v, &c))
+        return 1;
+    if (ctx->rank != 0) {
+        for (int i = 0; i < 120000 && !atomic_load(&timeout_done); i++)
+            usleep(1000);
+        return dev_close(ctx, &v) && tl_ok(ctx, ncclCommDestroy(comm), "ncclCommDestroy") ? 0 : 1;
+    }
+    bool ok =
+        tl_ok(ctx,
+              ncclAllReduce((void *)v.send, (void *)v.recv, 64, ncclInt32, ncclSum, comm, v.stream),
+              "ncclAllReduce") &&
+        cu_ok(ctx, v.d.stream_sync(v.stream), "cuStreamSynchronize after the timeout") &&
+        tl_ok(ctx, ncclCommGetAsyncError(comm, &async), "ncclCommGetAsyncError");
+    atomic_store(&timeout_done, 1);
+    if (ok && async != ncclRemoteError) {
+        tl_failf(ctx, "a call left waiting: asynchronous error %d, expected ncclRemoteError",
+                 (int)async);
+        ok = false;
+    }
+    return ok && dev_close(ctx, &v) && log_says(ctx, "ANYCCL_TIMEOUT") &&
+                   tl_ok(ctx, ncclCommDestroy(comm), "ncclCommDestroy")
+               ? 0
+               : 1;
+}
+
 /* Rank 1's process exits after one call; rank 0's next call waits for it on the device until the
  * watcher sees the process gone and tells the kernel to stop: an asynchronous error, the stream
  * released. */
@@ -667,6 +706,22 @@ static int raw_peer_dies(struct tl_ctx *ctx)
 }
 
 /* ---- cases ---- */
+
+static void remove_dir(const char *dir)
+{
+    char path[PATH_MAX];
+    DIR *d = opendir(dir);
+    struct dirent *e;
+
+    while (d && (e = readdir(d)))
+        if (e->d_name[0] != '.') {
+            snprintf(path, sizeof path, "%s/%s", dir, e->d_name);
+            unlink(path);
+        }
+    if (d)
+        closedir(d);
+    rmdir(dir);
+}
 
 /* Whether the path can be taken at all: the library carries CUDA kernels (built with nvcc:
  * anyccl-info says which), and the emulated driver knows ac_k_coll (its cuModuleGetFunction
@@ -741,6 +796,8 @@ int main(int argc, char **argv)
         {"error/mismatch/np2/threads", TL_THREADS, 2, body_mismatch, NULL, NULL, NULL, false},
         {"error/abort-inflight/np2/threads", TL_THREADS, 2, NULL, raw_abort_inflight, NULL, NULL,
          false},
+        {"error/timeout/np2/threads", TL_THREADS, 2, NULL, raw_timeout, NULL,
+         "ANYCCL_TIMEOUT=2 ANYCCL_PEER_CHECK_MS=100", false},
         {"error/peer-dies/np2/proc", TL_PROCS, 2, NULL, raw_peer_dies, NULL,
          "ANYCCL_PEER_CHECK_MS=100", false},
     };
@@ -760,10 +817,18 @@ int main(int argc, char **argv)
         printf("SKIP device_p2p: %s\n", why);
         return 0;
     }
+    snprintf(log_dir, sizeof log_dir, "/tmp/anyccl-devp2p-XXXXXX");
+    if (!mkdtemp(log_dir)) {
+        perror("mkdtemp");
+        return 1;
+    }
     for (size_t i = 0; i < sizeof cfgs / sizeof cfgs[0]; i++) {
         snprintf(names[n], sizeof names[n], "device_p2p/%s", cfgs[i].name);
-        snprintf(envs[n], sizeof envs[n], "ANYCCL_CUDA_LIBRARY=%s " LOGGED "%s%s%s",
-                 getenv("TL_CUDA_DRIVER") ? getenv("TL_CUDA_DRIVER") : emu_path, LOG_PATTERN,
+        /* only the cases that read their log write one (and remove it) */
+        bool has_log = cfgs[i].arg || cfgs[i].raw || cfgs[i].body == body_mismatch;
+        snprintf(envs[n], sizeof envs[n], "ANYCCL_CUDA_LIBRARY=%s%s%s%s%s%s",
+                 getenv("TL_CUDA_DRIVER") ? getenv("TL_CUDA_DRIVER") : emu_path,
+                 has_log ? " " LOGGED : "", has_log ? log_dir : "", has_log ? "/%p.log" : "",
                  cfgs[i].env ? " " : "", cfgs[i].env ? cfgs[i].env : "");
         cases[n] = (struct tl_case){.name = names[n],
                                     .mode = cfgs[i].mode,
@@ -777,5 +842,7 @@ int main(int argc, char **argv)
         n++;
     }
     fflush(stdout); /* before the launcher forks: no copy of these lines in the children */
-    return tl_main(argc, argv, cases, n);
+    int status = tl_main(argc, argv, cases, n);
+    remove_dir(log_dir);
+    return status;
 }
