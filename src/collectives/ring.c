@@ -145,9 +145,37 @@ void ac_sched_from_task(const struct ac_task *t, struct ac_sched *out)
         }
 }
 
-void ac_task_step(const struct ac_task *t, uint64_t k, struct ac_step *out)
+/* Out of line: its many live values would otherwise make every step save registers first. */
+static __attribute__((noinline)) void ring_step(const struct ac_task *t, uint64_t k,
+                                                struct ac_step *out)
 {
     struct ac_sched s;
     sched_fill(t, &s);
     ac_sched_step(&s, k, out);
+}
+
+/* The one-shot and tree steps read few fields: filling only those keeps their steps as cheap as
+ * before. */
+void ac_task_step(const struct ac_task *t, uint64_t k, struct ac_step *out)
+{
+    struct ac_sched s;
+    if (t->is_oneshot) {
+        s.sendbuff = (uint64_t)(uintptr_t)t->sendbuff;
+        s.recvbuff = (uint64_t)(uintptr_t)t->recvbuff;
+        s.count = t->count;
+        ac_sched_oneshot_step(&s, k, out);
+        return;
+    }
+    if (t->algo == AC_ALGO_TREE) {
+        s.sendbuff = (uint64_t)(uintptr_t)t->sendbuff;
+        s.recvbuff = (uint64_t)(uintptr_t)t->recvbuff;
+        s.type_bytes = t->type_bytes;
+        s.region_off = t->region_off;
+        s.region_count = t->region_count;
+        s.chunk_elems = t->chunk_elems;
+        s.tree_flags = t->tree_flags;
+        ac_sched_tree_step(&s, k, out);
+        return;
+    }
+    ring_step(t, k, out);
 }
