@@ -106,7 +106,37 @@ struct ac_registration {
     struct ncclComm *comm;
     struct ac_reg_range range;
     struct ac_devreg_reg *dev;
+    struct ac_registration *next_live;
 };
+
+/* Every live handle of the process: ncclCommDeregister finds its handle here before it reads
+ * it, so that a handle deregistered twice (or never returned) is refused without touching freed
+ * memory. */
+static pthread_mutex_t live_lock = PTHREAD_MUTEX_INITIALIZER;
+static struct ac_registration *live;
+
+static void live_add(struct ac_registration *r)
+{
+    pthread_mutex_lock(&live_lock);
+    r->next_live = live;
+    live = r;
+    pthread_mutex_unlock(&live_lock);
+}
+
+/* Unlinks handle when it is a live handle of comm; false otherwise (nothing is read from it). */
+static bool live_take(struct ncclComm *comm, const void *handle)
+{
+    bool found = false;
+    pthread_mutex_lock(&live_lock);
+    for (struct ac_registration **at = &live; *at; at = &(*at)->next_live)
+        if (*at == handle && (*at)->comm == comm) {
+            *at = (*at)->next_live;
+            found = true;
+            break;
+        }
+    pthread_mutex_unlock(&live_lock);
+    return found;
+}
 
 static void reg_add(struct ncclComm *comm, struct ac_reg_range *range)
 {
@@ -153,7 +183,7 @@ ncclResult_t ncclCommRegister(const ncclComm_t comm, void *buff, size_t size, vo
     struct ac_registration *r = calloc(1, sizeof(*r));
     if (!r)
         return AC_FAIL(ncclSystemError, "out of memory");
-    *r = (struct ac_registration){AC_REG_MAGIC, comm, {buff, size, NULL}, NULL};
+    *r = (struct ac_registration){AC_REG_MAGIC, comm, {buff, size, NULL}, NULL, NULL};
     const struct ac_backend *be = buff && ac_backends_have_gpu() ? ac_backend_for_pointer(buff)
                                                                  : &ac_host_backend;
     if (be != &ac_host_backend) {
@@ -162,10 +192,12 @@ ncclResult_t ncclCommRegister(const ncclComm_t comm, void *buff, size_t size, vo
             free(r);
             return res;
         }
+        live_add(r);
         *handle = r;
         return ncclSuccess;
     }
     reg_add(comm, &r->range);
+    live_add(r);
     *handle = r;
     return ncclSuccess;
 }
@@ -175,16 +207,17 @@ ncclResult_t ncclCommDeregister(const ncclComm_t comm, void *handle)
 {
     AC_CHECK(ac_comm_check(comm, "comm"));
     struct ac_registration *r = handle;
-    if (!r || r->magic != AC_REG_MAGIC || r->comm != comm)
+    if (!r || !live_take(comm, r) || r->magic != AC_REG_MAGIC)
         return AC_FAIL(ncclInvalidArgument, "handle was not returned by ncclCommRegister on this "
                        "communicator (or was already deregistered)");
+    ncclResult_t res = ncclSuccess;
     if (r->dev)
-        AC_CHECK(ac_devreg_deregister(comm, r->dev));
+        res = ac_devreg_deregister(comm, r->dev);
     else
         reg_remove(comm, &r->range);
     r->magic = 0;
     free(r);
-    return ncclSuccess;
+    return res;
 }
 
 /* Windows: a collective registration in NCCL; here each rank records its own buffer, and the
