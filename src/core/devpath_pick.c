@@ -228,11 +228,39 @@ out:
     return res;
 }
 
+/* The rank, if any, that the peer information of init already rules out: no usable GPU backend,
+ * another backend, another host. Every rank reads the same table, so all of them skip the
+ * exchange together; a rank without a GPU (a host-buffer rank of a mixed communicator) never
+ * makes it, and the GPU ranks must not wait for it. */
+static int ruled_out_at_init(const struct ncclComm *comm, const char **why)
+{
+    const struct ac_peer_info *first = &comm->peers[0];
+    for (int r = 0; r < comm->nranks; r++) {
+        const struct ac_peer_info *p = &comm->peers[r];
+        *why = p->gpu_kind == AC_MEM_HOST    ? "it has no usable GPU backend"
+               : p->gpu_kind != first->gpu_kind ? "its GPU backend differs from rank 0's"
+               : !ac_peer_shares_host(first, p) ? "it runs on another host than rank 0"
+                                                : NULL;
+        if (*why)
+            return r;
+    }
+    return -1;
+}
+
 ncclResult_t ac_devpath_pick(struct ncclComm *comm, const struct ac_backend *be, int device,
                              bool *is_on_out)
 {
     struct pick dp = {comm, be, device, false};
+    const char *why;
+    int r = ruled_out_at_init(comm, &why);
 
+    if (r >= 0) {
+        AC_INFO(AC_SUB_P2P | AC_SUB_INIT,
+                "P2P: off: rank %d: %s; collectives on GPU buffers are staged through host "
+                "memory", r, why);
+        *is_on_out = false;
+        return ncclSuccess;
+    }
     AC_CHECK(decide(&dp));
     *is_on_out = dp.is_on;
     return ncclSuccess;

@@ -8,6 +8,7 @@
 #include "core/netdev.h"
 #include "core/stream.h"
 #include "core/devpath.h"
+#include "device/backend.h"
 #include "gin/gin.h"
 #include "ras/ras.h"
 #include "transport/cma/cma.h"
@@ -63,6 +64,11 @@ static void fill_self_info(struct ncclComm *comm, struct ac_peer_info *me)
     me->addr = *ac_bootstrap_local_addr(comm->bs);
     ac_cma_probe_word(&me->cma_addr, &me->cma_value);
     me->rdma_caps = ac_transport_rdma_caps();
+    /* Known at init so that the choice of the P2P path for GPU buffers needs no exchange when a
+     * rank has no GPU: host-buffer ranks never join that exchange (src/core/devpath_pick.c). On a
+     * machine without a GPU device node this loads nothing. */
+    const struct ac_backend *gpu = ac_backends_have_gpu() ? ac_backend_first_gpu(NULL, 0) : NULL;
+    me->gpu_kind = (uint8_t)(gpu ? gpu->kind : AC_MEM_HOST);
 }
 
 bool ac_comm_pair_can_map(const struct ncclComm *comm, int peer)

@@ -36,6 +36,8 @@ struct ac_peer_info {
     uint64_t cma_addr, cma_value;    /* a word peers read to test cross-memory attach */
     bool can_cma;                    /* read every peer of its host (filled after the probe) */
     uint8_t rdma_caps;               /* AC_RDMA_CAP_*: the RDMA transports this rank can run */
+    uint8_t gpu_kind;                /* enum ac_mem_kind of its first usable GPU backend, or
+                                      * AC_MEM_HOST (0) for a rank without one */
 };
 
 /* ac_peer_info.rdma_caps: which RDMA transports a rank can run, advertised at init so that the

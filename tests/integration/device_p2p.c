@@ -707,6 +707,48 @@ static int raw_peer_dies(struct tl_ctx *ctx)
 
 /* ---- cases ---- */
 
+/* A mixed communicator: odd ranks have no GPU (the driver sees no device, as with an empty
+ * CUDA_VISIBLE_DEVICES) and call with host buffers and no stream, even ranks with GPU buffers on
+ * a stream. The peer information of init already says so, so the GPU ranks take the staged path
+ * without an exchange the CPU ranks would never join; every rank's results are exact. */
+static int raw_mixed_cpu_rank(struct tl_ctx *ctx)
+{
+    static const enum coll colls[] = {ALLREDUCE, ALLGATHER, REDUCESCATTER, BROADCAST};
+    bool is_cpu = ctx->rank % 2 == 1;
+    int me = ctx->rank, n = ctx->nranks;
+    ncclComm_t comm;
+    struct dev v;
+
+    if (is_cpu)
+        setenv("CUDA_VISIBLE_DEVICES", "", 1);
+    if (!tl_ok(ctx, ncclCommInitRank(&comm, n, ctx->id, me), "ncclCommInitRank"))
+        return 1;
+    ctx->comm = comm;
+    if (!is_cpu && !dev_open(ctx, &v))
+        return 1;
+    for (int round = 0; round < 2; round++)
+        for (size_t k = 0; k < sizeof colls / sizeof colls[0]; k++) {
+            struct call c = {colls[k], ncclFloat32, ncclSum, 1027, false, round};
+            size_t nsend, nrecv, send_at;
+            if (!is_cpu) {
+                if (!run_one(ctx, &v, &c))
+                    return 1;
+                continue;
+            }
+            shape(&c, me, n, &nsend, &nrecv, &send_at);
+            for (size_t i = 0; i < nsend; i++)
+                put(c.type, host_in, i, value(me, i, c.round));
+            memset(host_recv, 0xEE, nrecv * type_bytes(c.type));
+            if (!tl_ok(ctx, issue(&c, comm, me, n, host_in, host_recv, NULL), "host-buffer call") ||
+                !check(ctx, &c, host_recv))
+                return 1;
+        }
+    if (!is_cpu &&
+        (!dev_close(ctx, &v) || !log_says(ctx, "P2P: off: rank 1: it has no usable GPU backend")))
+        return 1;
+    return tl_ok(ctx, ncclCommDestroy(comm), "ncclCommDestroy") ? 0 : 1;
+}
+
 static void remove_dir(const char *dir)
 {
     char path[PATH_MAX];
@@ -800,6 +842,8 @@ int main(int argc, char **argv)
          "ANYCCL_TIMEOUT=2 ANYCCL_PEER_CHECK_MS=100", false},
         {"error/peer-dies/np2/proc", TL_PROCS, 2, NULL, raw_peer_dies, NULL,
          "ANYCCL_PEER_CHECK_MS=100", false},
+        {"mixed/cpu-ranks/np2/proc", TL_PROCS, 2, NULL, raw_mixed_cpu_rank, NULL, NULL, false},
+        {"mixed/cpu-ranks/np4/proc", TL_PROCS, 4, NULL, raw_mixed_cpu_rank, NULL, NULL, false},
     };
 
     const char *dir = ".";

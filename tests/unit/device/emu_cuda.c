@@ -14,7 +14,7 @@
  *     one more such stream (without the legacy default stream's implicit synchronization).
  *   - Kernels are the host build of src/device/kernels/ (emu_kernels.cc), found by name in
  *     cuModuleGetFunction; launch parameters are copied at the launch, as CUDA does.
- * One device (EMU_NDEVICES), compute capability 9.0. */
+ * One device (EMU_NDEVICES), compute capability 9.0; none when CUDA_VISIBLE_DEVICES is empty. */
 #define _GNU_SOURCE /* memfd_create */
 #include "emu_kernels.h"
 
@@ -421,9 +421,12 @@ static int sync_stream(void *handle)
 static int ctx_tokens[EMU_NDEVICES > 0 ? EMU_NDEVICES : 1];
 static __thread void *current_ctx;
 
+/* As the real driver: CUDA_VISIBLE_DEVICES set to nothing hides every device, and cuInit then
+ * fails with CUDA_ERROR_NO_DEVICE (a process of a test plays a rank without a GPU that way). */
 EXPORT int cuInit(unsigned flags)
 {
-    return OK;
+    const char *visible = getenv("CUDA_VISIBLE_DEVICES");
+    return visible && *visible == '\0' ? 100 : OK;
 }
 EXPORT int cuDriverGetVersion(int *v)
 {
