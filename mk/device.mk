@@ -129,5 +129,4 @@ $(BUILD)/tests/unit/device/test_dev_engine: LIBS += $(DEVICE_FAKE_DIR)/emu_kerne
 $(BUILD)/tests/unit/device/test_devmem: $(DEVICE_FAKES) $(DEVICE_EMUS)
 $(BUILD)/tests/integration/device: $(DEVICE_EMUS)
 $(BUILD)/tests/integration/device_memalloc: $(DEVICE_EMUS)
-$(BUILD)/tests/integration/device_memalloc: $(DEVICE_EMUS)
 test-build: $(DEVICE_FAKES) $(DEVICE_EMUS)
