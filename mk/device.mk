@@ -40,15 +40,29 @@ endif
 
 LIB_OBJS += $(DEVICE_DIR)/cuda_fatbin.o $(DEVICE_DIR)/hip_code.o
 
+# The device code does not depend on the host compiler's flags: another build directory (make
+# asan's) copies build/'s blob when that one is up to date (the same compiler, per the state
+# file, and no source newer) instead of spending minutes in nvcc and hipcc again. $(1): cuda, hip.
+DEVICE_REUSE := $(if $(filter-out build,$(BUILD)),build/device)
+device_reusable = [ -n "$(DEVICE_REUSE)" ] && [ -f $(DEVICE_REUSE)/$(notdir $@) ] && \
+	cmp -s $(DEVICE_REUSE)/$(1).state $(DEVICE_DIR)/$(1).state && \
+	[ -z "$$(find $^ -newer $(DEVICE_REUSE)/$(notdir $@))" ]
+
 $(DEVICE_DIR)/cuda_kernels.fatbin: src/device/cuda/kernels.cu $(DEVICE_KERNEL_HDRS) mk/device.mk
 	@mkdir -p $(dir $@)
-	@$(if $(Q),echo "  NVCC    $@")
-	$(Q)$(NVCC) $(NVCC_FLAGS) -o $@ $<
+	$(Q)if $(call device_reusable,cuda); then \
+		$(if $(Q),echo "  REUSE   $@ (from $(DEVICE_REUSE))";) cp $(DEVICE_REUSE)/$(notdir $@) $@; \
+	else \
+		$(if $(Q),echo "  NVCC    $@";) $(NVCC) $(NVCC_FLAGS) -o $@ $<; \
+	fi
 
 $(DEVICE_DIR)/hip_kernels.hsaco: src/device/hip/kernels.hip $(DEVICE_KERNEL_HDRS) mk/device.mk
 	@mkdir -p $(dir $@)
-	@$(if $(Q),echo "  HIPCC   $@")
-	$(Q)$(HIPCC) $(HIPCC_FLAGS) -o $@ $<
+	$(Q)if $(call device_reusable,hip); then \
+		$(if $(Q),echo "  REUSE   $@ (from $(DEVICE_REUSE))";) cp $(DEVICE_REUSE)/$(notdir $@) $@; \
+	else \
+		$(if $(Q),echo "  HIPCC   $@";) $(HIPCC) $(HIPCC_FLAGS) -o $@ $<; \
+	fi
 
 # An assembler stub: symbol $(1) (hidden) in its own section .anyccl_$(1) (so that tests can dump
 # it with objcopy), $(1)_bytes its size, $(1)_archs the architectures; $(2): the file, none when
