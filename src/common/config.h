@@ -24,6 +24,8 @@ struct ac_config {
     /* transports */
     bool shm_disable;           /* NCCL_SHM_DISABLE */
     bool p2p_disable;           /* NCCL_P2P_DISABLE */
+    bool local_register;        /* NCCL_LOCAL_REGISTER: registered GPU buffers used in place */
+    int64_t p2p_direct_min_bytes; /* ANYCCL_P2P_DIRECT_MIN_BYTES */
     const char *shm_dir;        /* ANYCCL_SHM_DIR: where segments live (default /dev/shm) */
     bool cma_enable;            /* ANYCCL_CMA_ENABLE: single-copy reads between local ranks */
     int64_t cma_min_bytes;      /* ANYCCL_CMA_MIN_BYTES: smallest transfer read that way */

@@ -12,6 +12,9 @@
  * values (devcoll.h: no state on the device). The launches of one communicator run in call order
  * even on different streams (an event joins them), so that two never share a connector at once.
  *
+ * Calls on registered buffers may go direct (devpath_direct.h): the kernel then works on the
+ * peers' buffers in place, its connectors carrying only the barriers before and after.
+ *
  * Send/recv stay on the staged path (src/core/stream.c), as do host buffers with a stream. */
 #include "core/devpath.h"
 
@@ -19,6 +22,7 @@
 #include "common/config.h"
 #include "common/log.h"
 #include "common/time.h"
+#include "core/devpath_direct.h"
 #include "core/plan.h"
 #include "core/stream.h"
 #include "device/backend.h"
@@ -49,6 +53,8 @@ struct work {
     enum ac_coll coll;
     uint64_t nops;
     _Atomic uint64_t launch_ns; /* when launched, for the watcher's timeout; 0 while refilled */
+    struct ac_direct_call dcall; /* a direct launch: the peers' buffers it maps, given back when
+                                  * it ended */
 };
 
 struct ac_devpath {
@@ -56,6 +62,7 @@ struct ac_devpath {
     const struct ac_backend *be;
     int device;
     bool is_on;
+    struct ac_direct *direct;      /* NULL: calls never go direct (devpath_direct.h) */
     volatile uint32_t *abort_word; /* host_alloc: read by every kernel of this communicator */
     /* Reads at destroy go on a stream of their own (non-blocking): the legacy default stream
      * would also wait for the user's blocking streams. */
@@ -324,6 +331,7 @@ static ncclResult_t retire(struct ac_devpath *dp, struct work *w, bool wait, boo
         AC_CHECK(dp->be->event_query(w->event, &done));
     if (done && w->is_busy) {
         note_status(dp, w);
+        ac_direct_release(dp->comm, &w->dcall);
         w->is_busy = false;
     }
     *done_out = done;
@@ -449,6 +457,10 @@ struct comm_job {
     struct need *needs;
     int nneeds;
     ncclResult_t res;
+    /* direct candidates of this communicator, in call order, and their exchanges' results */
+    int nx;
+    const struct ac_op **xops;
+    struct ac_direct_call **xcalls;
 };
 
 static void *decide_thread(void *arg)
@@ -456,6 +468,18 @@ static void *decide_thread(void *arg)
     struct comm_job *j = arg;
     ac_log_set_rank(j->dp->comm->rank);
     j->res = ac_devpath_pick(j->dp->comm, j->dp->be, j->dp->device, &j->dp->is_on);
+    if (j->res == ncclSuccess && j->dp->is_on)
+        j->res = ac_direct_setup(j->dp->comm, &j->dp->direct);
+    return NULL;
+}
+
+static void *exchange_thread(void *arg)
+{
+    struct comm_job *j = arg;
+    ac_log_set_rank(j->dp->comm->rank);
+    j->res = ncclSuccess;
+    for (int i = 0; i < j->nx && j->res == ncclSuccess; i++)
+        j->res = ac_direct_exchange(j->dp->comm, j->dp->direct, j->xops[i], j->xcalls[i]);
     return NULL;
 }
 
@@ -549,8 +573,104 @@ static void fill_task(struct ac_devpath *dp, const struct ac_task *t, struct ac_
     }
 }
 
+/* ---- direct launches (devpath_direct.h) ---- */
+
+/* Blocks of a direct launch: one per DIRECT_BLOCK_BYTES of the rank's count, up to the ring
+ * channels there are connectors for (the same on every rank: count and type are). */
+#define DIRECT_BLOCK_BYTES (1u << 20)
+#define DIRECT_MAX_BLOCKS 16
+
+static int direct_blocks(const struct ac_op *op)
+{
+    size_t nb = op->count * ac_type_size(op->type) / DIRECT_BLOCK_BYTES;
+    size_t max = DIRECT_MAX_BLOCKS < AC_MAX_CHANNELS ? DIRECT_MAX_BLOCKS : AC_MAX_CHANNELS;
+    return (int)(nb < 1 ? 1 : nb > max ? max : nb);
+}
+
+static bool is_reducing(enum ac_coll coll)
+{
+    return coll == AC_COLL_ALLREDUCE || coll == AC_COLL_REDUCE || coll == AC_COLL_REDUCESCATTER;
+}
+
+/* Both ends of every connector: the barrier slots' tag. */
+static uint32_t direct_tag(const struct ac_op *op)
+{
+    uint64_t h = 0x6469726563740000ull ^ (uint64_t)op->coll * 0x9e3779b97f4a7c15ull;
+    uint64_t parts[] = {op->count, (uint64_t)op->type,
+                        is_reducing(op->coll) ? (uint64_t)op->redop.kind : 0,
+                        (uint64_t)(uint32_t)op->root};
+    for (size_t i = 0; i < sizeof parts / sizeof parts[0]; i++)
+        h = (h ^ parts[i]) * 0xbf58476d1ce4e5b9ull ^ (h >> 29);
+    return (uint32_t)(h ^ (h >> 32)) | 1u << 31;
+}
+
+/* A direct launch's block b of nb: the connectors of ring set b to every peer, each moving two
+ * empty slots each way (the barriers before and after). */
+static void fill_direct_task(struct ac_devpath *dp, const struct ac_op *op,
+                             const struct ac_direct_call *dc, int b, int nb, struct ac_dev_task *dt)
+{
+    struct ncclComm *comm = dp->comm;
+    struct ac_sched *s = &dt->sched;
+    int k = 0;
+
+    memset(dt, 0, sizeof *dt);
+    s->coll = (uint32_t)op->coll;
+    s->count = op->count;
+    s->type_bytes = ac_type_size(op->type);
+    s->nranks = comm->nranks;
+    s->rank = comm->rank;
+    s->nrecv = s->nsend = comm->nranks - 1;
+    s->is_reduction = is_reducing(op->coll);
+    s->red_type = (uint32_t)op->redop.type;
+    s->red_kind = (uint32_t)op->redop.kind;
+    s->red_has_premul = op->redop.has_premul;
+    s->red_scalar = op->redop.scalar;
+    s->red_postdiv = op->redop.postdiv;
+    dt->direct = dc->d;
+    dt->direct.block = (uint32_t)b;
+    dt->direct.nblocks = (uint32_t)nb;
+    dt->proto = AC_PROTO_SIMPLE;
+    dt->tag = direct_tag(op);
+    for (int p = 0; p < comm->nranks; p++) {
+        if (p == comm->rank)
+            continue;
+        struct ac_p2p_conn *rc = *conn_slot(dp, b, p, false), *sc = *conn_slot(dp, b, p, true);
+        dt->recv[k] = rc->dev;
+        dt->send[k++] = sc->dev;
+        rc->dev.base += 2;
+        sc->dev.base += 2;
+    }
+}
+
+static ncclResult_t grow_needs(struct comm_job *job, int more)
+{
+    struct need *grown = realloc(job->needs, (size_t)(job->nneeds + more) * sizeof *grown);
+    if (!grown)
+        return AC_FAIL(ncclSystemError, "out of memory");
+    job->needs = grown;
+    return ncclSuccess;
+}
+
+static ncclResult_t collect_direct_needs(struct ac_devpath *dp, const struct ac_op *op,
+                                         struct comm_job *job)
+{
+    int n = dp->comm->nranks, nb = direct_blocks(op);
+
+    AC_CHECK(grow_needs(job, 2 * n * nb));
+    for (int b = 0; b < nb; b++)
+        for (int p = 0; p < n; p++) {
+            if (p == dp->comm->rank)
+                continue;
+            if (!*conn_slot(dp, b, p, false))
+                add_need(job->needs, &job->nneeds, b, p, false);
+            if (!*conn_slot(dp, b, p, true))
+                add_need(job->needs, &job->nneeds, b, p, true);
+        }
+    return ncclSuccess;
+}
+
 static ncclResult_t launch_op(struct ac_devpath *dp, const struct ac_op *op,
-                              const struct ac_run *run)
+                              const struct ac_run *run, struct ac_direct_call *dc)
 {
     struct ncclComm *comm = dp->comm;
     size_t tasks_bytes = (size_t)run->ntasks * sizeof(struct ac_dev_task);
@@ -558,25 +678,40 @@ static ncclResult_t launch_op(struct ac_devpath *dp, const struct ac_op *op,
     struct ac_kcoll_args args;
     struct work *w;
     ncclResult_t res = ncclSuccess;
+    bool is_direct = dc && dc->is_direct;
+    int ntasks = is_direct ? direct_blocks(op) : run->ntasks;
 
-    AC_CHECK(local_block(dp, op));
-    if (run->ntasks == 0)
+    if (is_direct) {
+        tasks_bytes = (size_t)ntasks * sizeof(struct ac_dev_task);
+        need = STATUS_BYTES + tasks_bytes;
+    } else {
+        AC_CHECK(local_block(dp, op));
+    }
+    if (ntasks == 0)
         return ncclSuccess;
     pthread_mutex_lock(&dp->lock);
     AC_CHECK_GOTO(take_work(dp, need, &w), res, out);
     struct ac_dev_task *tasks = (struct ac_dev_task *)(w->mem + STATUS_BYTES);
     int *rings = (int *)(w->mem + STATUS_BYTES + tasks_bytes);
-    for (int i = 0; i < run->ntasks; i++)
-        fill_task(dp, &run->tasks[i].t, &tasks[i], rings + (size_t)i * comm->nranks);
+    for (int i = 0; i < ntasks; i++) {
+        if (is_direct)
+            fill_direct_task(dp, op, dc, i, ntasks, &tasks[i]);
+        else
+            fill_task(dp, &run->tasks[i].t, &tasks[i], rings + (size_t)i * comm->nranks);
+    }
     args = (struct ac_kcoll_args){.tasks = (uint64_t)(uintptr_t)tasks,
                                   .abort = (uint64_t)(uintptr_t)dp->abort_word,
                                   .status = (uint64_t)(uintptr_t)w->mem,
-                                  .ntasks = (uint32_t)run->ntasks};
+                                  .ntasks = (uint32_t)ntasks};
     /* Launches of one communicator never overlap: the previous one may be on another stream. */
     if (dp->last && dp->last->is_busy && dp->last->stream != op->stream)
         AC_CHECK_GOTO(dp->be->stream_wait_event(op->stream, dp->last->event), res, broken);
-    AC_CHECK_GOTO(dp->be->launch_coll(&args, (unsigned)run->ntasks, op->stream), res, broken);
+    AC_CHECK_GOTO(dp->be->launch_coll(&args, (unsigned)ntasks, op->stream), res, broken);
     AC_CHECK_GOTO(dp->be->event_record(w->event, op->stream), res, broken);
+    if (is_direct) {
+        w->dcall = *dc; /* its imports are given back when the launch ended */
+        dc->nrefs = 0;
+    }
     w->is_busy = true;
     atomic_store(&w->launch_ns, ac_now_ns());
     w->stream = op->stream;
@@ -584,8 +719,9 @@ static ncclResult_t launch_op(struct ac_devpath *dp, const struct ac_op *op,
     w->nops = comm->nops_issued;
     dp->last = w;
     __atomic_fetch_add(&dp->nlaunches, 1, __ATOMIC_RELAXED);
-    AC_TRACE(AC_SUB_P2P, "P2P: %s of %zu elements: %d tasks launched on stream %p",
-             ac_coll_name(op->coll), op->count, run->ntasks, op->stream);
+    AC_TRACE(AC_SUB_P2P, "P2P: %s of %zu elements: %d %s launched on stream %p",
+             ac_coll_name(op->coll), op->count, ntasks,
+             is_direct ? "direct blocks (registered buffers in place)" : "tasks", op->stream);
     goto out;
 broken:
     /* The connectors' counts moved on for a launch that did not happen: they no longer match the
@@ -602,14 +738,9 @@ out:
 static ncclResult_t collect_needs(struct ac_devpath *dp, const struct ac_run *run,
                                   struct comm_job *job)
 {
-    struct need *grown;
-
     for (int i = 0; i < run->ntasks; i++) {
         const struct ac_task *t = &run->tasks[i].t;
-        grown = realloc(job->needs, (size_t)(job->nneeds + 2 * AC_TASK_MAX_PEERS) * sizeof *grown);
-        if (!grown)
-            return AC_FAIL(ncclSystemError, "out of memory");
-        job->needs = grown;
+        AC_CHECK(grow_needs(job, 2 * AC_TASK_MAX_PEERS));
         for (int k = 0; k < t->nrecv; k++)
             if (!*conn_slot(dp, t->conn_index, t->recv_peers[k], false))
                 add_need(job->needs, &job->nneeds, t->conn_index, t->recv_peers[k], false);
@@ -665,15 +796,39 @@ static ncclResult_t check_device(const struct ac_devpath *dp, const struct ac_op
 }
 
 /* Plans, connects and launches the ops that go the device path (list[i] with devices[i] >= 0). */
+static ncclResult_t add_exchange(struct comm_job *job, const struct ac_op *op,
+                                 struct ac_direct_call *call)
+{
+    const struct ac_op **ops = realloc(job->xops, (size_t)(job->nx + 1) * sizeof *ops);
+    struct ac_direct_call **calls;
+
+    if (ops)
+        job->xops = ops;
+    calls = ops ? realloc(job->xcalls, (size_t)(job->nx + 1) * sizeof *calls) : NULL;
+    if (!calls)
+        return AC_FAIL(ncclSystemError, "out of memory");
+    job->xcalls = calls;
+    job->xops[job->nx] = op;
+    job->xcalls[job->nx++] = call;
+    return ncclSuccess;
+}
+
+/* Plans, connects and launches the ops that go the device path (list[i] with devices[i] >= 0):
+ * direct candidates exchange their buffers first (each communicator in a thread of its own when
+ * several are driven by this one), then the connectors either kind of launch needs are made. */
 static ncclResult_t run_device_ops(struct ac_op *const *list, const int *devices, int n,
                                    struct comm_job *jobs)
 {
     struct ac_run *runs = calloc((size_t)n, sizeof *runs);
-    int njobs = 0;
+    struct ac_direct_call *calls = calloc((size_t)n, sizeof *calls);
+    int njobs = 0, nx = 0;
     ncclResult_t res = ncclSuccess;
 
-    if (!runs)
+    if (!runs || !calls) {
+        free(runs);
+        free(calls);
         return AC_FAIL(ncclSystemError, "out of memory");
+    }
     for (int i = 0; i < n; i++)
         ac_plan_init(&runs[i]);
     for (int i = 0; i < n; i++) {
@@ -685,7 +840,23 @@ static ncclResult_t run_device_ops(struct ac_op *const *list, const int *devices
         runs[i].is_device = true;
         AC_CHECK_GOTO(check_device(dp, list[i], devices[i]), res, out);
         AC_CHECK_GOTO(ac_plan_build(&runs[i], &one), res, out);
-        AC_CHECK_GOTO(collect_needs(dp, &runs[i], &jobs[job_of(jobs, &njobs, dp)]), res, out);
+        if (ac_direct_is_candidate(dp->direct, list[i])) {
+            AC_CHECK_GOTO(add_exchange(&jobs[job_of(jobs, &njobs, dp)], list[i], &calls[i]), res,
+                          out);
+            nx++;
+        }
+    }
+    if (nx > 0)
+        AC_CHECK_GOTO(run_jobs(jobs, njobs, exchange_thread), res, out);
+    for (int i = 0; i < n; i++) {
+        if (devices[i] < 0)
+            continue;
+        struct ac_devpath *dp = list[i]->comm->devpath;
+        struct comm_job *job = &jobs[job_of(jobs, &njobs, dp)];
+        if (calls[i].is_direct)
+            AC_CHECK_GOTO(collect_direct_needs(dp, list[i], job), res, out);
+        else
+            AC_CHECK_GOTO(collect_needs(dp, &runs[i], job), res, out);
     }
     for (int i = 0; i < njobs; i++)
         if (jobs[i].nneeds > 0) {
@@ -694,13 +865,21 @@ static ncclResult_t run_device_ops(struct ac_op *const *list, const int *devices
         }
     for (int i = 0; i < n; i++)
         if (devices[i] >= 0)
-            AC_CHECK_GOTO(launch_op(list[i]->comm->devpath, list[i], &runs[i]), res, out);
+            AC_CHECK_GOTO(launch_op(list[i]->comm->devpath, list[i], &runs[i], &calls[i]), res,
+                          out);
 out:
-    for (int i = 0; i < n; i++)
+    for (int i = 0; i < n; i++) {
         ac_plan_free(&runs[i]);
-    for (int i = 0; i < njobs; i++)
+        if (devices[i] >= 0)
+            ac_direct_release(list[i]->comm, &calls[i]);
+    }
+    for (int i = 0; i < njobs; i++) {
         free(jobs[i].needs);
+        free(jobs[i].xops);
+        free(jobs[i].xcalls);
+    }
     free(runs);
+    free(calls);
     return res;
 }
 
@@ -886,6 +1065,7 @@ void ac_devpath_free(struct ncclComm *comm)
     if (dp->is_on)
         wait_freed(dp);
     close_conns(dp);
+    ac_direct_free(dp->direct);
     for (int i = 0; i < NWORK; i++) {
         if (dp->works[i].mem)
             dp->be->host_free(dp->works[i].mem);

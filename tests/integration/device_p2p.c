@@ -7,8 +7,12 @@
  * 4099 (with 2 slots of 4 KiB the last ones wrap the slots many times), each twice, checked
  * exactly after cuStreamSynchronize; that the log says the P2P path was taken, and that
  * NCCL_P2P_DISABLE=1 takes the staged path with the same results; a group over two streams and a
- * group of 4 communicators driven by one thread; errors: ranks that disagree, an abort with a call
- * in flight, a peer process that dies with a call in flight. Never run on a GPU yet. */
+ * group of 4 communicators driven by one thread; registered buffers (src/core/devpath_direct.c):
+ * the same calls and calls of several blocks worked on in place, on 2, 3 and 4 ranks as threads
+ * and processes and in a group of communicators driven by one thread, and through the slots when
+ * one rank did not register; errors: ranks that disagree, an abort with a call in flight, a peer
+ * process that dies with a call in flight, a direct candidate a peer never makes. Never run on a
+ * GPU yet. */
 #include "launcher.h"
 
 #include <dlfcn.h>
@@ -30,8 +34,20 @@
 #include "dev_calls.h"
 
 static char emu_path[PATH_MAX];
+static bool log_says(struct tl_ctx *ctx, const char *want);
+
+static bool all_calls(struct tl_ctx *ctx, struct dev *v);
 
 static int body_all(struct tl_ctx *ctx)
+{
+    struct dev v;
+
+    if (!dev_open(ctx, &v) || !all_calls(ctx, &v))
+        return 1;
+    return dev_close(ctx, &v) ? 0 : 1;
+}
+
+static bool all_calls(struct tl_ctx *ctx, struct dev *v)
 {
     static const struct {
         ncclDataType_t type;
@@ -40,10 +56,7 @@ static int body_all(struct tl_ctx *ctx)
                 {ncclInt64, ncclProd}, {ncclUint8, ncclMin},   {ncclFloat32, ncclAvg}};
     static const ncclDataType_t moves[] = {ncclInt32, ncclUint8, ncclFloat64};
     static const size_t counts[] = {0, 1, 7, 1027, MAX_COUNT};
-    struct dev v;
 
-    if (!dev_open(ctx, &v))
-        return 1;
     for (int coll = 0; coll < NCOLLS; coll++) {
         size_t ntypes = is_reducing(coll) ? sizeof reds / sizeof reds[0] : 3;
         for (size_t t = 0; t < ntypes; t++)
@@ -56,11 +69,11 @@ static int body_all(struct tl_ctx *ctx)
                                          counts[k],
                                          inplace != 0,
                                          round + (int)k};
-                        if (!run_one(ctx, &v, &c))
-                            return 1;
+                        if (!run_one(ctx, v, &c))
+                            return false;
                     }
     }
-    return dev_close(ctx, &v) ? 0 : 1;
+    return true;
 }
 
 /* Calls queued back to back on two streams, some in one group, and only then synchronized: the
@@ -144,6 +157,13 @@ static int body_initall(struct tl_ctx *ctx)
         rank_ctx[r].comm = comms[r];
         if (!dev_open(&rank_ctx[r], &v[r]))
             return 1;
+        void *h;
+        /* arg "register": the calls go direct, each communicator's exchange in a thread */
+        if (ctx->arg && (!tl_ok(ctx, ncclCommRegister(comms[r], (void *)v[r].send, v[r].bytes, &h),
+                                "ncclCommRegister") ||
+                         !tl_ok(ctx, ncclCommRegister(comms[r], (void *)v[r].recv, v[r].bytes, &h),
+                                "ncclCommRegister")))
+            return 1;
     }
     for (int round = 0; round < 3; round++) {
         struct call c = {ALLREDUCE, ncclInt32, ncclSum, MAX_COUNT, round == 1, round};
@@ -167,7 +187,90 @@ static int body_initall(struct tl_ctx *ctx)
     for (int r = 0; r < INITALL_N; r++)
         if (!dev_close(ctx, &v[r]) || !tl_ok(ctx, ncclCommDestroy(comms[r]), "ncclCommDestroy"))
             return 1;
-    return 0;
+    return !ctx->arg || log_says(ctx, "works on the registered buffers in place") ? 0 : 1;
+}
+
+/* ---- registered buffers (src/core/devpath_direct.c) ---- */
+
+/* A call on buffers of its own, large enough for a direct launch of several blocks. */
+static bool big_call(struct tl_ctx *ctx, struct dev *v, const struct call *c, bool do_register)
+{
+    size_t nsend, nrecv, send_at, es = type_bytes(c->type);
+    uintptr_t send = 0, recv = 0;
+    void *hs = NULL, *hr = NULL, *out;
+    unsigned char *in, *back;
+    bool ok;
+
+    shape(c, ctx->rank, ctx->nranks, &nsend, &nrecv, &send_at);
+    in = malloc(nsend * es);
+    back = malloc(nrecv * es);
+    ok = in && back && cu_ok(ctx, v->d.mem_alloc(&send, nsend * es), "cuMemAlloc") &&
+         cu_ok(ctx, v->d.mem_alloc(&recv, nrecv * es), "cuMemAlloc");
+    if (ok && do_register)
+        ok = tl_ok(ctx, ncclCommRegister(ctx->comm, (void *)send, nsend * es, &hs),
+                   "ncclCommRegister") &&
+             tl_ok(ctx, ncclCommRegister(ctx->comm, (void *)recv, nrecv * es, &hr),
+                   "ncclCommRegister");
+    ok = ok && start(ctx, v, c, v->stream, send, recv, in, &out) &&
+         cu_ok(ctx, v->d.memcpy_async((uintptr_t)back, (uintptr_t)out, nrecv * es, v->stream),
+               "cuMemcpyAsync") &&
+         cu_ok(ctx, v->d.stream_sync(v->stream), "cuStreamSynchronize") && check(ctx, c, back);
+    if (hs)
+        ok = tl_ok(ctx, ncclCommDeregister(ctx->comm, hs), "ncclCommDeregister") && ok;
+    if (hr)
+        ok = tl_ok(ctx, ncclCommDeregister(ctx->comm, hr), "ncclCommDeregister") && ok;
+    if (send)
+        ok = cu_ok(ctx, v->d.mem_free(send), "cuMemFree") && ok;
+    if (recv)
+        ok = cu_ok(ctx, v->d.mem_free(recv), "cuMemFree") && ok;
+    free(in);
+    free(back);
+    return ok;
+}
+
+/* ctx->arg "all": every rank registers its buffers, so that the calls work on them in place
+ * (the log says so); "rank0": only rank 0 does, and the calls go through the slots (the log names
+ * rank 1). Every collective of body_all, then calls of several blocks (one of them with
+ * unregistered buffers between registered ones: the connectors' counts stay in step), then the
+ * first set again after deregistering. */
+static int body_registered(struct tl_ctx *ctx)
+{
+    bool is_all = strcmp(ctx->arg, "all") == 0;
+    bool do_register = is_all || ctx->rank == 0;
+    struct call bigs[] = {
+        {ALLREDUCE, ncclFloat32, ncclSum, 3u << 18, false, 1},
+        {ALLREDUCE, ncclInt32, ncclMax, (3u << 18) + 5, true, 2},
+        {REDUCESCATTER, ncclInt64, ncclSum, (1u << 18) + 3, true, 3},
+        {ALLGATHER, ncclUint8, ncclSum, (5u << 20) / 2 + 1, false, 4},
+        {ALLTOALL, ncclFloat64, ncclSum, (1u << 18) + 1, false, 5},
+        {BROADCAST, ncclInt32, ncclSum, (1u << 20) + 7, true, 6},
+        {REDUCE, ncclFloat64, ncclMin, (1u << 18) + 1, false, 7},
+    };
+    void *hs = NULL, *hr = NULL;
+    struct dev v;
+
+    if (!dev_open(ctx, &v))
+        return 1;
+    if (do_register && (!tl_ok(ctx, ncclCommRegister(ctx->comm, (void *)v.send, v.bytes, &hs),
+                               "ncclCommRegister") ||
+                        !tl_ok(ctx, ncclCommRegister(ctx->comm, (void *)v.recv, v.bytes, &hr),
+                               "ncclCommRegister")))
+        return 1;
+    if (!all_calls(ctx, &v))
+        return 1;
+    for (size_t i = 0; i < sizeof bigs / sizeof bigs[0]; i++)
+        if (!big_call(ctx, &v, &bigs[i], do_register && i != 2))
+            return 1;
+    if (hs && (!tl_ok(ctx, ncclCommDeregister(ctx->comm, hs), "ncclCommDeregister") ||
+               !tl_ok(ctx, ncclCommDeregister(ctx->comm, hr), "ncclCommDeregister")))
+        return 1;
+    struct call after = {ALLREDUCE, ncclInt32, ncclSum, MAX_COUNT, false, 9};
+    if (!run_one(ctx, &v, &after) || !dev_close(ctx, &v))
+        return 1;
+    return log_says(ctx, is_all ? "P2P direct: AllReduce of 1 elements works on the registered"
+                                : "goes through the slots: rank 1's buffers are not registered")
+               ? 0
+               : 1;
 }
 
 /* ---- errors ---- */
@@ -190,9 +293,14 @@ static bool log_says(struct tl_ctx *ctx, const char *want)
     }
     while (!found && fgets(line, sizeof line, f))
         found = strstr(line, want) != NULL;
+    if (!found) {
+        tl_failf(ctx, "the log (%s) has no line with \"%s\"; its P2P lines:", path, want);
+        rewind(f);
+        while (fgets(line, sizeof line, f))
+            if (strstr(line, "P2P"))
+                fprintf(stderr, "    %s", line);
+    }
     fclose(f);
-    if (!found)
-        tl_failf(ctx, "the log (%s) has no line with \"%s\"", path, want);
     return found;
 }
 
@@ -225,6 +333,39 @@ static int body_mismatch(struct tl_ctx *ctx)
         return 1;
     }
     return dev_close(ctx, &v) && log_says(ctx, "P2P: on") ? 0 : 1;
+}
+
+/* Rank 0 makes a call rank 1 never makes, a candidate for going direct: the call itself waits
+ * for rank 1 to say where its buffers are, and fails after ANYCCL_TIMEOUT, saying why. */
+static atomic_int xchg_done;
+
+static int raw_direct_timeout(struct tl_ctx *ctx)
+{
+    ncclComm_t comm;
+    struct dev v;
+    struct call c = {ALLREDUCE, ncclInt32, ncclSum, 64, false, 0};
+
+    if (!tl_ok(ctx, ncclCommInitRank(&comm, ctx->nranks, ctx->id, ctx->rank), "ncclCommInitRank"))
+        return 1;
+    ctx->comm = comm;
+    if (!dev_open(ctx, &v) || !run_one(ctx, &v, &c))
+        return 1;
+    if (ctx->rank != 0) {
+        for (int i = 0; i < 120000 && !atomic_load(&xchg_done); i++)
+            usleep(1000);
+        return dev_close(ctx, &v) && tl_ok(ctx, ncclCommDestroy(comm), "ncclCommDestroy") ? 0 : 1;
+    }
+    ncclResult_t res =
+        ncclAllReduce((void *)v.send, (void *)v.recv, 64, ncclInt32, ncclSum, comm, v.stream);
+    atomic_store(&xchg_done, 1);
+    if (res != ncclRemoteError) {
+        tl_failf(ctx, "a call rank 1 never makes: %d, expected ncclRemoteError", (int)res);
+        return 1;
+    }
+    return dev_close(ctx, &v) && log_says(ctx, "rank 1 did not reach this collective in 2 s") &&
+                   tl_ok(ctx, ncclCommDestroy(comm), "ncclCommDestroy")
+               ? 0
+               : 1;
 }
 
 /* Rank 0 queues a call rank 1 never makes, then aborts: its kernel stops waiting and the stream
@@ -426,11 +567,12 @@ static const char *why_not(const char *bin_dir)
 #define LOGGED "NCCL_DEBUG=INFO NCCL_DEBUG_SUBSYS=P2P NCCL_DEBUG_FILE="
 /* 2 slots of 4 KiB: counts 1027 and 4099 go round the slots many times */
 #define SMALL "ANYCCL_BUFFSIZE=8192 ANYCCL_NSLOTS=2"
+#define DIRECT "ANYCCL_P2P_DIRECT_MIN_BYTES=0"
 
 int main(int argc, char **argv)
 {
-    static struct tl_case cases[32];
-    static char names[32][64], envs[32][PATH_MAX + 256];
+    static struct tl_case cases[40];
+    static char names[40][64], envs[40][PATH_MAX + 256];
     char exe[PATH_MAX];
     ssize_t len = readlink("/proc/self/exe", exe, sizeof exe - 1);
     size_t n = 0;
@@ -461,11 +603,23 @@ int main(int argc, char **argv)
         {"group/np2/threads", TL_THREADS, 2, body_group, NULL, NULL, NULL, false},
         {"group/np4/proc", TL_PROCS, 4, body_group, NULL, NULL, SMALL, false},
         {"initall-group/np4", TL_PROCS, 1, NULL, body_initall, NULL, NULL, false},
+        {"initall-group/registered/np4", TL_PROCS, 1, NULL, body_initall, "register", DIRECT,
+         false},
+        {"registered/np2/threads", TL_THREADS, 2, body_registered, NULL, "all", DIRECT, false},
+        {"registered/np3/threads", TL_THREADS, 3, body_registered, NULL, "all",
+         DIRECT " NCCL_PROTO=LL", false},
+        {"registered/np4/threads", TL_THREADS, 4, body_registered, NULL, "all", DIRECT, false},
+        {"registered/np2/proc", TL_PROCS, 2, body_registered, NULL, "all", DIRECT, false},
+        {"registered/np4/proc", TL_PROCS, 4, body_registered, NULL, "all", DIRECT " " SMALL, true},
+        {"registered/rank0-only/np2/threads", TL_THREADS, 2, body_registered, NULL, "rank0", DIRECT,
+         false},
         {"error/mismatch/np2/threads", TL_THREADS, 2, body_mismatch, NULL, NULL, NULL, false},
         {"error/abort-inflight/np2/threads", TL_THREADS, 2, NULL, raw_abort_inflight, NULL, NULL,
          false},
         {"error/timeout/np2/threads", TL_THREADS, 2, NULL, raw_timeout, NULL,
          "ANYCCL_TIMEOUT=2 ANYCCL_PEER_CHECK_MS=100", false},
+        {"error/direct-exchange-timeout/np2/threads", TL_THREADS, 2, NULL, raw_direct_timeout, NULL,
+         "ANYCCL_TIMEOUT=2 " DIRECT, false},
         {"error/peer-dies/np2/proc", TL_PROCS, 2, NULL, raw_peer_dies, NULL,
          "ANYCCL_PEER_CHECK_MS=100", false},
         {"mixed/cpu-ranks/np2/proc", TL_PROCS, 2, NULL, raw_mixed_cpu_rank, NULL, NULL, false},

@@ -14,6 +14,7 @@
 
 #include "common/check.h"
 #include "common/log.h"
+#include "common/procfd.h"
 
 #include <dlfcn.h>
 #include <errno.h>
@@ -24,7 +25,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/syscall.h>
 #include <unistd.h>
 
 typedef int cu_result;
@@ -451,27 +451,6 @@ ncclResult_t ac_cuda_vmm_export(void *ptr, struct ac_ipc_handle *handle_out, boo
     return ncclSuccess;
 }
 
-/* A copy of process pid's descriptor fd, or -1 with errno. */
-static int fd_of_process(int pid, int fd)
-{
-#if defined(SYS_pidfd_open) && defined(SYS_pidfd_getfd)
-    int pidfd = (int)syscall(SYS_pidfd_open, pid, 0), copy, err;
-
-    if (pidfd < 0)
-        return -1;
-    copy = (int)syscall(SYS_pidfd_getfd, pidfd, fd, 0);
-    err = errno;
-    close(pidfd);
-    errno = err;
-    return copy;
-#else
-    (void)pid;
-    (void)fd;
-    errno = ENOSYS;
-    return -1;
-#endif
-}
-
 ncclResult_t ac_cuda_vmm_import(const struct ac_ipc_handle *handle, void **ptr_out)
 {
     struct fd_handle fh;
@@ -495,7 +474,7 @@ ncclResult_t ac_cuda_vmm_import(const struct ac_ipc_handle *handle, void **ptr_o
         return AC_FAIL(ncclInvalidUsage, "cuda backend: the driver has no cuMem calls to import "
                                          "a POSIX fd handle");
     AC_CHECK(current_device(&dev));
-    if ((fd = fd_of_process(fh.pid, fh.fd)) < 0)
+    if ((fd = ac_fd_of_process(fh.pid, fh.fd)) < 0)
         return AC_FAIL(ncclInvalidUsage,
                        "cuda backend: cannot take fd %d of process %d (pidfd_getfd: %s; it needs "
                        "Linux 5.6 and ptrace access to that process: same user with "

@@ -43,9 +43,29 @@ struct ac_dev_conn {
                           * AC_LL128_MAX_BYTES per slot at most */
 };
 
+#define AC_DEV_MAX_RANKS (AC_DEV_MAX_PEERS + 1)
+
+/* A direct task (registered buffers, src/core/devpath_direct.c): instead of the schedule's steps,
+ * the block reads and writes every rank's user buffers through these addresses (peers' mapped
+ * into this process), between two barriers over its connectors to every peer (sched.nrecv =
+ * sched.nsend = nranks - 1, recv[k]/send[k] the k-th other rank): one empty slot each way before
+ * (every rank's buffers are ready: their streams reached the call) and one after (nobody still
+ * touches them when any kernel ends). Each element is read and written by one rank's block only,
+ * which makes in-place calls safe; all-to-all in place is never direct. */
+struct ac_dev_direct {
+    uint64_t send[AC_DEV_MAX_RANKS];   /* by rank: its sendbuff, as this rank addresses it */
+    uint64_t recv[AC_DEV_MAX_RANKS];   /* by rank: its recvbuff (reduce: the root's only) */
+    uint64_t scalar[AC_DEV_MAX_RANKS]; /* by rank: its premul scalar (premulsum scalars are each
+                                        * rank's own) */
+    uint32_t is_on;
+    uint32_t block, nblocks; /* this task's share of the work: block of nblocks */
+    int32_t root;
+};
+
 /* One block of a launch: one task (one channel of one operation) of the schedule. */
 struct ac_dev_task {
     struct ac_sched sched;                   /* sched.h: the step schedule, as the host runs it */
+    struct ac_dev_direct direct;             /* is_on: a direct task (sched: its op's fields) */
     struct ac_dev_conn recv[AC_DEV_MAX_PEERS]; /* sched.nrecv used */
     struct ac_dev_conn send[AC_DEV_MAX_PEERS]; /* sched.nsend used */
     uint32_t proto;                          /* enum ac_proto */

@@ -390,40 +390,59 @@ __device__ inline uint32_t ac_eng_move(struct ac_eng *e, const struct ac_step &s
     return ac_eng_move_units<O>(e, st, flags, nin, nout, bytes);
 }
 
-/* The element type decides only reductions; everything else moves bytes. */
-__device__ inline uint32_t ac_eng_move_any(struct ac_eng *e, const struct ac_step &st,
-                                           unsigned flags, int nin, int nout, uint64_t bytes)
+/* Calls fn.template run<O>() with the element functions of the task's type: the element type
+ * decides only reductions; everything else moves bytes. */
+template <class Fn> __device__ inline uint32_t ac_eng_by_type(const struct ac_sched &s, Fn &fn)
 {
-    if (!e->t->sched.is_reduction)
-        return ac_eng_move<ac_dev_ops_u8>(e, st, flags, nin, nout, bytes);
-    switch (e->t->sched.red_type) {
+    if (!s.is_reduction)
+        return fn.template run<ac_dev_ops_u8>();
+    switch (s.red_type) {
     case ncclInt8:
-        return ac_eng_move<ac_dev_ops_i8>(e, st, flags, nin, nout, bytes);
+        return fn.template run<ac_dev_ops_i8>();
     case ncclUint8:
-        return ac_eng_move<ac_dev_ops_u8>(e, st, flags, nin, nout, bytes);
+        return fn.template run<ac_dev_ops_u8>();
     case ncclInt32:
-        return ac_eng_move<ac_dev_ops_i32>(e, st, flags, nin, nout, bytes);
+        return fn.template run<ac_dev_ops_i32>();
     case ncclUint32:
-        return ac_eng_move<ac_dev_ops_u32>(e, st, flags, nin, nout, bytes);
+        return fn.template run<ac_dev_ops_u32>();
     case ncclInt64:
-        return ac_eng_move<ac_dev_ops_i64>(e, st, flags, nin, nout, bytes);
+        return fn.template run<ac_dev_ops_i64>();
     case ncclUint64:
-        return ac_eng_move<ac_dev_ops_u64>(e, st, flags, nin, nout, bytes);
+        return fn.template run<ac_dev_ops_u64>();
     case ncclFloat16:
-        return ac_eng_move<ac_dev_ops_f16>(e, st, flags, nin, nout, bytes);
+        return fn.template run<ac_dev_ops_f16>();
     case ncclFloat32:
-        return ac_eng_move<ac_dev_ops_f32>(e, st, flags, nin, nout, bytes);
+        return fn.template run<ac_dev_ops_f32>();
     case ncclFloat64:
-        return ac_eng_move<ac_dev_ops_f64>(e, st, flags, nin, nout, bytes);
+        return fn.template run<ac_dev_ops_f64>();
     case ncclBfloat16:
-        return ac_eng_move<ac_dev_ops_bf16>(e, st, flags, nin, nout, bytes);
+        return fn.template run<ac_dev_ops_bf16>();
     case ncclFloat8e4m3:
-        return ac_eng_move<ac_dev_ops_e4m3>(e, st, flags, nin, nout, bytes);
+        return fn.template run<ac_dev_ops_e4m3>();
     case ncclFloat8e5m2:
-        return ac_eng_move<ac_dev_ops_e5m2>(e, st, flags, nin, nout, bytes);
+        return fn.template run<ac_dev_ops_e5m2>();
     default:
         return AC_DEV_MISMATCH; /* the host validates types: a corrupt task */
     }
+}
+
+struct ac_eng_move_fn {
+    struct ac_eng *e;
+    const struct ac_step *st;
+    unsigned flags;
+    int nin, nout;
+    uint64_t bytes;
+    template <class O> __device__ uint32_t run()
+    {
+        return ac_eng_move<O>(e, *st, flags, nin, nout, bytes);
+    }
+};
+
+__device__ inline uint32_t ac_eng_move_any(struct ac_eng *e, const struct ac_step &st,
+                                           unsigned flags, int nin, int nout, uint64_t bytes)
+{
+    struct ac_eng_move_fn fn = {e, &st, flags, nin, nout, bytes};
+    return ac_eng_by_type(e->t->sched, fn);
 }
 
 /* Phase 3, thread 0: the outgoing slots posted (after the block's writes), the incoming freed. */
@@ -452,6 +471,170 @@ __device__ inline void ac_eng_post(struct ac_eng *e, unsigned flags, int nin, in
     (void)flags;
 }
 
+/* ---- direct tasks (devcoll.h: struct ac_dev_direct) ---- */
+
+/* Share k of nk of [0, n): [*lo, *lo + *cnt), the first n % nk shares one larger. */
+__device__ inline void ac_eng_share(uint64_t n, uint32_t k, uint32_t nk, uint64_t *lo,
+                                    uint64_t *cnt)
+{
+    uint64_t q = n / nk, rem = n % nk;
+    *lo = k * q + (k < rem ? k : rem);
+    *cnt = q + (k < rem);
+}
+
+/* Share k of nk of n bytes, in 16-byte units so that the shares of aligned buffers stay aligned. */
+__device__ inline void ac_eng_share_bytes(uint64_t n, uint32_t k, uint32_t nk, uint64_t *lo,
+                                          uint64_t *cnt)
+{
+    uint64_t ulo, ucnt;
+    ac_eng_share((n + 15) / 16, k, nk, &ulo, &ucnt);
+    *lo = ulo * 16 < n ? ulo * 16 : n;
+    *cnt = (ulo + ucnt) * 16 < n ? (ulo + ucnt) * 16 - *lo : n - *lo;
+}
+
+__device__ inline void ac_eng_dcopy(char *dst, const char *src, uint64_t n, uint32_t tid,
+                                    uint32_t nthreads)
+{
+    uint64_t done = 0;
+    if (dst == src || n == 0)
+        return;
+    if ((((uintptr_t)dst | (uintptr_t)src) & 15u) == 0) {
+        uint64_t n16 = n / 16;
+        for (uint64_t i = tid; i < n16; i += nthreads) {
+#if defined(__CUDACC__) || defined(__HIPCC__)
+            ((uint4 *)dst)[i] = ((const uint4 *)src)[i];
+#else
+            uint64_t v[2];
+            memcpy(v, src + i * 16, 16);
+            memcpy(dst + i * 16, v, 16);
+#endif
+        }
+        done = n16 * 16;
+    }
+    for (uint64_t i = done + tid; i < n; i += nthreads)
+        dst[i] = src[i];
+}
+
+/* Element i of rank j's sendbuff, premultiplied with its scalar. */
+template <class O>
+__device__ inline typename O::type ac_eng_dinput(const struct ac_dev_task *t, int j, uint64_t i)
+{
+    typename O::type x, sc;
+    memcpy(&x, (const char *)(uintptr_t)t->direct.send[j] + i * sizeof x, sizeof x);
+    if (!t->sched.red_has_premul)
+        return x;
+    memcpy(&sc, &t->direct.scalar[j], sizeof sc);
+    return O::prod(x, sc);
+}
+
+/* Elements [0, cnt): the reduction over every rank's sendbuff at src_elem + i, in rank order
+ * (each input with its rank's premultiplier, as the one-shot folds them), stored at dst_elem + i
+ * of each of the ndst buffers. */
+template <class O>
+__device__ inline void ac_eng_dreduce(const struct ac_dev_task *t, uint64_t src_elem,
+                                      uint64_t dst_elem, uint64_t cnt, const uint64_t *dsts,
+                                      int ndst, uint32_t tid, uint32_t nthreads)
+{
+    typedef typename O::type T;
+    const struct ac_sched &s = t->sched;
+    for (uint64_t i = tid; i < cnt; i += nthreads) {
+        T v = ac_eng_dinput<O>(t, 0, src_elem + i);
+        for (int j = 1; j < s.nranks; j++)
+            v = O::apply(s.red_kind, v, ac_eng_dinput<O>(t, j, src_elem + i));
+        if (s.red_postdiv > 1)
+            v = O::div(v, s.red_postdiv);
+        for (int k = 0; k < ndst; k++)
+            memcpy((char *)(uintptr_t)dsts[k] + (dst_elem + i) * sizeof v, &v, sizeof v);
+    }
+}
+
+/* The block's share of the operation, by every thread. Copies go to the peers (pushed) except
+ * broadcast's, which every rank pulls from the root, so that the work spreads over all ranks. */
+struct ac_eng_direct_fn {
+    const struct ac_dev_task *t;
+    uint32_t tid, nthreads;
+    template <class O> __device__ uint32_t run()
+    {
+        const struct ac_sched &s = t->sched;
+        const struct ac_dev_direct &d = t->direct;
+        int n = s.nranks, me = s.rank;
+        uint64_t ts = s.type_bytes, nbytes = s.count * ts, lo, cnt, slo, scnt;
+        uint64_t dsts[AC_DEV_MAX_RANKS];
+        switch (s.coll) {
+        case AC_COLL_ALLREDUCE:
+        case AC_COLL_REDUCE:
+            ac_eng_share(s.count, (uint32_t)me, (uint32_t)n, &slo, &scnt);
+            ac_eng_share(scnt, d.block, d.nblocks, &lo, &cnt);
+            for (int j = 0; j < n; j++)
+                dsts[j] = s.coll == AC_COLL_REDUCE ? d.recv[d.root] : d.recv[j];
+            ac_eng_dreduce<O>(t, slo + lo, slo + lo, cnt, dsts, s.coll == AC_COLL_REDUCE ? 1 : n,
+                              tid, nthreads);
+            return 0;
+        case AC_COLL_REDUCESCATTER:
+            ac_eng_share(s.count, d.block, d.nblocks, &lo, &cnt);
+            dsts[0] = d.recv[me];
+            ac_eng_dreduce<O>(t, (uint64_t)me * s.count + lo, lo, cnt, dsts, 1, tid, nthreads);
+            return 0;
+        case AC_COLL_BROADCAST:
+            ac_eng_share_bytes(nbytes, d.block, d.nblocks, &lo, &cnt);
+            ac_eng_dcopy((char *)(uintptr_t)d.recv[me] + lo,
+                         (const char *)(uintptr_t)d.send[d.root] + lo, cnt, tid, nthreads);
+            return 0;
+        case AC_COLL_ALLGATHER:
+        case AC_COLL_ALLTOALL:
+            ac_eng_share_bytes(nbytes, d.block, d.nblocks, &lo, &cnt);
+            for (int k = 0; k < n; k++) {
+                int j = (me + k) % n; /* ranks start at different peers */
+                uint64_t from = s.coll == AC_COLL_ALLTOALL ? (uint64_t)j * nbytes : 0;
+                ac_eng_dcopy((char *)(uintptr_t)d.recv[j] + (uint64_t)me * nbytes + lo,
+                             (const char *)(uintptr_t)d.send[me] + from + lo, cnt, tid, nthreads);
+            }
+            return 0;
+        default:
+            return AC_DEV_MISMATCH; /* the host makes direct tasks of these only */
+        }
+    }
+};
+
+/* Thread 0: one empty slot to every peer, then one from every peer. */
+__device__ inline uint32_t ac_eng_direct_barrier(struct ac_eng *e)
+{
+    const struct ac_sched &s = e->t->sched;
+    uint32_t r = ac_eng_wait(e, AC_STEP_SEND, 0);
+    if (r)
+        return r;
+    ac_eng_post(e, AC_STEP_SEND, 0, s.nsend, 0);
+    for (int k = 0; k < s.nsend; k++)
+        e->scnt[k]++;
+    if ((r = ac_eng_wait(e, AC_STEP_RECV, 0)) != 0)
+        return r;
+    ac_eng_post(e, AC_STEP_RECV, s.nrecv, 0, 0);
+    for (int k = 0; k < s.nrecv; k++)
+        e->rcnt[k]++;
+    return 0;
+}
+
+__device__ inline uint32_t ac_eng_run_direct(struct ac_eng *e)
+{
+    AC_ENG_SHARED uint32_t stop;
+    uint32_t r;
+    if (e->tid == 0)
+        stop = ac_eng_direct_barrier(e);
+    AC_ENG_BARRIER();
+    if ((r = stop) != 0)
+        return r;
+    struct ac_eng_direct_fn fn = {e->t, e->tid, e->nthreads};
+    r = ac_eng_by_type(e->t->sched, fn); /* the same for every thread */
+    AC_ENG_FENCE();
+    AC_ENG_BARRIER();
+    if (r)
+        return r;
+    if (e->tid == 0)
+        stop = ac_eng_direct_barrier(e);
+    AC_ENG_BARRIER();
+    return stop;
+}
+
 /* Runs task `t` with the block's threads tid of nthreads. Returns 0 or the status it stopped
  * with (written to *status unless another block failed first). */
 __device__ inline uint32_t ac_eng_run(const struct ac_dev_task *t, const volatile uint32_t *abort,
@@ -477,7 +660,9 @@ __device__ inline uint32_t ac_eng_run(const struct ac_dev_task *t, const volatil
         wait_stop = move_stop = 0;
     AC_ENG_BARRIER();
     uint32_t r = 0;
-    for (uint64_t k = 0; k < t->sched.nsteps; k++) {
+    if (t->direct.is_on)
+        r = ac_eng_run_direct(&e);
+    for (uint64_t k = 0; !t->direct.is_on && k < t->sched.nsteps; k++) {
         struct ac_step st;
         ac_sched_step(&t->sched, k, &st);
         unsigned flags = st.flags;
@@ -531,8 +716,12 @@ __device__ inline void ac_eng_block(const struct ac_kcoll_args &a, uint32_t bloc
     AC_ENG_SHARED struct ac_dev_task task;
     const uint64_t *from = (const uint64_t *)(uintptr_t)(a.tasks + (uint64_t)block *
                                                                       sizeof(struct ac_dev_task));
+#if defined(__CUDACC__) || defined(__HIPCC__)
     for (uint32_t i = tid; i < sizeof(task) / 8; i += nthreads)
         ((uint64_t *)&task)[i] = from[i];
+#else
+    memcpy(&task, from, sizeof task); /* one thread; and gcc sees the whole task initialized */
+#endif
     AC_ENG_BARRIER();
     ac_eng_run(&task, (const volatile uint32_t *)(uintptr_t)a.abort,
                (uint32_t *)(uintptr_t)a.status, tid, nthreads);
