@@ -15,7 +15,9 @@
  * Calls on registered buffers may go direct (devpath_direct.h): the kernel then works on the
  * peers' buffers in place, its connectors carrying only the barriers before and after.
  *
- * Send/recv stay on the staged path (src/core/stream.c), as do host buffers with a stream. */
+ * Send/recv go this path once a collective turned it on (choosing it takes every rank); those
+ * of one group run in one launch. Host buffers with a stream stay on the staged path
+ * (src/core/stream.c). */
 #include "core/devpath.h"
 
 #include "common/check.h"
@@ -55,6 +57,8 @@ struct work {
     _Atomic uint64_t launch_ns; /* when launched, for the watcher's timeout; 0 while refilled */
     struct ac_direct_call dcall; /* a direct launch: the peers' buffers it maps, given back when
                                   * it ended */
+    void **join_events;          /* one per other stream of the launch's ops (join_streams) */
+    int njoin_events;
 };
 
 struct ac_devpath {
@@ -79,6 +83,7 @@ struct ac_devpath {
     pthread_cond_t watch_cond;
     bool is_stopping;
     bool has_warned_abort;
+    bool has_logged_p2p;
 };
 
 /* ---- connectors ---- */
@@ -391,7 +396,9 @@ uint64_t ac_devpath_launches(const struct ncclComm *comm)
 /* Same on both ends of every connector: what the receiver checks each Simple slot against. */
 static uint32_t task_tag(const struct ac_task *t)
 {
-    uint64_t h = (uint64_t)t->op_coll * 0x9e3779b97f4a7c15ull;
+    /* a user's send meets the peer's recv */
+    enum ac_coll coll = t->op_coll == AC_COLL_RECV ? AC_COLL_SEND : t->op_coll;
+    uint64_t h = (uint64_t)coll * 0x9e3779b97f4a7c15ull;
     uint64_t parts[] = {t->is_reduction ? (uint64_t)t->op.type : 0,
                         t->is_reduction ? (uint64_t)t->op.kind | (uint64_t)t->op.has_premul << 4 |
                                               (uint64_t)(t->op.postdiv != 0) << 5
@@ -426,12 +433,19 @@ static bool is_candidate(const struct ac_op *op, int *device_out)
     bool is_root = op->comm->rank == op->root;
     bool reads = op->coll != AC_COLL_BROADCAST || is_root;
     bool writes = op->coll != AC_COLL_REDUCE || is_root;
+    bool is_p2p = op->coll == AC_COLL_SEND || op->coll == AC_COLL_RECV;
     const void *bufs[2];
     int nbufs = 0, device = -1;
 
-    if (!be || be->kind == AC_MEM_HOST || op->coll == AC_COLL_SEND || op->coll == AC_COLL_RECV ||
-        op->comm->nranks < 2 || op->count == 0)
+    if (!be || be->kind == AC_MEM_HOST || op->comm->nranks < 2 || op->count == 0)
         return false;
+    /* Send/recv only once the path is on: only two ranks make the call, and choosing the path
+     * takes all of them. A rank's own transfers stay staged (a copy). */
+    if (is_p2p && (!op->comm->devpath || !op->comm->devpath->is_on || op->peer < 0 ||
+                   op->peer == op->comm->rank))
+        return false;
+    reads = reads && op->coll != AC_COLL_RECV;
+    writes = writes && op->coll != AC_COLL_SEND;
     reads = reads && (op->coll != AC_COLL_SCATTER || is_root);
     writes = writes && (op->coll != AC_COLL_GATHER || is_root);
     if (reads && op->sendbuff)
@@ -573,6 +587,11 @@ static void fill_task(struct ac_devpath *dp, const struct ac_task *t, struct ac_
     }
 }
 
+static bool is_p2p(const struct ac_op *op)
+{
+    return op->coll == AC_COLL_SEND || op->coll == AC_COLL_RECV;
+}
+
 /* ---- direct launches (devpath_direct.h) ---- */
 
 /* Blocks of a direct launch: one per DIRECT_BLOCK_BYTES of the rank's count, up to the ring
@@ -669,8 +688,30 @@ static ncclResult_t collect_direct_needs(struct ac_devpath *dp, const struct ac_
     return ncclSuccess;
 }
 
+/* A launch whose ops are on several streams (send/recv of one group) runs on the first one,
+ * after the others' work so far, and the others wait for it. Events of the work entry, reused
+ * once it retired. Under dp->lock. */
+static ncclResult_t join_streams(struct ac_devpath *dp, struct work *w, void *stream,
+                                 void *const *joins, int njoins)
+{
+    if (njoins > w->njoin_events) {
+        void **grown = realloc(w->join_events, (size_t)njoins * sizeof *grown);
+        if (!grown)
+            return AC_FAIL(ncclSystemError, "out of memory");
+        w->join_events = grown;
+        for (; w->njoin_events < njoins; w->njoin_events++)
+            AC_CHECK(dp->be->event_create(&w->join_events[w->njoin_events]));
+    }
+    for (int i = 0; i < njoins; i++) {
+        AC_CHECK(dp->be->event_record(w->join_events[i], joins[i]));
+        AC_CHECK(dp->be->stream_wait_event(stream, w->join_events[i]));
+    }
+    return ncclSuccess;
+}
+
 static ncclResult_t launch_op(struct ac_devpath *dp, const struct ac_op *op,
-                              const struct ac_run *run, struct ac_direct_call *dc)
+                              const struct ac_run *run, struct ac_direct_call *dc,
+                              void *const *joins, int njoins)
 {
     struct ncclComm *comm = dp->comm;
     size_t tasks_bytes = (size_t)run->ntasks * sizeof(struct ac_dev_task);
@@ -706,8 +747,11 @@ static ncclResult_t launch_op(struct ac_devpath *dp, const struct ac_op *op,
     /* Launches of one communicator never overlap: the previous one may be on another stream. */
     if (dp->last && dp->last->is_busy && dp->last->stream != op->stream)
         AC_CHECK_GOTO(dp->be->stream_wait_event(op->stream, dp->last->event), res, broken);
+    AC_CHECK_GOTO(join_streams(dp, w, op->stream, joins, njoins), res, broken);
     AC_CHECK_GOTO(dp->be->launch_coll(&args, (unsigned)ntasks, op->stream), res, broken);
     AC_CHECK_GOTO(dp->be->event_record(w->event, op->stream), res, broken);
+    for (int i = 0; i < njoins; i++)
+        AC_CHECK_GOTO(dp->be->stream_wait_event(joins[i], w->event), res, broken);
     if (is_direct) {
         w->dcall = *dc; /* its imports are given back when the launch ended */
         dc->nrefs = 0;
@@ -719,6 +763,12 @@ static ncclResult_t launch_op(struct ac_devpath *dp, const struct ac_op *op,
     w->nops = comm->nops_issued;
     dp->last = w;
     __atomic_fetch_add(&dp->nlaunches, 1, __ATOMIC_RELAXED);
+    if (is_p2p(op) && !dp->has_logged_p2p) {
+        dp->has_logged_p2p = true;
+        AC_INFO(AC_SUB_P2P, "P2P: send/recv on GPU buffers run on the device: %d transfers of a "
+                            "group in one launch",
+                ntasks);
+    }
     AC_TRACE(AC_SUB_P2P, "P2P: %s of %zu elements: %d %s launched on stream %p",
              ac_coll_name(op->coll), op->count, ntasks,
              is_direct ? "direct blocks (registered buffers in place)" : "tasks", op->stream);
@@ -813,33 +863,77 @@ static ncclResult_t add_exchange(struct comm_job *job, const struct ac_op *op,
     return ncclSuccess;
 }
 
+/* Index of the first device send/recv of op i's communicator in the list (the launch that
+ * carries them all), or i for a collective. */
+static int p2p_lead(struct ac_op *const *list, const int *devices, int i)
+{
+    if (!is_p2p(list[i]))
+        return i;
+    for (int j = 0; j < i; j++)
+        if (devices[j] >= 0 && is_p2p(list[j]) && list[j]->comm == list[i]->comm)
+            return j;
+    return i;
+}
+
+/* The send/recv of one communicator in a group run in one launch, all at once, as the peers'
+ * do (sequential launches could each wait for a peer's later one); so one launch must not hold
+ * two transfers on one connector: several sends to one peer (or receives from one) in a group
+ * are staged, which the peer decides alike from its matching receives (sends). */
+static void stage_repeated_p2p(struct ac_op *const *list, int *devices, int n)
+{
+    for (int i = 0; i < n; i++) {
+        if (devices[i] < 0 || !is_p2p(list[i]))
+            continue;
+        bool is_repeated = false;
+        for (int j = 0; j < n && !is_repeated; j++)
+            is_repeated = j != i && list[j]->comm == list[i]->comm &&
+                          list[j]->coll == list[i]->coll && list[j]->peer == list[i]->peer;
+        if (is_repeated)
+            devices[i] = -1;
+    }
+}
+
 /* Plans, connects and launches the ops that go the device path (list[i] with devices[i] >= 0):
  * direct candidates exchange their buffers first (each communicator in a thread of its own when
- * several are driven by this one), then the connectors either kind of launch needs are made. */
+ * several are driven by this one), then the connectors either kind of launch needs are made.
+ * Collectives launch in call order, then each communicator's send/recv in one launch. */
 static ncclResult_t run_device_ops(struct ac_op *const *list, const int *devices, int n,
                                    struct comm_job *jobs)
 {
     struct ac_run *runs = calloc((size_t)n, sizeof *runs);
     struct ac_direct_call *calls = calloc((size_t)n, sizeof *calls);
+    struct ac_op *copies = calloc((size_t)n, sizeof *copies);
+    void **joins = calloc((size_t)n, sizeof *joins);
     int njobs = 0, nx = 0;
     ncclResult_t res = ncclSuccess;
 
-    if (!runs || !calls) {
+    if (!runs || !calls || !copies || !joins) {
         free(runs);
         free(calls);
+        free(copies);
+        free(joins);
         return AC_FAIL(ncclSystemError, "out of memory");
     }
     for (int i = 0; i < n; i++)
         ac_plan_init(&runs[i]);
     for (int i = 0; i < n; i++) {
-        if (devices[i] < 0)
+        if (devices[i] < 0 || p2p_lead(list, devices, i) != i)
             continue;
-        struct ac_op one = *list[i];
-        struct ac_devpath *dp = one.comm->devpath;
-        one.next = NULL;
+        struct ac_devpath *dp = list[i]->comm->devpath;
+        struct ac_op **tail = &copies[i].next;
+        copies[i] = *list[i];
+        copies[i].next = NULL;
+        for (int j = i + 1; is_p2p(list[i]) && j < n; j++)
+            if (devices[j] >= 0 && p2p_lead(list, devices, j) == i) {
+                AC_CHECK_GOTO(check_device(dp, list[j], devices[j]), res, out);
+                copies[j] = *list[j];
+                copies[j].next = NULL;
+                *tail = &copies[j];
+                tail = &copies[j].next;
+            }
         runs[i].is_device = true;
         AC_CHECK_GOTO(check_device(dp, list[i], devices[i]), res, out);
-        AC_CHECK_GOTO(ac_plan_build(&runs[i], &one), res, out);
+        AC_CHECK_GOTO(ac_plan_build(&runs[i], &copies[i]), res, out);
         if (ac_direct_is_candidate(dp->direct, list[i])) {
             AC_CHECK_GOTO(add_exchange(&jobs[job_of(jobs, &njobs, dp)], list[i], &calls[i]), res,
                           out);
@@ -849,7 +943,7 @@ static ncclResult_t run_device_ops(struct ac_op *const *list, const int *devices
     if (nx > 0)
         AC_CHECK_GOTO(run_jobs(jobs, njobs, exchange_thread), res, out);
     for (int i = 0; i < n; i++) {
-        if (devices[i] < 0)
+        if (devices[i] < 0 || p2p_lead(list, devices, i) != i)
             continue;
         struct ac_devpath *dp = list[i]->comm->devpath;
         struct comm_job *job = &jobs[job_of(jobs, &njobs, dp)];
@@ -863,10 +957,23 @@ static ncclResult_t run_device_ops(struct ac_op *const *list, const int *devices
             AC_CHECK_GOTO(run_jobs(jobs, njobs, connect_thread), res, out);
             break;
         }
-    for (int i = 0; i < n; i++)
-        if (devices[i] >= 0)
-            AC_CHECK_GOTO(launch_op(list[i]->comm->devpath, list[i], &runs[i], &calls[i]), res,
-                          out);
+    for (int pass = 0; pass < 2; pass++)
+        for (int i = 0; i < n; i++) {
+            if (devices[i] < 0 || is_p2p(list[i]) != (pass == 1) ||
+                p2p_lead(list, devices, i) != i)
+                continue;
+            int njoins = 0;
+            for (struct ac_op *o = copies[i].next; o; o = o->next) {
+                bool is_new = o->stream != list[i]->stream;
+                for (int k = 0; k < njoins && is_new; k++)
+                    is_new = joins[k] != o->stream;
+                if (is_new)
+                    joins[njoins++] = o->stream;
+            }
+            AC_CHECK_GOTO(launch_op(list[i]->comm->devpath, list[i], &runs[i], &calls[i], joins,
+                                    njoins),
+                          res, out);
+        }
 out:
     for (int i = 0; i < n; i++) {
         ac_plan_free(&runs[i]);
@@ -880,6 +987,8 @@ out:
     }
     free(runs);
     free(calls);
+    free(copies);
+    free(joins);
     return res;
 }
 
@@ -940,8 +1049,10 @@ ncclResult_t ac_devpath_submit(const struct ac_op *ops, struct ac_op **rest_out,
         const struct ac_devpath *dp = list[i]->comm->devpath;
         if (devices[i] >= 0 && !(dp && dp->is_on))
             devices[i] = -1;
-        ndev += devices[i] >= 0;
     }
+    stage_repeated_p2p(list, devices, n);
+    for (int i = 0; i < n; i++)
+        ndev += devices[i] >= 0;
     if (ndev == 0)
         goto out;
     memset(jobs, 0, (size_t)n * sizeof *jobs);
@@ -978,6 +1089,21 @@ static bool wait_retired(struct ac_devpath *dp, uint64_t wait_ns)
         nanosleep(&ts, NULL);
     }
     return true;
+}
+
+ncclResult_t ac_devpath_finalize(struct ncclComm *comm)
+{
+    struct ac_devpath *dp = comm->devpath;
+
+    if (!dp || !dp->is_on)
+        return ncclSuccess;
+    /* unbounded: a launch that waits for a peer forever is stopped by the watcher (ANYCCL_TIMEOUT,
+     * a dead peer, a revoke), and the launch then ends */
+    pthread_mutex_lock(&dp->lock);
+    while (!wait_retired(dp, 1000000000ull))
+        ;
+    pthread_mutex_unlock(&dp->lock);
+    return ncclSuccess;
 }
 
 /* A receiver writes `freed` into this rank's memory after it consumed a slot, possibly after
@@ -1071,6 +1197,9 @@ void ac_devpath_free(struct ncclComm *comm)
             dp->be->host_free(dp->works[i].mem);
         if (dp->works[i].event)
             dp->be->event_destroy(dp->works[i].event);
+        for (int k = 0; k < dp->works[i].njoin_events; k++)
+            dp->be->event_destroy(dp->works[i].join_events[k]);
+        free(dp->works[i].join_events);
     }
     if (dp->abort_word)
         dp->be->host_free((void *)dp->abort_word);

@@ -21,6 +21,10 @@ ncclResult_t ac_devpath_submit(const struct ac_op *ops, struct ac_op **rest_out,
  * asynchronous error (ncclCommGetAsyncError). */
 void ac_devpath_poll(struct ncclComm *comm);
 
+/* ncclCommFinalize: returns once every launch of comm has ended; a failed one's status is then
+ * the communicator's asynchronous error. */
+ncclResult_t ac_devpath_finalize(struct ncclComm *comm);
+
 /* ncclCommDestroy / ncclCommAbort: after an abort (comm->abort_flag), running kernels are told to
  * return; waits for the launches (bounded), then frees the connectors and work memory. */
 void ac_devpath_free(struct ncclComm *comm);

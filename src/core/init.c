@@ -494,6 +494,7 @@ ncclResult_t ncclCommFinalize(ncclComm_t comm)
     AC_CHECK(ac_comm_check(comm, "comm"));
     join_init(comm);
     ac_stream_drain(comm);
+    AC_CHECK(ac_devpath_finalize(comm));
     comm->is_finalized = true;
     return ncclSuccess;
 }

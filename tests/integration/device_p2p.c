@@ -190,6 +190,59 @@ static int body_initall(struct tl_ctx *ctx)
     return !ctx->arg || log_says(ctx, "works on the registered buffers in place") ? 0 : 1;
 }
 
+/* ---- send/recv ---- */
+
+/* One ring step of send/recv in a group, the receive on a second stream (the launch joins both),
+ * then one whose transfers are split in two sends and two receives per peer (staged: one launch
+ * cannot hold two transfers on one connector), each checked exactly; the log says send/recv ran
+ * on the device. body_all's sendrecv calls run on the device path too, after its first
+ * collective turned it on. */
+static int body_p2p(struct tl_ctx *ctx)
+{
+    int me = ctx->rank, n = ctx->nranks, next = (me + 1) % n, prev = (me + n - 1) % n;
+    struct call on = {ALLREDUCE, ncclInt32, ncclSum, 7, false, 0};
+    struct call ring = {SENDRECV, ncclInt32, ncclSum, MAX_COUNT, false, 3};
+    size_t half = MAX_COUNT / 2;
+    void *stream2 = NULL;
+    struct dev v;
+
+    if (!dev_open(ctx, &v) || !run_one(ctx, &v, &on) ||
+        !cu_ok(ctx, v.d.stream_create(&stream2, 1), "cuStreamCreate"))
+        return 1;
+    for (int split = 0; split < 2; split++) {
+        ring.round = 3 + split;
+        for (size_t i = 0; i < MAX_COUNT; i++)
+            put(ncclInt32, host_in, i, value(me, i, ring.round));
+        if (!cu_ok(ctx, v.d.memset_async(v.recv, 0xEE, MAX_COUNT * 4, stream2), "cuMemsetD8Async") ||
+            !cu_ok(ctx, v.d.memcpy_async(v.send, (uintptr_t)host_in, MAX_COUNT * 4, v.stream),
+                   "cuMemcpyAsync") ||
+            !tl_ok(ctx, ncclGroupStart(), "ncclGroupStart"))
+            return 1;
+        if (split) {
+            ncclSend((void *)v.send, half, ncclInt32, next, ctx->comm, v.stream);
+            ncclSend((void *)(v.send + half * 4), MAX_COUNT - half, ncclInt32, next, ctx->comm,
+                     v.stream);
+            ncclRecv((void *)v.recv, half, ncclInt32, prev, ctx->comm, stream2);
+            ncclRecv((void *)(v.recv + half * 4), MAX_COUNT - half, ncclInt32, prev, ctx->comm,
+                     stream2);
+        } else {
+            ncclSend((void *)v.send, MAX_COUNT, ncclInt32, next, ctx->comm, v.stream);
+            ncclRecv((void *)v.recv, MAX_COUNT, ncclInt32, prev, ctx->comm, stream2);
+        }
+        if (!tl_ok(ctx, ncclGroupEnd(), "ncclGroupEnd send/recv") ||
+            !cu_ok(ctx, v.d.memcpy_async((uintptr_t)host_recv, v.recv, MAX_COUNT * 4, stream2),
+                   "cuMemcpyAsync") ||
+            !cu_ok(ctx, v.d.stream_sync(stream2), "cuStreamSynchronize") ||
+            !cu_ok(ctx, v.d.stream_sync(v.stream), "cuStreamSynchronize") ||
+            !check(ctx, &ring, host_recv))
+            return 1;
+    }
+    return cu_ok(ctx, v.d.stream_destroy(stream2), "cuStreamDestroy") && dev_close(ctx, &v) &&
+                   log_says(ctx, "P2P: send/recv on GPU buffers run on the device")
+               ? 0
+               : 1;
+}
+
 /* ---- registered buffers (src/core/devpath_direct.c) ---- */
 
 /* A call on buffers of its own, large enough for a direct launch of several blocks. */
@@ -311,7 +364,9 @@ static int body_all_logged(struct tl_ctx *ctx)
 }
 
 /* The ranks disagree on the count: the kernels find a slot whose size or tag differs, return, and
- * the communicator's asynchronous error says so; the stream is released. */
+ * the communicator's asynchronous error says so; the stream is released. arg "finalize":
+ * ncclCommFinalize instead of synchronizing the stream, which waits for the launch, so that the
+ * error is there right after it. */
 static int body_mismatch(struct tl_ctx *ctx)
 {
     struct dev v;
@@ -324,7 +379,9 @@ static int body_mismatch(struct tl_ctx *ctx)
                ncclAllReduce((void *)v.send, (void *)v.recv, count, ncclInt32, ncclSum, ctx->comm,
                              v.stream),
                "ncclAllReduce") ||
-        !cu_ok(ctx, v.d.stream_sync(v.stream), "cuStreamSynchronize after a failed call") ||
+        (ctx->arg ? !tl_ok(ctx, ncclCommFinalize(ctx->comm), "ncclCommFinalize")
+                  : !cu_ok(ctx, v.d.stream_sync(v.stream), "cuStreamSynchronize after a failed "
+                                                           "call")) ||
         !tl_ok(ctx, ncclCommGetAsyncError(ctx->comm, &async), "ncclCommGetAsyncError"))
         return 1;
     if (async != ncclInvalidUsage) {
@@ -601,6 +658,8 @@ int main(int argc, char **argv)
         {"staged/np2/threads", TL_THREADS, 2, body_all_logged, NULL, OFF_DISABLED,
          "NCCL_P2P_DISABLE=1", false},
         {"group/np2/threads", TL_THREADS, 2, body_group, NULL, NULL, NULL, false},
+        {"sendrecv/np2/threads", TL_THREADS, 2, body_p2p, NULL, "-", SMALL, false},
+        {"sendrecv/np4/proc", TL_PROCS, 4, body_p2p, NULL, "-", NULL, false},
         {"group/np4/proc", TL_PROCS, 4, body_group, NULL, NULL, SMALL, false},
         {"initall-group/np4", TL_PROCS, 1, NULL, body_initall, NULL, NULL, false},
         {"initall-group/registered/np4", TL_PROCS, 1, NULL, body_initall, "register", DIRECT,
@@ -614,6 +673,8 @@ int main(int argc, char **argv)
         {"registered/rank0-only/np2/threads", TL_THREADS, 2, body_registered, NULL, "rank0", DIRECT,
          false},
         {"error/mismatch/np2/threads", TL_THREADS, 2, body_mismatch, NULL, NULL, NULL, false},
+        {"error/mismatch-finalize/np2/threads", TL_THREADS, 2, body_mismatch, NULL, "finalize",
+         NULL, false},
         {"error/abort-inflight/np2/threads", TL_THREADS, 2, NULL, raw_abort_inflight, NULL, NULL,
          false},
         {"error/timeout/np2/threads", TL_THREADS, 2, NULL, raw_timeout, NULL,
