@@ -4,7 +4,10 @@
  * the same run as the reference a reduction kernel or an allreduce is compared with.
  *
  *   gpu_coll_bench [-c allreduce|allgather|reducescatter|broadcast|alltoall] [-t ranks] [-b min]
- *                  [-e max] [-f factor] [-n iters] [-w warmup] [-D devices]
+ *                  [-e max] [-f factor] [-n iters] [-w warmup] [-D devices] [-R]
+ *
+ * -R registers each rank's buffers (ncclCommRegister), so that calls of at least
+ * ANYCCL_P2P_DIRECT_MIN_BYTES work on them in place (src/core/devpath_direct.c).
  *
  * The CUDA driver is opened with dlopen (TL_CUDA_DRIVER, default libcuda.so.1), as the library
  * does, so this builds without the CUDA toolkit; the emulated driver of the tests runs it too.
@@ -94,7 +97,7 @@ static const char *const coll_names[] = {"allreduce", "allgather", "reducescatte
 
 static struct {
     enum coll coll;
-    int nranks, ndev, iters, warmup;
+    int nranks, ndev, iters, warmup, do_register;
     size_t min_bytes, max_bytes, factor;
     ncclComm_t *comms;
     void **ctxs;
@@ -206,6 +209,11 @@ static void *rank_main(void *arg)
     cu_ptr s, r;
     CU(cu.mem_alloc(&s, max_send ? max_send : 4));
     CU(cu.mem_alloc(&r, max_recv ? max_recv : 4));
+    void *hs = NULL, *hr = NULL;
+    if (g.do_register) {
+        NC(ncclCommRegister(g.comms[rank], (void *)s, max_send ? max_send : 4, &hs));
+        NC(ncclCommRegister(g.comms[rank], (void *)r, max_recv ? max_recv : 4, &hr));
+    }
     float *host = malloc(max_send > max_recv ? max_send : max_recv);
     for (size_t bytes = g.min_bytes; bytes <= g.max_bytes; bytes *= g.factor) {
         size_t sb, rb;
@@ -243,6 +251,10 @@ static void *rank_main(void *arg)
         pthread_barrier_wait(&g.barrier);
     }
     free(host);
+    if (g.do_register) {
+        NC(ncclCommDeregister(g.comms[rank], hs));
+        NC(ncclCommDeregister(g.comms[rank], hr));
+    }
     CU(cu.mem_free(s));
     CU(cu.mem_free(r));
     CU(cu.stream_destroy(stream));
@@ -292,7 +304,7 @@ static size_t parse_size(const char *s)
 int main(int argc, char **argv)
 {
     int opt, ndev_want = 0;
-    while ((opt = getopt(argc, argv, "c:t:b:e:f:n:w:D:")) != -1) {
+    while ((opt = getopt(argc, argv, "c:t:b:e:f:n:w:D:R")) != -1) {
         switch (opt) {
         case 'c':
             for (int i = 0; i < 5; i++)
@@ -306,9 +318,10 @@ int main(int argc, char **argv)
         case 'n': g.iters = atoi(optarg); break;
         case 'w': g.warmup = atoi(optarg); break;
         case 'D': ndev_want = atoi(optarg); break;
+        case 'R': g.do_register = 1; break;
         default:
             fprintf(stderr, "usage: %s [-c coll] [-t ranks] [-b min] [-e max] [-f factor] "
-                            "[-n iters] [-w warmup] [-D devices]\n", argv[0]);
+                            "[-n iters] [-w warmup] [-D devices] [-R]\n", argv[0]);
             return 2;
         }
     }
@@ -326,8 +339,10 @@ int main(int argc, char **argv)
         CU(cu.device_get(&dev, d));
         CU(cu.primary_ctx_retain(&g.ctxs[d], dev));
     }
-    printf("# %s, %d ranks on %d device(s), NCCL_PROTO=%s, %d iterations\n", coll_names[g.coll],
-           g.nranks, g.ndev, getenv("NCCL_PROTO") ? getenv("NCCL_PROTO") : "(default)", g.iters);
+    printf("# %s, %d ranks on %d device(s), NCCL_PROTO=%s, %d iterations%s\n",
+           coll_names[g.coll], g.nranks, g.ndev,
+           getenv("NCCL_PROTO") ? getenv("NCCL_PROTO") : "(default)", g.iters,
+           g.do_register ? ", buffers registered" : "");
     printf("copy_GBps %.2f\n", copy_gbps(g.max_bytes > (64u << 20) ? g.max_bytes : 64u << 20));
     int *devs = calloc((size_t)g.nranks, sizeof(int));
     for (int i = 0; i < g.nranks; i++)

@@ -12,7 +12,8 @@
 #   5. the allreduce benchmark (host buffers, threads) as a regression number;
 #   6. benchmarks on GPU buffers (tests/gpu/gpu_coll_bench.c, CUDA): (a) the reduce kernel against
 #      the device's own copy bandwidth (from step 3, aim 85 %); (b) allreduce of 2 ranks sharing
-#      one GPU against the device copy bandwidth measured in the same run; (c) 8-byte allreduce
+#      one GPU against the device copy bandwidth measured in the same run, and every collective
+#      again on registered buffers (-R: worked on in place); (c) 8-byte allreduce
 #      latency per protocol (NCCL_PROTO=Simple, LL, LL128); every collective checked once per size;
 #   7. with PyTorch and a CUDA device: tests/gpu/torch_check.py, 2 processes on one GPU under
 #      LD_PRELOAD run all_reduce, all_gather_into_tensor, reduce_scatter_tensor,
@@ -70,13 +71,16 @@ if [[ ${GPU_FORCE:-0} != 1 ]] && ! has_gpu; then
     elif ! build_bench; then
         fail bench-program-emulated "tests/gpu/gpu_coll_bench.c does not build"
     else
-        for coll in allreduce allgather reducescatter broadcast alltoall; do
-            if out=$(ANYCCL_CUDA_LIBRARY=$emu TL_CUDA_DRIVER=$emu timeout -k 10 120 "$BENCH" \
-                -c $coll -t 2 -b 8 -e 64K -f 32 -n 2 -w 1 2>&1); then
-                pass "bench-program-emulated-$coll"
-            else
-                fail "bench-program-emulated-$coll" "$(tail -n 3 <<<"$out" | tr '\n' ' ')"
-            fi
+        # -R: registered buffers, the 64 KiB calls worked on in place
+        for reg in "" -R; do
+            for coll in allreduce allgather reducescatter broadcast alltoall; do
+                if out=$(ANYCCL_CUDA_LIBRARY=$emu TL_CUDA_DRIVER=$emu timeout -k 10 120 \
+                    "$BENCH" -c $coll -t 2 -b 8 -e 64K -f 32 -n 2 -w 1 $reg 2>&1); then
+                    pass "bench-program-emulated-$coll$reg"
+                else
+                    fail "bench-program-emulated-$coll$reg" "$(tail -n 3 <<<"$out" | tr '\n' ' ')"
+                fi
+            done
         done
     fi
     if python3 -c "compile(open('tests/gpu/torch_check.py').read(), 'torch_check.py', 'exec')" 2>/dev/null; then
@@ -174,6 +178,21 @@ ${pct} % of the device copy ($copy GB/s)"
                 fail "cuda-$coll-np$np" "$(tail -n 3 <<<"$out" | tr '\n' ' ')"
             fi
         done
+    done
+    # the same on registered buffers, worked on in place (src/core/devpath_direct.c)
+    for coll in allreduce allgather reducescatter broadcast alltoall; do
+        if out=$(TL_CUDA_DRIVER=$drv timeout -k 10 600 "$BENCH" -c $coll -t 2 -b 64K \
+            -e "$BENCH_BYTES" -f 8 -n 20 -w 5 -R 2>&1); then
+            echo "$out" | sed "s/^/# $coll np2 registered: /"
+            copy=$(awk '$1 == "copy_GBps" { print $2 }' <<<"$out")
+            last=$(grep -E '^ +[0-9]' <<<"$out" | tail -n 1)
+            bus=$(awk '{ print $5 }' <<<"$last")
+            pct=$(awk -v b="$bus" -v c="$copy" 'BEGIN { if (c > 0) printf "%.0f", 100 * b / c }')
+            pass "cuda-$coll-np2-registered" "busbw $bus GB/s at $(awk '{ print $1 }' <<<"$last") \
+B = ${pct} % of the device copy ($copy GB/s)"
+        else
+            fail "cuda-$coll-np2-registered" "$(tail -n 3 <<<"$out" | tr '\n' ' ')"
+        fi
     done
     # (c) 8-byte allreduce latency per protocol, 2 ranks on one GPU
     for proto in Simple LL LL128; do
