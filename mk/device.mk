@@ -136,6 +136,15 @@ $(DEVICE_EMUS): tests/unit/device/emu_cuda.c tests/unit/device/emu_kernels.h \
 	$(Q)$(CC) -std=gnu11 -Itests/unit/device -O2 -g -fPIC -shared -fvisibility=hidden -pthread \
 		$(WARN) $(EMU_FLAGS) -o $@ $< $(DEVICE_FAKE_DIR)/emu_kernels.o -lstdc++
 
+# The emulated HIP runtime (tests/unit/device/emu_hip.c): HIP's calls over libcuda_emu.so, the
+# one instance of the emulator a test process shares with it (same memory, streams, kernels).
+DEVICE_HIP_EMU := $(DEVICE_FAKE_DIR)/libhip_emu.so
+$(DEVICE_HIP_EMU): tests/unit/device/emu_hip.c $(DEVICE_FAKE_DIR)/libcuda_emu.so
+	@mkdir -p $(dir $@)
+	@$(if $(Q),echo "  EMU     $@")
+	$(Q)$(CC) -std=gnu11 -O2 -g -fPIC -shared -fvisibility=hidden $(WARN) -o $@ $< \
+		$(DEVICE_FAKE_DIR)/libcuda_emu.so -Wl,-rpath,'$$ORIGIN'
+
 $(BUILD)/tests/unit/device/test_backend: $(DEVICE_FAKES) $(DEVICE_EMUS)
 # The device engine's test runs kernel ac_k_coll from the emulator's kernel table (host build).
 $(BUILD)/tests/unit/device/test_dev_engine: $(DEVICE_FAKE_DIR)/emu_kernels.o
@@ -143,4 +152,4 @@ $(BUILD)/tests/unit/device/test_dev_engine: LIBS += $(DEVICE_FAKE_DIR)/emu_kerne
 $(BUILD)/tests/unit/device/test_devmem: $(DEVICE_FAKES) $(DEVICE_EMUS)
 $(BUILD)/tests/integration/device: $(DEVICE_EMUS)
 $(BUILD)/tests/integration/device_memalloc: $(DEVICE_EMUS)
-test-build: $(DEVICE_FAKES) $(DEVICE_EMUS)
+test-build: $(DEVICE_FAKES) $(DEVICE_EMUS) $(DEVICE_HIP_EMU)

@@ -198,6 +198,10 @@ static const struct row rows[] = {
             "Path or name of the CUDA driver library the CUDA backend opens instead of "
             "libcuda.so.1: for packaging, and for tests that point a process at an emulated "
             "driver (docs/gpu.md)."),
+    STR_ROW("ANYCCL_HIP_LIBRARY", NULL, NULL, hip_library,
+            "Path or name of the HIP runtime library the HIP backend opens instead of "
+            "libamdhip64.so (.6, .5): for packaging, and for tests that point a process at an "
+            "emulated runtime (docs/gpu.md)."),
 };
 
 #define NROWS (sizeof(rows) / sizeof(rows[0]))

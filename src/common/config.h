@@ -66,6 +66,7 @@ struct ac_config {
     const char *gin_engine;     /* ANYCCL_GIN_ENGINE: sw, mlx5 or auto */
     /* device backends */
     const char *cuda_library;   /* ANYCCL_CUDA_LIBRARY: instead of libcuda.so.1 */
+    const char *hip_library;    /* ANYCCL_HIP_LIBRARY */
 };
 
 /* Read once (thread-safe); later calls return the same table. */

@@ -102,7 +102,7 @@ static bool may_have_gpu(void)
 {
     static const char *const nodes[] = {"/dev/nvidiactl", "/dev/nvidia0", "/dev/dxg", "/dev/kfd"};
 
-    if (ac_config_get()->cuda_library)
+    if (ac_config_get()->cuda_library || ac_config_get()->hip_library)
         return true;
     for (size_t i = 0; i < sizeof nodes / sizeof nodes[0]; i++)
         if (access(nodes[i], F_OK) == 0)

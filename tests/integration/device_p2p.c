@@ -33,7 +33,7 @@
 
 #include "dev_calls.h"
 
-static char emu_path[PATH_MAX];
+static char emu_path[PATH_MAX], hip_path[PATH_MAX];
 static bool log_says(struct tl_ctx *ctx, const char *want);
 
 static bool all_calls(struct tl_ctx *ctx, struct dev *v);
@@ -592,24 +592,32 @@ static void remove_dir(const char *dir)
 /* Whether the path can be taken at all: the library carries CUDA kernels (built with nvcc:
  * anyccl-info says which), and the emulated driver knows ac_k_coll (its cuModuleGetFunction
  * looks the name up in the host build of the kernels, whatever the module). */
-static const char *why_not(const char *bin_dir)
+/* Whether anyccl-info says the library carries kernels for backend `name` ("cuda", "hip"). */
+static bool has_kernels(const char *bin_dir, const char *name)
 {
-    char cmd[PATH_MAX + 64], line[512];
-    bool is_cuda = false, has = true;
+    char cmd[PATH_MAX + 64], line[512], want[16];
+    bool is_it = false, has = true;
     FILE *f;
-    void *h, *fn = NULL;
-    int (*get_function)(void **, void *, const char *);
 
     snprintf(cmd, sizeof cmd, "%s/../../bin/anyccl-info 2>/dev/null", bin_dir);
+    snprintf(want, sizeof want, "  %s:", name);
     if ((f = popen(cmd, "r"))) {
         while (fgets(line, sizeof line, f)) {
-            if (is_cuda && strstr(line, "kernels in this library: none"))
+            if (is_it && strstr(line, "kernels in this library: none"))
                 has = false;
-            is_cuda = strncmp(line, "  cuda:", 7) == 0;
+            is_it = strncmp(line, want, strlen(want)) == 0;
         }
         pclose(f);
     }
-    if (!has)
+    return has;
+}
+
+static const char *why_not(const char *bin_dir)
+{
+    void *h, *fn = NULL;
+    int (*get_function)(void **, void *, const char *);
+
+    if (!has_kernels(bin_dir, "cuda"))
         return "the library was built without nvcc: no CUDA kernels";
     if (!(h = dlopen(emu_path, RTLD_NOW | RTLD_LOCAL)))
         return "the emulated driver does not load";
@@ -620,6 +628,7 @@ static const char *why_not(const char *bin_dir)
 }
 
 #define ON "P2P: on"
+#define ON_HIP "ranks of this host on hip devices"
 #define OFF_DISABLED "P2P: off: rank 0: NCCL_P2P_DISABLE=1 is set"
 #define LOGGED "NCCL_DEBUG=INFO NCCL_DEBUG_SUBSYS=P2P NCCL_DEBUG_FILE="
 /* 2 slots of 4 KiB: counts 1027 and 4099 go round the slots many times */
@@ -628,8 +637,8 @@ static const char *why_not(const char *bin_dir)
 
 int main(int argc, char **argv)
 {
-    static struct tl_case cases[40];
-    static char names[40][64], envs[40][PATH_MAX + 256];
+    static struct tl_case cases[48];
+    static char names[48][64], envs[48][3 * PATH_MAX + 256];
     char exe[PATH_MAX];
     ssize_t len = readlink("/proc/self/exe", exe, sizeof exe - 1);
     size_t n = 0;
@@ -641,50 +650,71 @@ int main(int argc, char **argv)
         const char *arg;
         const char *env;
         bool is_slow;
+        bool is_hip; /* the library on the emulated HIP runtime (the test allocates through the
+                      * emulated CUDA driver under it: the same memory) */
     } cfgs[] = {
-        {"simple/np2/threads", TL_THREADS, 2, body_all_logged, NULL, ON, "NCCL_PROTO=Simple",
+        {"simple/np2/threads", TL_THREADS, 2, body_all_logged, NULL, ON, "NCCL_PROTO=Simple", false,
          false},
-        {"ll/np2/threads", TL_THREADS, 2, body_all_logged, NULL, ON, "NCCL_PROTO=LL", false},
-        {"ll128/np2/threads", TL_THREADS, 2, body_all_logged, NULL, ON, "NCCL_PROTO=LL128", false},
-        {"simple/np4/threads", TL_THREADS, 4, body_all_logged, NULL, ON, "NCCL_PROTO=Simple",
+        {"ll/np2/threads", TL_THREADS, 2, body_all_logged, NULL, ON, "NCCL_PROTO=LL", false, false},
+        {"ll128/np2/threads", TL_THREADS, 2, body_all_logged, NULL, ON, "NCCL_PROTO=LL128", false,
+         false},
+        {"simple/np4/threads", TL_THREADS, 4, body_all_logged, NULL, ON, "NCCL_PROTO=Simple", false,
          false},
         {"ll/np4/threads/wrap", TL_THREADS, 4, body_all_logged, NULL, ON, "NCCL_PROTO=LL " SMALL,
+         false, false},
+        {"ll128/np4/threads", TL_THREADS, 4, body_all_logged, NULL, ON, "NCCL_PROTO=LL128", false,
          false},
-        {"ll128/np4/threads", TL_THREADS, 4, body_all_logged, NULL, ON, "NCCL_PROTO=LL128", false},
         {"simple/np2/threads/wrap", TL_THREADS, 2, body_all_logged, NULL, ON,
-         "NCCL_PROTO=Simple " SMALL, false},
-        {"simple/np2/proc", TL_PROCS, 2, body_all_logged, NULL, ON, "NCCL_PROTO=Simple", false},
-        {"ll/np4/proc", TL_PROCS, 4, body_all_logged, NULL, ON, "NCCL_PROTO=LL", true},
+         "NCCL_PROTO=Simple " SMALL, false, false},
+        {"simple/np2/proc", TL_PROCS, 2, body_all_logged, NULL, ON, "NCCL_PROTO=Simple", false,
+         false},
+        {"ll/np4/proc", TL_PROCS, 4, body_all_logged, NULL, ON, "NCCL_PROTO=LL", true, false},
         {"staged/np2/threads", TL_THREADS, 2, body_all_logged, NULL, OFF_DISABLED,
-         "NCCL_P2P_DISABLE=1", false},
-        {"group/np2/threads", TL_THREADS, 2, body_group, NULL, NULL, NULL, false},
-        {"sendrecv/np2/threads", TL_THREADS, 2, body_p2p, NULL, "-", SMALL, false},
-        {"sendrecv/np4/proc", TL_PROCS, 4, body_p2p, NULL, "-", NULL, false},
-        {"group/np4/proc", TL_PROCS, 4, body_group, NULL, NULL, SMALL, false},
-        {"initall-group/np4", TL_PROCS, 1, NULL, body_initall, NULL, NULL, false},
-        {"initall-group/registered/np4", TL_PROCS, 1, NULL, body_initall, "register", DIRECT,
+         "NCCL_P2P_DISABLE=1", false, false},
+        {"group/np2/threads", TL_THREADS, 2, body_group, NULL, NULL, NULL, false, false},
+        {"sendrecv/np2/threads", TL_THREADS, 2, body_p2p, NULL, "-", SMALL, false, false},
+        {"sendrecv/np4/proc", TL_PROCS, 4, body_p2p, NULL, "-", NULL, false, false},
+        {"group/np4/proc", TL_PROCS, 4, body_group, NULL, NULL, SMALL, false, false},
+        {"initall-group/np4", TL_PROCS, 1, NULL, body_initall, NULL, NULL, false, false},
+        {"initall-group/registered/np4", TL_PROCS, 1, NULL, body_initall, "register", DIRECT, false,
          false},
-        {"registered/np2/threads", TL_THREADS, 2, body_registered, NULL, "all", DIRECT, false},
+        {"registered/np2/threads", TL_THREADS, 2, body_registered, NULL, "all", DIRECT, false,
+         false},
         {"registered/np3/threads", TL_THREADS, 3, body_registered, NULL, "all",
-         DIRECT " NCCL_PROTO=LL", false},
-        {"registered/np4/threads", TL_THREADS, 4, body_registered, NULL, "all", DIRECT, false},
-        {"registered/np2/proc", TL_PROCS, 2, body_registered, NULL, "all", DIRECT, false},
-        {"registered/np4/proc", TL_PROCS, 4, body_registered, NULL, "all", DIRECT " " SMALL, true},
+         DIRECT " NCCL_PROTO=LL", false, false},
+        {"registered/np4/threads", TL_THREADS, 4, body_registered, NULL, "all", DIRECT, false,
+         false},
+        {"registered/np2/proc", TL_PROCS, 2, body_registered, NULL, "all", DIRECT, false, false},
+        {"registered/np4/proc", TL_PROCS, 4, body_registered, NULL, "all", DIRECT " " SMALL, true,
+         false},
         {"registered/rank0-only/np2/threads", TL_THREADS, 2, body_registered, NULL, "rank0", DIRECT,
+         false, false},
+        {"error/mismatch/np2/threads", TL_THREADS, 2, body_mismatch, NULL, NULL, NULL, false,
          false},
-        {"error/mismatch/np2/threads", TL_THREADS, 2, body_mismatch, NULL, NULL, NULL, false},
         {"error/mismatch-finalize/np2/threads", TL_THREADS, 2, body_mismatch, NULL, "finalize",
-         NULL, false},
+         NULL, false, false},
         {"error/abort-inflight/np2/threads", TL_THREADS, 2, NULL, raw_abort_inflight, NULL, NULL,
-         false},
+         false, false},
         {"error/timeout/np2/threads", TL_THREADS, 2, NULL, raw_timeout, NULL,
-         "ANYCCL_TIMEOUT=2 ANYCCL_PEER_CHECK_MS=100", false},
+         "ANYCCL_TIMEOUT=2 ANYCCL_PEER_CHECK_MS=100", false, false},
         {"error/direct-exchange-timeout/np2/threads", TL_THREADS, 2, NULL, raw_direct_timeout, NULL,
-         "ANYCCL_TIMEOUT=2 " DIRECT, false},
+         "ANYCCL_TIMEOUT=2 " DIRECT, false, false},
         {"error/peer-dies/np2/proc", TL_PROCS, 2, NULL, raw_peer_dies, NULL,
-         "ANYCCL_PEER_CHECK_MS=100", false},
-        {"mixed/cpu-ranks/np2/proc", TL_PROCS, 2, NULL, raw_mixed_cpu_rank, NULL, NULL, false},
-        {"mixed/cpu-ranks/np4/proc", TL_PROCS, 4, NULL, raw_mixed_cpu_rank, NULL, NULL, false},
+         "ANYCCL_PEER_CHECK_MS=100", false, false},
+        {"mixed/cpu-ranks/np2/proc", TL_PROCS, 2, NULL, raw_mixed_cpu_rank, NULL, NULL, false,
+         false},
+        {"mixed/cpu-ranks/np4/proc", TL_PROCS, 4, NULL, raw_mixed_cpu_rank, NULL, NULL, false,
+         false},
+        {"hip/simple/np2/threads", TL_THREADS, 2, body_all_logged, NULL, ON_HIP,
+         "NCCL_PROTO=Simple", false, true},
+        {"hip/ll128/np4/proc", TL_PROCS, 4, body_all_logged, NULL, ON_HIP, "NCCL_PROTO=LL128",
+         false, true},
+        {"hip/ll/np2/proc/wrap", TL_PROCS, 2, body_all_logged, NULL, ON_HIP, "NCCL_PROTO=LL " SMALL,
+         false, true},
+        {"hip/staged/np2/threads", TL_THREADS, 2, body_all_logged, NULL, OFF_DISABLED,
+         "NCCL_P2P_DISABLE=1", false, true},
+        {"hip/sendrecv/np2/proc", TL_PROCS, 2, body_p2p, NULL, "-", SMALL, false, true},
+        {"hip/registered/np2/proc", TL_PROCS, 2, body_registered, NULL, "all", DIRECT, false, true},
     };
 
     const char *dir = ".";
@@ -707,14 +737,31 @@ int main(int argc, char **argv)
         perror("mkdtemp");
         return 1;
     }
+    snprintf(hip_path, sizeof hip_path, "%s/../unit/device/fake/libhip_emu.so", dir);
+    const char *no_hip = getenv("TL_CUDA_DRIVER")      ? "a real GPU driver is under test"
+                         : access(hip_path, R_OK) != 0 ? "the emulated HIP runtime is not built"
+                         : !has_kernels(dir, "hip")    ? "the library was built without hipcc"
+                                                       : NULL;
+    if (no_hip)
+        printf("SKIP device_p2p/hip/*: %s\n", no_hip);
     for (size_t i = 0; i < sizeof cfgs / sizeof cfgs[0]; i++) {
+        if (cfgs[i].is_hip && no_hip)
+            continue;
         snprintf(names[n], sizeof names[n], "device_p2p/%s", cfgs[i].name);
         /* only the cases that read their log write one (and remove it) */
         bool has_log = cfgs[i].arg || cfgs[i].raw || cfgs[i].body == body_mismatch;
-        snprintf(envs[n], sizeof envs[n], "ANYCCL_CUDA_LIBRARY=%s%s%s%s%s%s",
-                 getenv("TL_CUDA_DRIVER") ? getenv("TL_CUDA_DRIVER") : emu_path,
-                 has_log ? " " LOGGED : "", has_log ? log_dir : "", has_log ? "/%p.log" : "",
-                 cfgs[i].env ? " " : "", cfgs[i].env ? cfgs[i].env : "");
+        char lib_env[3 * PATH_MAX];
+        if (cfgs[i].is_hip)
+            snprintf(lib_env, sizeof lib_env,
+                     "TL_CUDA_DRIVER=%s ANYCCL_CUDA_LIBRARY=/nonexistent/libcuda.so.1 "
+                     "ANYCCL_HIP_LIBRARY=%s",
+                     emu_path, hip_path);
+        else
+            snprintf(lib_env, sizeof lib_env, "ANYCCL_CUDA_LIBRARY=%s",
+                     getenv("TL_CUDA_DRIVER") ? getenv("TL_CUDA_DRIVER") : emu_path);
+        snprintf(envs[n], sizeof envs[n], "%s%s%s%s%s%s", lib_env, has_log ? " " LOGGED : "",
+                 has_log ? log_dir : "", has_log ? "/%p.log" : "", cfgs[i].env ? " " : "",
+                 cfgs[i].env ? cfgs[i].env : "");
         cases[n] = (struct tl_case){.name = names[n],
                                     .mode = cfgs[i].mode,
                                     .nranks = cfgs[i].np,

@@ -37,7 +37,10 @@ struct drv {
 
 static bool load_driver(struct tl_ctx *ctx, struct drv *d)
 {
-    const char *path = getenv("ANYCCL_CUDA_LIBRARY");
+    /* TL_CUDA_DRIVER first: a case may point the library elsewhere (at the emulated HIP
+     * runtime) while the test allocates through the CUDA driver */
+    const char *path =
+        getenv("TL_CUDA_DRIVER") ? getenv("TL_CUDA_DRIVER") : getenv("ANYCCL_CUDA_LIBRARY");
     void *h = dlopen(path ? path : "libcuda.so.1", RTLD_NOW | RTLD_LOCAL);
     static const char *const names[] = {
         "cuInit",

@@ -10,6 +10,7 @@
 #include "device/kernels/launch.h"
 
 #include "common/check.h"
+#include "common/config.h"
 
 #include <dlfcn.h>
 #include <pthread.h>
@@ -190,12 +191,14 @@ static ncclResult_t __attribute__((format(printf, 2, 3))) check(hip_error e, con
 
 static const char *open_library(char *why, size_t why_len)
 {
-    if (lib_override) {
-        lib = dlopen(lib_override, RTLD_NOW | RTLD_LOCAL);
+    const char *named = lib_override ? lib_override : ac_config_get()->hip_library;
+
+    if (named) {
+        lib = dlopen(named, RTLD_NOW | RTLD_LOCAL);
         if (lib == NULL)
-            snprintf(why, why_len, "cannot load %s (%s): no ROCm runtime on this machine",
-                     lib_override, dlerror());
-        return lib_override;
+            snprintf(why, why_len, "cannot load %s (%s): no ROCm runtime on this machine", named,
+                     dlerror());
+        return named;
     }
     for (size_t i = 0; i < AC_HIP_RUNTIME_NAMES; i++) {
         lib = dlopen(ac_hip_runtime_names[i], RTLD_NOW | RTLD_LOCAL);
