@@ -221,12 +221,15 @@ ncclResult_t ncclCommDeregister(const ncclComm_t comm, void *handle)
 }
 
 /* Windows: a collective registration in NCCL; here each rank records its own buffer, and the
- * ranks synchronize so that the call has NCCL's collective semantics. */
+ * ranks synchronize so that the call has NCCL's collective semantics. A window on GPU memory is
+ * a registration of the GPU cache (devreg.h), so that collectives on it work in place as on a
+ * ncclCommRegister'ed buffer; host memory goes to the host list. */
 struct ncclWindow_vidmem {
     uint64_t magic;
     struct ncclComm *comm;
     struct ac_reg_range range;
     int flags;
+    struct ac_devreg_reg *dev;
 };
 #define AC_WIN_MAGIC 0x77696e646f777321ull
 
@@ -245,13 +248,23 @@ ncclResult_t ncclCommWindowRegister(ncclComm_t comm, void *buff, size_t size, nc
     struct ncclWindow_vidmem *w = calloc(1, sizeof(*w));
     if (!w)
         return AC_FAIL(ncclSystemError, "out of memory");
-    *w = (struct ncclWindow_vidmem){AC_WIN_MAGIC, comm, {buff, size, NULL}, winFlags};
-    ncclResult_t res = ac_bootstrap_barrier(comm->bs);
+    *w = (struct ncclWindow_vidmem){AC_WIN_MAGIC, comm, {buff, size, NULL}, winFlags, NULL};
+    const struct ac_backend *be =
+        buff && ac_backends_have_gpu() ? ac_backend_for_pointer(buff) : &ac_host_backend;
+    ncclResult_t res =
+        be != &ac_host_backend ? ac_devreg_register(comm, be, buff, size, &w->dev) : ncclSuccess;
+    /* the barrier whatever the outcome here: no rank waits for one that failed */
+    ncclResult_t all = ac_bootstrap_barrier(comm->bs);
+    if (res == ncclSuccess)
+        res = all;
     if (res != ncclSuccess) {
+        if (w->dev)
+            ac_devreg_deregister(comm, w->dev);
         free(w);
         return res;
     }
-    reg_add(comm, &w->range);
+    if (!w->dev)
+        reg_add(comm, &w->range);
     *win = w;
     return ncclSuccess;
 }
@@ -263,8 +276,12 @@ ncclResult_t ncclCommWindowDeregister(ncclComm_t comm, ncclWindow_t win)
     if (!win || win->magic != AC_WIN_MAGIC || win->comm != comm)
         return AC_FAIL(ncclInvalidArgument, "win was not returned by ncclCommWindowRegister on "
                        "this communicator (or was already deregistered)");
-    reg_remove(comm, &win->range);
+    ncclResult_t res = ncclSuccess;
+    if (win->dev)
+        res = ac_devreg_deregister(comm, win->dev);
+    else
+        reg_remove(comm, &win->range);
     win->magic = 0;
     free(win);
-    return ncclSuccess;
+    return res;
 }

@@ -288,7 +288,9 @@ static bool big_call(struct tl_ctx *ctx, struct dev *v, const struct call *c, bo
  * first set again after deregistering. */
 static int body_registered(struct tl_ctx *ctx)
 {
-    bool is_all = strcmp(ctx->arg, "all") == 0;
+    bool is_window = strcmp(ctx->arg, "window") == 0; /* ncclCommWindowRegister instead */
+    bool is_all = is_window || strcmp(ctx->arg, "all") == 0;
+    ncclWindow_t ws = NULL, wr = NULL;
     bool do_register = is_all || ctx->rank == 0;
     struct call bigs[] = {
         {ALLREDUCE, ncclFloat32, ncclSum, 3u << 18, false, 1},
@@ -304,10 +306,20 @@ static int body_registered(struct tl_ctx *ctx)
 
     if (!dev_open(ctx, &v))
         return 1;
-    if (do_register && (!tl_ok(ctx, ncclCommRegister(ctx->comm, (void *)v.send, v.bytes, &hs),
-                               "ncclCommRegister") ||
-                        !tl_ok(ctx, ncclCommRegister(ctx->comm, (void *)v.recv, v.bytes, &hr),
-                               "ncclCommRegister")))
+    if (is_window && (!tl_ok(ctx,
+                             ncclCommWindowRegister(ctx->comm, (void *)v.send, v.bytes, &ws,
+                                                    NCCL_WIN_COLL_SYMMETRIC),
+                             "ncclCommWindowRegister") ||
+                      !tl_ok(ctx,
+                             ncclCommWindowRegister(ctx->comm, (void *)v.recv, v.bytes, &wr,
+                                                    NCCL_WIN_COLL_SYMMETRIC),
+                             "ncclCommWindowRegister")))
+        return 1;
+    if (do_register && !is_window &&
+        (!tl_ok(ctx, ncclCommRegister(ctx->comm, (void *)v.send, v.bytes, &hs),
+                "ncclCommRegister") ||
+         !tl_ok(ctx, ncclCommRegister(ctx->comm, (void *)v.recv, v.bytes, &hr),
+                "ncclCommRegister")))
         return 1;
     if (!all_calls(ctx, &v))
         return 1;
@@ -316,6 +328,9 @@ static int body_registered(struct tl_ctx *ctx)
             return 1;
     if (hs && (!tl_ok(ctx, ncclCommDeregister(ctx->comm, hs), "ncclCommDeregister") ||
                !tl_ok(ctx, ncclCommDeregister(ctx->comm, hr), "ncclCommDeregister")))
+        return 1;
+    if (ws && (!tl_ok(ctx, ncclCommWindowDeregister(ctx->comm, ws), "ncclCommWindowDeregister") ||
+               !tl_ok(ctx, ncclCommWindowDeregister(ctx->comm, wr), "ncclCommWindowDeregister")))
         return 1;
     struct call after = {ALLREDUCE, ncclInt32, ncclSum, MAX_COUNT, false, 9};
     if (!run_one(ctx, &v, &after) || !dev_close(ctx, &v))
@@ -686,6 +701,8 @@ int main(int argc, char **argv)
          false},
         {"registered/np2/proc", TL_PROCS, 2, body_registered, NULL, "all", DIRECT, false, false},
         {"registered/np4/proc", TL_PROCS, 4, body_registered, NULL, "all", DIRECT " " SMALL, true,
+         false},
+        {"registered/window/np2/proc", TL_PROCS, 2, body_registered, NULL, "window", DIRECT, false,
          false},
         {"registered/rank0-only/np2/threads", TL_THREADS, 2, body_registered, NULL, "rank0", DIRECT,
          false, false},
