@@ -4,6 +4,7 @@
  * registered with ncclCommRegister or not: allreduce, allgather and a send/recv ring, counts 1,
  * odd and large, three rounds, checked exactly after cuStreamSynchronize; the buffers are then
  * deregistered and freed with ncclMemFree. Ranks as threads and as processes. */
+#include "kernels_built.h"
 #include "launcher.h"
 
 #include <dlfcn.h>
@@ -35,7 +36,9 @@ struct drv {
 
 static bool load_driver(struct tl_ctx *ctx, struct drv *d)
 {
-    const char *path = getenv("ANYCCL_CUDA_LIBRARY");
+    /* TL_CUDA_DRIVER first: the HIP case points the library at the emulated HIP runtime */
+    const char *path =
+        getenv("TL_CUDA_DRIVER") ? getenv("TL_CUDA_DRIVER") : getenv("ANYCCL_CUDA_LIBRARY");
     static const char *const names[] = {"cuInit",          "cuDevicePrimaryCtxRetain",
                                         "cuCtxSetCurrent", "cuMemcpyAsync",
                                         "cuStreamCreate",  "cuStreamDestroy_v2",
@@ -180,7 +183,7 @@ int main(int argc, char **argv)
 {
     static const struct opts vmm = {true, false}, vmm_reg = {true, true},
                              novmm_reg = {false, true};
-    static char emu[PATH_MAX + 32], novmm[PATH_MAX + 32];
+    static char emu[PATH_MAX + 32], novmm[PATH_MAX + 32], hip[3 * PATH_MAX + 96];
     char exe[PATH_MAX], path[PATH_MAX], *dir;
     ssize_t len = readlink("/proc/self/exe", exe, sizeof exe - 1);
 
@@ -196,6 +199,16 @@ int main(int argc, char **argv)
     snprintf(emu, sizeof emu, "ANYCCL_CUDA_LIBRARY=%s", path);
     snprintf(path, sizeof path, "%s/../unit/device/fake/libcuda_emu_novmm.so", dir);
     snprintf(novmm, sizeof novmm, "ANYCCL_CUDA_LIBRARY=%s", path);
+    /* HIP: hipMalloc memory (legacy IPC handles), the test allocating nothing itself */
+    char hip_path[PATH_MAX];
+    snprintf(hip_path, sizeof hip_path, "%s/../unit/device/fake/libhip_emu.so", dir);
+    snprintf(hip, sizeof hip,
+             "TL_CUDA_DRIVER=%s/../unit/device/fake/libcuda_emu.so "
+             "ANYCCL_CUDA_LIBRARY=/nonexistent/libcuda.so.1 ANYCCL_HIP_LIBRARY=%s",
+             dir, hip_path);
+    bool has_hip = access(hip_path, R_OK) == 0 && has_kernels(dir, "hip");
+    if (!has_hip)
+        printf("SKIP device_memalloc/hip/*: no emulated HIP runtime, or no HIP kernels\n");
     const struct tl_case cases[] = {
         {"device_memalloc/cumem/np2/threads", TL_THREADS, 2, emu, body, NULL, &vmm, 180, false},
         {"device_memalloc/cumem/registered/np2/threads", TL_THREADS, 2, emu, body, NULL, &vmm_reg,
@@ -204,7 +217,10 @@ int main(int argc, char **argv)
          false},
         {"device_memalloc/cumemalloc/registered/np2/proc", TL_PROCS, 2, novmm, body, NULL,
          &novmm_reg, 180, false},
+        {"device_memalloc/hip/registered/np2/proc", TL_PROCS, 2, hip, body, NULL, &novmm_reg, 180,
+         false},
     };
+    size_t n = sizeof cases / sizeof cases[0] - (has_hip ? 0 : 1);
     fflush(stdout);
-    return tl_main(argc, argv, cases, sizeof cases / sizeof cases[0]);
+    return tl_main(argc, argv, cases, n);
 }

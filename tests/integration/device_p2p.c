@@ -32,6 +32,7 @@
 #define ELEM_MAX 8
 
 #include "dev_calls.h"
+#include "kernels_built.h"
 
 static char emu_path[PATH_MAX], hip_path[PATH_MAX];
 static bool log_says(struct tl_ctx *ctx, const char *want);
@@ -607,26 +608,6 @@ static void remove_dir(const char *dir)
 /* Whether the path can be taken at all: the library carries CUDA kernels (built with nvcc:
  * anyccl-info says which), and the emulated driver knows ac_k_coll (its cuModuleGetFunction
  * looks the name up in the host build of the kernels, whatever the module). */
-/* Whether anyccl-info says the library carries kernels for backend `name` ("cuda", "hip"). */
-static bool has_kernels(const char *bin_dir, const char *name)
-{
-    char cmd[PATH_MAX + 64], line[512], want[16];
-    bool is_it = false, has = true;
-    FILE *f;
-
-    snprintf(cmd, sizeof cmd, "%s/../../bin/anyccl-info 2>/dev/null", bin_dir);
-    snprintf(want, sizeof want, "  %s:", name);
-    if ((f = popen(cmd, "r"))) {
-        while (fgets(line, sizeof line, f)) {
-            if (is_it && strstr(line, "kernels in this library: none"))
-                has = false;
-            is_it = strncmp(line, want, strlen(want)) == 0;
-        }
-        pclose(f);
-    }
-    return has;
-}
-
 static const char *why_not(const char *bin_dir)
 {
     void *h, *fn = NULL;
