@@ -83,6 +83,8 @@ void ac_p2p_plan(struct ac_task *t);
 /* The schedule of a planned task, as the device engine reads it (device/kernels/sched.h):
  * addresses as the task holds them, the ring order by the address of t->ring. */
 void ac_sched_from_task(const struct ac_task *t, struct ac_sched *out);
+/* The reduction fields of a schedule (the device path's direct tasks fill the rest themselves). */
+void ac_sched_set_op(struct ac_sched *out, bool is_reduction, const struct ac_redop *op);
 /* Step k (0 <= k < t->nsteps) of a planned task: sched.h's ac_sched_step, the code the device
  * engine runs. */
 void ac_task_step(const struct ac_task *t, uint64_t k, struct ac_step *out);

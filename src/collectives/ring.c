@@ -125,16 +125,21 @@ static inline void sched_fill(const struct ac_task *t, struct ac_sched *s)
     s->is_oneshot = t->is_oneshot;
 }
 
+void ac_sched_set_op(struct ac_sched *out, bool is_reduction, const struct ac_redop *op)
+{
+    out->is_reduction = is_reduction;
+    out->red_type = (uint32_t)op->type;
+    out->red_kind = (uint32_t)op->kind;
+    out->red_has_premul = op->has_premul;
+    out->red_scalar = op->scalar;
+    out->red_postdiv = op->postdiv;
+}
+
 void ac_sched_from_task(const struct ac_task *t, struct ac_sched *out)
 {
     memset(out, 0, sizeof(*out));
     sched_fill(t, out);
-    out->is_reduction = t->is_reduction;
-    out->red_type = (uint32_t)t->op.type;
-    out->red_kind = (uint32_t)t->op.kind;
-    out->red_has_premul = t->op.has_premul;
-    out->red_scalar = t->op.scalar;
-    out->red_postdiv = t->op.postdiv;
+    ac_sched_set_op(out, t->is_reduction, &t->op);
     /* one-shot: recv_peers are every other rank in rank order, so this rank is where they first
      * skip one */
     out->rank = t->nrecv;

@@ -639,12 +639,7 @@ static void fill_direct_task(struct ac_devpath *dp, const struct ac_op *op,
     s->nranks = comm->nranks;
     s->rank = comm->rank;
     s->nrecv = s->nsend = comm->nranks - 1;
-    s->is_reduction = is_reducing(op->coll);
-    s->red_type = (uint32_t)op->redop.type;
-    s->red_kind = (uint32_t)op->redop.kind;
-    s->red_has_premul = op->redop.has_premul;
-    s->red_scalar = op->redop.scalar;
-    s->red_postdiv = op->redop.postdiv;
+    ac_sched_set_op(s, is_reducing(op->coll), &op->redop);
     dt->direct = dc->d;
     dt->direct.block = (uint32_t)b;
     dt->direct.nblocks = (uint32_t)nb;

@@ -408,6 +408,28 @@ static int body_mismatch(struct tl_ctx *ctx)
     return dev_close(ctx, &v) && log_says(ctx, "P2P: on") ? 0 : 1;
 }
 
+/* The start of the cases where rank 0 makes a call its peers never make: a communicator, one
+ * call all make together, then the peers wait until rank 0 sets *done and leave (abort or
+ * destroy, as is_abort says). Returns -1 on rank 0, which goes on, else the case's result. */
+static int others_wait(struct tl_ctx *ctx, ncclComm_t *comm, struct dev *v, ncclDataType_t type,
+                       atomic_int *done, bool is_abort)
+{
+    struct call c = {ALLREDUCE, type, ncclSum, 64, false, 0};
+
+    if (!tl_ok(ctx, ncclCommInitRank(comm, ctx->nranks, ctx->id, ctx->rank), "ncclCommInitRank"))
+        return 1;
+    ctx->comm = *comm;
+    if (!dev_open(ctx, v) || !run_one(ctx, v, &c))
+        return 1;
+    if (ctx->rank == 0)
+        return -1;
+    for (int i = 0; i < 120000 && !atomic_load(done); i++)
+        usleep(1000);
+    if (is_abort)
+        return tl_ok(ctx, ncclCommAbort(*comm), "ncclCommAbort") && dev_close(ctx, v) ? 0 : 1;
+    return dev_close(ctx, v) && tl_ok(ctx, ncclCommDestroy(*comm), "ncclCommDestroy") ? 0 : 1;
+}
+
 /* Rank 0 makes a call rank 1 never makes, a candidate for going direct: the call itself waits
  * for rank 1 to say where its buffers are, and fails after ANYCCL_TIMEOUT, saying why. */
 static atomic_int xchg_done;
@@ -416,18 +438,10 @@ static int raw_direct_timeout(struct tl_ctx *ctx)
 {
     ncclComm_t comm;
     struct dev v;
-    struct call c = {ALLREDUCE, ncclInt32, ncclSum, 64, false, 0};
+    int rc = others_wait(ctx, &comm, &v, ncclInt32, &xchg_done, false);
 
-    if (!tl_ok(ctx, ncclCommInitRank(&comm, ctx->nranks, ctx->id, ctx->rank), "ncclCommInitRank"))
-        return 1;
-    ctx->comm = comm;
-    if (!dev_open(ctx, &v) || !run_one(ctx, &v, &c))
-        return 1;
-    if (ctx->rank != 0) {
-        for (int i = 0; i < 120000 && !atomic_load(&xchg_done); i++)
-            usleep(1000);
-        return dev_close(ctx, &v) && tl_ok(ctx, ncclCommDestroy(comm), "ncclCommDestroy") ? 0 : 1;
-    }
+    if (rc >= 0)
+        return rc;
     ncclResult_t res =
         ncclAllReduce((void *)v.send, (void *)v.recv, 64, ncclInt32, ncclSum, comm, v.stream);
     atomic_store(&xchg_done, 1);
@@ -449,18 +463,10 @@ static int raw_abort_inflight(struct tl_ctx *ctx)
 {
     ncclComm_t comm;
     struct dev v;
-    struct call c = {ALLREDUCE, ncclFloat32, ncclSum, 64, false, 0};
+    int rc = others_wait(ctx, &comm, &v, ncclFloat32, &abort_done, true);
 
-    if (!tl_ok(ctx, ncclCommInitRank(&comm, ctx->nranks, ctx->id, ctx->rank), "ncclCommInitRank"))
-        return 1;
-    ctx->comm = comm;
-    if (!dev_open(ctx, &v) || !run_one(ctx, &v, &c))
-        return 1;
-    if (ctx->rank != 0) {
-        for (int i = 0; i < 120000 && !atomic_load(&abort_done); i++)
-            usleep(1000);
-        return tl_ok(ctx, ncclCommAbort(comm), "ncclCommAbort") && dev_close(ctx, &v) ? 0 : 1;
-    }
+    if (rc >= 0)
+        return rc;
     bool ok = tl_ok(ctx,
                     ncclAllReduce((void *)v.send, (void *)v.recv, 64, ncclFloat32, ncclSum, comm,
                                   v.stream),
@@ -481,18 +487,10 @@ static int raw_timeout(struct tl_ctx *ctx)
     ncclComm_t comm;
     struct dev v;
     ncclResult_t async = ncclSuccess;
-    struct call c = {ALLREDUCE, ncclInt32, ncclSum, 64, false, 0};
+    int rc = others_wait(ctx, &comm, &v, ncclInt32, &timeout_done, false);
 
-    if (!tl_ok(ctx, ncclCommInitRank(&comm, ctx->nranks, ctx->id, ctx->rank), "ncclCommInitRank"))
-        return 1;
-    ctx->comm = comm;
-    if (!dev_open(ctx, &v) || !run_one(ctx, &v, &c))
-        return 1;
-    if (ctx->rank != 0) {
-        for (int i = 0; i < 120000 && !atomic_load(&timeout_done); i++)
-            usleep(1000);
-        return dev_close(ctx, &v) && tl_ok(ctx, ncclCommDestroy(comm), "ncclCommDestroy") ? 0 : 1;
-    }
+    if (rc >= 0)
+        return rc;
     bool ok =
         tl_ok(ctx,
               ncclAllReduce((void *)v.send, (void *)v.recv, 64, ncclInt32, ncclSum, comm, v.stream),
