@@ -52,10 +52,16 @@ void ac_backoff_idle(struct ac_backoff *b)
     uint32_t spin = b->spin_polls;
     uint32_t yields = b->is_oversubscribed ? 16 * YIELD_POLLS : YIELD_POLLS;
     if (n < spin) {
-        if (n == 0)
-            b->spin_since_ns = ac_now_ns();
-        if (n == 0 || n % SPIN_POLLS_PER_CLOCK != 0 ||
-            ac_now_ns() - b->spin_since_ns <= SPIN_MAX_NS) {
+        /* The clock starts at the first read, SPIN_POLLS_PER_CLOCK polls in (a few us at most):
+         * a short wait, the common one for small messages, reads no clock at all. */
+        if (n % SPIN_POLLS_PER_CLOCK != 0 || n == 0) {
+            cpu_relax();
+            return;
+        }
+        uint64_t now = ac_now_ns();
+        if (n == SPIN_POLLS_PER_CLOCK)
+            b->spin_since_ns = now;
+        if (now - b->spin_since_ns <= SPIN_MAX_NS) {
             cpu_relax();
             return;
         }

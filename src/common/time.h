@@ -24,7 +24,7 @@ struct ac_backoff {
     /* ANYCCL_SPIN_COUNT, read at the first idle poll: the spin loop reads no configuration */
     bool is_loaded;
     uint32_t spin_polls;
-    uint64_t spin_since_ns; /* when this wait began spinning */
+    uint64_t spin_since_ns; /* the clock at this wait's first read (SPIN_POLLS_PER_CLOCK) */
 };
 
 void ac_backoff_idle(struct ac_backoff *b);

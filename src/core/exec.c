@@ -786,7 +786,8 @@ static ncclResult_t check_health(const struct ac_run *run, uint64_t start_ns,
 }
 
 /* While spinning, the clock (for health checks and the timeout) is read only every so many idle
- * polls: a read costs about as much as a poll, and a run that never waits reads it not at all. */
+ * polls, the first time after that many: a read costs about as much as a poll, and a run that
+ * waits only briefly (a small message) reads it not at all. */
 #define SPIN_POLLS_PER_CLOCK 64
 
 static ncclResult_t run_loop(struct ac_run *run)
@@ -824,7 +825,7 @@ static ncclResult_t run_loop(struct ac_run *run)
         if (remaining == 0 && !is_flushing)
             break;
         ac_backoff_idle(&backoff);
-        if (ac_backoff_is_spinning(&backoff) && idle_polls++ % SPIN_POLLS_PER_CLOCK != 0)
+        if (ac_backoff_is_spinning(&backoff) && ++idle_polls % SPIN_POLLS_PER_CLOCK != 0)
             continue;
         uint64_t now = ac_now_ns();
         if (start == 0) {
