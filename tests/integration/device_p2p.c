@@ -382,22 +382,33 @@ static int body_all_logged(struct tl_ctx *ctx)
 /* The ranks disagree on the count: the kernels find a slot whose size or tag differs, return, and
  * the communicator's asynchronous error says so; the stream is released. arg "finalize":
  * ncclCommFinalize instead of synchronizing the stream, which waits for the launch, so that the
- * error is there right after it. */
+ * error is there right after it; "direct": registered buffers, both calls going direct (their
+ * barriers' tags differ). */
 static int body_mismatch(struct tl_ctx *ctx)
 {
     struct dev v;
     ncclResult_t async = ncclSuccess;
     struct call c = {ALLREDUCE, ncclInt32, ncclSum, 64, false, 0};
     size_t count = ctx->rank == 0 ? 500 : 600;
+    bool is_direct = ctx->arg && strcmp(ctx->arg, "direct") == 0;
+    void *hs, *hr;
 
-    if (!dev_open(ctx, &v) || !run_one(ctx, &v, &c) ||
+    if (!dev_open(ctx, &v))
+        return 1;
+    if (is_direct && (!tl_ok(ctx, ncclCommRegister(ctx->comm, (void *)v.send, v.bytes, &hs),
+                             "ncclCommRegister") ||
+                      !tl_ok(ctx, ncclCommRegister(ctx->comm, (void *)v.recv, v.bytes, &hr),
+                             "ncclCommRegister")))
+        return 1;
+    if (!run_one(ctx, &v, &c) ||
         !tl_ok(ctx,
                ncclAllReduce((void *)v.send, (void *)v.recv, count, ncclInt32, ncclSum, ctx->comm,
                              v.stream),
                "ncclAllReduce") ||
-        (ctx->arg ? !tl_ok(ctx, ncclCommFinalize(ctx->comm), "ncclCommFinalize")
-                  : !cu_ok(ctx, v.d.stream_sync(v.stream), "cuStreamSynchronize after a failed "
-                                                           "call")) ||
+        (ctx->arg && !is_direct ? !tl_ok(ctx, ncclCommFinalize(ctx->comm), "ncclCommFinalize")
+                                : !cu_ok(ctx, v.d.stream_sync(v.stream),
+                                         "cuStreamSynchronize after a failed "
+                                         "call")) ||
         !tl_ok(ctx, ncclCommGetAsyncError(ctx->comm, &async), "ncclCommGetAsyncError"))
         return 1;
     if (async != ncclInvalidUsage) {
@@ -405,7 +416,10 @@ static int body_mismatch(struct tl_ctx *ctx)
                  (int)ncclInvalidUsage);
         return 1;
     }
-    return dev_close(ctx, &v) && log_says(ctx, "P2P: on") ? 0 : 1;
+    return dev_close(ctx, &v) &&
+                   log_says(ctx, is_direct ? "works on the registered buffers in place" : "P2P: on")
+               ? 0
+               : 1;
 }
 
 /* The start of the cases where rank 0 makes a call its peers never make: a communicator, one
@@ -689,6 +703,8 @@ int main(int argc, char **argv)
          false},
         {"error/mismatch-finalize/np2/threads", TL_THREADS, 2, body_mismatch, NULL, "finalize",
          NULL, false, false},
+        {"error/mismatch-direct/np2/proc", TL_PROCS, 2, body_mismatch, NULL, "direct", DIRECT,
+         false, false},
         {"error/abort-inflight/np2/threads", TL_THREADS, 2, NULL, raw_abort_inflight, NULL, NULL,
          false, false},
         {"error/timeout/np2/threads", TL_THREADS, 2, NULL, raw_timeout, NULL,
