@@ -1130,7 +1130,9 @@ static void wait_freed(struct ac_devpath *dp)
     }
 }
 
-static void close_conns(struct ac_devpath *dp)
+/* keep_own: leave this rank's own connector memory allocated (peers' kernels may still write
+ * it); the imports of the peers' memory are closed all the same. */
+static void close_conns(struct ac_devpath *dp, bool keep_own)
 {
     size_t nconns = (size_t)AC_NCONN_SETS * (size_t)dp->comm->nranks;
 
@@ -1145,10 +1147,9 @@ static void close_conns(struct ac_devpath *dp)
     }
     for (size_t i = 0; i < 2 * nconns; i++) {
         struct ac_p2p_conn *c = i < nconns ? dp->send[i] : dp->recv[i - nconns];
-        if (c) {
+        if (c && !keep_own)
             ac_p2p_conn_close(c);
-            free(c);
-        }
+        free(c);
     }
 }
 
@@ -1185,7 +1186,18 @@ void ac_devpath_free(struct ncclComm *comm)
     }
     if (dp->is_on)
         wait_freed(dp);
-    close_conns(dp);
+    /* After a failure (a mismatch, a dead or stuck peer, a revoke) the peers' kernels may still
+     * be running, and one that finds room writes into this rank's slots or counters: that memory
+     * is left allocated rather than freed under it (between threads of one process nothing else
+     * keeps it alive). Bounded: once per failed communicator. A plain ncclCommAbort of a
+     * communicator that did not fail frees it, as before. */
+    bool keep_own = atomic_load(&comm->async_error) != ncclSuccess;
+    if (keep_own)
+        AC_INFO(AC_SUB_P2P,
+                "P2P: rank %d: the communicator failed: its connector memory is left allocated, "
+                "since a peer's kernel may still write it",
+                comm->rank);
+    close_conns(dp, keep_own);
     ac_direct_free(dp->direct);
     for (int i = 0; i < NWORK; i++) {
         if (dp->works[i].mem)
