@@ -17,6 +17,11 @@
 #include <stdint.h>
 
 const char *ac_coll_name(enum ac_coll coll);
+/* Allreduce, reduce and reduce-scatter: the collectives that combine values. */
+static inline bool ac_coll_reduces(enum ac_coll coll)
+{
+    return coll == AC_COLL_ALLREDUCE || coll == AC_COLL_REDUCE || coll == AC_COLL_REDUCESCATTER;
+}
 
 const char *ac_algo_name(enum ac_algo algo);
 const char *ac_proto_name(enum ac_proto proto);

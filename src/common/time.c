@@ -11,9 +11,8 @@
  * for milliseconds that the peer we wait for may need (4 ranks on 2 cores, each in its own
  * network namespace, took 4 ms per 8-byte all-to-all instead of 0.14 ms). Shared-memory polls
  * take tens of ns: their spin phase is the same as before. The clock is read every
- * SPIN_POLLS_PER_CLOCK polls. */
+ * AC_SPIN_POLLS_PER_CLOCK polls. */
 #define SPIN_MAX_NS 100000ull
-#define SPIN_POLLS_PER_CLOCK 64u
 /* Polls that yield after the spin phase, before sleeping starts. */
 #define YIELD_POLLS 1000u
 /* Sleeps double every SLEEPS_PER_STEP idle polls: 1, 2, 4, ... 64 us, then 100 us. */
@@ -52,14 +51,14 @@ void ac_backoff_idle(struct ac_backoff *b)
     uint32_t spin = b->spin_polls;
     uint32_t yields = b->is_oversubscribed ? 16 * YIELD_POLLS : YIELD_POLLS;
     if (n < spin) {
-        /* The clock starts at the first read, SPIN_POLLS_PER_CLOCK polls in (a few us at most):
+        /* The clock starts at the first read, AC_SPIN_POLLS_PER_CLOCK polls in (a few us at most):
          * a short wait, the common one for small messages, reads no clock at all. */
-        if (n % SPIN_POLLS_PER_CLOCK != 0 || n == 0) {
+        if (n % AC_SPIN_POLLS_PER_CLOCK != 0 || n == 0) {
             cpu_relax();
             return;
         }
         uint64_t now = ac_now_ns();
-        if (n == SPIN_POLLS_PER_CLOCK)
+        if (n == AC_SPIN_POLLS_PER_CLOCK)
             b->spin_since_ns = now;
         if (now - b->spin_since_ns <= SPIN_MAX_NS) {
             cpu_relax();

@@ -13,6 +13,10 @@ static inline uint64_t ac_now_ns(void)
     return (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
 }
 
+/* While spinning, the poll loops read the clock once every so many idle polls (the first time
+ * after that many): a read costs about as much as a poll. */
+#define AC_SPIN_POLLS_PER_CLOCK 64u
+
 /* A poll loop's back-off: spin for spin_count idle polls (at most 100 us), then yield the core,
  * then sleep in growing steps up to 100 us, so that more ranks than cores still make progress. Reset it
  * whenever the loop made progress. */
@@ -24,7 +28,7 @@ struct ac_backoff {
     /* ANYCCL_SPIN_COUNT, read at the first idle poll: the spin loop reads no configuration */
     bool is_loaded;
     uint32_t spin_polls;
-    uint64_t spin_since_ns; /* the clock at this wait's first read (SPIN_POLLS_PER_CLOCK) */
+    uint64_t spin_since_ns; /* the clock at this wait's first read (AC_SPIN_POLLS_PER_CLOCK) */
 };
 
 void ac_backoff_idle(struct ac_backoff *b);

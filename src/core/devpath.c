@@ -194,8 +194,7 @@ static ncclResult_t devpath_of(struct ncclComm *comm, const struct ac_backend *b
 /* Rank peer of the communicator lives in another process that is gone. */
 static bool peer_is_gone(const struct ncclComm *comm, int peer)
 {
-    const struct ac_peer_info *p = &comm->peers[peer];
-    return p->pid != (int)getpid() && kill(p->pid, 0) != 0 && errno == ESRCH;
+    return ac_peer_has_exited(&comm->peers[comm->rank], &comm->peers[peer]);
 }
 
 static void abort_kernels(struct ac_devpath *dp, const char *why)
@@ -393,6 +392,14 @@ uint64_t ac_devpath_launches(const struct ncclComm *comm)
 
 /* ---- planning and launching ---- */
 
+/* A 32-bit tag of seed and parts (top bit set: never 0). */
+static uint32_t mix_tag(uint64_t h, const uint64_t *parts, size_t nparts)
+{
+    for (size_t i = 0; i < nparts; i++)
+        h = (h ^ parts[i]) * 0xbf58476d1ce4e5b9ull ^ (h >> 29);
+    return (uint32_t)(h ^ (h >> 32)) | 1u << 31;
+}
+
 /* Same on both ends of every connector: what the receiver checks each Simple slot against. */
 static uint32_t task_tag(const struct ac_task *t)
 {
@@ -406,9 +413,7 @@ static uint32_t task_tag(const struct ac_task *t)
                         t->is_reduction ? t->count : t->count * t->type_bytes,
                         (uint64_t)(uint32_t)t->root,
                         (uint64_t)t->proto << 8 | (uint64_t)t->algo << 1 | t->is_oneshot};
-    for (size_t i = 0; i < sizeof parts / sizeof parts[0]; i++)
-        h = (h ^ parts[i]) * 0xbf58476d1ce4e5b9ull ^ (h >> 29);
-    return (uint32_t)(h ^ (h >> 32)) | 1u << 31;
+    return mix_tag(h, parts, sizeof parts / sizeof parts[0]);
 }
 
 /* Slots a task moves on each of its incoming and outgoing connectors. */
@@ -426,6 +431,11 @@ static void count_slots(const struct ac_task *t, uint64_t *nrecv_out, uint64_t *
     *nsend_out = ns;
 }
 
+static bool is_p2p(const struct ac_op *op)
+{
+    return op->coll == AC_COLL_SEND || op->coll == AC_COLL_RECV;
+}
+
 /* Whether this rank's op can go the device path, and the device of its buffers. */
 static bool is_candidate(const struct ac_op *op, int *device_out)
 {
@@ -433,7 +443,6 @@ static bool is_candidate(const struct ac_op *op, int *device_out)
     bool is_root = op->comm->rank == op->root;
     bool reads = op->coll != AC_COLL_BROADCAST || is_root;
     bool writes = op->coll != AC_COLL_REDUCE || is_root;
-    bool is_p2p = op->coll == AC_COLL_SEND || op->coll == AC_COLL_RECV;
     const void *bufs[2];
     int nbufs = 0, device = -1;
 
@@ -441,8 +450,8 @@ static bool is_candidate(const struct ac_op *op, int *device_out)
         return false;
     /* Send/recv only once the path is on: only two ranks make the call, and choosing the path
      * takes all of them. A rank's own transfers stay staged (a copy). */
-    if (is_p2p && (!op->comm->devpath || !op->comm->devpath->is_on || op->peer < 0 ||
-                   op->peer == op->comm->rank))
+    if (is_p2p(op) && (!op->comm->devpath || !op->comm->devpath->is_on || op->peer < 0 ||
+                       op->peer == op->comm->rank))
         return false;
     reads = reads && op->coll != AC_COLL_RECV;
     writes = writes && op->coll != AC_COLL_SEND;
@@ -473,8 +482,10 @@ struct comm_job {
     ncclResult_t res;
     /* direct candidates of this communicator, in call order, and their exchanges' results */
     int nx;
-    const struct ac_op **xops;
-    struct ac_direct_call **xcalls;
+    struct exchange {
+        const struct ac_op *op;
+        struct ac_direct_call *call;
+    } * xs;
 };
 
 static void *decide_thread(void *arg)
@@ -493,7 +504,7 @@ static void *exchange_thread(void *arg)
     ac_log_set_rank(j->dp->comm->rank);
     j->res = ncclSuccess;
     for (int i = 0; i < j->nx && j->res == ncclSuccess; i++)
-        j->res = ac_direct_exchange(j->dp->comm, j->dp->direct, j->xops[i], j->xcalls[i]);
+        j->res = ac_direct_exchange(j->dp->comm, j->dp->direct, j->xs[i].op, j->xs[i].call);
     return NULL;
 }
 
@@ -587,11 +598,6 @@ static void fill_task(struct ac_devpath *dp, const struct ac_task *t, struct ac_
     }
 }
 
-static bool is_p2p(const struct ac_op *op)
-{
-    return op->coll == AC_COLL_SEND || op->coll == AC_COLL_RECV;
-}
-
 /* ---- direct launches (devpath_direct.h) ---- */
 
 /* Blocks of a direct launch: one per DIRECT_BLOCK_BYTES of the rank's count, up to the ring
@@ -606,21 +612,14 @@ static int direct_blocks(const struct ac_op *op)
     return (int)(nb < 1 ? 1 : nb > max ? max : nb);
 }
 
-static bool is_reducing(enum ac_coll coll)
-{
-    return coll == AC_COLL_ALLREDUCE || coll == AC_COLL_REDUCE || coll == AC_COLL_REDUCESCATTER;
-}
-
 /* Both ends of every connector: the barrier slots' tag. */
 static uint32_t direct_tag(const struct ac_op *op)
 {
     uint64_t h = 0x6469726563740000ull ^ (uint64_t)op->coll * 0x9e3779b97f4a7c15ull;
     uint64_t parts[] = {op->count, (uint64_t)op->type,
-                        is_reducing(op->coll) ? (uint64_t)op->redop.kind : 0,
+                        ac_coll_reduces(op->coll) ? (uint64_t)op->redop.kind : 0,
                         (uint64_t)(uint32_t)op->root};
-    for (size_t i = 0; i < sizeof parts / sizeof parts[0]; i++)
-        h = (h ^ parts[i]) * 0xbf58476d1ce4e5b9ull ^ (h >> 29);
-    return (uint32_t)(h ^ (h >> 32)) | 1u << 31;
+    return mix_tag(h, parts, sizeof parts / sizeof parts[0]);
 }
 
 /* A direct launch's block b of nb: the connectors of ring set b to every peer, each moving two
@@ -639,7 +638,7 @@ static void fill_direct_task(struct ac_devpath *dp, const struct ac_op *op,
     s->nranks = comm->nranks;
     s->rank = comm->rank;
     s->nrecv = s->nsend = comm->nranks - 1;
-    ac_sched_set_op(s, is_reducing(op->coll), &op->redop);
+    ac_sched_set_op(s, ac_coll_reduces(op->coll), &op->redop);
     dt->direct = dc->d;
     dt->direct.block = (uint32_t)b;
     dt->direct.nblocks = (uint32_t)nb;
@@ -709,20 +708,18 @@ static ncclResult_t launch_op(struct ac_devpath *dp, const struct ac_op *op,
                               void *const *joins, int njoins)
 {
     struct ncclComm *comm = dp->comm;
-    size_t tasks_bytes = (size_t)run->ntasks * sizeof(struct ac_dev_task);
-    size_t need = STATUS_BYTES + tasks_bytes + (size_t)run->ntasks * comm->nranks * sizeof(int);
+    bool is_direct = dc && dc->is_direct;
+    int ntasks = is_direct ? direct_blocks(op) : run->ntasks;
+    size_t tasks_bytes = (size_t)ntasks * sizeof(struct ac_dev_task);
+    /* direct tasks have no ring order */
+    size_t need =
+        STATUS_BYTES + tasks_bytes + (is_direct ? 0 : (size_t)ntasks * comm->nranks * sizeof(int));
     struct ac_kcoll_args args;
     struct work *w;
     ncclResult_t res = ncclSuccess;
-    bool is_direct = dc && dc->is_direct;
-    int ntasks = is_direct ? direct_blocks(op) : run->ntasks;
 
-    if (is_direct) {
-        tasks_bytes = (size_t)ntasks * sizeof(struct ac_dev_task);
-        need = STATUS_BYTES + tasks_bytes;
-    } else {
+    if (!is_direct)
         AC_CHECK(local_block(dp, op));
-    }
     if (ntasks == 0)
         return ncclSuccess;
     pthread_mutex_lock(&dp->lock);
@@ -840,34 +837,30 @@ static ncclResult_t check_device(const struct ac_devpath *dp, const struct ac_op
     return ncclSuccess;
 }
 
-/* Plans, connects and launches the ops that go the device path (list[i] with devices[i] >= 0). */
 static ncclResult_t add_exchange(struct comm_job *job, const struct ac_op *op,
                                  struct ac_direct_call *call)
 {
-    const struct ac_op **ops = realloc(job->xops, (size_t)(job->nx + 1) * sizeof *ops);
-    struct ac_direct_call **calls;
+    struct exchange *grown = realloc(job->xs, (size_t)(job->nx + 1) * sizeof *grown);
 
-    if (ops)
-        job->xops = ops;
-    calls = ops ? realloc(job->xcalls, (size_t)(job->nx + 1) * sizeof *calls) : NULL;
-    if (!calls)
+    if (!grown)
         return AC_FAIL(ncclSystemError, "out of memory");
-    job->xcalls = calls;
-    job->xops[job->nx] = op;
-    job->xcalls[job->nx++] = call;
+    job->xs = grown;
+    job->xs[job->nx++] = (struct exchange){op, call};
     return ncclSuccess;
 }
 
-/* Index of the first device send/recv of op i's communicator in the list (the launch that
- * carries them all), or i for a collective. */
-static int p2p_lead(struct ac_op *const *list, const int *devices, int i)
+/* lead[i]: the index of the first device send/recv of op i's communicator in the list (the
+ * launch that carries them all), or i for a collective. */
+static void find_leads(struct ac_op *const *list, const int *devices, int n, int *lead)
 {
-    if (!is_p2p(list[i]))
-        return i;
-    for (int j = 0; j < i; j++)
-        if (devices[j] >= 0 && is_p2p(list[j]) && list[j]->comm == list[i]->comm)
-            return j;
-    return i;
+    for (int i = 0; i < n; i++) {
+        lead[i] = i;
+        for (int j = 0; j < i && is_p2p(list[i]); j++)
+            if (devices[j] >= 0 && is_p2p(list[j]) && list[j]->comm == list[i]->comm) {
+                lead[i] = lead[j];
+                break;
+            }
+    }
 }
 
 /* The send/recv of one communicator in a group run in one launch, all at once, as the peers'
@@ -899,27 +892,30 @@ static ncclResult_t run_device_ops(struct ac_op *const *list, const int *devices
     struct ac_direct_call *calls = calloc((size_t)n, sizeof *calls);
     struct ac_op *copies = calloc((size_t)n, sizeof *copies);
     void **joins = calloc((size_t)n, sizeof *joins);
+    int *lead = calloc((size_t)n, sizeof *lead);
     int njobs = 0, nx = 0;
     ncclResult_t res = ncclSuccess;
 
-    if (!runs || !calls || !copies || !joins) {
+    if (!runs || !calls || !copies || !joins || !lead) {
         free(runs);
         free(calls);
         free(copies);
         free(joins);
+        free(lead);
         return AC_FAIL(ncclSystemError, "out of memory");
     }
     for (int i = 0; i < n; i++)
         ac_plan_init(&runs[i]);
+    find_leads(list, devices, n, lead);
     for (int i = 0; i < n; i++) {
-        if (devices[i] < 0 || p2p_lead(list, devices, i) != i)
+        if (devices[i] < 0 || lead[i] != i)
             continue;
         struct ac_devpath *dp = list[i]->comm->devpath;
         struct ac_op **tail = &copies[i].next;
         copies[i] = *list[i];
         copies[i].next = NULL;
         for (int j = i + 1; is_p2p(list[i]) && j < n; j++)
-            if (devices[j] >= 0 && p2p_lead(list, devices, j) == i) {
+            if (devices[j] >= 0 && lead[j] == i) {
                 AC_CHECK_GOTO(check_device(dp, list[j], devices[j]), res, out);
                 copies[j] = *list[j];
                 copies[j].next = NULL;
@@ -938,7 +934,7 @@ static ncclResult_t run_device_ops(struct ac_op *const *list, const int *devices
     if (nx > 0)
         AC_CHECK_GOTO(run_jobs(jobs, njobs, exchange_thread), res, out);
     for (int i = 0; i < n; i++) {
-        if (devices[i] < 0 || p2p_lead(list, devices, i) != i)
+        if (devices[i] < 0 || lead[i] != i)
             continue;
         struct ac_devpath *dp = list[i]->comm->devpath;
         struct comm_job *job = &jobs[job_of(jobs, &njobs, dp)];
@@ -954,8 +950,7 @@ static ncclResult_t run_device_ops(struct ac_op *const *list, const int *devices
         }
     for (int pass = 0; pass < 2; pass++)
         for (int i = 0; i < n; i++) {
-            if (devices[i] < 0 || is_p2p(list[i]) != (pass == 1) ||
-                p2p_lead(list, devices, i) != i)
+            if (devices[i] < 0 || is_p2p(list[i]) != (pass == 1) || lead[i] != i)
                 continue;
             int njoins = 0;
             for (struct ac_op *o = copies[i].next; o; o = o->next) {
@@ -977,13 +972,13 @@ out:
     }
     for (int i = 0; i < njobs; i++) {
         free(jobs[i].needs);
-        free(jobs[i].xops);
-        free(jobs[i].xcalls);
+        free(jobs[i].xs);
     }
     free(runs);
     free(calls);
     free(copies);
     free(joins);
+    free(lead);
     return res;
 }
 

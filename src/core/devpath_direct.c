@@ -20,7 +20,6 @@
 #include "core/devreg.h"
 
 #include <errno.h>
-#include <signal.h>
 #include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
@@ -264,8 +263,7 @@ static ncclResult_t wait_peers(struct ncclComm *comm, struct ac_direct *st, uint
                                "rank %d: the communicator was aborted while "
                                "waiting for rank %d's buffers",
                                comm->rank, r);
-            if (comm->peers[r].pid != (int)getpid() && kill(comm->peers[r].pid, 0) != 0 &&
-                errno == ESRCH)
+            if (ac_peer_has_exited(&comm->peers[comm->rank], &comm->peers[r]))
                 return AC_FAIL(ncclRemoteError,
                                "rank %d: rank %d (pid %d) exited before it "
                                "said where its buffers are",

@@ -725,10 +725,7 @@ static ncclResult_t flush_task(struct ac_run_task *rt, bool *busy)
 
 static bool peer_is_dead(const struct ncclComm *comm, int peer)
 {
-    const struct ac_peer_info *me = &comm->peers[comm->rank], *p = &comm->peers[peer];
-    if (!ac_peer_shares_host(me, p))
-        return false; /* the network transports report a closed connection themselves */
-    return kill(p->pid, 0) != 0 && errno == ESRCH;
+    return ac_peer_has_exited(&comm->peers[comm->rank], &comm->peers[peer]);
 }
 
 static ncclResult_t check_task(const struct ac_run_task *rt, uint64_t start_ns,
@@ -785,10 +782,9 @@ static ncclResult_t check_health(const struct ac_run *run, uint64_t start_ns,
     return ncclSuccess;
 }
 
-/* While spinning, the clock (for health checks and the timeout) is read only every so many idle
- * polls, the first time after that many: a read costs about as much as a poll, and a run that
- * waits only briefly (a small message) reads it not at all. */
-#define SPIN_POLLS_PER_CLOCK 64
+/* While spinning, the clock (for health checks and the timeout) is read only every
+ * AC_SPIN_POLLS_PER_CLOCK idle polls: a run that waits only briefly (a small message) reads it not
+ * at all. */
 
 static ncclResult_t run_loop(struct ac_run *run)
 {
@@ -825,7 +821,7 @@ static ncclResult_t run_loop(struct ac_run *run)
         if (remaining == 0 && !is_flushing)
             break;
         ac_backoff_idle(&backoff);
-        if (ac_backoff_is_spinning(&backoff) && ++idle_polls % SPIN_POLLS_PER_CLOCK != 0)
+        if (ac_backoff_is_spinning(&backoff) && ++idle_polls % AC_SPIN_POLLS_PER_CLOCK != 0)
             continue;
         uint64_t now = ac_now_ns();
         if (start == 0) {

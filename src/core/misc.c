@@ -171,6 +171,13 @@ bool ac_comm_is_registered(struct ncclComm *comm, const void *buff, size_t bytes
 }
 #define AC_REG_MAGIC 0x7265676973746572ull
 
+/* Whose memory a registered buffer is: a GPU backend's goes to its cache (devreg.h). Without a
+ * usable GPU no runtime is asked. */
+static const struct ac_backend *backend_of(const void *buff)
+{
+    return buff && ac_backends_have_gpu() ? ac_backend_for_pointer(buff) : &ac_host_backend;
+}
+
 AC_API(ncclResult_t, ncclCommRegister, const ncclComm_t comm, void *buff, size_t size,
        void **handle);
 ncclResult_t ncclCommRegister(const ncclComm_t comm, void *buff, size_t size, void **handle)
@@ -184,8 +191,7 @@ ncclResult_t ncclCommRegister(const ncclComm_t comm, void *buff, size_t size, vo
     if (!r)
         return AC_FAIL(ncclSystemError, "out of memory");
     *r = (struct ac_registration){AC_REG_MAGIC, comm, {buff, size, NULL}, NULL, NULL};
-    const struct ac_backend *be = buff && ac_backends_have_gpu() ? ac_backend_for_pointer(buff)
-                                                                 : &ac_host_backend;
+    const struct ac_backend *be = backend_of(buff);
     if (be != &ac_host_backend) {
         ncclResult_t res = ac_devreg_register(comm, be, buff, size, &r->dev);
         if (res != ncclSuccess) {
@@ -249,8 +255,7 @@ ncclResult_t ncclCommWindowRegister(ncclComm_t comm, void *buff, size_t size, nc
     if (!w)
         return AC_FAIL(ncclSystemError, "out of memory");
     *w = (struct ncclWindow_vidmem){AC_WIN_MAGIC, comm, {buff, size, NULL}, winFlags, NULL};
-    const struct ac_backend *be =
-        buff && ac_backends_have_gpu() ? ac_backend_for_pointer(buff) : &ac_host_backend;
+    const struct ac_backend *be = backend_of(buff);
     ncclResult_t res =
         be != &ac_host_backend ? ac_devreg_register(comm, be, buff, size, &w->dev) : ncclSuccess;
     /* the barrier whatever the outcome here: no rank waits for one that failed */

@@ -64,8 +64,7 @@ static void base_task(const struct ac_op *op, struct ac_task *t)
     t->count = op->count;
     t->type_bytes = ac_type_size(op->type);
     t->op = op->redop;
-    t->is_reduction = op->coll == AC_COLL_ALLREDUCE || op->coll == AC_COLL_REDUCESCATTER ||
-                      op->coll == AC_COLL_REDUCE;
+    t->is_reduction = ac_coll_reduces(op->coll);
     t->nranks = op->comm->nranks;
     t->op_coll = op->coll;
     t->root = op->coll == AC_COLL_BROADCAST || op->coll == AC_COLL_REDUCE ||

@@ -18,6 +18,8 @@
 #include "device/kernels/ll.h"
 #include "nccl.h"
 
+#include <errno.h>
+#include <signal.h>
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
@@ -51,6 +53,14 @@ struct ac_peer_info {
 static inline bool ac_peer_shares_host(const struct ac_peer_info *a, const struct ac_peer_info *b)
 {
     return a->host_hash == b->host_hash && a->pid_ns_hash == b->pid_ns_hash;
+}
+
+/* Peer p, seen from me, is a process of this host that has exited (its pid is gone). A peer on
+ * another host is never known gone here: the network transports report a closed connection. */
+static inline bool ac_peer_has_exited(const struct ac_peer_info *me, const struct ac_peer_info *p)
+{
+    return ac_peer_shares_host(me, p) && p->pid != me->pid && kill(p->pid, 0) != 0 &&
+           errno == ESRCH;
 }
 
 #define AC_CONN_BLOB_BYTES 256

@@ -660,9 +660,11 @@ __device__ inline uint32_t ac_eng_run(const struct ac_dev_task *t, const volatil
         wait_stop = move_stop = 0;
     AC_ENG_BARRIER();
     uint32_t r = 0;
+    /* a direct task runs no schedule steps */
+    uint64_t nsteps = t->direct.is_on ? 0 : t->sched.nsteps;
     if (t->direct.is_on)
         r = ac_eng_run_direct(&e);
-    for (uint64_t k = 0; !t->direct.is_on && k < t->sched.nsteps; k++) {
+    for (uint64_t k = 0; k < nsteps; k++) {
         struct ac_step st;
         ac_sched_step(&t->sched, k, &st);
         unsigned flags = st.flags;
