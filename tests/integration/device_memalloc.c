@@ -4,7 +4,7 @@
  * registered with ncclCommRegister or not: allreduce, allgather and a send/recv ring, counts 1,
  * odd and large, three rounds, checked exactly after cuStreamSynchronize; the buffers are then
  * deregistered and freed with ncclMemFree. Ranks as threads and as processes. */
-#include "kernels_built.h"
+#include "dev_driver.h"
 #include "launcher.h"
 
 #include <dlfcn.h>
@@ -36,26 +36,16 @@ struct drv {
 
 static bool load_driver(struct tl_ctx *ctx, struct drv *d)
 {
-    /* TL_CUDA_DRIVER first: the HIP case points the library at the emulated HIP runtime */
-    const char *path =
-        getenv("TL_CUDA_DRIVER") ? getenv("TL_CUDA_DRIVER") : getenv("ANYCCL_CUDA_LIBRARY");
-    static const char *const names[] = {"cuInit",          "cuDevicePrimaryCtxRetain",
-                                        "cuCtxSetCurrent", "cuMemcpyAsync",
-                                        "cuStreamCreate",  "cuStreamDestroy_v2",
-                                        "cuStreamSynchronize", "cuPointerGetAttribute"};
-    void *h = dlopen(path ? path : "libcuda.so.1", RTLD_NOW | RTLD_LOCAL);
-    void **slots = (void **)d;
+    static const char *const names[] = {"cuInit",
+                                        "cuDevicePrimaryCtxRetain",
+                                        "cuCtxSetCurrent",
+                                        "cuMemcpyAsync",
+                                        "cuStreamCreate",
+                                        "cuStreamDestroy_v2",
+                                        "cuStreamSynchronize",
+                                        "cuPointerGetAttribute"};
 
-    if (!h) {
-        tl_failf(ctx, "dlopen %s: %s", path ? path : "libcuda.so.1", dlerror());
-        return false;
-    }
-    for (size_t i = 0; i < sizeof names / sizeof names[0]; i++)
-        if (!(slots[i] = dlsym(h, names[i]))) {
-            tl_failf(ctx, "driver has no %s", names[i]);
-            return false;
-        }
-    return true;
+    return load_driver_syms(ctx, names, sizeof names / sizeof names[0], (void **)d);
 }
 
 static bool cu_ok(struct tl_ctx *ctx, int r, const char *what)

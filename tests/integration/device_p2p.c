@@ -32,7 +32,6 @@
 #define ELEM_MAX 8
 
 #include "dev_calls.h"
-#include "kernels_built.h"
 
 static char emu_path[PATH_MAX], hip_path[PATH_MAX];
 static bool log_says(struct tl_ctx *ctx, const char *want);

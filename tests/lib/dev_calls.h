@@ -8,6 +8,7 @@
 #ifndef TESTS_LIB_DEV_CALLS_H
 #define TESTS_LIB_DEV_CALLS_H
 
+#include "dev_driver.h"
 #include "launcher.h"
 
 #include <dlfcn.h>
@@ -37,11 +38,6 @@ struct drv {
 
 static bool load_driver(struct tl_ctx *ctx, struct drv *d)
 {
-    /* TL_CUDA_DRIVER first: a case may point the library elsewhere (at the emulated HIP
-     * runtime) while the test allocates through the CUDA driver */
-    const char *path =
-        getenv("TL_CUDA_DRIVER") ? getenv("TL_CUDA_DRIVER") : getenv("ANYCCL_CUDA_LIBRARY");
-    void *h = dlopen(path ? path : "libcuda.so.1", RTLD_NOW | RTLD_LOCAL);
     static const char *const names[] = {
         "cuInit",
         "cuDeviceGetCount",
@@ -55,18 +51,8 @@ static bool load_driver(struct tl_ctx *ctx, struct drv *d)
         "cuStreamDestroy_v2",
         "cuStreamSynchronize",
     };
-    void **slots = (void **)d;
 
-    if (!h) {
-        tl_failf(ctx, "dlopen %s: %s", path ? path : "libcuda.so.1", dlerror());
-        return false;
-    }
-    for (size_t i = 0; i < sizeof names / sizeof names[0]; i++)
-        if (!(slots[i] = dlsym(h, names[i]))) {
-            tl_failf(ctx, "driver has no %s", names[i]);
-            return false;
-        }
-    return true;
+    return load_driver_syms(ctx, names, sizeof names / sizeof names[0], (void **)d);
 }
 
 static bool cu_ok(struct tl_ctx *ctx, int r, const char *what)
