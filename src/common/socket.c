@@ -26,6 +26,7 @@
 
 #define ABORT_POLL_MS 50
 #define CONNECT_RETRY_MAX_MS 100
+#define LISTEN_BUSY_WAIT_MS 2000
 
 /* ------------------------------------------------------------------------------------------ */
 /* addresses                                                                                    */
@@ -452,8 +453,15 @@ ncclResult_t ac_socket_listen(struct ac_socket *s, const struct sockaddr_storage
     setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
     struct sockaddr_storage bound = *addr;
     socklen_t len = sizeof(bound);
-    if (bind(fd, (const struct sockaddr *)addr, ac_socket_addr_len(addr)) != 0 ||
-        listen(fd, SOMAXCONN) != 0 || getsockname(fd, (struct sockaddr *)&bound, &len) != 0) {
+    /* A fixed port can be held for a moment by a peer's connect that got it as its own source
+     * port (see is_self_connection; the peer drops it at once): wait that out before failing. */
+    int bind_rc;
+    uint64_t busy_deadline = ac_now_ns() + LISTEN_BUSY_WAIT_MS * 1000000ull;
+    while ((bind_rc = bind(fd, (const struct sockaddr *)addr, ac_socket_addr_len(addr))) != 0 &&
+           errno == EADDRINUSE && ac_socket_addr_port(addr) != 0 && ac_now_ns() < busy_deadline)
+        usleep(10 * 1000);
+    if (bind_rc != 0 || listen(fd, SOMAXCONN) != 0 ||
+        getsockname(fd, (struct sockaddr *)&bound, &len) != 0) {
         int err = errno;
         close(fd);
         return AC_FAIL(ncclSystemError,
@@ -494,7 +502,19 @@ static bool is_retryable_connect(int err)
            err == ECONNRESET;
 }
 
-/* One attempt: 0 with *fd_out connected, or an errno. */
+/* A connect to a local port nobody listens on yet, in the ephemeral range, can be given that very
+ * port as its source: TCP's simultaneous open then connects the socket to itself. It looks like a
+ * success, and it holds the port the listener is about to bind (the root's NCCL_COMM_ID port). */
+static bool is_self_connection(int fd)
+{
+    struct sockaddr_storage local, peer;
+    socklen_t llen = sizeof(local), plen = sizeof(peer);
+    return getsockname(fd, (struct sockaddr *)&local, &llen) == 0 &&
+           getpeername(fd, (struct sockaddr *)&peer, &plen) == 0 &&
+           ac_socket_addr_equal(&local, &peer);
+}
+
+/* One attempt: 0 with *fd_out connected, or an errno (ECONNREFUSED for a self-connection). */
 static int try_connect(const struct sockaddr_storage *addr, const struct sockaddr_storage *src,
                        uint64_t deadline_ns, volatile int *abort_flag, int *fd_out)
 {
@@ -520,7 +540,13 @@ static int try_connect(const struct sockaddr_storage *addr, const struct sockadd
                 err = errno;
         }
     }
+    if (err == 0 && is_self_connection(fd))
+        err = ECONNREFUSED;
     if (err != 0) {
+        /* Abortively: a connect cut off by the deadline may already be a self-connection, and a
+         * graceful close would leave it in TIME_WAIT, holding the port. */
+        struct linger abortive = {.l_onoff = 1, .l_linger = 0};
+        setsockopt(fd, SOL_SOCKET, SO_LINGER, &abortive, sizeof(abortive));
         close(fd);
         return err;
     }

@@ -32,11 +32,8 @@ if [[ ! -x $PROG ]]; then
     exit 0
 fi
 
-# A port nobody listens on now (the ranks meet there; rank 0 starts the bootstrap root).
-free_port() {
-    python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])' 2>/dev/null ||
-        echo $((20000 + RANDOM % 30000))
-}
+# free_port: where the ranks meet (rank 0 starts the bootstrap root there).
+. "$(dirname "${BASH_SOURCE[0]}")/../lib/ports.sh"
 
 # fi_info links libfabric.so.1: if it lists the tcp provider, the library loads too.
 have_libfabric() {

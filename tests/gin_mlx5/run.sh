@@ -16,10 +16,7 @@ PROG=$BUILD/tests/gin/gin_a2a
 tmp=$(mktemp -d)
 trap 'rm -rf "$tmp"' EXIT
 
-free_port() {
-    python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])' 2>/dev/null ||
-        echo $((20000 + RANDOM % 30000))
-}
+. "$(dirname "${BASH_SOURCE[0]}")/../lib/ports.sh"
 
 run_a2a() { # OUT NRANKS VAR=VALUE...
     local out=$1 n=$2

@@ -18,6 +18,7 @@ set -uo pipefail
 
 cd "$(dirname "$0")/../.." || exit 1
 BUILD=${BUILD:-build}
+. "$(dirname "${BASH_SOURCE[0]}")/../lib/ports.sh"
 INTEG=$BUILD/tests/integration
 KILLER=$BUILD/tests/ofi/peer_kill
 QUICK=${QUICK:-${ASAN_QUICK:-0}}
@@ -140,7 +141,8 @@ run_peer_kill() {
         echo "FAIL $name: $KILLER is not built (run make test-build)"
         return
     fi
-    local port=$((20000 + RANDOM % 30000)) pids=() start=$SECONDS
+    local port pids=() start=$SECONDS
+    port=$(free_port)
     for ((r = 0; r < np; r++)); do
         # Distinct host ids: ranks are "nodes" to each other, so the executor's same-host check of
         # peer pids does not fire and RAS is off: the transport itself must notice.

@@ -46,8 +46,8 @@ if ! ${CC:-cc} -std=gnu11 -D_GNU_SOURCE -Iinclude -O1 -g -pthread -Wall -Wextra 
     exit 1
 fi
 
-# A free port for the RAS client port of a job.
-free_port() { echo $((20000 + (RANDOM % 20000))); }
+# free_port: the RAS client port of a job.
+. "$(dirname "${BASH_SOURCE[0]}")/../lib/ports.sh"
 
 # start_job ARGS...: runs the job in the background, output in $WORK/out.
 start_job() {

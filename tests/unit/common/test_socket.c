@@ -136,6 +136,58 @@ Test(socket, connect_refused_until_deadline)
     cr_expect(strstr(ac_last_error(), text) != NULL, "%s", ac_last_error());
 }
 
+/* A connect from the port it connects to is TCP's simultaneous open with itself: it "succeeds".
+ * That is what a rank's retried connect to the root's port can become before the root listens
+ * (the port is in the ephemeral range); it must stay a refusal and leave the port free. */
+Test(socket, a_connection_to_itself_is_refused)
+{
+    struct sockaddr_storage to;
+    struct ac_socket s, l;
+    char text[32];
+    snprintf(text, sizeof(text), "127.0.0.1:%d", free_port());
+    ac_socket_addr_parse(text, &to);
+    ac_socket_init(&s);
+    cr_expect_eq(ac_socket_connect_from(&s, &to, &to, ac_now_ns() + 200000000ull, NULL),
+                 ncclRemoteError);
+    cr_expect_lt(s.fd, 0);
+    ac_socket_init(&l);
+    cr_expect_eq(ac_socket_listen(&l, &to), ncclSuccess, "%s", ac_last_error());
+    ac_socket_close(&l);
+    ac_socket_close(&s);
+}
+
+static void *close_later(void *arg)
+{
+    usleep(200000);
+    ac_socket_close(arg);
+    return NULL;
+}
+
+/* A port held for a moment (by a connect that got it as its source) is waited for, briefly. */
+Test(socket, listen_waits_out_a_port_held_briefly)
+{
+    struct sockaddr_storage at;
+    struct ac_socket holder, l;
+    char text[32];
+    pthread_t th;
+    snprintf(text, sizeof(text), "127.0.0.1:%d", free_port());
+    ac_socket_addr_parse(text, &at);
+    ac_socket_init(&holder);
+    cr_assert_eq(ac_socket_listen(&holder, &at), ncclSuccess);
+    pthread_create(&th, NULL, close_later, &holder);
+    ac_socket_init(&l);
+    cr_expect_eq(ac_socket_listen(&l, &at), ncclSuccess, "%s", ac_last_error());
+    pthread_join(th, NULL);
+    ac_socket_close(&l);
+    /* held for good: an error naming the address, after the short wait */
+    cr_assert_eq(ac_socket_listen(&holder, &at), ncclSuccess);
+    uint64_t t0 = ac_now_ns();
+    cr_expect_eq(ac_socket_listen(&l, &at), ncclSystemError);
+    cr_expect(strstr(ac_last_error(), text) != NULL, "%s", ac_last_error());
+    cr_expect_lt(ac_now_ns() - t0, 5000000000ull);
+    ac_socket_close(&holder);
+}
+
 struct late_listener {
     struct sockaddr_storage addr;
     struct ac_socket listener, accepted;
