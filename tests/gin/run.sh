@@ -33,7 +33,7 @@ if [[ ! -x $PROG ]]; then
 fi
 
 # free_port: where the ranks meet (rank 0 starts the bootstrap root there).
-. "$(dirname "${BASH_SOURCE[0]}")/../lib/ports.sh"
+. tests/lib/ports.sh
 
 # fi_info links libfabric.so.1: if it lists the tcp provider, the library loads too.
 have_libfabric() {

@@ -16,7 +16,7 @@ PROG=$BUILD/tests/gin/gin_a2a
 tmp=$(mktemp -d)
 trap 'rm -rf "$tmp"' EXIT
 
-. "$(dirname "${BASH_SOURCE[0]}")/../lib/ports.sh"
+. tests/lib/ports.sh
 
 run_a2a() { # OUT NRANKS VAR=VALUE...
     local out=$1 n=$2

@@ -18,7 +18,7 @@ set -uo pipefail
 
 cd "$(dirname "$0")/../.." || exit 1
 BUILD=${BUILD:-build}
-. "$(dirname "${BASH_SOURCE[0]}")/../lib/ports.sh"
+. tests/lib/ports.sh
 INTEG=$BUILD/tests/integration
 KILLER=$BUILD/tests/ofi/peer_kill
 QUICK=${QUICK:-${ASAN_QUICK:-0}}

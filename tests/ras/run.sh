@@ -47,7 +47,7 @@ if ! ${CC:-cc} -std=gnu11 -D_GNU_SOURCE -Iinclude -O1 -g -pthread -Wall -Wextra 
 fi
 
 # free_port: the RAS client port of a job.
-. "$(dirname "${BASH_SOURCE[0]}")/../lib/ports.sh"
+. tests/lib/ports.sh
 
 # start_job ARGS...: runs the job in the background, output in $WORK/out.
 start_job() {
