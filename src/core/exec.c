@@ -407,6 +407,9 @@ static ncclResult_t step_ready(struct ac_run_task *rt, const struct ac_step *st,
         size_t got = 0;
         if (c->serving_ticket != rt->recv_ticket[k])
             return ncclSuccess;
+        /* Not for a receive that may turn single-copy: its first slot is the sender's address. */
+        if (c->tp->recv_expect && rt->t.ack_set <= 0)
+            c->tp->recv_expect(c, bytes);
         if (c->tp->progress)
             AC_CHECK(c->tp->progress(c));
         c->proto = rt->t.proto;

@@ -127,6 +127,12 @@ struct ac_transport {
      * (recv_slot then returns dst) instead of in the slot; otherwise nothing changes. dst must
      * not be read or written by anyone else until recv_slot returns it. NULL: not supported. */
     void (*recv_direct)(struct ac_conn *conn, void *dst, size_t bytes);
+    /* Receiver, a hint: the message recv_slot will return next (not there yet) should carry
+     * `bytes` of payload, as both ends compute the same slot sizes. A transport that frames each
+     * payload with a header can then read both at once. A different size from the sender is
+     * still delivered as sent, for the executor to report (after it, the connector may fail: the
+     * ranks called different operations). NULL: not supported. */
+    void (*recv_expect)(struct ac_conn *conn, size_t bytes);
     /* Moves data for transports that need the CPU to do so (sockets); NULL when nothing to do. */
     ncclResult_t (*progress)(struct ac_conn *conn);
     /* Whether the transport is still sending data already posted (sockets): close waits for it. */

@@ -73,7 +73,9 @@ struct sock_conn {
     uint64_t tail;       /* sender: fully written; receiver: released */
     size_t cur_done;     /* bytes of [header][payload] moved for the current slot */
     uint64_t cur_hdr;    /* receiver: the header being read */
+    size_t expect;       /* receiver: payload bytes of the next message (recv_expect), or 0 */
     bool is_peer_closed; /* receiver: EOF seen between two slots */
+    bool is_out_of_step; /* receiver: a message shorter than expected was read past */
 };
 
 /* "rank R (host H, addr A)" */
@@ -379,12 +381,103 @@ static ncclResult_t progress_send(struct ac_conn *conn)
     return ncclSuccess;
 }
 
+static ncclResult_t check_header(struct ac_conn *conn)
+{
+    const struct sock_conn *sc = conn->priv;
+    if (payload_bytes(sc->cur_hdr) <= conn->slot_bytes)
+        return ncclSuccess;
+    return AC_FAIL(ncclRemoteError,
+                   "socket transport: rank %d sent %llu bytes for a slot of %zu (channel %d): do "
+                   "both ranks use the same NCCL_BUFFSIZE and ANYCCL_NSLOTS?",
+                   conn->peer, (unsigned long long)payload_bytes(sc->cur_hdr), conn->slot_bytes,
+                   conn->channel);
+}
+
+/* The message at head is all there (its payload in the slot, or where landed[] says). */
+static ncclResult_t complete_slot(struct ac_conn *conn)
+{
+    struct sock_conn *sc = conn->priv;
+    sc->sizes[sc->head % (uint64_t)conn->nslots] = sc->cur_hdr;
+    sc->cur_done = 0;
+    sc->direct = NULL;
+    sc->head++;
+    return ncclSuccess;
+}
+
+/* The header and the payload of a message of known size in one read, where the payload goes
+ * (the direct destination, or the slot). 0 with nothing read, AC_SOCKET_CLOSED or an errno;
+ * *done_out is what was read (header first). Reads no further than the expected message: only a
+ * sender that sent fewer bytes than the receiver expects makes it read into the next message,
+ * and the executor reports that difference (rank mismatch) from the slot's size. */
+static int read_expected(struct ac_conn *conn, char *payload, size_t *done_out)
+{
+    struct sock_conn *sc = conn->priv;
+    struct iovec iov[2] = {{.iov_base = &sc->cur_hdr, .iov_len = sizeof(uint64_t)},
+                           {.iov_base = payload, .iov_len = sc->expect}};
+    struct msghdr msg = {.msg_iov = iov, .msg_iovlen = 2};
+    for (;;) {
+        ssize_t n = recvmsg(sc->sock.fd, &msg, MSG_DONTWAIT);
+        if (n > 0) {
+            *done_out = (size_t)n;
+            return 0;
+        }
+        if (n == 0)
+            return AC_SOCKET_CLOSED;
+        if (errno == EINTR)
+            continue;
+        if (errno == EAGAIN || errno == EWOULDBLOCK)
+            return 0;
+        return errno == ECONNRESET ? AC_SOCKET_CLOSED : errno;
+    }
+}
+
 static ncclResult_t progress_recv(struct ac_conn *conn)
 {
     struct sock_conn *sc = conn->priv;
+    if (sc->is_out_of_step)
+        return AC_FAIL(ncclRemoteError,
+                       "socket transport: the stream from rank %d (channel %d) is out of step "
+                       "after a message shorter than expected: the ranks called different "
+                       "operations",
+                       conn->peer, conn->channel);
     while (sc->head - sc->tail < (uint64_t)conn->nslots) {
         size_t i = sc->head % (uint64_t)conn->nslots, got;
         int err = 0;
+        bool is_expected = sc->cur_done == 0 && sc->expect > 0 && sc->tail == sc->head;
+        if (is_expected) {
+            /* one read instead of two (a system call is most of a small message's cost) */
+            bool is_direct = sc->direct != NULL && sc->expect <= sc->direct_cap;
+            char *slot = sc->slots + i * conn->slot_bytes, *to = is_direct ? sc->direct : slot;
+            size_t done = 0, expect = sc->expect;
+            err = read_expected(conn, to, &done);
+            if (err == AC_SOCKET_CLOSED) {
+                sc->is_peer_closed = true; /* between two slots, as below */
+                return ncclSuccess;
+            }
+            if (err != 0)
+                return io_fail(conn, err);
+            if (done == 0)
+                return ncclSuccess;
+            sc->expect = 0;
+            sc->cur_done = done;
+            if (done >= sizeof(uint64_t)) {
+                AC_CHECK(check_header(conn));
+                size_t want = payload_bytes(sc->cur_hdr), read = done - sizeof(uint64_t);
+                if (read > want) {
+                    /* The sender sent less than expected, and this read took the start of its
+                     * next message: deliver this one (the executor reports the difference in
+                     * size), and fail whatever comes after. */
+                    sc->is_out_of_step = true;
+                    if (is_direct)
+                        sc->landed[i] = to;
+                    return complete_slot(conn);
+                }
+                if (is_direct && want <= expect)
+                    sc->landed[i] = to;
+                else if (is_direct && read > 0)
+                    memcpy(slot, to, read); /* more than expected: the slot takes it all */
+            }
+        }
         if (sc->cur_done < sizeof(uint64_t)) {
             bool is_boundary = sc->cur_done == 0;
             err = ac_socket_recv_some(&sc->sock, &sc->cur_hdr, sizeof(uint64_t), &sc->cur_done);
@@ -398,13 +491,7 @@ static ncclResult_t progress_recv(struct ac_conn *conn)
                 return io_fail(conn, err);
             if (sc->cur_done < sizeof(uint64_t))
                 return ncclSuccess;
-            if (payload_bytes(sc->cur_hdr) > conn->slot_bytes)
-                return AC_FAIL(ncclRemoteError,
-                               "socket transport: rank %d sent %llu bytes for a "
-                               "slot of %zu (channel %d): do both ranks use the same NCCL_BUFFSIZE "
-                               "and ANYCCL_NSLOTS?",
-                               conn->peer, (unsigned long long)payload_bytes(sc->cur_hdr),
-                               conn->slot_bytes, conn->channel);
+            AC_CHECK(check_header(conn));
         }
         got = sc->cur_done - sizeof(uint64_t);
         size_t want = payload_bytes(sc->cur_hdr);
@@ -420,10 +507,11 @@ static ncclResult_t progress_recv(struct ac_conn *conn)
             return io_fail(conn, err);
         if (got < want)
             return ncclSuccess;
-        sc->sizes[i] = sc->cur_hdr;
-        sc->cur_done = 0;
-        sc->direct = NULL;
-        sc->head++;
+        complete_slot(conn);
+        /* The message the executor waits for is in: looking for the next one now would cost a
+         * system call that, for small messages, finds nothing. */
+        if (is_expected)
+            return ncclSuccess;
     }
     return ncclSuccess;
 }
@@ -467,6 +555,15 @@ static ncclResult_t sock_recv_release(struct ac_conn *conn)
 
 /* Only for the message the receiver waits for (nothing older unconsumed): data already read
  * for it moves over once, the rest of its payload lands at dst. */
+/* Only at a message boundary with nothing older unconsumed: the message read next is the one
+ * the executor's step waits for. */
+static void sock_recv_expect(struct ac_conn *conn, size_t bytes)
+{
+    struct sock_conn *sc = conn->priv;
+    if (sc->tail == sc->head && sc->cur_done == 0 && bytes <= conn->slot_bytes)
+        sc->expect = bytes;
+}
+
 static void sock_recv_direct(struct ac_conn *conn, void *dst, size_t bytes)
 {
     struct sock_conn *sc = conn->priv;
@@ -494,6 +591,7 @@ const struct ac_transport ac_socket_transport = {
     .recv_slot = sock_recv_slot,
     .recv_release = sock_recv_release,
     .recv_direct = sock_recv_direct,
+    .recv_expect = sock_recv_expect,
     .progress = sock_progress,
     .is_flushing = sock_is_flushing,
     .close = sock_close,

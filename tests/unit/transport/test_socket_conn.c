@@ -13,6 +13,7 @@
 #include <stdlib.h>
 #include <stdio.h>
 #include <string.h>
+#include <unistd.h>
 
 #define NSLOTS 4
 #define SLOT_BYTES (64 * 1024)
@@ -25,6 +26,7 @@ struct pair {
     ncclResult_t send_res, recv_res;
     int bad;
     bool is_zero_copy;           /* every other message by reference, every third landed */
+    bool is_expecting;           /* the receiver says each message's size first (recv_expect) */
     unsigned char *ref_bufs;     /* sender: NSLOTS buffers, one per slot a reference stands in */
     unsigned char *land_buf;     /* receiver: where landed messages go */
     int nlanded;
@@ -130,6 +132,8 @@ static void *receiver(void *arg)
     for (int k = 0; k < NMSGS && res == ncclSuccess;) {
         const void *slot = NULL;
         size_t n = 0;
+        if (p->is_expecting) /* as the executor does before each poll of a receive step */
+            c->tp->recv_expect(c, msg_bytes(k));
         res = c->tp->progress(c);
         if (res == ncclSuccess)
             res = c->tp->recv_slot(c, &slot, &n);
@@ -164,12 +168,13 @@ static void *receiver(void *arg)
     return NULL;
 }
 
-static void run_pair(bool with_stranger, bool is_zero_copy)
+static void run_pair(bool with_stranger, bool is_zero_copy, bool is_expecting)
 {
     struct pair p;
     pthread_t ts, tr;
     setup(&p, with_stranger);
     p.is_zero_copy = is_zero_copy;
+    p.is_expecting = is_expecting;
     p.ref_bufs = malloc((size_t)NSLOTS * SLOT_BYTES);
     p.land_buf = malloc(SLOT_BYTES);
     cr_assert(p.ref_bufs && p.land_buf);
@@ -192,16 +197,23 @@ static void run_pair(bool with_stranger, bool is_zero_copy)
 
 Test(socket_conn, fifo_of_many_sizes_wraps_around, .timeout = 20)
 {
-    run_pair(false, false);
+    run_pair(false, false, false);
 }
 
 Test(socket_conn, payloads_by_reference_and_landed_in_place, .timeout = 20)
 {
-    run_pair(false, true);
+    run_pair(false, true, false);
+}
+
+/* Each message's header and payload in one read, into the slot or where it is to land. */
+Test(socket_conn, expected_sizes_read_with_their_headers, .timeout = 20)
+{
+    run_pair(false, false, true);
+    run_pair(false, true, true);
 }
 Test(socket_conn, stranger_at_listener_is_dropped, .timeout = 20)
 {
-    run_pair(true, false);
+    run_pair(true, false, false);
 }
 
 Test(socket_conn, can_connect_always, .timeout = 10)
@@ -261,4 +273,75 @@ Test(socket_conn, receiver_closing_is_remote_error, .timeout = 10)
     cr_expect_eq(res, ncclRemoteError);
     cr_expect(strstr(ac_last_error(), "rank 0 (host host0,") != NULL, "%s", ac_last_error());
     ac_socket_transport.close(&p.send);
+}
+
+static void send_now(struct pair *p, size_t bytes, unsigned char fill)
+{
+    void *slot = NULL;
+    cr_assert_eq(p->send.tp->send_slot(&p->send, &slot), ncclSuccess);
+    cr_assert_not_null(slot);
+    memset(slot, fill, bytes);
+    cr_assert_eq(p->send.tp->send_post(&p->send, bytes), ncclSuccess);
+    while (p->send.tp->is_flushing(&p->send))
+        cr_assert_eq(p->send.tp->progress(&p->send), ncclSuccess);
+}
+
+/* Polls (saying `expect` first) until a message is there; its size and whether every byte is
+ * `fill`. */
+static const void *receive(struct pair *p, size_t expect, size_t *n, unsigned char fill)
+{
+    const void *slot = NULL;
+    uint64_t deadline = ac_now_ns() + 5000000000ull;
+    while (slot == NULL && ac_now_ns() < deadline) {
+        p->recv.tp->recv_expect(&p->recv, expect);
+        cr_assert_eq(p->recv.tp->progress(&p->recv), ncclSuccess, "%s", ac_last_error());
+        cr_assert_eq(p->recv.tp->recv_slot(&p->recv, &slot, n), ncclSuccess);
+    }
+    cr_assert_not_null(slot);
+    for (size_t i = 0; i < *n; i++)
+        cr_assert_eq(((const unsigned char *)slot)[i], fill, "byte %zu", i);
+    return slot;
+}
+
+/* Ranks that called different operations: a message longer than the receiver expects arrives
+ * whole (the executor reports the sizes), and the stream stays in step. */
+Test(socket_conn, longer_than_expected_arrives_whole, .timeout = 10)
+{
+    struct pair p;
+    size_t n = 0;
+    unsigned char land[1000];
+    setup(&p, false);
+    send_now(&p, 3000, 5);
+    p.recv.tp->recv_direct(&p.recv, land, sizeof(land));
+    receive(&p, sizeof(land), &n, 5);
+    cr_expect_eq(n, 3000);
+    cr_assert_eq(p.recv.tp->recv_release(&p.recv), ncclSuccess);
+    send_now(&p, 50, 6);
+    receive(&p, 50, &n, 6);
+    cr_expect_eq(n, 50);
+    cr_assert_eq(p.recv.tp->recv_release(&p.recv), ncclSuccess);
+    ac_socket_transport.close(&p.send);
+    ac_socket_transport.close(&p.recv);
+}
+
+/* A message shorter than expected, with the sender's next one already behind it: the read takes
+ * both. The short one is delivered as sent (its size tells the executor); after it the
+ * connector fails instead of reading the rest of the stream out of step. */
+Test(socket_conn, shorter_than_expected_then_out_of_step, .timeout = 10)
+{
+    struct pair p;
+    size_t n = 0;
+    setup(&p, false);
+    send_now(&p, 100, 8);
+    send_now(&p, 200, 9);
+    usleep(100000); /* both in the receiver's socket: one read takes the second's start too */
+    receive(&p, 1000, &n, 8);
+    cr_expect_eq(n, 100);
+    cr_assert_eq(p.recv.tp->recv_release(&p.recv), ncclSuccess);
+    p.recv.tp->recv_expect(&p.recv, 200);
+    cr_expect_eq(p.recv.tp->progress(&p.recv), ncclRemoteError);
+    cr_expect(strstr(ac_last_error(), "out of step") != NULL, "%s", ac_last_error());
+    cr_expect(strstr(ac_last_error(), "rank 1") != NULL, "%s", ac_last_error());
+    ac_socket_transport.close(&p.send);
+    ac_socket_transport.close(&p.recv);
 }
