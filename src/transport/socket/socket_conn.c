@@ -30,6 +30,7 @@
 #define HELLO_READ_NS (5ull * 1000000000ull)
 #define SOCKET_BUF_BYTES (4 << 20)
 #define IOV_SLOTS 32 /* slots written per sendmsg */
+#define READ_AHEAD_MIN_BYTES (64 << 10)
 /* A dead path (a link or a host down: no FIN, no RST) fails a connection in bounded time: the
  * receiving side of a connection (nothing of ours unacknowledged) sends keepalive probes after
  * KEEPIDLE_S of silence, every KEEPINTVL_S, and gives up after KEEPCNT unanswered ones
@@ -508,9 +509,9 @@ static ncclResult_t progress_recv(struct ac_conn *conn)
         if (got < want)
             return ncclSuccess;
         complete_slot(conn);
-        /* The message the executor waits for is in: looking for the next one now would cost a
-         * system call that, for small messages, finds nothing. */
-        if (is_expected)
+        /* The small message the executor waits for is in: looking for the next one now would
+         * cost a system call that mostly finds nothing. Large ones keep draining the socket. */
+        if (is_expected && want < READ_AHEAD_MIN_BYTES)
             return ncclSuccess;
     }
     return ncclSuccess;
