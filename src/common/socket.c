@@ -651,13 +651,15 @@ int ac_socket_send_some(struct ac_socket *s, const void *buf, size_t len, size_t
     return 0;
 }
 
-int ac_socket_recv_some(struct ac_socket *s, void *buf, size_t len, size_t *moved_inout)
+int ac_socket_recv_iov(struct ac_socket *s, struct iovec *iov, int iovcnt, size_t *moved_out)
 {
-    while (*moved_inout < len) {
-        ssize_t n = recv(s->fd, (char *)buf + *moved_inout, len - *moved_inout, MSG_DONTWAIT);
+    struct msghdr msg = {.msg_iov = iov, .msg_iovlen = (size_t)iovcnt};
+    *moved_out = 0;
+    for (;;) {
+        ssize_t n = recvmsg(s->fd, &msg, MSG_DONTWAIT);
         if (n > 0) {
-            *moved_inout += (size_t)n;
-            continue;
+            *moved_out = (size_t)n;
+            return 0;
         }
         if (n == 0)
             return AC_SOCKET_CLOSED;
@@ -666,6 +668,18 @@ int ac_socket_recv_some(struct ac_socket *s, void *buf, size_t len, size_t *move
         if (errno == EAGAIN || errno == EWOULDBLOCK)
             return 0;
         return errno == ECONNRESET ? AC_SOCKET_CLOSED : errno;
+    }
+}
+
+int ac_socket_recv_some(struct ac_socket *s, void *buf, size_t len, size_t *moved_inout)
+{
+    while (*moved_inout < len) {
+        struct iovec iov = {.iov_base = (char *)buf + *moved_inout, .iov_len = len - *moved_inout};
+        size_t n = 0;
+        int err = ac_socket_recv_iov(s, &iov, 1, &n);
+        if (err != 0 || n == 0)
+            return err;
+        *moved_inout += n;
     }
     return 0;
 }

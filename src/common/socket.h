@@ -14,6 +14,7 @@
 #include <stddef.h>
 #include <stdint.h>
 #include <sys/socket.h>
+#include <sys/uio.h>
 
 /* "[ffff:...:ffff%scope]:65535" fits. */
 #define AC_SOCKADDR_STRLEN 80
@@ -104,5 +105,8 @@ void ac_socket_set_bufsize(struct ac_socket *s, int bytes);
  * Never raises SIGPIPE. */
 int ac_socket_send_some(struct ac_socket *s, const void *buf, size_t len, size_t *moved_inout);
 int ac_socket_recv_some(struct ac_socket *s, void *buf, size_t len, size_t *moved_inout);
+/* One receive into the iovecs, in order, without waiting: 0 with *moved_out what came (0 when
+ * nothing was there), AC_SOCKET_CLOSED on EOF/reset, another errno on failure. */
+int ac_socket_recv_iov(struct ac_socket *s, struct iovec *iov, int iovcnt, size_t *moved_out);
 
 #endif

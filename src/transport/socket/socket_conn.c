@@ -405,31 +405,50 @@ static ncclResult_t complete_slot(struct ac_conn *conn)
     return ncclSuccess;
 }
 
-/* The header and the payload of a message of known size in one read, where the payload goes
- * (the direct destination, or the slot). 0 with nothing read, AC_SOCKET_CLOSED or an errno;
- * *done_out is what was read (header first). Reads no further than the expected message: only a
- * sender that sent fewer bytes than the receiver expects makes it read into the next message,
- * and the executor reports that difference (rank mismatch) from the slot's size. */
-static int read_expected(struct ac_conn *conn, char *payload, size_t *done_out)
+/* The message at head, of the size the executor expects (sc->expect), header and payload in one
+ * read (a system call is most of a small message's cost), the payload where it is to land or in
+ * slot i. Reads no further than that message unless the sender sent less. *is_stopped: nothing
+ * more to do in this progress call; otherwise the rest of the message, if any, is read as usual. */
+static ncclResult_t read_expected(struct ac_conn *conn, size_t i, bool *is_stopped)
 {
     struct sock_conn *sc = conn->priv;
+    bool is_direct = sc->direct != NULL && sc->expect <= sc->direct_cap;
+    char *slot = sc->slots + i * conn->slot_bytes, *to = is_direct ? sc->direct : slot;
+    size_t done = 0, expect = sc->expect;
     struct iovec iov[2] = {{.iov_base = &sc->cur_hdr, .iov_len = sizeof(uint64_t)},
-                           {.iov_base = payload, .iov_len = sc->expect}};
-    struct msghdr msg = {.msg_iov = iov, .msg_iovlen = 2};
-    for (;;) {
-        ssize_t n = recvmsg(sc->sock.fd, &msg, MSG_DONTWAIT);
-        if (n > 0) {
-            *done_out = (size_t)n;
-            return 0;
-        }
-        if (n == 0)
-            return AC_SOCKET_CLOSED;
-        if (errno == EINTR)
-            continue;
-        if (errno == EAGAIN || errno == EWOULDBLOCK)
-            return 0;
-        return errno == ECONNRESET ? AC_SOCKET_CLOSED : errno;
+                           {.iov_base = to, .iov_len = expect}};
+    int err = ac_socket_recv_iov(&sc->sock, iov, 2, &done);
+    *is_stopped = true;
+    if (err == AC_SOCKET_CLOSED) {
+        sc->is_peer_closed = true; /* between two slots, as in progress_recv */
+        return ncclSuccess;
     }
+    if (err != 0)
+        return io_fail(conn, err);
+    if (done == 0)
+        return ncclSuccess;
+    sc->expect = 0;
+    sc->cur_done = done;
+    *is_stopped = false;
+    if (done < sizeof(uint64_t))
+        return ncclSuccess;
+    AC_CHECK(check_header(conn));
+    size_t want = payload_bytes(sc->cur_hdr), read = done - sizeof(uint64_t);
+    if (read > want) {
+        /* The sender sent less than expected, and this read took the start of its next
+         * message: deliver this one (the executor reports the difference in size), and fail
+         * whatever comes after. */
+        sc->is_out_of_step = true;
+        if (is_direct)
+            sc->landed[i] = to;
+        *is_stopped = true;
+        return complete_slot(conn);
+    }
+    if (is_direct && want <= expect)
+        sc->landed[i] = to;
+    else if (is_direct && read > 0)
+        memcpy(slot, to, read); /* more than expected: the slot takes it all */
+    return ncclSuccess;
 }
 
 static ncclResult_t progress_recv(struct ac_conn *conn)
@@ -446,38 +465,10 @@ static ncclResult_t progress_recv(struct ac_conn *conn)
         int err = 0;
         bool is_expected = sc->cur_done == 0 && sc->expect > 0 && sc->tail == sc->head;
         if (is_expected) {
-            /* one read instead of two (a system call is most of a small message's cost) */
-            bool is_direct = sc->direct != NULL && sc->expect <= sc->direct_cap;
-            char *slot = sc->slots + i * conn->slot_bytes, *to = is_direct ? sc->direct : slot;
-            size_t done = 0, expect = sc->expect;
-            err = read_expected(conn, to, &done);
-            if (err == AC_SOCKET_CLOSED) {
-                sc->is_peer_closed = true; /* between two slots, as below */
+            bool is_stopped = false;
+            AC_CHECK(read_expected(conn, i, &is_stopped));
+            if (is_stopped)
                 return ncclSuccess;
-            }
-            if (err != 0)
-                return io_fail(conn, err);
-            if (done == 0)
-                return ncclSuccess;
-            sc->expect = 0;
-            sc->cur_done = done;
-            if (done >= sizeof(uint64_t)) {
-                AC_CHECK(check_header(conn));
-                size_t want = payload_bytes(sc->cur_hdr), read = done - sizeof(uint64_t);
-                if (read > want) {
-                    /* The sender sent less than expected, and this read took the start of its
-                     * next message: deliver this one (the executor reports the difference in
-                     * size), and fail whatever comes after. */
-                    sc->is_out_of_step = true;
-                    if (is_direct)
-                        sc->landed[i] = to;
-                    return complete_slot(conn);
-                }
-                if (is_direct && want <= expect)
-                    sc->landed[i] = to;
-                else if (is_direct && read > 0)
-                    memcpy(slot, to, read); /* more than expected: the slot takes it all */
-            }
         }
         if (sc->cur_done < sizeof(uint64_t)) {
             bool is_boundary = sc->cur_done == 0;
