@@ -788,7 +788,6 @@ static ncclResult_t check_health(const struct ac_run *run, uint64_t start_ns,
 /* While spinning, the clock (for health checks and the timeout) is read only every
  * AC_SPIN_POLLS_PER_CLOCK idle polls: a run that waits only briefly (a small message) reads it not
  * at all. */
-
 static ncclResult_t run_loop(struct ac_run *run)
 {
     const struct ac_config *cfg = ac_config_get();

@@ -20,5 +20,8 @@ const char *ac_driver_syms_resolve(const char *const *libs, size_t nlibs,
 /* The HIP runtime's names, in the order the HIP backend tries them (hip_backend.c). */
 #define AC_HIP_RUNTIME_NAMES 3
 extern const char *const ac_hip_runtime_names[AC_HIP_RUNTIME_NAMES];
+/* Where the HIP backend's satellites look for the runtime: the library ANYCCL_HIP_LIBRARY names,
+ * or else every name above. Returns how many names *names_out holds. */
+size_t ac_hip_runtime_libs(const char *const **names_out);
 
 #endif

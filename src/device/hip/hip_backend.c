@@ -148,6 +148,13 @@ struct module {
 const char *const ac_hip_runtime_names[AC_HIP_RUNTIME_NAMES] = {
     "libamdhip64.so", "libamdhip64.so.6", "libamdhip64.so.5"};
 
+size_t ac_hip_runtime_libs(const char *const **names_out)
+{
+    const struct ac_config *cfg = ac_config_get(); /* the table lives as long as the process */
+    *names_out = cfg->hip_library ? &cfg->hip_library : ac_hip_runtime_names;
+    return cfg->hip_library ? 1 : AC_HIP_RUNTIME_NAMES;
+}
+
 static void *lib;
 static const char *lib_override;
 static int ndevices;

@@ -6,7 +6,6 @@
 #include "device/dmabuf.h"
 
 #include "common/check.h"
-#include "common/config.h"
 #include "device/driver_syms.h"
 
 #include <dlfcn.h>
@@ -26,9 +25,8 @@ static void resolve(void)
     const struct ac_driver_sym syms[] = {
         {"hipMemGetHandleForAddressRange", (void **)&get_handle},
     };
-    const char *configured = ac_config_get()->hip_library; /* ANYCCL_HIP_LIBRARY */
-    const char *const *names = configured ? &configured : ac_hip_runtime_names;
-    size_t nnames = configured ? 1 : AC_HIP_RUNTIME_NAMES;
+    const char *const *names;
+    size_t nnames = ac_hip_runtime_libs(&names);
     if (ac_driver_syms_resolve(names, nnames, syms, 1) != NULL)
         snprintf(missing, sizeof(missing),
                  "the HIP runtime loaded has no hipMemGetHandleForAddressRange (ROCm 6 or newer)");

@@ -6,7 +6,6 @@
 #include "device/hostmap.h"
 
 #include "common/check.h"
-#include "common/config.h"
 #include "device/driver_syms.h"
 
 #include <dlfcn.h>
@@ -35,9 +34,8 @@ static void resolve(void)
         {"hipHostUnregister", (void **)&hm.host_unregister},
         {"hipHostGetDevicePointer", (void **)&hm.get_device_pointer},
     };
-    const char *configured = ac_config_get()->hip_library; /* ANYCCL_HIP_LIBRARY */
-    const char *const *names = configured ? &configured : ac_hip_runtime_names;
-    size_t nnames = configured ? 1 : AC_HIP_RUNTIME_NAMES;
+    const char *const *names;
+    size_t nnames = ac_hip_runtime_libs(&names);
     if (ac_driver_syms_resolve(names, nnames, syms, sizeof(syms) / sizeof(syms[0])) != NULL)
         snprintf(missing, sizeof(missing),
                  "no loaded HIP runtime with hipHostRegister and hipHostGetDevicePointer");

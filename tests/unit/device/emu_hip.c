@@ -152,7 +152,9 @@ EXPORT int hipDeviceEnablePeerAccess(int peer, unsigned flags)
     return peer == current_device ? ret(HIP_ERR_INVALID_DEVICE) : HIP_OK;
 }
 
-/* hipPointerAttribute_t of ROCm 6: type, device, device and host pointers, managed, flags. */
+/* hipPointerAttribute_t of ROCm 6: type, device, device and host pointers, managed, flags.
+ * Written out from HIP's header, not taken from the library's copy (hip_backend.c): the test
+ * states the layout independently, so a wrong one in the library shows. */
 struct hip_ptr_attr {
     int type;
     int device;
