@@ -776,12 +776,28 @@ static ncclResult_t check_task(const struct ac_run_task *rt, uint64_t start_ns,
     return ncclSuccess;
 }
 
+/* Whether a socket connector of the task still holds posted data the kernel has not taken. */
+static bool is_task_flushing(const struct ac_run_task *rt)
+{
+    for (int k = 0; k < rt->t.nsend; k++) {
+        struct ac_conn *c = rt->send[k];
+        if (c->tp->is_flushing && c->tp->is_flushing(c))
+            return true;
+    }
+    return false;
+}
+
+/* A task that has done its steps but still flushes (its last slots wait for room in a socket a
+ * stopped or unreachable peer no longer drains) is checked too: abort, a dead peer and the
+ * timeout end that wait as they end any other. */
 static ncclResult_t check_health(const struct ac_run *run, uint64_t start_ns,
                                  bool *is_second_look)
 {
-    for (int i = 0; i < run->ntasks; i++)
-        if (run->tasks[i].step < run->tasks[i].t.nsteps)
-            AC_CHECK(check_task(&run->tasks[i], start_ns, is_second_look));
+    for (int i = 0; i < run->ntasks; i++) {
+        const struct ac_run_task *rt = &run->tasks[i];
+        if (rt->step < rt->t.nsteps || is_task_flushing(rt))
+            AC_CHECK(check_task(rt, start_ns, is_second_look));
+    }
     return ncclSuccess;
 }
 

@@ -6,9 +6,11 @@
 #include "launcher.h"
 
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <strings.h>
 #include <time.h>
+#include <unistd.h>
 
 static double now_s(void)
 {
@@ -229,6 +231,47 @@ static int missing_rank_body(struct tl_ctx *ctx)
     return 0;
 }
 
+/* Rank 0 sends more than the kernel's socket buffers take but no more than its slots hold, to
+ * rank 1, which stops calling: every step of the send is done at once (the data is in the slots)
+ * while the rest waits in them for room the receiver never makes. With ANYCCL_TIMEOUT=2 the send
+ * must still fail within seconds; a task that had done its steps was not checked and waited
+ * forever. */
+#define STAGED_BYTES (48u << 20) /* NCCL_BUFFSIZE below: 8 point-to-point slots of 8 MiB */
+
+static int left_in_staging_body(struct tl_ctx *ctx)
+{
+    char *buf = calloc(1, STAGED_BYTES);
+    int bad = 0;
+    if (!buf)
+        return 1;
+    /* connect first: connectors are made at their first use, which needs both ranks */
+    if (!tl_ok(ctx,
+               ctx->rank == 0 ? ncclSend(buf, 1024, ncclChar, 1, ctx->comm, NULL)
+                              : ncclRecv(buf, 1024, ncclChar, 0, ctx->comm, NULL),
+               "the first transfer")) {
+        free(buf);
+        return 1;
+    }
+    if (ctx->rank == 1) {
+        sleep(8); /* stopped: never receives the second transfer */
+        free(buf);
+        return 0;
+    }
+    double start = now_s();
+    ncclResult_t res = ncclSend(buf, STAGED_BYTES, ncclChar, 1, ctx->comm, NULL);
+    double elapsed = now_s() - start;
+    if (res != ncclRemoteError || !strstr(ncclGetLastError(ctx->comm), "timed out")) {
+        tl_failf(ctx, "the send returned %s (%s), want ncclRemoteError: timed out",
+                 ncclGetErrorString(res), ncclGetLastError(ctx->comm));
+        bad = 1;
+    } else if (elapsed > 6.0) {
+        tl_failf(ctx, "the send failed after %.1f s (ANYCCL_TIMEOUT=2)", elapsed);
+        bad = 1;
+    }
+    free(buf);
+    return bad;
+}
+
 #define RAW_CASE(name_, mode_, nranks_, env_, body_, timeout_)                                     \
     {                                                                                              \
         .name = (name_), .mode = (mode_), .nranks = (nranks_), .env = (env_), .raw_body = (body_), \
@@ -246,6 +289,13 @@ static const struct tl_case cases[] = {
              missing_rank_body, 30),
     RAW_CASE("errors/missing-rank/2of3/threads", TL_THREADS, 2, "ANYCCL_INIT_TIMEOUT=2",
              missing_rank_body, 30),
+    {.name = "errors/send-left-in-staging/np2/tcp/proc",
+     .mode = TL_PROCS,
+     .nranks = 2,
+     .env = "NCCL_SHM_DISABLE=1 ANYCCL_CMA_ENABLE=0 ANYCCL_RAS_ENABLE=0 ANYCCL_TIMEOUT=2 "
+            "NCCL_BUFFSIZE=268435456",
+     .body = left_in_staging_body,
+     .timeout_s = 40},
 };
 
 int main(int argc, char **argv)
