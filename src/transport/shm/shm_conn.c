@@ -150,7 +150,9 @@ static ncclResult_t shm_recv_connect(struct ac_conn *conn)
     while (!__atomic_load_n(&sc->seg.ctrl->is_sender_attached, __ATOMIC_ACQUIRE)) {
         uint64_t now = ac_now_ns();
         if (now >= next_check) {
-            if (is_peer_gone(conn)) {
+            /* gone after attaching (a sender that connected and exited at once) is a connect */
+            if (is_peer_gone(conn) &&
+                !__atomic_load_n(&sc->seg.ctrl->is_sender_attached, __ATOMIC_ACQUIRE)) {
                 res = fail_peer_gone(conn, "before attaching its shared-memory segment");
                 goto unlink_name;
             }
