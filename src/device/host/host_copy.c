@@ -41,17 +41,22 @@ static int has_avx2(void)
     return cached;
 }
 
-void ac_kern_copy_out(void *dst, const void *src, size_t bytes)
+void ac_kern_copy_out_part(void *dst, const void *src, size_t bytes, size_t whole_bytes)
 {
-    if (bytes >= STREAM_MIN_BYTES && has_avx2())
+    if (whole_bytes >= STREAM_MIN_BYTES && dst != src && has_avx2())
         copy_stream_avx2(dst, src, bytes);
     else if (dst != src)
         memmove(dst, src, bytes);
 }
 #else
-void ac_kern_copy_out(void *dst, const void *src, size_t bytes)
+void ac_kern_copy_out_part(void *dst, const void *src, size_t bytes, size_t whole_bytes)
 {
     if (dst != src)
         memmove(dst, src, bytes);
 }
 #endif
+
+void ac_kern_copy_out(void *dst, const void *src, size_t bytes)
+{
+    ac_kern_copy_out_part(dst, src, bytes, bytes);
+}

@@ -480,3 +480,44 @@ Test(reduce, every_fp8_pair, .timeout = 10)
     check_every_code(&(struct narrow_type){ncclFloat8e4m3, 8, dec_e4m3, enc_e4m3});
     check_every_code(&(struct narrow_type){ncclFloat8e5m2, 8, dec_e5m2, enc_e5m2});
 }
+
+/* Copies into the user's buffer, whole and in parts of a larger copy, below and above the size
+ * from which they bypass the cache (256 KiB), at destinations off alignment by a byte and by
+ * less and more than a vector: every byte lands, nothing before or after is touched. */
+Test(reduce, copy_out_whole_and_in_parts, .timeout = 10)
+{
+    const size_t sizes[] = {0, 1, 31, 4097, 256 * 1024 - 1, 256 * 1024 + 129, 1 << 20};
+    const size_t shifts[] = {0, 1, 31, 33};
+    size_t max = (1 << 20) + 128;
+    unsigned char *src = malloc(max), *dst = malloc(max);
+    cr_assert(src != NULL && dst != NULL);
+    for (size_t i = 0; i < max; i++)
+        src[i] = (unsigned char)(i * 7 + 3);
+    for (size_t k = 0; k < sizeof(sizes) / sizeof(sizes[0]); k++) {
+        for (size_t s = 0; s < sizeof(shifts) / sizeof(shifts[0]); s++) {
+            size_t n = sizes[k], sh = shifts[s], part = 16 * 1024;
+            for (int whole = 0; whole < 2; whole++) {
+                memset(dst, 0xa5, max);
+                if (whole) {
+                    ac_kern_copy_out(dst + sh, src + 64, n);
+                } else {
+                    for (size_t off = 0; off < n; off += part)
+                        ac_kern_copy_out_part(dst + sh + off, src + 64 + off,
+                                              n - off < part ? n - off : part, n);
+                }
+                for (size_t i = 0; i < sh; i++)
+                    cr_assert_eq(dst[i], 0xa5, "byte %zu before the copy written", i);
+                cr_assert(memcmp(dst + sh, src + 64, n) == 0,
+                          "copy of %zu bytes to offset %zu (%s) differs", n, sh,
+                          whole ? "whole" : "in parts");
+                for (size_t i = sh + n; i < sh + n + 64 && i < max; i++)
+                    cr_assert_eq(dst[i], 0xa5, "byte %zu after the copy written", i);
+            }
+        }
+    }
+    memcpy(dst, src, 4096);
+    ac_kern_copy_out(dst, dst, 4096); /* the same buffer: nothing to do, nothing changed */
+    cr_assert(memcmp(dst, src, 4096) == 0);
+    free(src);
+    free(dst);
+}
