@@ -277,7 +277,7 @@ static const void *move_data_ref(const struct ac_task *t, const struct ac_step *
         return NULL;
     if (sends_input_as_is(t, st)) {
         if (has_dst && st->dst != st->src)
-            memcpy(st->dst, st->src, bytes);
+            ac_kern_copy_out(st->dst, st->src, bytes);
         return st->src;
     }
     if (!has_dst)

@@ -178,10 +178,17 @@ static ncclResult_t add_p2p(struct ac_run *run, const struct ac_op *op, enum ac_
     return add_task(run, comm, &t);
 }
 
+/* The rank's own block: a result like the others (ac_kern_copy_out bypasses the cache for large
+ * ones), unless the caller's buffers overlap without being equal. */
 static void local_copy(void *dst, const void *src, size_t bytes)
 {
-    if (dst != src && bytes > 0)
+    const char *d = dst, *s = src;
+    if (dst == src || bytes == 0)
+        return;
+    if (d < s + bytes && s < d + bytes)
         memmove(dst, src, bytes);
+    else
+        ac_kern_copy_out(dst, src, bytes);
 }
 
 #define XCHG AC_XCHG_CONN_SET
