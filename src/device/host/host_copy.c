@@ -43,9 +43,11 @@ static int has_avx2(void)
 
 void ac_kern_copy_out_part(void *dst, const void *src, size_t bytes, size_t whole_bytes)
 {
-    if (whole_bytes >= STREAM_MIN_BYTES && dst != src && has_avx2())
+    if (dst == src)
+        return;
+    if (whole_bytes >= STREAM_MIN_BYTES && has_avx2())
         copy_stream_avx2(dst, src, bytes);
-    else if (dst != src)
+    else
         memmove(dst, src, bytes);
 }
 #else

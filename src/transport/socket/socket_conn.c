@@ -395,14 +395,13 @@ static ncclResult_t check_header(struct ac_conn *conn)
 }
 
 /* The message at head is all there (its payload in the slot, or where landed[] says). */
-static ncclResult_t complete_slot(struct ac_conn *conn)
+static void complete_slot(struct ac_conn *conn)
 {
     struct sock_conn *sc = conn->priv;
     sc->sizes[sc->head % (uint64_t)conn->nslots] = sc->cur_hdr;
     sc->cur_done = 0;
     sc->direct = NULL;
     sc->head++;
-    return ncclSuccess;
 }
 
 /* The message at head, of the size the executor expects (sc->expect), header and payload in one
@@ -442,7 +441,8 @@ static ncclResult_t read_expected(struct ac_conn *conn, size_t i, bool *is_stopp
         if (is_direct)
             sc->landed[i] = to;
         *is_stopped = true;
-        return complete_slot(conn);
+        complete_slot(conn);
+        return ncclSuccess;
     }
     if (is_direct && want <= expect)
         sc->landed[i] = to;
@@ -545,8 +545,6 @@ static ncclResult_t sock_recv_release(struct ac_conn *conn)
     return ncclSuccess;
 }
 
-/* Only for the message the receiver waits for (nothing older unconsumed): data already read
- * for it moves over once, the rest of its payload lands at dst. */
 /* Only at a message boundary with nothing older unconsumed: the message read next is the one
  * the executor's step waits for. */
 static void sock_recv_expect(struct ac_conn *conn, size_t bytes)
@@ -556,6 +554,8 @@ static void sock_recv_expect(struct ac_conn *conn, size_t bytes)
         sc->expect = bytes;
 }
 
+/* Only for the message the receiver waits for (nothing older unconsumed): data already read
+ * for it moves over once, the rest of its payload lands at dst. */
 static void sock_recv_direct(struct ac_conn *conn, void *dst, size_t bytes)
 {
     struct sock_conn *sc = conn->priv;
