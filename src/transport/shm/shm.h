@@ -22,6 +22,8 @@
  *   sender:   write payload, sizes[t % nslots]; store-release tail = t + 1
  *   receiver: load-acquire tail, then read sizes and payload; store-release head = h + 1
  *   sender:   load-acquire head before reusing the slot at head - 1
+ * LL and LL128 slots carry their own flags, and a receiver may take and release one before the
+ * sender's tail store lands: a tail behind the receiver's head means "nothing new", not corruption.
  * tail and sizes share lines (both written by the sender, both read together by the receiver);
  * head sits alone on its own lines so that the two writers never share a line. */
 struct ac_shm_ctrl {

@@ -191,9 +191,10 @@ static ncclResult_t idle_poll(struct ac_conn *conn, struct shm_conn *sc)
         return ncclSuccess;
     /* The peer may have posted its last slot (or released ours) and exited between our read of
      * the counter and the check: read it again now that the peer can no longer change it. */
-    uint64_t counter = conn->is_send ? __atomic_load_n(&sc->seg.ctrl->head, __ATOMIC_ACQUIRE)
-                                     : __atomic_load_n(&sc->seg.ctrl->tail, __ATOMIC_ACQUIRE);
-    if (counter != sc->peer_pos)
+    bool is_moved = conn->is_send
+                        ? __atomic_load_n(&sc->seg.ctrl->head, __ATOMIC_ACQUIRE) != sc->peer_pos
+                        : __atomic_load_n(&sc->seg.ctrl->tail, __ATOMIC_ACQUIRE) > sc->pos;
+    if (is_moved)
         return ncclSuccess;
     return fail_peer_gone(conn, conn->is_send ? "while this rank waits to send to it"
                                               : "while this rank waits for its data");
@@ -290,14 +291,17 @@ static ncclResult_t recv_simple(struct ac_conn *conn, struct shm_conn *sc, const
     uint32_t nslots = sc->seg.layout.nslots;
 
     if (sc->peer_pos == sc->pos) {
-        sc->peer_pos = __atomic_load_n(&sc->seg.ctrl->tail, __ATOMIC_ACQUIRE);
-        if (sc->peer_pos == sc->pos) {
+        uint64_t tail = __atomic_load_n(&sc->seg.ctrl->tail, __ATOMIC_ACQUIRE);
+        /* Behind us is no error: an LL or LL128 slot is received from its data, so the last one
+         * may have been released before its sender stored the counter. */
+        if (tail <= sc->pos) {
             *slot_out = NULL;
             *bytes_out = 0;
             return idle_poll(conn, sc);
         }
-        if (sc->peer_pos - sc->pos > nslots)
+        if (tail - sc->pos > nslots)
             return fail_corrupt(conn, "sender posted more slots than exist");
+        sc->peer_pos = tail;
     }
     uint64_t word = sc->seg.ctrl->sizes[sc->pos % nslots];
     uint64_t bytes = word & 0xffffffffu;
