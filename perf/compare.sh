@@ -182,7 +182,8 @@ set_mpirun() {
 }
 
 # Runs one library once over every tier of the sweep; appends its rows to raw.csv.
-# Rows: lib,coll,transport,nranks,rep,size,time_us,algbw,busbw (out-of-place columns).
+# Rows: lib,coll,transport,nranks,rep,size,time_us,algbw,busbw: AnyCCL's out-of-place columns,
+# but its in-place ones for broadcast, which MPI_Bcast is by nature (the root copies nothing).
 run_lib() {
     local lib=$1 coll=$2 tr=$3 n=$4 rep=$5 tier cmd logf try rc sizes
     set_mpirun "$tr" "$n"
@@ -209,8 +210,10 @@ run_lib() {
             echo "$lib,$coll,$tr,$n,$rep,$tier,exit $rc,$logf" >>"$OUT/failures.csv"
             continue
         fi
-        awk -v pre="$lib,$coll,$tr,$n,$rep" '!/^#/ && NF >= 9 && $1 ~ /^[0-9]+$/ && $1 > 0 {
-            print pre "," $1 "," $6 "," $7 "," $8 }' "$logf" >>"$OUT/raw.csv"
+        local col=6
+        [[ $lib == anyccl && $coll == broadcast ]] && col=10
+        awk -v pre="$lib,$coll,$tr,$n,$rep" -v c=$col '!/^#/ && NF >= c + 2 && $1 ~ /^[0-9]+$/ &&
+            $1 > 0 { print pre "," $1 "," $c "," $(c + 1) "," $(c + 2) }' "$logf" >>"$OUT/raw.csv"
     done
 }
 
