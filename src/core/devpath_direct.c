@@ -206,12 +206,6 @@ static void peers_reach(const struct ac_op *op, size_t *send_bytes, size_t *recv
     }
 }
 
-static bool overlaps(const void *a, size_t an, const void *b, size_t bn)
-{
-    uintptr_t x = (uintptr_t)a, y = (uintptr_t)b;
-    return an && bn && x < y + bn && y < x + an;
-}
-
 static void fill_record(struct ncclComm *comm, const struct ac_op *op, struct record *rec)
 {
     size_t sb, rb, nb = op->count * ac_type_size(op->type) * (size_t)comm->nranks;
@@ -226,7 +220,7 @@ static void fill_record(struct ncclComm *comm, const struct ac_op *op, struct re
     rec->has_recv = rb > 0;
     rec->can = 1;
     /* all-to-all in place: a peer would overwrite a block this rank has not pushed yet */
-    if (op->coll == AC_COLL_ALLTOALL && overlaps(op->sendbuff, nb, op->recvbuff, nb))
+    if (op->coll == AC_COLL_ALLTOALL && ac_buffers_overlap(op->sendbuff, nb, op->recvbuff, nb))
         rec->can = 0;
     if (sb && ac_devreg_lookup(comm, op->sendbuff, sb, &rec->send_h, &off) == ncclSuccess)
         rec->send_off = off;

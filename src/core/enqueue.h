@@ -5,6 +5,10 @@
 
 #include "core/comm.h"
 
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
 struct ac_backend;
 
 struct ac_op {
@@ -24,6 +28,13 @@ struct ac_op {
     void *stream;
     struct ac_op *next;
 };
+
+/* Whether two buffers of an operation share a byte (an empty one shares none). */
+static inline bool ac_buffers_overlap(const void *a, size_t an, const void *b, size_t bn)
+{
+    uintptr_t x = (uintptr_t)a, y = (uintptr_t)b;
+    return an && bn && x < y + bn && y < x + an;
+}
 
 /* Runs the operation now, or queues a copy of it when a group is open. */
 ncclResult_t ac_enqueue(const struct ac_op *op);

@@ -182,10 +182,9 @@ static ncclResult_t add_p2p(struct ac_run *run, const struct ac_op *op, enum ac_
  * ones), unless the caller's buffers overlap without being equal. */
 static void local_copy(void *dst, const void *src, size_t bytes)
 {
-    const char *d = dst, *s = src;
     if (dst == src || bytes == 0)
         return;
-    if (d < s + bytes && s < d + bytes)
+    if (ac_buffers_overlap(dst, bytes, src, bytes))
         memmove(dst, src, bytes);
     else
         ac_kern_copy_out(dst, src, bytes);

@@ -518,10 +518,8 @@ static bool gin_wanted(struct ac_op *op)
         op->count == 0)
         return false;
     size_t bytes = op->count * type_bytes(op->type) * (size_t)comm->nranks;
-    const char *s = op->sendbuff, *d = op->recvbuff;
-    if (s < d + bytes && d < s + bytes)
-        return false; /* in place or overlapping: peers would overwrite what we still send */
-    return true;
+    /* in place or overlapping: peers would overwrite what we still send */
+    return !ac_buffers_overlap(op->sendbuff, bytes, op->recvbuff, bytes);
 }
 
 ncclResult_t ac_gin_try_op(struct ac_op *op, bool *handled_out)
