@@ -286,19 +286,54 @@ static const void *move_data_ref(const struct ac_task *t, const struct ac_step *
     return st->dst;
 }
 
-static void move_data(const struct ac_task *t, const struct ac_step *st, const void *in,
-                      void *slot)
+/* Slots written with non-temporal stores (transport.h, is_slot_peer_cached): chunks large
+ * enough for streaming to pay whose connector's other slots, filled with chunks of the same size
+ * since the receiver last read this one, fit in a core's L2, where its lines then still are (a
+ * run of same-size operations). Larger chunks have pushed them out: plain stores find them in
+ * the shared L3 and the receiver reads them from there, not from memory. Not where ranks
+ * outnumber cores: the receiver then often runs on this very core, and its cache is ours. On 2
+ * ranks over shared memory, in-place broadcast: 64 KiB 7.1 -> 4.4 us; streaming 128 KiB chunks
+ * made allgather and all-to-all slower (docs/performance.md). */
+#define SLOT_STREAM_MIN_BYTES (8 * 1024)
+#define PEER_CACHE_BYTES (512 * 1024)
+
+static bool is_slot_streamed(const struct ac_run_task *rt, const struct ac_conn *c, size_t bytes)
+{
+    /* LL and LL128 steps are written into a private stage that the transport packs at once */
+    return c->tp->is_slot_peer_cached && rt->t.proto == AC_PROTO_SIMPLE &&
+           !rt->comm->is_oversubscribed && bytes >= SLOT_STREAM_MIN_BYTES &&
+           bytes * (size_t)(c->nslots - 1) <= PEER_CACHE_BYTES;
+}
+
+/* A step whose value is a copy of its input (what it received, or its source), not a
+ * reduction of it. */
+static bool is_copy_step(const struct ac_task *t, const struct ac_step *st)
+{
+    if (st->flags & AC_STEP_RECV)
+        return !(st->flags & AC_STEP_REDUCE);
+    return !t->is_reduction;
+}
+
+static void move_data(const struct ac_task *t, const struct ac_step *st, const void *in, void *slot,
+                      bool is_streamed)
 {
     size_t bytes = st->count * t->type_bytes;
     bool has_send = st->flags & AC_STEP_SEND, has_dst = st->flags & AC_STEP_DST;
     if (bytes == 0 || (!has_send && !has_dst))
         return;
+    if (has_send && is_streamed && is_copy_step(t, st)) {
+        /* both destinations from the input: nothing reads the streamed slot back */
+        const char *from = (st->flags & AC_STEP_RECV) ? in : st->src;
+        ac_kern_copy_stream(slot, from, bytes);
+        if (has_dst && st->dst != from)
+            ac_kern_copy_out(st->dst, from, bytes);
+        return;
+    }
     if (!has_send) {
         if ((st->flags & (AC_STEP_RECV | AC_STEP_REDUCE)) == AC_STEP_RECV) {
             if (in != st->dst)
                 ac_kern_copy_out(st->dst, in, bytes);
-        }
-        else
+        } else
             compute(t, st, in, st->dst, 0, st->count);
         return;
     }
@@ -662,7 +697,8 @@ static ncclResult_t advance(struct ac_run_task *rt, bool *progressed)
                  (ref = move_data_ref(&rt->t, &st, in[0])) != NULL)
             ; /* the payload stays where it is */
         else if (nin <= 1 && nout <= 1)
-            move_data(&rt->t, &st, in[0], slots[0]);
+            move_data(&rt->t, &st, in[0], slots[0],
+                      nout == 1 && is_slot_streamed(rt, rt->send[0], st.count * rt->t.type_bytes));
         else
             move_data_multi(&rt->t, &st, in, nin, slots, nout);
         size_t bytes = st.count * rt->t.type_bytes;

@@ -101,6 +101,11 @@ struct ac_conn {
 
 struct ac_transport {
     const char *name;
+    /* The receiver reads slots in place with its own core (shared memory): the lines of a slot
+     * it consumed lately are still in its cache, and a sender that rewrites them with plain
+     * stores must take each back from there. The executor then writes repeated mid-size
+     * chunks with non-temporal stores (src/core/exec.c, is_slot_streamed). */
+    bool is_slot_peer_cached;
     /* Whether this transport can join self and peer, given the configuration (no I/O). */
     bool (*can_connect)(const struct ac_peer_info *self, const struct ac_peer_info *peer);
     ncclResult_t (*recv_setup)(struct ac_conn *conn, struct ac_conn_blob *blob_out);

@@ -23,8 +23,17 @@ struct tcase {
 static size_t sweep(struct tcase *out, size_t max)
 {
     static const struct tcase extra[] = {
-        {ncclFloat32, 0}, {ncclInt8, 0},        {ncclInt8, 1001},
-        {ncclBfloat16, 1001}, {ncclFloat32, 1001}, {ncclFloat64, 1001},
+        {ncclFloat32, 0},
+        {ncclInt8, 0},
+        {ncclInt8, 1001},
+        {ncclBfloat16, 1001},
+        {ncclFloat32, 1001},
+        {ncclFloat64, 1001},
+        /* 8-64 KiB steps: written into shared-memory slots with non-temporal stores between
+         * ranks that each have a core (src/core/exec.c, is_slot_streamed); odd lengths end in a
+         * partial vector */
+        {ncclInt8, 16411},
+        {ncclFloat32, 12289},
         {ncclFloat32, 300007}, /* over a MiB: several slots / chunks per step */
     };
     size_t n = 0;

@@ -1,7 +1,8 @@
 /* Copies into the user's buffers. Large results are written with non-temporal stores: they are
  * not read again soon by this rank, and regular stores would first read every destination line
  * (write-allocate), which costs a third of a core's memory bandwidth here. Copies into connector
- * slots stay plain memcpy: the peer reads them next, from cache. */
+ * slots are plain memcpy (the peer reads them next, from cache), except where the executor
+ * knows the peer's core still holds the slot's lines (ac_kern_copy_stream, src/core/exec.c). */
 #include "device/kernels/reduce.h"
 
 #include <string.h>
@@ -50,11 +51,24 @@ void ac_kern_copy_out_part(void *dst, const void *src, size_t bytes, size_t whol
     else
         memmove(dst, src, bytes);
 }
+
+void ac_kern_copy_stream(void *dst, const void *src, size_t bytes)
+{
+    if (has_avx2())
+        copy_stream_avx2(dst, src, bytes);
+    else
+        memcpy(dst, src, bytes);
+}
 #else
 void ac_kern_copy_out_part(void *dst, const void *src, size_t bytes, size_t whole_bytes)
 {
     if (dst != src)
         memmove(dst, src, bytes);
+}
+
+void ac_kern_copy_stream(void *dst, const void *src, size_t bytes)
+{
+    memcpy(dst, src, bytes);
 }
 #endif
 

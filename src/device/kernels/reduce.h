@@ -48,6 +48,9 @@ void ac_kern_combine(const struct ac_redop *op, void *dst, const void *a, const 
 void ac_kern_copy_out(void *dst, const void *src, size_t bytes);
 /* The same for one part of a larger copy of whole_bytes, which decides how to store. */
 void ac_kern_copy_out_part(void *dst, const void *src, size_t bytes, size_t whole_bytes);
+/* Copies with non-temporal stores where the CPU has them (plain memcpy elsewhere): for a
+ * destination whose lines another core holds, which plain stores would take back one by one. */
+void ac_kern_copy_stream(void *dst, const void *src, size_t bytes);
 
 /* Element conversions, exposed for tests and for the host side of other backends. */
 float ac_half_to_float(uint16_t h);

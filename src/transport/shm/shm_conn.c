@@ -422,6 +422,7 @@ static void shm_close(struct ac_conn *conn)
 
 const struct ac_transport ac_shm_transport = {
     .name = "SHM",
+    .is_slot_peer_cached = true,
     .can_connect = shm_can_connect,
     .recv_setup = shm_recv_setup,
     .send_connect = shm_send_connect,
