@@ -841,6 +841,16 @@ static ncclResult_t check_health(const struct ac_run *run, uint64_t start_ns,
     return ncclSuccess;
 }
 
+/* Whether the tasks this one waits for (plan.h) are done; once they are, it no longer waits. */
+static bool can_start(const struct ac_run *run, struct ac_run_task *rt)
+{
+    for (int i = rt->wait_first; i < rt->wait_end; i++)
+        if (!run->tasks[i].is_done)
+            return false;
+    rt->wait_end = 0;
+    return true;
+}
+
 /* While spinning, the clock (for health checks and the timeout) is read only every
  * AC_SPIN_POLLS_PER_CLOCK idle polls: a run that waits only briefly (a small message) reads it not
  * at all. */
@@ -859,7 +869,7 @@ static ncclResult_t run_loop(struct ac_run *run)
         is_flushing = false;
         for (int i = 0; i < run->ntasks; i++) {
             struct ac_run_task *rt = &run->tasks[i];
-            if (!rt->is_done) {
+            if (!rt->is_done && can_start(run, rt)) {
                 if (rt->step < rt->t.nsteps)
                     AC_CHECK(advance(rt, &progressed));
                 if (rt->step == rt->t.nsteps && has_all_turns(rt)) {

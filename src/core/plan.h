@@ -17,6 +17,9 @@ struct ac_run_task {
     uint32_t tag;            /* the operation's description on the wire (src/core/exec.c) */
     uint8_t tag_sent;        /* bit k: the first slot to send[k] carried it */
     uint8_t tag_seen;        /* bit k: the first slot from recv[k] was checked */
+    /* Starts only once tasks [wait_first, wait_end) of the run are done (the rounds of a
+     * recursive-doubling allgather, src/core/plan.c); an empty range: at once. */
+    int wait_first, wait_end;
 };
 
 /* Most runs are one call on one communicator with a task or two: they fit in the run itself, so
