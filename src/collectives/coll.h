@@ -62,7 +62,10 @@ struct ac_task {
      * ring's 2(n-1). recv_peers are in rank order; the fold order makes every rank's result
      * bitwise identical. */
     bool is_oneshot;
-    enum ac_proto proto;     /* how slots are laid out (ac_tuner_pick_proto): same on every rank */
+    /* A one-shot between one pair of ranks: a round of the recursive-doubling allreduce
+     * (src/core/plan.c). Both fold the pair's partial results lower rank first. */
+    bool is_pair_fold;
+    enum ac_proto proto; /* how slots are laid out (ac_tuner_pick_proto): same on every rank */
 };
 
 /* Fills the ring/chain fields (pos, ring, nsteps, peers) of a collective task whose coll,

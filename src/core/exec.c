@@ -392,8 +392,10 @@ static void move_data_multi(const struct ac_task *t, const struct ac_step *st,
 
 /* The last step of a one-shot allreduce: folds the n inputs (this rank's own, raw, at position
  * rank; the others as received, already premultiplied) in rank order, so that every rank
- * computes ((x0 op x1) op x2) ... bit for bit the same way. An in-place call first loads its own
- * input aside, since the fold writes dst before it reaches position rank. */
+ * computes ((x0 op x1) op x2) ... bit for bit the same way (max and min return their second
+ * operand for +0 and -0: with two ranks, each used to keep its own zero). An in-place call first
+ * loads its own input aside, since the fold writes dst before it reaches position rank; so does
+ * rank 0 with a premultiplier, whose own input comes first. */
 static void oneshot_fold(const struct ac_task *t, const struct ac_step *st, const void *const *in,
                          int rank)
 {
@@ -405,15 +407,14 @@ static void oneshot_fold(const struct ac_task *t, const struct ac_step *st, cons
         is_raw[j] = j == rank;
         x[j] = j == rank ? st->src : in[k++];
     }
-    if (st->dst == st->src && rank >= 2) {
+    if ((st->dst == st->src && rank >= 2) || (rank == 0 && t->op.has_premul)) {
         ac_kern_load(&t->op, aside, st->src, st->count, false);
         x[rank] = aside;
         is_raw[rank] = false;
     }
-    if (is_raw[0] || is_raw[1])
-        ac_kern_reduce(&t->op, st->dst, x[is_raw[0] ? 1 : 0], x[is_raw[0] ? 0 : 1], st->count,
-                       n == 2);
-    else
+    if (is_raw[1])
+        ac_kern_reduce(&t->op, st->dst, x[0], x[1], st->count, n == 2);
+    else /* x[0] raw only without a premultiplier: then raw is premultiplied */
         ac_kern_combine(&t->op, st->dst, x[0], x[1], st->count, n == 2);
     for (int j = 2; j < n; j++) {
         if (is_raw[j])
@@ -421,6 +422,18 @@ static void oneshot_fold(const struct ac_task *t, const struct ac_step *st, cons
         else
             ac_kern_combine(&t->op, st->dst, st->dst, x[j], st->count, j == n - 1);
     }
+}
+
+/* The last step of a round of the recursive-doubling allreduce: this rank's partial result and
+ * its pair's, combined lower rank first on both sides, so that both hold the same bits (max and
+ * min return their second operand for +0 and -0). Operators with a premultiplier or a final
+ * division do not take this path (src/core/plan.c). */
+static void pair_fold(const struct ncclComm *comm, const struct ac_task *t,
+                      const struct ac_step *st, const void *in)
+{
+    bool is_low = comm->rank < t->recv_peers[0];
+    ac_kern_combine(&t->op, st->dst, is_low ? st->src : in, is_low ? in : st->src, st->count,
+                    false);
 }
 
 /* A step that stores what it receives from its one peer as it is can have it land in the
@@ -691,7 +704,9 @@ static ncclResult_t advance(struct ac_run_task *rt, bool *progressed)
         int nin = (st.flags & AC_STEP_RECV) ? rt->t.nrecv : 0;
         int nout = (st.flags & AC_STEP_SEND) ? rt->t.nsend : 0;
         const void *ref = NULL;
-        if (rt->t.is_oneshot && nin > 1)
+        if (rt->t.is_pair_fold && nin == 1)
+            pair_fold(rt->comm, &rt->t, &st, in[0]);
+        else if (rt->t.is_oneshot && nin > 0)
             oneshot_fold(&rt->t, &st, in, rt->comm->rank);
         else if (nin <= 1 && nout == 1 && rt->send[0]->tp->send_post_ref &&
                  (ref = move_data_ref(&rt->t, &st, in[0])) != NULL)

@@ -101,6 +101,56 @@ static ncclResult_t add_channel_tasks(struct ac_run *run, const struct ac_op *op
     return ncclSuccess;
 }
 
+/* Whether the ranks are joined by the network (sockets, RDMA) rather than shared memory, whose
+ * steps cost little: there, each step of a schedule costs a network latency (4 ranks over
+ * loopback TCP: about 20 us), and recursive doubling's log2(n) rounds beat a ring's n - 1 steps
+ * and a one-shot's n - 1 messages per rank. An explicit NCCL_ALGO keeps the algorithm it names. */
+static bool is_doubling_worth(const struct ac_run *run, const struct ac_op *op)
+{
+    const struct ncclComm *comm = op->comm;
+    int n = comm->nranks;
+    const char *algo = ac_config_get()->algo;
+    return !run->is_device && n >= 4 && (n & (n - 1)) == 0 && (!algo || !*algo) &&
+           (comm->layout.nnodes > 1 || ac_config_get()->shm_disable);
+}
+
+/* Small allreduces between ranks joined by the network, on 2^k ranks: log2(n) rounds in which
+ * the ranks whose numbers differ in one bit swap their whole partial results and combine them
+ * (one-shot tasks between a pair, each round waiting for the last). 4 ranks over loopback TCP,
+ * alternated launches (built from send/recv): 64 B 70 -> 50 us, 16 KiB 135 -> 73 against the
+ * one-shot. Not for avg and premulsum: their inputs are scaled once, before the first round. */
+static bool use_doubling_allreduce(const struct ac_run *run, const struct ac_op *op,
+                                   enum ac_proto proto)
+{
+    size_t tb = ac_type_size(op->type), bytes = op->count * tb;
+    return op->coll == AC_COLL_ALLREDUCE && is_doubling_worth(run, op) &&
+           bytes <= AC_ONESHOT_MAX_BYTES && !op->redop.has_premul && op->redop.postdiv <= 1 &&
+           op->count <= ac_proto_chunk_elems(proto, op->comm->slot_bytes, tb);
+}
+
+static ncclResult_t add_doubling_allreduce(struct ac_run *run, const struct ac_op *op,
+                                           enum ac_proto proto)
+{
+    struct ncclComm *comm = op->comm;
+    int first = run->ntasks;
+    for (int d = 1; d < comm->nranks; d <<= 1) {
+        int round = run->ntasks;
+        struct ac_task t;
+        base_task(op, &t);
+        t.proto = proto;
+        t.region_count = t.chunk_elems = op->count;
+        t.sendbuff = d == 1 ? op->sendbuff : op->recvbuff; /* then the partial result */
+        t.is_oneshot = t.is_pair_fold = true;
+        t.nsteps = 2;
+        t.nrecv = t.nsend = 1;
+        t.recv_peers[0] = t.send_peers[0] = comm->rank ^ d;
+        AC_CHECK(add_task(run, comm, &t));
+        run->tasks[round].wait_first = first;
+        run->tasks[round].wait_end = round;
+    }
+    return ncclSuccess;
+}
+
 /* Small allreduces on one node: one exchange of whole vectors (src/collectives/ring.c). An
  * explicit NCCL_ALGO keeps the algorithm it names. */
 static bool use_oneshot(const struct ac_op *op, enum ac_proto proto)
@@ -120,6 +170,8 @@ static ncclResult_t add_coll_op(struct ac_run *run, const struct ac_op *op)
     struct ncclComm *comm = op->comm;
     size_t bytes = op->count * ac_type_size(op->type);
     enum ac_proto proto = ac_tuner_pick_proto(op->coll, bytes);
+    if (use_doubling_allreduce(run, op, proto))
+        return add_doubling_allreduce(run, op, proto);
     if (use_oneshot(op, proto)) {
         struct ac_task t;
         base_task(op, &t);
@@ -264,25 +316,19 @@ static ncclResult_t add_direct_op(struct ac_run *run, const struct ac_op *op)
     return ncclSuccess;
 }
 
-/* Small allgathers between ranks joined by the network (sockets, RDMA), on a power-of-two number
- * of ranks: recursive doubling, log2(n) rounds in which a rank swaps all the blocks it has with
- * the rank whose number differs in one bit, instead of the ring's n - 1 steps. Each step there
- * costs a network latency (4 ranks over loopback TCP: about 20 us); the bytes each rank sends
+/* Small allgathers between ranks joined by the network, on 2^k ranks (is_doubling_worth):
+ * recursive doubling, log2(n) rounds in which a rank swaps all the blocks it has with the rank
+ * whose number differs in one bit, instead of the ring's n - 1 steps; the bytes each rank sends
  * are the same. Over loopback TCP, alternated launches: 4 ranks, 4 KiB per rank 96 -> 61 us,
  * 32 KiB 161 -> 138, 128 KiB 547 -> 423, equal at 256 KiB; 8 ranks, 2 KiB 312 -> 180, equal at
- * 64 KiB. Beyond, the ring, whose steps overlap, is faster. Shared memory keeps the ring: its
- * steps cost little. An explicit NCCL_ALGO keeps the algorithm it names. */
+ * 64 KiB. Beyond, the ring, whose steps overlap, is faster. */
 #define AC_DOUBLING_MAX_BYTES (512 * 1024) /* of the gathered result */
 
 static bool use_doubling(const struct ac_run *run, const struct ac_op *op)
 {
-    const struct ncclComm *comm = op->comm;
-    int n = comm->nranks;
     size_t bytes = op->count * ac_type_size(op->type);
-    const char *algo = ac_config_get()->algo;
-    return op->coll == AC_COLL_ALLGATHER && !run->is_device && n >= 4 && (n & (n - 1)) == 0 &&
-           bytes > 0 && bytes <= AC_DOUBLING_MAX_BYTES / (size_t)n && (!algo || !*algo) &&
-           (comm->layout.nnodes > 1 || ac_config_get()->shm_disable);
+    return op->coll == AC_COLL_ALLGATHER && is_doubling_worth(run, op) && bytes > 0 &&
+           bytes <= AC_DOUBLING_MAX_BYTES / (size_t)op->comm->nranks;
 }
 
 static ncclResult_t add_doubling_op(struct ac_run *run, const struct ac_op *op)

@@ -152,6 +152,49 @@ static int run_back_to_back(struct tl_ctx *ctx, unsigned *seed)
     return rc;
 }
 
+/* max and min of +0 and -0 return their second operand, so the order in which a rank combines
+ * the inputs decides the sign of a zero result. Every rank must still end with the same bits (the
+ * ring reduces each block on one rank; the one-shot and recursive doubling fold in rank order on
+ * every rank): compared through an allgather. Element i of rank r is -0 where bit r % 8 of i is
+ * set, so every mix of signs occurs. */
+#define SIGNED_ZERO_COUNT 256
+static int run_signed_zeros(struct tl_ctx *ctx)
+{
+    static const ncclRedOp_t ops[] = {ncclMax, ncclMin};
+    float in[SIGNED_ZERO_COUNT], out[SIGNED_ZERO_COUNT];
+    float *all = malloc(sizeof(out) * (size_t)ctx->nranks);
+    if (!all) {
+        tl_failf(ctx, "malloc failed");
+        return 1;
+    }
+    for (int i = 0; i < SIGNED_ZERO_COUNT; i++)
+        in[i] = (i >> (ctx->rank % 8)) & 1 ? -0.0f : 0.0f;
+    int rc = 0;
+    for (size_t k = 0; k < sizeof(ops) / sizeof(ops[0]) && rc == 0; k++) {
+        if (!tl_ok(ctx,
+                   ncclAllReduce(in, out, SIGNED_ZERO_COUNT, ncclFloat32, ops[k], ctx->comm, NULL),
+                   "signed-zero allreduce") ||
+            !tl_ok(ctx, ncclAllGather(out, all, sizeof(out), ncclUint8, ctx->comm, NULL),
+                   "allgather of the signed-zero results")) {
+            rc = 1;
+            break;
+        }
+        for (int r = 1; r < ctx->nranks && rc == 0; r++)
+            for (int i = 0; i < SIGNED_ZERO_COUNT; i++)
+                if (memcmp(&all[(size_t)r * SIGNED_ZERO_COUNT + i], &all[i], sizeof(float))) {
+                    tl_failf(ctx,
+                             "allreduce %s of signed zeros: element %d is %g on rank %d but "
+                             "%g on rank 0",
+                             ops[k] == ncclMax ? "max" : "min", i,
+                             all[(size_t)r * SIGNED_ZERO_COUNT + i], r, all[i]);
+                    rc = 1;
+                    break;
+                }
+    }
+    free(all);
+    return rc;
+}
+
 static int allreduce_body(struct tl_ctx *ctx)
 {
     const struct plan *p = ctx->arg;
@@ -167,6 +210,8 @@ static int allreduce_body(struct tl_ctx *ctx)
         nbad += r != 0;
     }
     if (p->has_back_to_back && run_back_to_back(ctx, &seed) != 0)
+        return 1;
+    if (run_signed_zeros(ctx) != 0)
         return 1;
     return nbad ? 1 : 0;
 }

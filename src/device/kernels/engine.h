@@ -210,7 +210,9 @@ __device__ inline void ac_eng_elems(const struct ac_sched &s, unsigned flags, in
         memcpy(&x, src + (size_t)i * sizeof x, sizeof x);
         if (s.is_oneshot) {
             int self = s.rank, nr = s.nranks;
-            if (self <= 1)
+            if (self == 0) /* rank order, as the host's oneshot_fold: x0 op x1 on every rank */
+                v = O::apply(kind, ac_eng_pre<O>(s, x), ac_eng_in<O>(in, 0, i));
+            else if (self == 1)
                 v = O::apply(kind, ac_eng_in<O>(in, 0, i), ac_eng_pre<O>(s, x));
             else
                 v = O::apply(kind, ac_eng_in<O>(in, 0, i), ac_eng_in<O>(in, 1, i));
