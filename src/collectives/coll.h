@@ -65,6 +65,9 @@ struct ac_task {
     /* A one-shot between one pair of ranks: a round of the recursive-doubling allreduce
      * (src/core/plan.c). Both fold the pair's partial results lower rank first. */
     bool is_pair_fold;
+    /* A point-to-point receive that reduces what arrives with sendbuff into recvbuff: a round of
+     * the recursive-halving reduce-scatter (src/core/plan.c). */
+    bool is_recv_reduce;
     enum ac_proto proto; /* how slots are laid out (ac_tuner_pick_proto): same on every rank */
 };
 

@@ -183,4 +183,6 @@ void ac_task_step(const struct ac_task *t, uint64_t k, struct ac_step *out)
         return;
     }
     ring_step(t, k, out);
+    if (t->is_recv_reduce) /* host runs only: the device engine never gets such a task */
+        out->flags |= AC_STEP_REDUCE;
 }

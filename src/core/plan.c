@@ -355,6 +355,63 @@ static ncclResult_t add_doubling_op(struct ac_run *run, const struct ac_op *op)
     return ncclSuccess;
 }
 
+/* Small reduce-scatters between ranks joined by the network, on 2^k ranks (is_doubling_worth):
+ * recursive halving, log2(n) rounds instead of the ring's n - 1 steps. In the round at distance
+ * d a rank swaps half of its group's blocks with the rank whose number differs in bit d: it
+ * sends the half the peer keeps and reduces the peer's values of its own half into a scratch
+ * buffer (the last round into recvbuff). Each block is reduced on its owner only, so no order
+ * needs to agree between ranks. Not for avg and premulsum (their inputs are scaled once), and
+ * only while every transfer stays below ANYCCL_CMA_MIN_BYTES: a single-copy receive would skip
+ * the reduction. 4 ranks over loopback TCP: 16 B 69 -> 42 us (Open MPI: 45). */
+static bool use_halving(const struct ac_run *run, const struct ac_op *op)
+{
+    size_t blk = op->count * ac_type_size(op->type);
+    size_t n = (size_t)op->comm->nranks;
+    return op->coll == AC_COLL_REDUCESCATTER && is_doubling_worth(run, op) && blk > 0 &&
+           blk <= AC_DOUBLING_MAX_BYTES / n && blk * (n / 2) < op->comm->cma_min_bytes &&
+           !op->redop.has_premul && op->redop.postdiv <= 1;
+}
+
+static ncclResult_t add_halving_op(struct ac_run *run, const struct ac_op *op)
+{
+    struct ncclComm *comm = op->comm;
+    int n = comm->nranks, me = comm->rank;
+    size_t cnt = op->count, blk = cnt * ac_type_size(op->type);
+    size_t bytes = (sizeof(struct ac_scratch) + blk * (size_t)(n / 2) + 63) & ~(size_t)63;
+    struct ac_scratch *s = aligned_alloc(64, bytes); /* a multiple of the alignment, as C11 asks */
+    if (!s)
+        return AC_FAIL(ncclSystemError, "out of memory for a reduce-scatter's partial results");
+    s->next = run->scratch;
+    run->scratch = s;
+    const char *from = op->sendbuff; /* where the group's current values lie */
+    int base = 0;                    /* the group's first block: `from` holds blocks from it */
+    int first = run->ntasks;
+    for (int d = n / 2; d >= 1; d /= 2) {
+        int peer = me ^ d, lo = me & ~(2 * d - 1);
+        int mine = lo | (me & d), theirs = lo | (peer & d); /* first blocks of the halves */
+        int round = run->ntasks;
+        /* the first round fills the scratch; later ones reduce in it, the last into recvbuff */
+        char *dst = d == 1       ? op->recvbuff
+                    : d == n / 2 ? s->data
+                                 : s->data + (size_t)(mine - base) * blk;
+        AC_CHECK(add_p2p(run, op, AC_COLL_SEND, peer, from + (size_t)(theirs - base) * blk,
+                         (size_t)d * cnt, XCHG));
+        AC_CHECK(add_p2p(run, op, AC_COLL_RECV, peer, dst, (size_t)d * cnt, XCHG));
+        struct ac_task *rr = &run->tasks[run->ntasks - 1].t;
+        rr->sendbuff = from + (size_t)(mine - base) * blk;
+        rr->is_recv_reduce = true;
+        for (int i = round; i < run->ntasks; i++) {
+            run->tasks[i].wait_first = first;
+            run->tasks[i].wait_end = round;
+        }
+        if (d == n / 2) { /* from now on the scratch holds the rank's half, from block mine */
+            from = s->data;
+            base = mine;
+        }
+    }
+    return ncclSuccess;
+}
+
 /* A rank's sends to itself are matched, in order, with its receives from itself. */
 static ncclResult_t match_self(struct ac_op *ops)
 {
@@ -408,6 +465,8 @@ ncclResult_t ac_plan_build(struct ac_run *run, struct ac_op *ops)
                 AC_CHECK(add_direct_op(run, op));
             else if (use_doubling(run, op))
                 AC_CHECK(add_doubling_op(run, op));
+            else if (use_halving(run, op))
+                AC_CHECK(add_halving_op(run, op));
             else if (op->count > 0)
                 AC_CHECK(add_coll_op(run, op));
             break;
@@ -418,6 +477,7 @@ ncclResult_t ac_plan_build(struct ac_run *run, struct ac_op *ops)
 
 void ac_plan_init(struct ac_run *run)
 {
+    run->scratch = NULL;
     run->tasks = run->inline_tasks;
     run->ntasks = 0;
     run->cap = AC_RUN_INLINE_TASKS;
@@ -429,6 +489,11 @@ void ac_plan_init(struct ac_run *run)
 
 void ac_plan_free(struct ac_run *run)
 {
+    while (run->scratch) {
+        struct ac_scratch *next = run->scratch->next;
+        free(run->scratch);
+        run->scratch = next;
+    }
     if (run->tasks != run->inline_tasks)
         free(run->tasks);
     if (run->comms != run->inline_comms)

@@ -27,8 +27,15 @@ struct ac_run_task {
 #define AC_RUN_INLINE_TASKS 4
 #define AC_RUN_INLINE_COMMS 4
 
+/* Working memory a run's tasks share (a reduce-scatter's partial results), freed with it. */
+struct ac_scratch {
+    struct ac_scratch *next;
+    _Alignas(64) char data[];
+};
+
 struct ac_run {
-    struct ac_run_task *tasks;     /* inline_tasks, or the heap once more are needed */
+    struct ac_run_task *tasks; /* inline_tasks, or the heap once more are needed */
+    struct ac_scratch *scratch;
     /* GPU buffers for the device engine (src/core/devpath.c): no single-copy transfers or direct
      * reads (cross-memory attach cannot read GPU memory) and no local copies, which the caller
      * orders on the stream. Set after ac_plan_init. */
