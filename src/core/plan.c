@@ -324,6 +324,12 @@ static ncclResult_t add_direct_op(struct ac_run *run, const struct ac_op *op)
  * 64 KiB. Beyond, the ring, whose steps overlap, is faster. */
 #define AC_DOUBLING_MAX_BYTES (512 * 1024) /* of the gathered result */
 
+/* The rounds use channel 0's connectors, as the ring and the one-shot do, not the exchange set:
+ * ranks that disagree about the operation (one calls allreduce, the others allgather) then read
+ * each other's slots and see the difference, instead of each waiting on a connector the other
+ * never writes. */
+#define ROUNDS_SET 0
+
 static bool use_doubling(const struct ac_run *run, const struct ac_op *op)
 {
     size_t bytes = op->count * ac_type_size(op->type);
@@ -343,10 +349,10 @@ static ncclResult_t add_doubling_op(struct ac_run *run, const struct ac_op *op)
         int peer = me ^ d, mine = me & ~(d - 1), theirs = peer & ~(d - 1);
         int round = run->ntasks;
         /* the blocks of the rank's group of d, which the last round completed, for the peer's */
-        AC_CHECK(
-            add_p2p(run, op, AC_COLL_SEND, peer, rb + (size_t)mine * blk, (size_t)d * cnt, XCHG));
-        AC_CHECK(
-            add_p2p(run, op, AC_COLL_RECV, peer, rb + (size_t)theirs * blk, (size_t)d * cnt, XCHG));
+        AC_CHECK(add_p2p(run, op, AC_COLL_SEND, peer, rb + (size_t)mine * blk, (size_t)d * cnt,
+                         ROUNDS_SET));
+        AC_CHECK(add_p2p(run, op, AC_COLL_RECV, peer, rb + (size_t)theirs * blk, (size_t)d * cnt,
+                         ROUNDS_SET));
         for (int i = round; i < run->ntasks; i++) {
             run->tasks[i].wait_first = first;
             run->tasks[i].wait_end = round;
@@ -395,8 +401,8 @@ static ncclResult_t add_halving_op(struct ac_run *run, const struct ac_op *op)
                     : d == n / 2 ? s->data
                                  : s->data + (size_t)(mine - base) * blk;
         AC_CHECK(add_p2p(run, op, AC_COLL_SEND, peer, from + (size_t)(theirs - base) * blk,
-                         (size_t)d * cnt, XCHG));
-        AC_CHECK(add_p2p(run, op, AC_COLL_RECV, peer, dst, (size_t)d * cnt, XCHG));
+                         (size_t)d * cnt, ROUNDS_SET));
+        AC_CHECK(add_p2p(run, op, AC_COLL_RECV, peer, dst, (size_t)d * cnt, ROUNDS_SET));
         struct ac_task *rr = &run->tasks[run->ntasks - 1].t;
         rr->sendbuff = from + (size_t)(mine - base) * blk;
         rr->is_recv_reduce = true;

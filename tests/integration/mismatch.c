@@ -138,13 +138,33 @@ int main(int argc, char **argv)
         if (args[i].what == MIS_P2P_SIZE || args[i].what == MIS_A2A_COUNT)
             continue;
         snprintf(case_names[n], sizeof(case_names[n]), "mismatch/%s/np2/tcp/proc", names[i]);
-        cases[n] = (struct tl_case){.name = case_names[n], .mode = TL_PROCS, .nranks = 2,
+        cases[n] = (struct tl_case){.name = case_names[n],
+                                    .mode = TL_PROCS,
+                                    .nranks = 2,
                                     .env = args[i].what == MIS_PROTO_COUNT
                                                ? "NCCL_SHM_DISABLE=1 ANYCCL_LL_THRESHOLD=1024"
                                                : "NCCL_SHM_DISABLE=1",
-                                    .body = body, .arg = &args[i],
+                                    .body = body,
+                                    .arg = &args[i],
                                     .timeout_s = 60};
         n++;
+    }
+    /* 4 ranks over sockets, where small operations run in recursive doubling rounds (src/core/
+     * plan.c). Not MIS_COLL: its ring allreduce and round-based allgather need connectors to
+     * different peers, and a mismatch there is reported when setting them up times out
+     * (ANYCCL_INIT_TIMEOUT; docs/troubleshooting.md), as for the one-shot against the ring. */
+    static char tcp4_names[MIS_COUNT + 1][64];
+    for (size_t i = 0; i <= MIS_COUNT; i++) {
+        if (i == MIS_COLL)
+            continue;
+        snprintf(tcp4_names[i], sizeof(tcp4_names[i]), "mismatch/%s/np4/tcp/proc", names[i]);
+        cases[n++] = (struct tl_case){.name = tcp4_names[i],
+                                      .mode = TL_PROCS,
+                                      .nranks = 4,
+                                      .env = "NCCL_SHM_DISABLE=1",
+                                      .body = body,
+                                      .arg = &args[i],
+                                      .timeout_s = 60};
     }
     /* the tag rides in the LL protocols' slots too (every rank forcing the same protocol) */
     static const struct {
