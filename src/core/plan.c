@@ -109,9 +109,18 @@ static bool is_doubling_worth(const struct ac_run *run, const struct ac_op *op)
 {
     const struct ncclComm *comm = op->comm;
     int n = comm->nranks;
-    const char *algo = ac_config_get()->algo;
-    return !run->is_device && n >= 4 && (n & (n - 1)) == 0 && (!algo || !*algo) &&
-           (comm->layout.nnodes > 1 || ac_config_get()->shm_disable);
+    const struct ac_config *cfg = ac_config_get();
+    return !run->is_device && n >= 4 && (n & (n - 1)) == 0 && (!cfg->algo || !*cfg->algo) &&
+           (comm->layout.nnodes > 1 || cfg->shm_disable);
+}
+
+/* The tasks added since `round` start once the operation's earlier ones, from `first`, are done. */
+static void wait_for_earlier(struct ac_run *run, int first, int round)
+{
+    for (int i = round; i < run->ntasks; i++) {
+        run->tasks[i].wait_first = first;
+        run->tasks[i].wait_end = round;
+    }
 }
 
 /* Small allreduces between ranks joined by the network, on 2^k ranks: log2(n) rounds in which
@@ -145,8 +154,7 @@ static ncclResult_t add_doubling_allreduce(struct ac_run *run, const struct ac_o
         t.nrecv = t.nsend = 1;
         t.recv_peers[0] = t.send_peers[0] = comm->rank ^ d;
         AC_CHECK(add_task(run, comm, &t));
-        run->tasks[round].wait_first = first;
-        run->tasks[round].wait_end = round;
+        wait_for_earlier(run, first, round);
     }
     return ncclSuccess;
 }
@@ -353,10 +361,7 @@ static ncclResult_t add_doubling_op(struct ac_run *run, const struct ac_op *op)
                          ROUNDS_SET));
         AC_CHECK(add_p2p(run, op, AC_COLL_RECV, peer, rb + (size_t)theirs * blk, (size_t)d * cnt,
                          ROUNDS_SET));
-        for (int i = round; i < run->ntasks; i++) {
-            run->tasks[i].wait_first = first;
-            run->tasks[i].wait_end = round;
-        }
+        wait_for_earlier(run, first, round);
     }
     return ncclSuccess;
 }
@@ -389,31 +394,25 @@ static ncclResult_t add_halving_op(struct ac_run *run, const struct ac_op *op)
         return AC_FAIL(ncclSystemError, "out of memory for a reduce-scatter's partial results");
     s->next = run->scratch;
     run->scratch = s;
-    const char *from = op->sendbuff; /* where the group's current values lie */
-    int base = 0;                    /* the group's first block: `from` holds blocks from it */
+    int held = me & (n / 2); /* the first block of the half the scratch holds */
     int first = run->ntasks;
     for (int d = n / 2; d >= 1; d /= 2) {
         int peer = me ^ d, lo = me & ~(2 * d - 1);
         int mine = lo | (me & d), theirs = lo | (peer & d); /* first blocks of the halves */
         int round = run->ntasks;
-        /* the first round fills the scratch; later ones reduce in it, the last into recvbuff */
-        char *dst = d == 1       ? op->recvbuff
-                    : d == n / 2 ? s->data
-                                 : s->data + (size_t)(mine - base) * blk;
+        /* the first round reads the input and fills the scratch; later ones reduce in it, the
+         * last into recvbuff */
+        bool is_first = d == n / 2;
+        const char *from = is_first ? (const char *)op->sendbuff : s->data;
+        int base = is_first ? 0 : held; /* `from` holds the blocks from this one on */
+        char *dst = d == 1 ? op->recvbuff : s->data + (size_t)(mine - held) * blk;
         AC_CHECK(add_p2p(run, op, AC_COLL_SEND, peer, from + (size_t)(theirs - base) * blk,
                          (size_t)d * cnt, ROUNDS_SET));
         AC_CHECK(add_p2p(run, op, AC_COLL_RECV, peer, dst, (size_t)d * cnt, ROUNDS_SET));
         struct ac_task *rr = &run->tasks[run->ntasks - 1].t;
         rr->sendbuff = from + (size_t)(mine - base) * blk;
         rr->is_recv_reduce = true;
-        for (int i = round; i < run->ntasks; i++) {
-            run->tasks[i].wait_first = first;
-            run->tasks[i].wait_end = round;
-        }
-        if (d == n / 2) { /* from now on the scratch holds the rank's half, from block mine */
-            from = s->data;
-            base = mine;
-        }
+        wait_for_earlier(run, first, round);
     }
     return ncclSuccess;
 }
