@@ -87,6 +87,7 @@ struct ncclComm {
     struct ac_stream_q *stream_q;       /* calls on streams (src/core/stream.c), NULL until one */
     struct ac_devpath *devpath;         /* the P2P device path (src/core/devpath.c), NULL until a
                                          * collective on GPU buffers */
+    struct ac_plan_memo *plan_memo;     /* the last lone call's plan (src/core/plan.c) */
 
     struct ac_user_op user_ops[AC_MAX_USER_OPS];
     uint64_t nops_issued;               /* collectives and p2p calls, for logs */

@@ -241,6 +241,7 @@ void ac_comm_free(struct ncclComm *comm)
     free(comm->peers);
     ac_layout_free(&comm->layout);
     ac_region_cache_free(comm->region_cache);
+    free(comm->plan_memo);
     pthread_mutex_destroy(&comm->reg_lock);
     comm->magic = 0;
     free(comm);

@@ -152,6 +152,77 @@ static int run_back_to_back(struct tl_ctx *ctx, unsigned *seed)
     return rc;
 }
 
+/* Calls on the same buffers where each differs from the one before in one argument only (count,
+ * type, operator, in place, the premulsum scalar): a communicator reuses the plan of an identical
+ * call (src/core/plan.c), and these must each be planned anew. The scalars are 2 and 3 on int32,
+ * so the expected sums are exact. */
+struct same_buffers_case {
+    ncclDataType_t type;
+    int op; /* enum tl_op, or -2 / -3: premulsum by 2 / 3 */
+    size_t count;
+    bool is_inplace;
+};
+
+static const struct same_buffers_case same_buffers_cases[] = {
+    {ncclFloat32, TL_SUM, 64, false}, {ncclFloat32, TL_SUM, 64, false},
+    {ncclFloat32, TL_SUM, 65, false}, {ncclFloat32, TL_MAX, 65, false},
+    {ncclInt32, TL_MAX, 65, false},   {ncclInt32, TL_MAX, 65, true},
+    {ncclInt32, -2, 65, true},        {ncclInt32, -3, 65, true},
+    {ncclInt32, -3, 65, false},       {ncclInt32, TL_SUM, 65, false},
+    {ncclFloat32, TL_SUM, 64, false},
+};
+
+static int same_buffers_call(struct tl_ctx *ctx, const struct same_buffers_case *c, void *send,
+                             void *recv, unsigned seed)
+{
+    bool is_premul = c->op < 0;
+    enum tl_op op = is_premul ? TL_SUM : (enum tl_op)c->op;
+    ncclRedOp_t nop;
+    int32_t scalar = -c->op;
+    ncclResult_t res = is_premul ? ncclRedOpCreatePreMulSum(&nop, &scalar, c->type,
+                                                            ncclScalarHostImmediate, ctx->comm)
+                                 : tl_op_create(op, c->type, ctx->comm, &nop);
+    if (!tl_ok(ctx, res, "creating the operator"))
+        return 1;
+    void *in = c->is_inplace ? recv : send;
+    tl_fill(in, c->count, c->type, op, ctx->rank, ctx->nranks, seed);
+    char what[160], why[256];
+    snprintf(what, sizeof(what), "same-buffer allreduce %s op %d count %zu %s",
+             tl_type_name(c->type), c->op, c->count, c->is_inplace ? "in-place" : "out-of-place");
+    int rc = 1;
+    if (!tl_ok(ctx, ncclAllReduce(in, recv, c->count, c->type, nop, ctx->comm, NULL), what))
+        goto out;
+    if (is_premul) {
+        for (size_t i = 0; i < c->count; i++) {
+            int32_t want = (int32_t)tl_expected(TL_SUM, c->type, ctx->nranks, i, seed) * scalar;
+            if (((int32_t *)recv)[i] != want) {
+                tl_failf(ctx, "%s: element %zu is %d, want %d", what, i, ((int32_t *)recv)[i],
+                         want);
+                goto out;
+            }
+        }
+    } else if (tl_check(recv, c->count, c->type, op, ctx->nranks, seed, why, sizeof(why))) {
+        tl_failf(ctx, "%s: %s", what, why);
+        goto out;
+    }
+    rc = 0;
+out:
+    if (is_premul ? ncclRedOpDestroy(nop, ctx->comm) != ncclSuccess
+                  : !tl_ok(ctx, tl_op_destroy(op, nop, ctx->comm), "ncclRedOpDestroy"))
+        rc = 1;
+    return rc;
+}
+
+static int run_same_buffers(struct tl_ctx *ctx, unsigned *seed)
+{
+    int64_t send[128], recv[128];
+    size_t n = sizeof(same_buffers_cases) / sizeof(same_buffers_cases[0]);
+    for (size_t k = 0; k < n; k++)
+        if (same_buffers_call(ctx, &same_buffers_cases[k], send, recv, (*seed)++) != 0)
+            return 1;
+    return 0;
+}
+
 /* max and min of +0 and -0 return their second operand, so the order in which a rank combines
  * the inputs decides the sign of a zero result. Every rank must still end with the same bits (the
  * ring reduces each block on one rank; the one-shot and recursive doubling fold in rank order on
@@ -211,7 +282,7 @@ static int allreduce_body(struct tl_ctx *ctx)
     }
     if (p->has_back_to_back && run_back_to_back(ctx, &seed) != 0)
         return 1;
-    if (run_signed_zeros(ctx) != 0)
+    if (run_signed_zeros(ctx) != 0 || run_same_buffers(ctx, &seed) != 0)
         return 1;
     return nbad ? 1 : 0;
 }
