@@ -55,8 +55,10 @@ static ncclResult_t setup_recv(struct ncclComm *comm, struct ac_conn *c)
     memset(&msg, 0, sizeof(msg));
     c->tp = ac_transport_pick(c->self_info, c->peer_info);
     if (!c->tp)
-        return AC_FAIL(ncclSystemError, "rank %d: no transport can reach rank %d (%s)",
-                       comm->rank, c->peer, c->peer_info->hostname);
+        return AC_FAIL(ncclSystemError, "rank %d: no transport can reach rank %d (%s)", comm->rank,
+                       c->peer, c->peer_info->hostname);
+    if (c->tp->has_full_p2p_slots && !ac_set_is_ack(c->channel))
+        c->slot_bytes = comm->slot_bytes;
     AC_CHECK(c->tp->recv_setup(c, &msg.blob));
     msg.transport = (uint32_t)transport_index(c->tp);
     msg.nslots = (uint32_t)c->nslots;

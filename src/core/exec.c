@@ -196,10 +196,29 @@ static ncclResult_t tag_mismatch(const struct ac_run_task *rt, int peer, uint32_
                        "call has a different size (or a different NCCL_PROTO)", rank,
                        t->coll == AC_COLL_SEND ? "ncclSend" : "ncclRecv",
                        t->count * t->type_bytes, peer);
-    return AC_FAIL(ncclInvalidUsage, "%s: rank %d and rank %d passed different counts, roots or "
+    return AC_FAIL(ncclInvalidUsage,
+                   "%s: rank %d and rank %d passed different counts, roots or "
                    "algorithm/protocol settings (NCCL_ALGO, NCCL_PROTO) (rank %d: count %zu of "
-                   "%s, %s)", name, rank, peer, rank, t->count, ac_type_name(t->op.type),
+                   "%s, %s)",
+                   name, rank, peer, rank, t->count, ac_type_name(t->op.type),
                    ac_proto_name(t->proto));
+}
+
+/* A transfer through slots moves in chunks of its connector's slot size, which the transport
+ * chose when connecting (has_full_p2p_slots); the planner assumed the point-to-point one. Both
+ * ends see the same size. */
+static void size_chunks(struct ac_run_task *rt)
+{
+    struct ac_task *t = &rt->t;
+    bool is_p2p = t->coll == AC_COLL_SEND || t->coll == AC_COLL_RECV;
+    if (!is_p2p || t->is_direct || t->count == 0)
+        return;
+    struct ac_conn *c = t->coll == AC_COLL_SEND ? rt->send[0] : rt->recv[0];
+    size_t chunk = ac_proto_chunk_elems(t->proto, c->slot_bytes, t->type_bytes);
+    if (chunk == t->chunk_elems || chunk == 0)
+        return;
+    t->chunk_elems = chunk;
+    t->nsteps = (t->count + chunk - 1) / chunk; /* as ac_p2p_plan */
 }
 
 static void take_tickets(struct ac_run *run)
@@ -217,6 +236,7 @@ static void take_tickets(struct ac_run *run)
             rt->send_ticket[k] = rt->send[k]->next_ticket++;
         }
         rt->tag = task_tag(&rt->t);
+        size_chunks(rt);
     }
 }
 
@@ -462,6 +482,11 @@ static ncclResult_t step_ready(struct ac_run_task *rt, const struct ac_step *st,
         /* Not for a receive that may turn single-copy: its first slot is the sender's address. */
         if (c->tp->recv_expect && rt->t.ack_set <= 0)
             c->tp->recv_expect(c, bytes);
+        /* A point-to-point receive gives the hint before reading: its sender (a transfer of
+         * all-to-all, gather, scatter or ncclSend) is usually ahead, and what is read before
+         * the hint goes through a slot. */
+        if (rt->t.coll == AC_COLL_RECV && lands_in_dst(rt, st))
+            c->tp->recv_direct(c, st->dst, bytes);
         if (c->tp->progress)
             AC_CHECK(c->tp->progress(c));
         c->proto = rt->t.proto;

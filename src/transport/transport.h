@@ -106,6 +106,10 @@ struct ac_transport {
      * stores must take each back from there. The executor then writes repeated mid-size
      * chunks with non-temporal stores (src/core/exec.c, is_slot_streamed). */
     bool is_slot_peer_cached;
+    /* Point-to-point connectors get the collectives' slot size, not the smaller one that keeps
+     * shared memory small: the slots are private memory that payloads sent by reference and
+     * landed in place never touch, and each message costs system calls (sockets). */
+    bool has_full_p2p_slots;
     /* Whether this transport can join self and peer, given the configuration (no I/O). */
     bool (*can_connect)(const struct ac_peer_info *self, const struct ac_peer_info *peer);
     ncclResult_t (*recv_setup)(struct ac_conn *conn, struct ac_conn_blob *blob_out);

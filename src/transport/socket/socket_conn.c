@@ -535,7 +535,13 @@ static ncclResult_t progress_recv(struct ac_conn *conn)
             return io_fail(conn, err);
         if (got < want)
             return ncclSuccess;
+        bool is_landed = sc->landed[i] != NULL;
         complete_slot(conn);
+        /* The next message is left in the socket until its step gives where it lands: read
+         * ahead now, it would go through a slot and be copied out (a point-to-point receiver,
+         * whose sender is ahead, then copied a third of its messages). */
+        if (is_landed)
+            return ncclSuccess;
         /* The small message the executor waits for is in: looking for the next one now would
          * cost a system call that mostly finds nothing. Large ones keep draining the socket. */
         if (is_expected && want < READ_AHEAD_MIN_BYTES)
@@ -609,6 +615,7 @@ static bool sock_is_flushing(struct ac_conn *conn)
 
 const struct ac_transport ac_socket_transport = {
     .name = "socket",
+    .has_full_p2p_slots = true,
     .can_connect = sock_can_connect,
     .recv_setup = sock_recv_setup,
     .send_connect = sock_send_connect,
