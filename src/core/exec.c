@@ -482,10 +482,11 @@ static ncclResult_t step_ready(struct ac_run_task *rt, const struct ac_step *st,
         /* Not for a receive that may turn single-copy: its first slot is the sender's address. */
         if (c->tp->recv_expect && rt->t.ack_set <= 0)
             c->tp->recv_expect(c, bytes);
-        /* A point-to-point receive gives the hint before reading: its sender (a transfer of
-         * all-to-all, gather, scatter or ncclSend) is usually ahead, and what is read before
-         * the hint goes through a slot. */
-        if (rt->t.coll == AC_COLL_RECV && lands_in_dst(rt, st))
+        /* The hint goes before the read: what is read before it goes through a slot and is
+         * copied out, and the sender is often ahead (the transport stops reading after a landed
+         * message, so that the next one waits for its own hint). Over TCP, 1 MiB on 4 ranks:
+         * allgather 628 -> 454 us, broadcast 596 -> 489; 4 MiB allgather on 2: 783 -> 611. */
+        if (lands_in_dst(rt, st))
             c->tp->recv_direct(c, st->dst, bytes);
         if (c->tp->progress)
             AC_CHECK(c->tp->progress(c));
