@@ -529,7 +529,7 @@ ncclResult_t ac_gin_try_op(struct ac_op *op, bool *handled_out)
     if (op->coll != AC_COLL_ALLTOALL) /* every other call: one compare */
         return ncclSuccess;
     if (!gin_wanted(op)) {
-        if (ac_config_get()->gpu_initiated && op->coll == AC_COLL_ALLTOALL && !comm->gin)
+        if (ac_config_get()->gpu_initiated && !comm->gin)
             AC_INFO(AC_SUB_COLL, "GIN: this alltoall takes the normal path (in a group, in "
                                  "place, or empty)");
         return ncclSuccess;
