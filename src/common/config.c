@@ -95,6 +95,11 @@ static const struct row rows[] = {
              "its peers when the communicator was created (same user, no ptrace restriction). "
              "Off by default: where the kernel's copy runs at half of memcpy's speed (measured "
              "on virtual machines), the two pipelined copies through slots are faster."),
+    INT_ROW("ANYCCL_LARGE_CHUNK_MIN_BYTES", NULL, "33554432", large_chunk_min_bytes, 0, INT64_MAX,
+            "Smallest allreduce (bytes of the vector) that moves in chunks of four slots' worth, "
+            "where every connector of the communicator is a socket and ranks share cores (each "
+            "message then costs system calls and a wake-up). Rank 0's value applies to the "
+            "communicator."),
     INT_ROW("ANYCCL_CMA_MIN_BYTES", NULL, "32768", cma_min_bytes, 0, INT64_MAX,
             "Smallest transfer (per peer) read directly from the sender's memory rather than "
             "passed through shared-memory slots: from a registered buffer allocated with "

@@ -67,6 +67,9 @@ struct ac_config {
     /* device backends */
     const char *cuda_library;   /* ANYCCL_CUDA_LIBRARY: instead of libcuda.so.1 */
     const char *hip_library;    /* ANYCCL_HIP_LIBRARY */
+
+    /* chunking (src/core/plan.c) */
+    int64_t large_chunk_min_bytes; /* ANYCCL_LARGE_CHUNK_MIN_BYTES */
 };
 
 /* Read once (thread-safe); later calls return the same table. */

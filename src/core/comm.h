@@ -14,6 +14,9 @@
 #define AC_MAX_CHANNELS 16
 #define AC_MAX_USER_OPS 64
 
+/* Large chunks (large_slot_bytes): this many usual slots' worth. */
+#define AC_LARGE_CHUNK_SLOTS 4
+
 /* Connector sets: ring channels first, then the channels of point-to-point traffic, which never
  * share a connector with collectives (NCCL matches send/recv independently of collectives), then
  * the exchanges of collectives built from transfers (all-to-all, gather, scatter, direct
@@ -57,7 +60,14 @@ struct ncclComm {
     struct ac_peer_info *peers;         /* nranks entries */
     struct ac_layout layout;            /* nodes, rings, trees */
     int nchannels;                      /* ring channels used by collectives */
-    size_t slot_bytes;                  /* per slot of ring connectors */
+    size_t slot_bytes;                  /* per slot of ring connectors: the usual chunk */
+    /* Slots of ring connectors: AC_LARGE_CHUNK_SLOTS x slot_bytes where every rank's connectors
+     * would be of transports that want large chunks and every rank shares its core
+     * (is_large_chunks_all), for allreduces from large_chunk_min_bytes (src/core/plan.c, rank
+     * 0's ANYCCL_LARGE_CHUNK_MIN_BYTES); otherwise slot_bytes. */
+    size_t large_slot_bytes;
+    bool is_large_chunks_all;
+    size_t large_chunk_min_bytes;
     size_t p2p_slot_bytes;
     int nslots;
     /* [set * nranks + peer]; NULL until first needed. */

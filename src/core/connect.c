@@ -41,7 +41,7 @@ static ncclResult_t new_conn(struct ncclComm *comm, const struct ac_conn_need *n
     /* acknowledgements of single-copy transfers are a few bytes: the smallest slots will do */
     c->slot_bytes = ac_set_is_ack(nd->set)        ? 4096
                     : nd->set >= AC_P2P_CONN_BASE ? comm->p2p_slot_bytes
-                                                  : comm->slot_bytes;
+                                                  : comm->large_slot_bytes;
     c->self_info = &comm->peers[comm->rank];
     c->peer_info = &comm->peers[nd->peer];
     c->comm_hash = comm->comm_hash;
@@ -57,7 +57,7 @@ static ncclResult_t setup_recv(struct ncclComm *comm, struct ac_conn *c)
     if (!c->tp)
         return AC_FAIL(ncclSystemError, "rank %d: no transport can reach rank %d (%s)", comm->rank,
                        c->peer, c->peer_info->hostname);
-    if (c->tp->has_full_p2p_slots && !ac_set_is_ack(c->channel))
+    if (c->tp->has_full_p2p_slots && c->channel >= AC_P2P_CONN_BASE && !ac_set_is_ack(c->channel))
         c->slot_bytes = comm->slot_bytes;
     AC_CHECK(c->tp->recv_setup(c, &msg.blob));
     msg.transport = (uint32_t)transport_index(c->tp);

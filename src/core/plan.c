@@ -73,6 +73,22 @@ static void base_task(const struct ac_op *op, struct ac_task *t)
                   : -1;
 }
 
+/* Large allreduces between ranks that share cores over sockets move in larger chunks
+ * (agree_on_cma in src/core/init.c has the measurements). Every rank takes the same chunk: the
+ * vector's size, the protocol and the communicator's sizes agree everywhere. Measured for the
+ * other collectives too, without a consistent gain: broadcast's pipeline fills in larger steps,
+ * and allgather and reduce-scatter were faster in some alternations and slower in others. The
+ * device path's connectors keep the usual slots. */
+static size_t chunk_slot_bytes(const struct ac_run *run, const struct ac_op *op,
+                               enum ac_proto proto)
+{
+    const struct ncclComm *comm = op->comm;
+    bool is_large = !run->is_device && op->coll == AC_COLL_ALLREDUCE &&
+                    proto == AC_PROTO_SIMPLE &&
+                    op->count * ac_type_size(op->type) >= comm->large_chunk_min_bytes;
+    return is_large ? comm->large_slot_bytes : comm->slot_bytes;
+}
+
 static ncclResult_t add_channel_tasks(struct ac_run *run, const struct ac_op *op,
                                       enum ac_algo algo, enum ac_proto proto, int c, int nch)
 {
@@ -84,7 +100,7 @@ static ncclResult_t add_channel_tasks(struct ac_run *run, const struct ac_op *op
     if (t.region_count == 0)
         return ncclSuccess;
     t.proto = proto;
-    t.chunk_elems = ac_proto_chunk_elems(proto, comm->slot_bytes, tb);
+    t.chunk_elems = ac_proto_chunk_elems(proto, chunk_slot_bytes(run, op, proto), tb);
     t.conn_index = c;
     int root = op->coll == AC_COLL_ALLREDUCE ? -1 : op->root;
     if (algo == AC_ALGO_RING) {

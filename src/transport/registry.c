@@ -56,17 +56,26 @@ uint8_t ac_transport_rdma_caps(void)
     return caps;
 }
 
-const struct ac_transport *ac_transport_pick(const struct ac_peer_info *self,
-                                             const struct ac_peer_info *peer)
+const struct ac_transport *ac_transport_would_pick(const struct ac_peer_info *self,
+                                                   const struct ac_peer_info *peer)
 {
     for (int i = 0; i < ac_transports_count; i++) {
         const struct ac_transport *tp = ac_transports_all[i];
-        if (!is_excluded(tp) && tp->can_connect(self, peer)) {
-            AC_INFO(AC_SUB_INIT | (tp == &ac_shm_transport ? AC_SUB_SHM : AC_SUB_NET),
-                    "rank %d -> rank %d (host %s) via %s", self->rank, peer->rank, peer->hostname,
-                    tp->name);
+        if (!is_excluded(tp) && tp->can_connect(self, peer))
             return tp;
-        }
+    }
+    return NULL;
+}
+
+const struct ac_transport *ac_transport_pick(const struct ac_peer_info *self,
+                                             const struct ac_peer_info *peer)
+{
+    const struct ac_transport *tp = ac_transport_would_pick(self, peer);
+    if (tp) {
+        AC_INFO(AC_SUB_INIT | (tp == &ac_shm_transport ? AC_SUB_SHM : AC_SUB_NET),
+                "rank %d -> rank %d (host %s) via %s", self->rank, peer->rank, peer->hostname,
+                tp->name);
+        return tp;
     }
     AC_INFO(AC_SUB_INIT, "rank %d -> rank %d (host %s): no transport can join them%s%s", self->rank,
             peer->rank, peer->hostname, ac_config_get()->net ? " with ANYCCL_NET=" : "",

@@ -110,6 +110,11 @@ struct ac_transport {
      * shared memory small: the slots are private memory that payloads sent by reference and
      * landed in place never touch, and each message costs system calls (sockets). */
     bool has_full_p2p_slots;
+    /* Large allreduces move in chunks of several slots' worth where every connector of the
+     * communicator is of a transport with this flag (sockets) and ranks share cores: each
+     * message costs system calls and a wake-up. The communicator's collective connectors then
+     * get slots that large (src/core/init.c, agree_on_cma; src/core/plan.c). */
+    bool wants_large_chunks;
     /* Whether this transport can join self and peer, given the configuration (no I/O). */
     bool (*can_connect)(const struct ac_peer_info *self, const struct ac_peer_info *peer);
     ncclResult_t (*recv_setup)(struct ac_conn *conn, struct ac_conn_blob *blob_out);
@@ -157,6 +162,9 @@ extern const struct ac_transport *const ac_transports_all[];
 extern const int ac_transports_count;
 
 /* src/transport/registry.c: the first transport, in order of preference, that can join the two. */
+/* What ac_transport_pick would return, without logging it. */
+const struct ac_transport *ac_transport_would_pick(const struct ac_peer_info *self,
+                                                   const struct ac_peer_info *peer);
 const struct ac_transport *ac_transport_pick(const struct ac_peer_info *self,
                                              const struct ac_peer_info *peer);
 /* src/transport/registry.c: AC_RDMA_CAP_* of this process under ANYCCL_NET (probes the providers:

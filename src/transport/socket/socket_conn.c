@@ -616,6 +616,7 @@ static bool sock_is_flushing(struct ac_conn *conn)
 const struct ac_transport ac_socket_transport = {
     .name = "socket",
     .has_full_p2p_slots = true,
+    .wants_large_chunks = true,
     .can_connect = sock_can_connect,
     .recv_setup = sock_recv_setup,
     .send_connect = sock_send_connect,
