@@ -62,11 +62,10 @@ struct ncclComm {
     int nchannels;                      /* ring channels used by collectives */
     size_t slot_bytes;                  /* per slot of ring connectors: the usual chunk */
     /* Slots of ring connectors: AC_LARGE_CHUNK_SLOTS x slot_bytes where every rank's connectors
-     * would be of transports that want large chunks and every rank shares its core
-     * (is_large_chunks_all), for allreduces from large_chunk_min_bytes (src/core/plan.c, rank
-     * 0's ANYCCL_LARGE_CHUNK_MIN_BYTES); otherwise slot_bytes. */
+     * would be of transports that want large chunks and every rank shares its core, for
+     * allreduces from large_chunk_min_bytes (src/core/plan.c, rank 0's
+     * ANYCCL_LARGE_CHUNK_MIN_BYTES); otherwise slot_bytes (src/core/init.c, agree_on_cma). */
     size_t large_slot_bytes;
-    bool is_large_chunks_all;
     size_t large_chunk_min_bytes;
     size_t p2p_slot_bytes;
     int nslots;

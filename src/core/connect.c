@@ -38,15 +38,24 @@ static ncclResult_t new_conn(struct ncclComm *comm, const struct ac_conn_need *n
     c->peer = nd->peer;
     c->channel = nd->set;
     c->nslots = comm->nslots;
-    /* acknowledgements of single-copy transfers are a few bytes: the smallest slots will do */
-    c->slot_bytes = ac_set_is_ack(nd->set)        ? 4096
-                    : nd->set >= AC_P2P_CONN_BASE ? comm->p2p_slot_bytes
-                                                  : comm->large_slot_bytes;
     c->self_info = &comm->peers[comm->rank];
     c->peer_info = &comm->peers[nd->peer];
     c->comm_hash = comm->comm_hash;
     *out = c;
     return ncclSuccess;
+}
+
+/* The receiver sizes a connector's slots once it knows the transport; the sender takes the size
+ * from its message. Acknowledgements of single-copy transfers are a few bytes: the smallest slots
+ * will do. Point-to-point connectors get smaller slots where they are shared memory (n - 1 of
+ * them per rank), not where the transport has_full_p2p_slots. */
+static size_t slot_bytes_for(const struct ncclComm *comm, int set, const struct ac_transport *tp)
+{
+    if (ac_set_is_ack(set))
+        return 4096;
+    if (set >= AC_P2P_CONN_BASE)
+        return tp->has_full_p2p_slots ? comm->slot_bytes : comm->p2p_slot_bytes;
+    return comm->large_slot_bytes;
 }
 
 static ncclResult_t setup_recv(struct ncclComm *comm, struct ac_conn *c)
@@ -55,10 +64,9 @@ static ncclResult_t setup_recv(struct ncclComm *comm, struct ac_conn *c)
     memset(&msg, 0, sizeof(msg));
     c->tp = ac_transport_pick(c->self_info, c->peer_info);
     if (!c->tp)
-        return AC_FAIL(ncclSystemError, "rank %d: no transport can reach rank %d (%s)", comm->rank,
-                       c->peer, c->peer_info->hostname);
-    if (c->tp->has_full_p2p_slots && c->channel >= AC_P2P_CONN_BASE && !ac_set_is_ack(c->channel))
-        c->slot_bytes = comm->slot_bytes;
+        return AC_FAIL(ncclSystemError, "rank %d: no transport can reach rank %d (%s)",
+                       comm->rank, c->peer, c->peer_info->hostname);
+    c->slot_bytes = slot_bytes_for(comm, c->channel, c->tp);
     AC_CHECK(c->tp->recv_setup(c, &msg.blob));
     msg.transport = (uint32_t)transport_index(c->tp);
     msg.nslots = (uint32_t)c->nslots;

@@ -196,11 +196,9 @@ static ncclResult_t tag_mismatch(const struct ac_run_task *rt, int peer, uint32_
                        "call has a different size (or a different NCCL_PROTO)", rank,
                        t->coll == AC_COLL_SEND ? "ncclSend" : "ncclRecv",
                        t->count * t->type_bytes, peer);
-    return AC_FAIL(ncclInvalidUsage,
-                   "%s: rank %d and rank %d passed different counts, roots or "
+    return AC_FAIL(ncclInvalidUsage, "%s: rank %d and rank %d passed different counts, roots or "
                    "algorithm/protocol settings (NCCL_ALGO, NCCL_PROTO) (rank %d: count %zu of "
-                   "%s, %s)",
-                   name, rank, peer, rank, t->count, ac_type_name(t->op.type),
+                   "%s, %s)", name, rank, peer, rank, t->count, ac_type_name(t->op.type),
                    ac_proto_name(t->proto));
 }
 
@@ -492,12 +490,6 @@ static ncclResult_t step_ready(struct ac_run_task *rt, const struct ac_step *st,
             AC_CHECK(c->tp->progress(c));
         c->proto = rt->t.proto;
         AC_CHECK(c->tp->recv_slot(c, &in[k], &got));
-        if (!in[k] && lands_in_dst(rt, st)) {
-            c->tp->recv_direct(c, st->dst, bytes);
-            if (c->tp->progress)
-                AC_CHECK(c->tp->progress(c));
-            AC_CHECK(c->tp->recv_slot(c, &in[k], &got));
-        }
         if (!in[k])
             return ncclSuccess;
         /* A receive planned through slots finds out from the first slot's tag that the sender

@@ -142,16 +142,23 @@ static ncclResult_t agree_on_cma(struct ncclComm *comm)
     if (res == ncclSuccess) {
         comm->cma_min_bytes = votes[0].min_bytes < 0 ? 0 : (size_t)votes[0].min_bytes;
         comm->is_cma_enabled = true;
-        comm->is_large_chunks_all = true;
         comm->large_chunk_min_bytes = (size_t)votes[0].large_min_bytes;
+        bool is_large_chunks = true;
         for (int r = 0; r < comm->nranks; r++) {
-            comm->is_large_chunks_all &= votes[r].is_large_chunks != 0;
+            is_large_chunks &= votes[r].is_large_chunks != 0;
             comm->peers[r].can_cma = votes[r].can_cma;
             comm->is_cma_enabled &= votes[r].is_enabled != 0;
         }
         comm->is_cma_all = comm->is_cma_enabled && comm->layout.nnodes == 1;
         for (int r = 0; r < comm->nranks; r++)
             comm->is_cma_all &= votes[r].can_cma != 0;
+        if (is_large_chunks) {
+            comm->large_slot_bytes = AC_LARGE_CHUNK_SLOTS * comm->slot_bytes;
+            AC_INFO(AC_SUB_INIT,
+                    "allreduces of %zu bytes and more move in chunks of %zu bytes "
+                    "(every connector a socket, ranks sharing cores)",
+                    comm->large_chunk_min_bytes, comm->large_slot_bytes);
+        }
     }
     free(votes);
     return res;
@@ -168,13 +175,7 @@ static void pick_sizes(struct ncclComm *comm, const ncclConfig_t *config)
     /* Point-to-point connectors exist per peer (n-1 of them for all-to-all): smaller slots keep
      * shared memory within a container's /dev/shm. */
     comm->p2p_slot_bytes = comm->slot_bytes / 4 < 4096 ? 4096 : comm->slot_bytes / 4;
-    comm->large_slot_bytes =
-        comm->is_large_chunks_all ? AC_LARGE_CHUNK_SLOTS * comm->slot_bytes : comm->slot_bytes;
-    if (comm->is_large_chunks_all)
-        AC_INFO(AC_SUB_INIT,
-                "allreduces of %zu bytes and more move in chunks of %zu bytes "
-                "(every connector a socket, ranks sharing cores)",
-                comm->large_chunk_min_bytes, comm->large_slot_bytes);
+    comm->large_slot_bytes = comm->slot_bytes; /* agree_on_cma may make it larger */
     long nch = cfg->min_nchannels;
     if (config && config->minCTAs != NCCL_CONFIG_UNDEF_INT && config->minCTAs > nch)
         nch = config->minCTAs;
@@ -239,8 +240,8 @@ ncclResult_t ac_comm_init(struct ncclComm *comm, const ncclUniqueId *id, int ran
     AC_CHECK(build_layout(comm));
     AC_CHECK(ac_comm_pick_netdev(comm));
     check_oversubscribed(comm);
-    AC_CHECK(agree_on_cma(comm));
     pick_sizes(comm, config);
+    AC_CHECK(agree_on_cma(comm));
     if (config && config->commName)
         snprintf(comm->name, sizeof(comm->name), "%s", config->commName);
     AC_INFO(AC_SUB_INIT, "comm %p%s%s rank %d nranks %d: %d channel(s), %d slots of %zu bytes",

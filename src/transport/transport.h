@@ -161,8 +161,8 @@ extern const struct ac_transport ac_socket_transport;
 extern const struct ac_transport *const ac_transports_all[];
 extern const int ac_transports_count;
 
-/* src/transport/registry.c: the first transport, in order of preference, that can join the two. */
-/* What ac_transport_pick would return, without logging it. */
+/* src/transport/registry.c: the first transport, in order of preference, that can join the two
+ * (logged), and the same without the log. */
 const struct ac_transport *ac_transport_would_pick(const struct ac_peer_info *self,
                                                    const struct ac_peer_info *peer);
 const struct ac_transport *ac_transport_pick(const struct ac_peer_info *self,
