@@ -168,6 +168,7 @@ void ac_task_step(const struct ac_task *t, uint64_t k, struct ac_step *out)
         s.sendbuff = (uint64_t)(uintptr_t)t->sendbuff;
         s.recvbuff = (uint64_t)(uintptr_t)t->recvbuff;
         s.count = t->count;
+        s.coll = (uint32_t)t->coll;
         ac_sched_oneshot_step(&s, k, out);
         return;
     }

@@ -442,6 +442,19 @@ static void oneshot_fold(const struct ac_task *t, const struct ac_step *st, cons
     }
 }
 
+/* The last step of a one-shot allgather: this rank's own block to its place first (an input
+ * that overlaps a peer's place is read before that place is written), then each peer's. */
+static void oneshot_gather(const struct ac_task *t, const struct ac_step *st, const void *const *in,
+                           int rank)
+{
+    size_t bytes = st->count * t->type_bytes;
+    char *dst = st->dst;
+    if (dst + (size_t)rank * bytes != st->src)
+        memmove(dst + (size_t)rank * bytes, st->src, bytes);
+    for (int k = 0; k < t->nrecv; k++)
+        memcpy(dst + (size_t)t->recv_peers[k] * bytes, in[k], bytes);
+}
+
 /* The last step of a round of the recursive-doubling allreduce: this rank's partial result and
  * its pair's, combined lower rank first on both sides, so that both hold the same bits (max and
  * min return their second operand for +0 and -0). Operators with a premultiplier or a final
@@ -724,8 +737,10 @@ static ncclResult_t advance(struct ac_run_task *rt, bool *progressed)
         const void *ref = NULL;
         if (rt->t.is_pair_fold && nin == 1)
             pair_fold(rt->comm, &rt->t, &st, in[0]);
-        else if (rt->t.is_oneshot && nin > 0)
+        else if (rt->t.is_oneshot && nin > 0 && rt->t.coll == AC_COLL_ALLREDUCE)
             oneshot_fold(&rt->t, &st, in, rt->comm->rank);
+        else if (rt->t.is_oneshot && nin > 0 && rt->t.coll == AC_COLL_ALLGATHER)
+            oneshot_gather(&rt->t, &st, in, rt->comm->rank);
         else if (nin <= 1 && nout == 1 && rt->send[0]->tp->send_post_ref &&
                  (ref = move_data_ref(&rt->t, &st, in[0])) != NULL)
             ; /* the payload stays where it is */

@@ -48,9 +48,9 @@ static ncclResult_t call(const struct tl_ctx *ctx, enum scenario what, void *a, 
         return ncclAllReduce(a, b, 1000, ncclFloat32, first ? ncclSum : ncclMax, comm, NULL);
     case MIS_TYPE:
         return ncclAllReduce(a, b, 1000, first ? ncclFloat32 : ncclInt32, ncclSum, comm, NULL);
-    case MIS_COLL: /* large enough for a ring allreduce: the same connectors as allgather */
-        return first ? ncclAllReduce(a, b, 12000, ncclFloat32, ncclSum, comm, NULL)
-                     : ncclAllGather(a, b, 12000 / ctx->nranks, ncclFloat32, comm, NULL);
+    case MIS_COLL: /* large enough for rings (not one-shots): the same connectors */
+        return first ? ncclAllReduce(a, b, 48000, ncclFloat32, ncclSum, comm, NULL)
+                     : ncclAllGather(a, b, 48000 / ctx->nranks, ncclFloat32, comm, NULL);
     case MIS_COUNT:
         return ncclAllReduce(a, b, first ? 1000 : 1001, ncclFloat32, ncclSum, comm, NULL);
     case MIS_BIG_OP:
