@@ -55,6 +55,7 @@ struct ac_bootstrap {
     struct sockaddr_storage *peers; /* [nranks] listen addresses */
     struct ac_socket *out;          /* [nranks] cached send connections */
     bool *is_peer_gone;             /* [nranks] its connection to us closed: it sends no more */
+    _Atomic int *dead_rank;         /* a rank that RAS found dead, -1 (NULL: not watched) */
     struct in_conn *in;
     int nin, in_cap;
     struct pollfd *fds;
@@ -332,15 +333,10 @@ static void accept_in(struct ac_bootstrap *bs)
     }
 }
 
-/* Polls the listener, incoming connections and (when out_fd >= 0) out_fd for writing, then reads
- * what arrived. Returns 0 or AC_SOCKET_ABORTED / ETIMEDOUT. */
-static int wait_and_read(struct ac_bootstrap *bs, int out_fd, uint64_t deadline_ns)
+/* Polls the listener, incoming connections and (when out_fd >= 0) out_fd for writing for up to
+ * timeout_ms, then reads what arrived. Returns 0 or ENOMEM. */
+static int poll_and_read(struct ac_bootstrap *bs, int out_fd, int timeout_ms)
 {
-    if (bs->abort_flag != NULL && *bs->abort_flag)
-        return AC_SOCKET_ABORTED;
-    uint64_t now = ac_now_ns();
-    if (now >= deadline_ns)
-        return ETIMEDOUT;
     if (bs->fds_cap < bs->nin + 2) {
         int cap = 2 * (bs->nin + 2);
         struct pollfd *f = realloc(bs->fds, (size_t)cap * sizeof(*f));
@@ -354,8 +350,7 @@ static int wait_and_read(struct ac_bootstrap *bs, int out_fd, uint64_t deadline_
     bs->fds[n++] = (struct pollfd){.fd = out_fd, .events = POLLOUT}; /* fd -1 is ignored */
     for (int i = 0; i < bs->nin; i++)
         bs->fds[n++] = (struct pollfd){.fd = bs->in[i].sock.fd, .events = POLLIN};
-    uint64_t ms = (deadline_ns - now) / 1000000 + 1;
-    poll(bs->fds, (nfds_t)n, (int)(ms < POLL_SLICE_MS ? ms : POLL_SLICE_MS));
+    poll(bs->fds, (nfds_t)n, timeout_ms);
     int nin = bs->nin;
     for (int i = 0; i < nin; i++)
         if (bs->fds[i + 2].revents != 0)
@@ -368,6 +363,37 @@ static int wait_and_read(struct ac_bootstrap *bs, int out_fd, uint64_t deadline_
             bs->in[kept++] = bs->in[i];
     bs->nin = kept;
     return 0;
+}
+
+/* poll_and_read in slices until deadline_ns. Returns 0 or AC_SOCKET_ABORTED / ETIMEDOUT /
+ * ENOMEM. */
+static int wait_and_read(struct ac_bootstrap *bs, int out_fd, uint64_t deadline_ns)
+{
+    if (bs->abort_flag != NULL && *bs->abort_flag)
+        return AC_SOCKET_ABORTED;
+    uint64_t now = ac_now_ns();
+    if (now >= deadline_ns)
+        return ETIMEDOUT;
+    uint64_t ms = (deadline_ns - now) / 1000000 + 1;
+    return poll_and_read(bs, out_fd, (int)(ms < POLL_SLICE_MS ? ms : POLL_SLICE_MS));
+}
+
+void ac_bootstrap_watch_dead(struct ac_bootstrap *bs, _Atomic int *dead_rank)
+{
+    bs->dead_rank = dead_rank;
+}
+
+bool ac_bootstrap_scan(struct ac_bootstrap *bs, uint32_t tag_lo, uint32_t tag_hi,
+                       bool (*visit)(void *arg, int from, uint32_t tag, const void *data,
+                                     size_t bytes),
+                       void *arg)
+{
+    poll_and_read(bs, -1, 0);
+    for (const struct msg *m = bs->head; m != NULL; m = m->next)
+        if (m->kind == AC_BOOTSTRAP_KIND_USER && m->tag >= tag_lo && m->tag <= tag_hi &&
+            visit(arg, m->from, m->tag, m->data, m->bytes))
+            return true;
+    return false;
 }
 
 /* ------------------------------------------------------------------------------------------ */
@@ -465,14 +491,19 @@ static struct msg *take_match(struct ac_bootstrap *bs, int peer, uint32_t kind, 
     return NULL;
 }
 
-static ncclResult_t recv_kind(struct ac_bootstrap *bs, int peer, uint32_t kind, uint32_t tag,
-                              void *data, size_t bytes)
+/* got NULL: waiting until deadline is an error; otherwise *got says whether the message came. */
+static ncclResult_t recv_until(struct ac_bootstrap *bs, int peer, uint32_t kind, uint32_t tag,
+                               void *data, size_t bytes, uint64_t deadline, bool *got)
 {
     AC_CHECK(check_peer(bs, peer, "receive from"));
-    uint64_t deadline = op_deadline(bs);
     struct msg *m;
     char what[96];
     while ((m = take_match(bs, peer, kind, tag)) == NULL) {
+        /* RAS also sees ranks that never connected to this one die */
+        if (bs->dead_rank != NULL && atomic_load(bs->dead_rank) == peer)
+            return AC_FAIL(
+                ncclRemoteError, "bootstrap rank %d: rank %d (%s) is dead (RAS) and sent no tag %u",
+                bs->rank, peer, ac_socket_addr_str(&bs->peers[peer], what, sizeof(what)), tag);
         if (bs->is_peer_gone[peer])
             return AC_FAIL(ncclRemoteError,
                            "bootstrap rank %d: rank %d (%s) closed its connection before sending "
@@ -480,6 +511,10 @@ static ncclResult_t recv_kind(struct ac_bootstrap *bs, int peer, uint32_t kind, 
                            bs->rank, peer, ac_socket_addr_str(&bs->peers[peer], what, sizeof(what)),
                            tag);
         int err = wait_and_read(bs, -1, deadline);
+        if (err == ETIMEDOUT && got != NULL) {
+            *got = false;
+            return ncclSuccess;
+        }
         if (err != 0) {
             snprintf(what, sizeof(what), "receive from rank %d (tag %u)", peer, tag);
             return fail_wait(bs, err, what);
@@ -495,7 +530,15 @@ static ncclResult_t recv_kind(struct ac_bootstrap *bs, int peer, uint32_t kind, 
         memcpy(data, m->data, bytes);
     free(m->data);
     free(m);
+    if (got != NULL)
+        *got = true;
     return res;
+}
+
+static ncclResult_t recv_kind(struct ac_bootstrap *bs, int peer, uint32_t kind, uint32_t tag,
+                              void *data, size_t bytes)
+{
+    return recv_until(bs, peer, kind, tag, data, bytes, op_deadline(bs), NULL);
 }
 
 ncclResult_t ac_bootstrap_send(struct ac_bootstrap *bs, int peer, uint32_t tag, const void *data,
@@ -508,6 +551,13 @@ ncclResult_t ac_bootstrap_recv(struct ac_bootstrap *bs, int peer, uint32_t tag, 
                                size_t bytes)
 {
     return recv_kind(bs, peer, AC_BOOTSTRAP_KIND_USER, tag, data, bytes);
+}
+
+ncclResult_t ac_bootstrap_recv_for(struct ac_bootstrap *bs, int peer, uint32_t tag, void *data,
+                                   size_t bytes, int wait_ms, bool *got)
+{
+    return recv_until(bs, peer, AC_BOOTSTRAP_KIND_USER, tag, data, bytes,
+                      ac_now_ns() + (uint64_t)wait_ms * 1000000ull, got);
 }
 
 /* Ring: at step s, pass on the block received at step s-1 (own block first). Messages on one

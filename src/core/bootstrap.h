@@ -11,6 +11,8 @@
 
 #include "nccl.h"
 
+#include <stdatomic.h>
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 #include <sys/socket.h>
@@ -50,6 +52,18 @@ ncclResult_t ac_bootstrap_send(struct ac_bootstrap *bs, int peer, uint32_t tag, 
 ncclResult_t ac_bootstrap_recv(struct ac_bootstrap *bs, int peer, uint32_t tag, void *data,
                                size_t bytes);
 ncclResult_t ac_bootstrap_barrier(struct ac_bootstrap *bs);
+/* As ac_bootstrap_recv, waiting at most wait_ms: *got says whether the message came. */
+ncclResult_t ac_bootstrap_recv_for(struct ac_bootstrap *bs, int peer, uint32_t tag, void *data,
+                                   size_t bytes, int wait_ms, bool *got);
+/* Receives give up on a peer once *dead_rank names it (RAS: src/ras/ras.h). */
+void ac_bootstrap_watch_dead(struct ac_bootstrap *bs, _Atomic int *dead_rank);
+/* Reads what has arrived without waiting, then calls visit on each message queued for
+ * ac_bootstrap_recv whose tag lies in [tag_lo, tag_hi], oldest first, until it returns true
+ * (then returns true). The messages stay queued. */
+bool ac_bootstrap_scan(struct ac_bootstrap *bs, uint32_t tag_lo, uint32_t tag_hi,
+                       bool (*visit)(void *arg, int from, uint32_t tag, const void *data,
+                                     size_t bytes),
+                       void *arg);
 /* The address other ranks can reach this process on (for transports: same interface). */
 const struct sockaddr_storage *ac_bootstrap_local_addr(const struct ac_bootstrap *bs);
 void ac_bootstrap_close(struct ac_bootstrap *bs);

@@ -34,6 +34,23 @@ static inline bool ac_set_is_ack(int set)
     return set == AC_P2P_ACK_SET || set == AC_XCHG_ACK_SET;
 }
 
+/* Connector sets of collectives only (channels, and the exchanges of all-to-all, gather,
+ * scatter and direct reads): every rank plans them from the same calls in the same order, unlike
+ * sends and receives. */
+static inline bool ac_set_is_coll(int set)
+{
+    return set < AC_P2P_CONN_BASE || set == AC_XCHG_CONN_SET || set == AC_XCHG_ACK_SET;
+}
+
+/* Which collective a rank is running: its number among the communicator's collectives (1, 2, ...;
+ * 0: none yet), and what it is, for messages. */
+struct ac_coll_stamp {
+    uint64_t seq;
+    uint64_t count;
+    uint32_t coll; /* enum ac_coll */
+    int32_t type;  /* ncclDataType_t */
+};
+
 struct ac_user_op {
     bool is_used;
     ncclDataType_t type;
@@ -100,6 +117,8 @@ struct ncclComm {
 
     struct ac_user_op user_ops[AC_MAX_USER_OPS];
     uint64_t nops_issued;               /* collectives and p2p calls, for logs */
+    uint64_t ncolls_issued;             /* collectives: every rank issues them in one order */
+    struct ac_coll_stamp running_coll;  /* the latest collective started (src/core/exec.c) */
     char name[64];                      /* config.commName or "" */
 };
 
@@ -129,13 +148,19 @@ ncclResult_t ac_comm_create(ncclComm_t *out, int nranks, const ncclUniqueId *id,
                             const ncclConfig_t *config);
 
 /* src/core/connect.c: makes sure the connectors in need[] exist, running the set-up with the
- * peers (which do the same for their side). need[i] = set * nranks + peer. */
+ * peers (which do the same for their side). need[i] = set * nranks + peer. The connectors of
+ * collectives carry comm->running_coll to the peer. */
 struct ac_conn_need {
     int set;
     int peer;
     bool is_send;
 };
 ncclResult_t ac_connect(struct ncclComm *comm, const struct ac_conn_need *need, int nneed);
+/* For a rank past its connection set-up: a connector description that a peer sent for a
+ * collective this rank has started or passed, still untaken, shows that the two called different
+ * operations there (or the same with counts or settings that planned them differently), which
+ * would otherwise each wait for the other until the timeout. ncclInvalidUsage naming both. */
+ncclResult_t ac_connect_check_stray(struct ncclComm *comm);
 void ac_disconnect_all(struct ncclComm *comm);
 
 static inline struct ac_conn **ac_conn_slot(struct ncclComm *comm, int set, int peer, bool is_send)

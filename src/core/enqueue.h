@@ -22,6 +22,7 @@ struct ac_op {
     int root;                 /* broadcast, reduce, gather, scatter */
     int peer;                 /* send, recv */
     uint64_t ras_seq;         /* from ac_ras_op_enqueue: this op's number on its communicator */
+    uint64_t coll_seq;        /* collectives: comm->ncolls_issued after this one; 0: send, recv */
     /* A call on a stream (src/core/stream.c): the GPU backend that orders it on stream. NULL for
      * host buffers with a NULL stream, which run in the calling thread. */
     const struct ac_backend *backend;

@@ -886,6 +886,8 @@ static ncclResult_t check_health(const struct ac_run *run, uint64_t start_ns,
         if (rt->step < rt->t.nsteps || is_task_flushing(rt))
             AC_CHECK(check_task(rt, start_ns, is_second_look));
     }
+    for (int i = 0; i < run->ncomms; i++)
+        AC_CHECK(ac_connect_check_stray(run->comms[i]));
     return ncclSuccess;
 }
 
@@ -991,10 +993,21 @@ static void flush_after_error(const struct ac_run *run)
     free(saved);
 }
 
+/* Each communicator's latest collective of the run, for its connectors (src/core/connect.c). */
+static void stamp_colls(const struct ac_op *ops)
+{
+    for (const struct ac_op *op = ops; op; op = op->next)
+        if (op->coll_seq > op->comm->running_coll.seq)
+            op->comm->running_coll = (struct ac_coll_stamp){
+                .seq = op->coll_seq, .count = op->count, .coll = (uint32_t)op->coll,
+                .type = (int32_t)op->type};
+}
+
 ncclResult_t ac_exec_ops(struct ac_op *ops)
 {
     struct ac_run run;
     ncclResult_t res;
+    stamp_colls(ops);
     ac_plan_init(&run);
     AC_CHECK_GOTO(ac_plan_build(&run, ops), res, out);
     AC_CHECK_GOTO(connect_all(&run), res, fail);

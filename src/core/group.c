@@ -45,11 +45,12 @@ ncclResult_t ac_group_defer(ac_deferred_fn fn, void *arg)
     return ncclSuccess;
 }
 
-static ncclResult_t run_now(const struct ac_op *op, uint64_t ras_seq)
+static ncclResult_t run_now(const struct ac_op *op, uint64_t ras_seq, uint64_t coll_seq)
 {
     struct ac_op copy = *op;
     copy.next = NULL;
     copy.ras_seq = ras_seq;
+    copy.coll_seq = coll_seq;
     if (copy.backend)
         return ac_stream_submit(&copy);
     /* A host call must not overlap this communicator's calls on streams. */
@@ -70,10 +71,11 @@ ncclResult_t ac_enqueue(const struct ac_op *op)
 {
     op->comm->nops_issued++;
     bool is_p2p = op->coll == AC_COLL_SEND || op->coll == AC_COLL_RECV;
+    uint64_t coll_seq = is_p2p ? 0 : ++op->comm->ncolls_issued;
     uint64_t ras_seq = ac_ras_op_enqueue(op->comm, (int)op->coll, op->count, (int)op->type,
                                          (int)op->redop.kind, is_p2p ? op->peer : op->root);
     if (group_depth == 0)
-        return run_now(op, ras_seq);
+        return run_now(op, ras_seq, coll_seq);
     struct ac_op *copy = malloc(sizeof(*copy));
     if (!copy) {
         record_error(ncclSystemError);
@@ -82,6 +84,7 @@ ncclResult_t ac_enqueue(const struct ac_op *op)
     *copy = *op;
     copy->next = NULL;
     copy->ras_seq = ras_seq;
+    copy->coll_seq = coll_seq;
     if (group_tail)
         group_tail->next = copy;
     else

@@ -229,6 +229,7 @@ ncclResult_t ac_comm_init(struct ncclComm *comm, const ncclUniqueId *id, int ran
     comm->comm_hash = uid.id_hash;
     ac_log_set_rank(rank);
     AC_CHECK(ac_bootstrap_init(id, rank, nranks, &comm->abort_flag, &comm->bs));
+    ac_bootstrap_watch_dead(comm->bs, &comm->ras_dead_rank);
     comm->peers = calloc((size_t)nranks, sizeof(*comm->peers));
     size_t nconn = (size_t)AC_NCONN_SETS * (size_t)nranks;
     comm->send_conns = calloc(nconn, sizeof(*comm->send_conns));

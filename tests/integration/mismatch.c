@@ -23,6 +23,7 @@ enum scenario {
     MIS_P2P_SIZE,  /* single-copy send of 1 MiB, receive of 512 KiB */
     MIS_A2A_COUNT, /* single-copy all-to-all: 64 Ki elements per peer vs 32 Ki */
     MIS_PROTO_COUNT, /* allreduce: 200 elements on rank 0 (LL), 2000 elsewhere (Simple) */
+    MIS_CONN,      /* ring allreduce on rank 0, one-shot allgather elsewhere: other connectors */
 };
 
 struct mis_arg {
@@ -62,6 +63,10 @@ static ncclResult_t call(const struct tl_ctx *ctx, enum scenario what, void *a, 
         return ncclAlltoAll(a, b, first ? 1 << 16 : 1 << 15, ncclFloat32, comm, NULL);
     case MIS_PROTO_COUNT: /* each side waits where its own protocol says a slot arrives */
         return ncclAllReduce(a, b, first ? 200 : 2000, ncclFloat32, ncclSum, comm, NULL);
+    case MIS_CONN: /* from 3 ranks the allgather needs connectors rank 0 never sets up: rank 0
+                    * sees a peer's description for them (src/core/connect.c) */
+        return first ? ncclAllReduce(a, b, 48000, ncclFloat32, ncclSum, comm, NULL)
+                     : ncclAllGather(a, b, 1000, ncclFloat32, comm, NULL);
     }
     return ncclInternalError;
 }
@@ -108,9 +113,10 @@ static const struct mis_arg args[] = {
     [MIS_P2P_SIZE] = {MIS_P2P_SIZE, "bytes"},
     [MIS_A2A_COUNT] = {MIS_A2A_COUNT, "bytes"},
     [MIS_PROTO_COUNT] = {MIS_PROTO_COUNT, "rank"},
+    [MIS_CONN] = {MIS_CONN, "allgather"},
 };
 static const char *const names[] = {"op", "type", "coll", "count", "big-op", "p2p-size",
-                                    "alltoall-count", "count-ll-vs-simple"};
+                                    "alltoall-count", "count-ll-vs-simple", "conn"};
 
 int main(int argc, char **argv)
 {
@@ -118,7 +124,7 @@ int main(int argc, char **argv)
     static char case_names[48][64];
     size_t n = 0;
     for (size_t i = 0; i < sizeof(args) / sizeof(args[0]); i++)
-        for (int np = 2; np <= 3; np++) {
+        for (int np = 2; np <= (args[i].what == MIS_CONN ? 4 : 3); np++) {
             if (args[i].what == MIS_P2P_SIZE && np == 3)
                 continue;
             snprintf(case_names[n], sizeof(case_names[n]), "mismatch/%s/np%d/proc", names[i], np);
@@ -150,13 +156,10 @@ int main(int argc, char **argv)
         n++;
     }
     /* 4 ranks over sockets, where small operations run in recursive doubling rounds (src/core/
-     * plan.c). Not MIS_COLL: its ring allreduce and round-based allgather need connectors to
-     * different peers, and a mismatch there is reported when setting them up times out
-     * (ANYCCL_INIT_TIMEOUT; docs/troubleshooting.md), as for the one-shot against the ring. */
+     * plan.c). In MIS_COLL the ring allreduce and the rounds' allgather need connectors to
+     * different peers. */
     static char tcp4_names[MIS_COUNT + 1][64];
     for (size_t i = 0; i <= MIS_COUNT; i++) {
-        if (i == MIS_COLL)
-            continue;
         snprintf(tcp4_names[i], sizeof(tcp4_names[i]), "mismatch/%s/np4/tcp/proc", names[i]);
         cases[n++] = (struct tl_case){.name = tcp4_names[i],
                                       .mode = TL_PROCS,
