@@ -60,7 +60,8 @@ struct ac_task {
     /* One-shot allreduce of a small vector: every rank sends its whole input to every other
      * (step 0) and reduces all of them in rank order (step 1), one latency instead of the
      * ring's 2(n-1). recv_peers are in rank order; the fold order makes every rank's result
-     * bitwise identical. A one-shot allgather stores each peer's block at its place instead. */
+     * bitwise identical. A one-shot allgather stores each peer's block at its place instead; a
+     * one-shot reduce-scatter sends its whole input and folds only its own block of each. */
     bool is_oneshot;
     /* A one-shot between one pair of ranks: a round of the recursive-doubling allreduce
      * (src/core/plan.c). Both fold the pair's partial results lower rank first. */
@@ -85,8 +86,8 @@ enum ac_tree_part {
 };
 bool ac_tree_plan(struct ac_task *t, const struct ac_layout *l, int rank, int root, int channel,
                   enum ac_tree_part part);
-/* Fills the peers and steps of a one-shot allreduce or allgather task (coll, buffers, count,
- * op set). */
+/* Fills the peers and steps of a one-shot allreduce, allgather or reduce-scatter task (coll,
+ * buffers, count, op set). */
 #define AC_ONESHOT_MAX_BYTES (16 * 1024)
 void ac_oneshot_plan(struct ac_task *t, int rank);
 /* Fills nsteps and the peer of an AC_COLL_SEND or AC_COLL_RECV task (peer in recv_peers[0] or

@@ -169,6 +169,7 @@ void ac_task_step(const struct ac_task *t, uint64_t k, struct ac_step *out)
         s.recvbuff = (uint64_t)(uintptr_t)t->recvbuff;
         s.count = t->count;
         s.coll = (uint32_t)t->coll;
+        s.nranks = t->nranks;
         ac_sched_oneshot_step(&s, k, out);
         return;
     }

@@ -455,6 +455,21 @@ static void oneshot_gather(const struct ac_task *t, const struct ac_step *st, co
         memcpy(dst + (size_t)t->recv_peers[k] * bytes, in[k], bytes);
 }
 
+/* The last step of a one-shot reduce-scatter: the inputs arrived whole; this rank folds its own
+ * block of them as the one-shot allreduce folds whole vectors (same order, same bits). */
+static void oneshot_fold_block(const struct ac_task *t, const struct ac_step *st,
+                               const void *const *in, int rank)
+{
+    size_t off = (size_t)rank * t->count * t->type_bytes;
+    const void *blocks[AC_TASK_MAX_PEERS];
+    for (int k = 0; k < t->nrecv; k++)
+        blocks[k] = (const char *)in[k] + off;
+    struct ac_step mine = *st;
+    mine.src = (const char *)st->src + off;
+    mine.count = t->count;
+    oneshot_fold(t, &mine, blocks, rank);
+}
+
 /* The last step of a round of the recursive-doubling allreduce: this rank's partial result and
  * its pair's, combined lower rank first on both sides, so that both hold the same bits (max and
  * min return their second operand for +0 and -0). Operators with a premultiplier or a final
@@ -741,6 +756,8 @@ static ncclResult_t advance(struct ac_run_task *rt, bool *progressed)
             oneshot_fold(&rt->t, &st, in, rt->comm->rank);
         else if (rt->t.is_oneshot && nin > 0 && rt->t.coll == AC_COLL_ALLGATHER)
             oneshot_gather(&rt->t, &st, in, rt->comm->rank);
+        else if (rt->t.is_oneshot && nin > 0 && rt->t.coll == AC_COLL_REDUCESCATTER)
+            oneshot_fold_block(&rt->t, &st, in, rt->comm->rank);
         else if (nin <= 1 && nout == 1 && rt->send[0]->tp->send_post_ref &&
                  (ref = move_data_ref(&rt->t, &st, in[0])) != NULL)
             ; /* the payload stays where it is */

@@ -180,20 +180,28 @@ static ncclResult_t add_doubling_allreduce(struct ac_run *run, const struct ac_o
  * writes its block into n - 1 slots where the ring's n - 1 steps each wait for the rank before,
  * a turn of the scheduler per step where ranks share cores. 4 ranks over shared memory on 2
  * cores, alternated launches: 64 B per rank 6.7 -> 3.9 us, 16 KiB per rank 14.5 -> 10.7 (32 KiB:
- * mixed); 8 ranks 64 B 27.9 -> 8.8 us. A one-shot broadcast (the root writing n - 1 slots) was
- * no faster from 128 B on 4 ranks and at 64 B on 3 and 8. Host runs only: the device engine
- * folds one-shot allreduces alone. An explicit NCCL_ALGO keeps the algorithm it names. */
+ * mixed); 8 ranks 64 B 27.9 -> 8.8 us. Small reduce-scatters too: every rank sends its whole
+ * input and folds its own block of all of them, n times the ring's bytes, so only up to
+ * ONESHOT_RS_MAX_BYTES of input: 4 ranks 64 B 5.5 -> 4.7 us, 8 KiB 6.6 -> 5.2, 16 KiB 8.0 -> 9.1;
+ * 8 ranks 256 B 21.2 -> 9.6, 8 KiB 32.5 -> 20.6, 16 KiB 26.2 -> 36.5. A one-shot broadcast (the
+ * root writing n - 1 slots) was no faster from 128 B on 4 ranks and at 64 B on 3 and 8. Host runs
+ * only: the device engine folds one-shot allreduces alone. An explicit NCCL_ALGO keeps the
+ * algorithm it names. */
+#define ONESHOT_RS_MAX_BYTES (8 * 1024)
+
 static bool use_oneshot(const struct ac_run *run, const struct ac_op *op, enum ac_proto proto)
 {
     const struct ncclComm *comm = op->comm;
-    size_t tb = ac_type_size(op->type), bytes = op->count * tb;
+    bool is_rs = op->coll == AC_COLL_REDUCESCATTER;
+    size_t tb = ac_type_size(op->type), elems = op->count * (is_rs ? (size_t)comm->nranks : 1);
+    size_t max = is_rs ? ONESHOT_RS_MAX_BYTES : AC_ONESHOT_MAX_BYTES;
     const char *algo = ac_config_get()->algo;
-    bool is_coll = op->coll == AC_COLL_ALLREDUCE ||
-                   (op->coll == AC_COLL_ALLGATHER && !run->is_device && comm->nranks > 2);
+    bool is_coll = op->coll == AC_COLL_ALLREDUCE || ((op->coll == AC_COLL_ALLGATHER || is_rs) &&
+                                                     !run->is_device && comm->nranks > 2);
     /* one step carries the whole vector: it must fit the protocol's slots */
     return is_coll && comm->nranks > 1 && comm->nranks <= AC_TASK_MAX_PEERS + 1 &&
-           comm->layout.nnodes == 1 && bytes <= AC_ONESHOT_MAX_BYTES && (!algo || !*algo) &&
-           op->count <= ac_proto_chunk_elems(proto, comm->slot_bytes, tb);
+           comm->layout.nnodes == 1 && elems * tb <= max && (!algo || !*algo) &&
+           elems <= ac_proto_chunk_elems(proto, comm->slot_bytes, tb);
 }
 
 static ncclResult_t add_coll_op(struct ac_run *run, const struct ac_op *op)

@@ -239,18 +239,19 @@ AC_DEVFN void ac_sched_chain_step(const struct ac_sched *s, uint64_t l, struct a
     }
 }
 
-/* One-shot allreduce and allgather: step 0 sends the whole input to every peer, step 1 folds
- * them all (allreduce) or stores each at its peer's place (allgather). */
+/* One-shot allreduce, allgather and reduce-scatter: step 0 sends the whole input to every peer,
+ * step 1 folds them all (allreduce), stores each at its peer's place (allgather) or folds this
+ * rank's block of each (reduce-scatter, whose input is nranks blocks). */
 AC_DEVFN void ac_sched_oneshot_step(const struct ac_sched *s, uint64_t k, struct ac_step *out)
 {
     out->src = ac_sched_cptr(s->sendbuff, 0, 0);
     out->dst = ac_sched_ptr(s->recvbuff, 0, 0);
-    out->count = (size_t)s->count;
+    out->count = (size_t)s->count * (s->coll == AC_COLL_REDUCESCATTER ? (size_t)s->nranks : 1);
     if (k == 0)
         out->flags = AC_STEP_SEND;
     else
         out->flags = AC_STEP_RECV | AC_STEP_DST | AC_STEP_FINAL |
-                     (s->coll == AC_COLL_ALLREDUCE ? AC_STEP_REDUCE : 0);
+                     (s->coll == AC_COLL_ALLGATHER ? 0 : AC_STEP_REDUCE);
 }
 
 /* Tree tasks: every step moves one chunk of the channel's region with the same flags. */
