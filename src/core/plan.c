@@ -283,11 +283,19 @@ static void local_copy(void *dst, const void *src, size_t bytes)
 
 #define XCHG AC_XCHG_CONN_SET
 
-/* All-to-all, gather and scatter: point-to-point transfers, plus the rank's own block. Peers are
- * visited in a rotating order so that all ranks do not send to the same peer first, and a rank
- * issues all its sends before its receives so that no peer waits for an address (single-copy
- * transfers) while this rank reads from another. */
-static ncclResult_t add_exchange_op(struct ac_run *run, const struct ac_op *op)
+/* A copy of the rank's own block that planning does (and a reused plan repeats). */
+struct own_copy {
+    void *dst;
+    const void *src;
+    size_t bytes;
+};
+
+/* All-to-all, gather and scatter: point-to-point transfers, plus the rank's own block (*own,
+ * which the caller copies). Peers are visited in a rotating order so that all ranks do not send
+ * to the same peer first, and a rank issues all its sends before its receives so that no peer
+ * waits for an address (single-copy transfers) while this rank reads from another. */
+static ncclResult_t add_exchange_op(struct ac_run *run, const struct ac_op *op,
+                                    struct own_copy *own)
 {
     struct ncclComm *comm = op->comm;
     int n = comm->nranks, me = comm->rank;
@@ -312,12 +320,19 @@ static ncclResult_t add_exchange_op(struct ac_run *run, const struct ac_op *op)
     if (run->is_device)
         return ncclSuccess;
     if (op->coll == AC_COLL_ALLTOALL)
-        local_copy(rb + (size_t)me * blk, sb + (size_t)me * blk, blk);
+        *own = (struct own_copy){rb + (size_t)me * blk, sb + (size_t)me * blk, blk};
     else if (op->coll == AC_COLL_GATHER && is_root)
-        local_copy(rb + (size_t)me * blk, sb, blk);
+        *own = (struct own_copy){rb + (size_t)me * blk, sb, blk};
     else if (op->coll == AC_COLL_SCATTER && is_root)
-        local_copy(rb, sb + (size_t)me * blk, blk);
+        *own = (struct own_copy){rb, sb + (size_t)me * blk, blk};
     return ncclSuccess;
+}
+
+/* An exchange's plan can be reused while none of its transfers could be single-copy: whether
+ * one is depends on the buffer's registration, which may change between identical calls. */
+static bool is_exchange_reusable(const struct ac_op *op)
+{
+    return op->count * ac_type_size(op->type) < op->comm->cma_min_bytes;
 }
 
 /* Broadcast and allgather between ranks that can all read each other's memory: every rank reads
@@ -481,8 +496,10 @@ static ncclResult_t match_self(struct ac_op *ops)
 /* A lone collective's tasks depend only on the call's arguments, the settings and the
  * communicator's fixed shape, and loops repeat the same call: the communicator keeps the last lone
  * call's tasks and an identical next call takes them as they are. Planning was a quarter of a
- * small allreduce's path. Only plans without side effects (no local copies, no scratch) are kept;
- * with tuning logs on, every call is planned so that each logs its choice. */
+ * small allreduce's path, and about 1000 instructions of a small all-to-all's. Only plans whose
+ * one side effect is the copy of the rank's own block are kept (which the reused plan repeats):
+ * no scratch, no rounds; with tuning logs on, every call is planned so that each logs its
+ * choice. */
 #define MEMO_MAX_TASKS AC_RUN_INLINE_TASKS
 
 struct ac_plan_memo {
@@ -494,6 +511,7 @@ struct ac_plan_memo {
     ncclDataType_t type;
     struct ac_redop redop;
     int root;
+    struct own_copy own;
     int ntasks;
     struct ac_task tasks[MEMO_MAX_TASKS];
 };
@@ -524,10 +542,11 @@ static bool recall(struct ac_run *run, const struct ac_op *op)
         rt->t = m->tasks[i];
         rt->comm = op->comm;
     }
+    local_copy(m->own.dst, m->own.src, m->own.bytes);
     return true;
 }
 
-static void remember(const struct ac_run *run, const struct ac_op *op)
+static void remember(const struct ac_run *run, const struct ac_op *op, const struct own_copy *own)
 {
     struct ncclComm *comm = op->comm;
     if (run->ntasks > MEMO_MAX_TASKS || run->scratch)
@@ -546,6 +565,7 @@ static void remember(const struct ac_run *run, const struct ac_op *op)
     m->type = op->type;
     m->redop = op->redop;
     m->root = op->root;
+    m->own = *own;
     m->ntasks = run->ntasks;
     for (int i = 0; i < run->ntasks; i++)
         m->tasks[i] = run->tasks[i].t;
@@ -569,9 +589,14 @@ ncclResult_t ac_plan_build(struct ac_run *run, struct ac_op *ops)
             break;
         case AC_COLL_ALLTOALL:
         case AC_COLL_GATHER:
-        case AC_COLL_SCATTER:
-            AC_CHECK(add_exchange_op(run, op));
+        case AC_COLL_SCATTER: {
+            struct own_copy own = {0};
+            AC_CHECK(add_exchange_op(run, op, &own));
+            local_copy(own.dst, own.src, own.bytes);
+            if (is_memo && is_exchange_reusable(op))
+                remember(run, op, &own);
             break;
+        }
         default:
             if (!run->is_device && use_direct(op))
                 AC_CHECK(add_direct_op(run, op));
@@ -582,7 +607,7 @@ ncclResult_t ac_plan_build(struct ac_run *run, struct ac_op *ops)
             else if (op->count > 0) {
                 AC_CHECK(add_coll_op(run, op));
                 if (is_memo)
-                    remember(run, op);
+                    remember(run, op, &(struct own_copy){0});
             }
             break;
         }

@@ -410,6 +410,78 @@ static int body_reduce(struct tl_ctx *ctx)
     return finish_body(ctx, nbad, rc);
 }
 
+/* Calls on the same buffers: again with new data, then with another count, root or type. A
+ * reused plan (src/core/plan.c) must still copy the rank's own block, and a changed argument must
+ * be planned anew. Element i from rank s for rank d in call k: k 10^8 + s 10^5 + d 10^3 + i. */
+enum exchange { EXCHANGE_ALLTOALL, EXCHANGE_GATHER, EXCHANGE_SCATTER };
+#define SAME_MAX_COUNT 64
+
+static int32_t exchange_value(int k, int s, int d, size_t i)
+{
+    return k * 100000000 + s * 100000 + d * 1000 + (int32_t)i;
+}
+
+static int same_buffers_exchange(const struct tl_ctx *ctx, enum exchange what)
+{
+    static const struct {
+        size_t count;
+        int root;
+        ncclDataType_t type;
+    } calls[] = {{64, 0, ncclInt32}, {64, 0, ncclInt32},  {48, 0, ncclInt32},
+                 {48, 1, ncclInt32}, {48, 1, ncclUint32}, {64, 0, ncclInt32}};
+    int n = ctx->nranks, me = ctx->rank, bad = 0;
+    size_t cap = (size_t)n * SAME_MAX_COUNT;
+    int32_t *send = malloc(cap * sizeof(*send)), *recv = malloc(cap * sizeof(*recv));
+    char label[LABEL_LEN];
+    if (!send || !recv) {
+        free(send);
+        free(recv);
+        return report(ctx, "same-buffers exchange", 1, "out of memory");
+    }
+    for (int k = 0; k < (int)(sizeof(calls) / sizeof(calls[0])) && !bad; k++) {
+        size_t cnt = calls[k].count;
+        int root = calls[k].root % n;
+        ncclResult_t res;
+        for (int d = 0; d < n; d++)
+            for (size_t i = 0; i < cnt; i++)
+                send[(size_t)d * cnt + i] =
+                    exchange_value(k, me, what == EXCHANGE_GATHER ? root : d, i);
+        for (size_t i = 0; i < cap; i++)
+            recv[i] = -1;
+        static const char *const names[] = {"alltoall", "gather", "scatter"};
+        snprintf(label, sizeof(label), "%s call %d on the same buffers (count %zu, root %d)",
+                 names[what], k, cnt, root);
+        if (what == EXCHANGE_ALLTOALL)
+            res = ncclAlltoAll(send, recv, cnt, calls[k].type, ctx->comm, NULL);
+        else if (what == EXCHANGE_GATHER)
+            res = ncclGather(send, recv, cnt, calls[k].type, root, ctx->comm, NULL);
+        else
+            res = ncclScatter(send, recv, cnt, calls[k].type, root, ctx->comm, NULL);
+        if (!tl_ok(ctx, res, label)) {
+            bad = -1;
+            break;
+        }
+        /* what this rank must hold: from every rank (all-to-all, the gather's root) or from the
+         * root (scatter); nothing else written */
+        bool is_from_all = what == EXCHANGE_ALLTOALL || (what == EXCHANGE_GATHER && me == root);
+        size_t filled = is_from_all ? (size_t)n * cnt : what == EXCHANGE_SCATTER ? cnt : 0;
+        for (size_t j = 0; j < cap && !bad; j++) {
+            int s = what == EXCHANGE_SCATTER ? root : (int)(j / cnt);
+            int d = what == EXCHANGE_GATHER ? root : me;
+            int32_t want = j < filled ? exchange_value(k, s, d, j % cnt) : -1;
+            if (recv[j] != want) {
+                char err[ERR_LEN];
+                snprintf(err, sizeof(err), "element %zu is %d, want %d", j, (int)recv[j],
+                         (int)want);
+                bad = report(ctx, label, 1, err);
+            }
+        }
+    }
+    free(send);
+    free(recv);
+    return bad;
+}
+
 static int body_alltoall(struct tl_ctx *ctx)
 {
     struct tcase tcs[MAX_SWEEP];
@@ -417,6 +489,8 @@ static int body_alltoall(struct tl_ctx *ctx)
     int nbad = 0, rc = 0;
     for (size_t i = 0; i < ntc && rc >= 0; i++)
         nbad += (rc = one_alltoall(ctx, &tcs[i])) > 0;
+    if (rc >= 0)
+        nbad += (rc = same_buffers_exchange(ctx, EXCHANGE_ALLTOALL)) > 0;
     return finish_body(ctx, nbad, rc);
 }
 
@@ -429,6 +503,8 @@ static int body_gather(struct tl_ctx *ctx)
         for (int ri = 0; ri < 2 && rc >= 0; ri++)
             for (int inplace = 0; inplace <= 1 && rc >= 0; inplace++)
                 nbad += (rc = one_gather(ctx, &tcs[i], roots[ri], inplace)) > 0;
+    if (rc >= 0)
+        nbad += (rc = same_buffers_exchange(ctx, EXCHANGE_GATHER)) > 0;
     return finish_body(ctx, nbad, rc);
 }
 
@@ -441,6 +517,8 @@ static int body_scatter(struct tl_ctx *ctx)
         for (int ri = 0; ri < 2 && rc >= 0; ri++)
             for (int inplace = 0; inplace <= 1 && rc >= 0; inplace++)
                 nbad += (rc = one_scatter(ctx, &tcs[i], roots[ri], inplace)) > 0;
+    if (rc >= 0)
+        nbad += (rc = same_buffers_exchange(ctx, EXCHANGE_SCATTER)) > 0;
     return finish_body(ctx, nbad, rc);
 }
 
