@@ -196,9 +196,11 @@ static ncclResult_t tag_mismatch(const struct ac_run_task *rt, int peer, uint32_
                        "call has a different size (or a different NCCL_PROTO)", rank,
                        t->coll == AC_COLL_SEND ? "ncclSend" : "ncclRecv",
                        t->count * t->type_bytes, peer);
-    return AC_FAIL(ncclInvalidUsage, "%s: rank %d and rank %d passed different counts, roots or "
+    return AC_FAIL(ncclInvalidUsage,
+                   "%s: rank %d and rank %d passed different counts, roots or "
                    "algorithm/protocol settings (NCCL_ALGO, NCCL_PROTO) (rank %d: count %zu of "
-                   "%s, %s)", name, rank, peer, rank, t->count, ac_type_name(t->op.type),
+                   "%s, %s)",
+                   name, rank, peer, rank, t->count, ac_type_name(t->op.type),
                    ac_proto_name(t->proto));
 }
 
@@ -468,6 +470,18 @@ static void oneshot_fold_block(const struct ac_task *t, const struct ac_step *st
     mine.src = (const char *)st->src + off;
     mine.count = t->count;
     oneshot_fold(t, &mine, blocks, rank);
+}
+
+/* The last step of a one-shot, by collective. */
+static void oneshot_finish(const struct ac_task *t, const struct ac_step *st, const void *const *in,
+                           int rank)
+{
+    if (t->coll == AC_COLL_ALLGATHER)
+        oneshot_gather(t, st, in, rank);
+    else if (t->coll == AC_COLL_REDUCESCATTER)
+        oneshot_fold_block(t, st, in, rank);
+    else
+        oneshot_fold(t, st, in, rank);
 }
 
 /* The last step of a round of the recursive-doubling allreduce: this rank's partial result and
@@ -752,12 +766,8 @@ static ncclResult_t advance(struct ac_run_task *rt, bool *progressed)
         const void *ref = NULL;
         if (rt->t.is_pair_fold && nin == 1)
             pair_fold(rt->comm, &rt->t, &st, in[0]);
-        else if (rt->t.is_oneshot && nin > 0 && rt->t.coll == AC_COLL_ALLREDUCE)
-            oneshot_fold(&rt->t, &st, in, rt->comm->rank);
-        else if (rt->t.is_oneshot && nin > 0 && rt->t.coll == AC_COLL_ALLGATHER)
-            oneshot_gather(&rt->t, &st, in, rt->comm->rank);
-        else if (rt->t.is_oneshot && nin > 0 && rt->t.coll == AC_COLL_REDUCESCATTER)
-            oneshot_fold_block(&rt->t, &st, in, rt->comm->rank);
+        else if (rt->t.is_oneshot && nin > 0)
+            oneshot_finish(&rt->t, &st, in, rt->comm->rank);
         else if (nin <= 1 && nout == 1 && rt->send[0]->tp->send_post_ref &&
                  (ref = move_data_ref(&rt->t, &st, in[0])) != NULL)
             ; /* the payload stays where it is */
