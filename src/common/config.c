@@ -105,6 +105,11 @@ static const struct row rows[] = {
             "passed through shared-memory slots: from a registered buffer allocated with "
             "ncclMemAlloc, or by cross-memory attach (ANYCCL_CMA_ENABLE). Rank 0's value "
             "applies to the communicator."),
+    INT_ROW("ANYCCL_SHM_STREAM", NULL, "-1", shm_stream, -1, 1,
+            "How a rank writes chunks of 8 KiB and more into shared-memory slots that a peer "
+            "reads: 1 with non-temporal (streaming) stores, 0 with plain stores, -1 chosen as it "
+            "runs by what each has cost lately (streaming pays where the host runs the two "
+            "ranks' cores apart, without a shared cache; docs/performance.md)."),
     STR_ROW("ANYCCL_SHM_DIR", NULL, "/dev/shm", shm_dir,
             "Directory holding the shared-memory segments; it must be a tmpfs that all ranks of "
             "a host share."),

@@ -29,6 +29,7 @@ struct ac_config {
     const char *shm_dir;        /* ANYCCL_SHM_DIR: where segments live (default /dev/shm) */
     bool cma_enable;            /* ANYCCL_CMA_ENABLE: single-copy reads between local ranks */
     int64_t cma_min_bytes;      /* ANYCCL_CMA_MIN_BYTES: smallest transfer read that way */
+    int64_t shm_stream;         /* ANYCCL_SHM_STREAM: -1 measured, 0 plain, 1 streamed stores */
     int64_t buffsize;           /* NCCL_BUFFSIZE: bytes of slots per connection */
     int64_t nslots;             /* ANYCCL_NSLOTS: slots per connection (NCCL_STEPS) */
     int64_t socket_nthreads;    /* reserved */

@@ -319,11 +319,11 @@ static const void *move_data_ref(const struct ac_task *t, const struct ac_step *
 
 static bool is_slot_streamed(const struct ac_run_task *rt, const struct ac_conn *c, size_t bytes)
 {
-    /* LL and LL128 steps are written into a private stage that the transport packs at once */
-    return c->tp->is_slot_peer_cached && rt->t.proto == AC_PROTO_SIMPLE &&
-           !rt->comm->is_oversubscribed && bytes >= SLOT_STREAM_MIN_BYTES &&
-           bytes * (size_t)(c->nslots - 1) <= PEER_CACHE_BYTES;
+    return !rt->comm->is_oversubscribed && bytes * (size_t)(c->nslots - 1) <= PEER_CACHE_BYTES;
 }
+
+/* Larger chunks: the store that has cost the sender less lately (transport/slot_store.h). */
+#define STORE_MEASURE_MIN_BYTES (64 * 1024)
 
 /* A step whose value is a copy of its input (what it received, or its source), not a
  * reduction of it. */
@@ -334,19 +334,42 @@ static bool is_copy_step(const struct ac_task *t, const struct ac_step *st)
     return !t->is_reduction;
 }
 
+/* A computed step whose slot is streamed: block by block into a stage in L1, streamed from there
+ * into the slot and copied to the user's buffer. */
+static void compute_streamed(const struct ac_task *t, const struct ac_step *st, const void *in,
+                             void *slot)
+{
+    static __thread char stage[DUAL_STORE_BLOCK_BYTES] __attribute__((aligned(64)));
+    size_t bytes = st->count * t->type_bytes, block = DUAL_STORE_BLOCK_BYTES / t->type_bytes;
+    bool has_dst = st->flags & AC_STEP_DST;
+    for (size_t off = 0; off < st->count; off += block) {
+        size_t n = st->count - off < block ? st->count - off : block, b = off * t->type_bytes;
+        compute(t, st, in, stage, off, n);
+        ac_kern_copy_stream((char *)slot + b, stage, n * t->type_bytes);
+        if (has_dst && st->dst == st->src) /* in place: it has just read those lines */
+            memcpy((char *)st->dst + b, stage, n * t->type_bytes);
+        else if (has_dst)
+            ac_kern_copy_out_part((char *)st->dst + b, stage, n * t->type_bytes, bytes);
+    }
+}
+
 static void move_data(const struct ac_task *t, const struct ac_step *st, const void *in, void *slot,
-                      bool is_streamed)
+                      enum ac_store store)
 {
     size_t bytes = st->count * t->type_bytes;
     bool has_send = st->flags & AC_STEP_SEND, has_dst = st->flags & AC_STEP_DST;
     if (bytes == 0 || (!has_send && !has_dst))
         return;
-    if (has_send && is_streamed && is_copy_step(t, st)) {
+    if (has_send && store == AC_STORE_STREAM && is_copy_step(t, st)) {
         /* both destinations from the input: nothing reads the streamed slot back */
         const char *from = (st->flags & AC_STEP_RECV) ? in : st->src;
         ac_kern_copy_stream(slot, from, bytes);
         if (has_dst && st->dst != from)
             ac_kern_copy_out(st->dst, from, bytes);
+        return;
+    }
+    if (has_send && store == AC_STORE_STREAM) {
+        compute_streamed(t, st, in, slot);
         return;
     }
     if (!has_send) {
@@ -370,6 +393,38 @@ static void move_data(const struct ac_task *t, const struct ac_step *st, const v
         compute(t, st, in, out, off, n);
         ac_kern_copy_out_part((char *)st->dst + off * t->type_bytes, out, n * t->type_bytes, bytes);
     }
+}
+
+/* A step that fills one slot (and maybe the user's buffer), with the store pick_store chooses
+ * where the receiver reads the slot with its own core (LL and LL128 steps are written into a
+ * private stage that the transport packs at once). */
+static void move_to_slot(const struct ac_run_task *rt, struct ac_conn *c, const struct ac_step *st,
+                         const void *in, void *slot)
+{
+    size_t bytes = st->count * rt->t.type_bytes;
+    if (!c->tp->is_slot_peer_cached || rt->t.proto != AC_PROTO_SIMPLE ||
+        bytes < SLOT_STREAM_MIN_BYTES) {
+        move_data(&rt->t, st, in, slot, AC_STORE_PLAIN);
+        return;
+    }
+    int64_t forced = ac_config_get()->shm_stream; /* ANYCCL_SHM_STREAM */
+    if (forced >= 0) {
+        move_data(&rt->t, st, in, slot, forced ? AC_STORE_STREAM : AC_STORE_PLAIN);
+        return;
+    }
+    bool is_streamed = is_slot_streamed(rt, c, bytes);
+    if (is_streamed || bytes < STORE_MEASURE_MIN_BYTES) {
+        move_data(&rt->t, st, in, slot, is_streamed ? AC_STORE_STREAM : AC_STORE_PLAIN);
+        return;
+    }
+    struct ac_slot_stores *s = &c->stores;
+    enum ac_store_kind kind = is_copy_step(&rt->t, st) ? AC_STORE_COPY : AC_STORE_COMPUTED;
+    bool is_probe;
+    uint64_t t0 = ac_now_ns();
+    enum ac_store store = ac_slot_store_pick(s, kind, t0, &is_probe);
+    move_data(&rt->t, st, in, slot, store);
+    uint64_t t1 = ac_now_ns();
+    ac_slot_store_note(s, kind, store, is_probe, bytes, t1 - t0, t1, (uint32_t)c->nslots);
 }
 
 static ncclResult_t size_mismatch(const struct ac_run_task *rt, int peer, size_t got,
@@ -771,9 +826,10 @@ static ncclResult_t advance(struct ac_run_task *rt, bool *progressed)
         else if (nin <= 1 && nout == 1 && rt->send[0]->tp->send_post_ref &&
                  (ref = move_data_ref(&rt->t, &st, in[0])) != NULL)
             ; /* the payload stays where it is */
-        else if (nin <= 1 && nout <= 1)
-            move_data(&rt->t, &st, in[0], slots[0],
-                      nout == 1 && is_slot_streamed(rt, rt->send[0], st.count * rt->t.type_bytes));
+        else if (nin <= 1 && nout == 1)
+            move_to_slot(rt, rt->send[0], &st, in[0], slots[0]);
+        else if (nin <= 1 && nout == 0)
+            move_data(&rt->t, &st, in[0], NULL, AC_STORE_PLAIN);
         else
             move_data_multi(&rt->t, &st, in, nin, slots, nout);
         size_t bytes = st.count * rt->t.type_bytes;

@@ -16,6 +16,7 @@
 #define AC_TRANSPORT_H
 
 #include "device/kernels/ll.h"
+#include "transport/slot_store.h"
 #include "nccl.h"
 
 #include <errno.h>
@@ -92,6 +93,8 @@ struct ac_conn {
      * operations; the others leave rx_tag 0, which means "not known". */
     uint32_t tx_tag;
     uint32_t rx_tag;
+    /* The executor's, for a sender on a transport with is_slot_peer_cached. */
+    struct ac_slot_stores stores;
     /* The protocol of the operation now using the connector (src/device/kernels/ll.h); both
      * ends derive it the same way, and the executor sets it before each data-path call.
      * Transports whose receiver learns of each slot from the transport itself (sockets, RDMA)
@@ -103,8 +106,9 @@ struct ac_transport {
     const char *name;
     /* The receiver reads slots in place with its own core (shared memory): the lines of a slot
      * it consumed lately are still in its cache, and a sender that rewrites them with plain
-     * stores must take each back from there. The executor then writes repeated mid-size
-     * chunks with non-temporal stores (src/core/exec.c, is_slot_streamed). */
+     * stores must take each back from there. The executor writes repeated mid-size chunks
+     * with non-temporal stores (src/core/exec.c, is_slot_streamed), and chooses by measurement
+     * for larger ones (transport/slot_store.h). */
     bool is_slot_peer_cached;
     /* Point-to-point connectors get the collectives' slot size, not the smaller one that keeps
      * shared memory small: the slots are private memory that payloads sent by reference and

@@ -299,6 +299,20 @@ int main(int argc, char **argv)
                             .body = allreduce_body, .arg = &full_plan, .timeout_s = 300,
                             .is_slow = true};
     n = ce_add_case(cases, n, 48, large, "allreduce/largechunk/np4/tcp/proc");
+    /* the stores into shared-memory slots, each forced (src/core/exec.c, move_to_slot): the
+     * big counts' reductions computed through a stage and streamed, and plain everywhere */
+    static const char *const stores[][2] = {{"ANYCCL_SHM_STREAM=1", "stream"},
+                                            {"ANYCCL_SHM_STREAM=0", "plain"}};
+    for (size_t i = 0; i < 2; i++) {
+        struct tl_case c = {.name = NULL,
+                            .mode = TL_PROCS,
+                            .nranks = 3,
+                            .env = stores[i][0],
+                            .body = allreduce_body,
+                            .arg = &full_plan,
+                            .timeout_s = 300};
+        n = ce_add_case(cases, n, 48, c, "allreduce/store-%s/np3/shm/proc", stores[i][1]);
+    }
     for (size_t i = 0; i < n; i++)
         if (cases[i].mode != TL_PROCS)
             cases[i].arg = &thread_plan;

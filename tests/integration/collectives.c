@@ -560,6 +560,7 @@ static size_t add_large(struct tl_case *out, size_t n, const char *prefix, tl_bo
     } cfgs[] = {{2, NULL, "shm", false},
                 {4, NULL, "shm", false},
                 {2, "ANYCCL_CMA_ENABLE=1", "cma", false},
+                {2, "ANYCCL_SHM_STREAM=1", "stream", false},
                 {2, "NCCL_SHM_DISABLE=1", "tcp", true}};
     for (size_t i = 0; i < sizeof(cfgs) / sizeof(cfgs[0]); i++) {
         struct tl_case c = {NULL, TL_PROCS, cfgs[i].np, cfgs[i].env, body, NULL, NULL, TIMEOUT_S,
@@ -587,6 +588,10 @@ int main(int argc, char **argv)
         n = ce_add_matrix(cases, n, MAX_CASES, colls[i].name, colls[i].body, NULL, TIMEOUT_S);
         n = ce_add_proto_cases(cases, n, MAX_CASES, colls[i].name, colls[i].body, NULL,
                                TIMEOUT_S);
+        /* every slot of 8 KiB and more streamed (src/core/exec.c, move_to_slot) */
+        struct tl_case c = {NULL, TL_PROCS,  3,    "ANYCCL_SHM_STREAM=1", colls[i].body, NULL,
+                            NULL, TIMEOUT_S, false};
+        n = ce_add_case(cases, n, MAX_CASES, c, "%s/store-stream/np3/shm/proc", colls[i].name);
     }
     n = add_large(cases, n, "allgather", body_large_allgather);
     n = add_large(cases, n, "reducescatter", body_large_reduce_scatter);
