@@ -395,9 +395,9 @@ static void move_data(const struct ac_task *t, const struct ac_step *st, const v
     }
 }
 
-/* A step that fills one slot (and maybe the user's buffer), with the store pick_store chooses
- * where the receiver reads the slot with its own core (LL and LL128 steps are written into a
- * private stage that the transport packs at once). */
+/* A step that fills one slot (and maybe the user's buffer), with the store ac_slot_store_pick
+ * chooses where the receiver reads the slot with its own core (LL and LL128 steps are written into
+ * a private stage that the transport packs at once). */
 static void move_to_slot(const struct ac_run_task *rt, struct ac_conn *c, const struct ac_step *st,
                          const void *in, void *slot)
 {

@@ -24,7 +24,7 @@ void ac_slot_store_note(struct ac_slot_stores *s, enum ac_store_kind kind, enum 
         return;
     float x = (float)elapsed_ns * 1024.0f / (float)bytes;
     if (x <= 0)
-        x = 1e-3f; /* a coarse clock: measured, and cheap */
+        x = 1e-3f; /* a clock too coarse to see the write: as good as free */
     float *est = &s->ns_per_kib[kind][store];
     if (is_probe || *est == 0)
         *est = x;
