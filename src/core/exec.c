@@ -196,11 +196,9 @@ static ncclResult_t tag_mismatch(const struct ac_run_task *rt, int peer, uint32_
                        "call has a different size (or a different NCCL_PROTO)", rank,
                        t->coll == AC_COLL_SEND ? "ncclSend" : "ncclRecv",
                        t->count * t->type_bytes, peer);
-    return AC_FAIL(ncclInvalidUsage,
-                   "%s: rank %d and rank %d passed different counts, roots or "
+    return AC_FAIL(ncclInvalidUsage, "%s: rank %d and rank %d passed different counts, roots or "
                    "algorithm/protocol settings (NCCL_ALGO, NCCL_PROTO) (rank %d: count %zu of "
-                   "%s, %s)",
-                   name, rank, peer, rank, t->count, ac_type_name(t->op.type),
+                   "%s, %s)", name, rank, peer, rank, t->count, ac_type_name(t->op.type),
                    ac_proto_name(t->proto));
 }
 
@@ -334,44 +332,14 @@ static bool is_copy_step(const struct ac_task *t, const struct ac_step *st)
     return !t->is_reduction;
 }
 
-/* A computed step whose slot is streamed: block by block into a stage in L1, streamed from there
- * into the slot and copied to the user's buffer. */
-static void compute_streamed(const struct ac_task *t, const struct ac_step *st, const void *in,
-                             void *slot)
-{
-    static __thread char stage[DUAL_STORE_BLOCK_BYTES] __attribute__((aligned(64)));
-    size_t bytes = st->count * t->type_bytes, block = DUAL_STORE_BLOCK_BYTES / t->type_bytes;
-    bool has_dst = st->flags & AC_STEP_DST;
-    for (size_t off = 0; off < st->count; off += block) {
-        size_t n = st->count - off < block ? st->count - off : block, b = off * t->type_bytes;
-        compute(t, st, in, stage, off, n);
-        ac_kern_copy_stream((char *)slot + b, stage, n * t->type_bytes);
-        if (has_dst && st->dst == st->src) /* in place: it has just read those lines */
-            memcpy((char *)st->dst + b, stage, n * t->type_bytes);
-        else if (has_dst)
-            ac_kern_copy_out_part((char *)st->dst + b, stage, n * t->type_bytes, bytes);
-    }
-}
-
 static void move_data(const struct ac_task *t, const struct ac_step *st, const void *in, void *slot,
                       enum ac_store store)
 {
     size_t bytes = st->count * t->type_bytes;
     bool has_send = st->flags & AC_STEP_SEND, has_dst = st->flags & AC_STEP_DST;
+    bool is_streamed = store == AC_STORE_STREAM;
     if (bytes == 0 || (!has_send && !has_dst))
         return;
-    if (has_send && store == AC_STORE_STREAM && is_copy_step(t, st)) {
-        /* both destinations from the input: nothing reads the streamed slot back */
-        const char *from = (st->flags & AC_STEP_RECV) ? in : st->src;
-        ac_kern_copy_stream(slot, from, bytes);
-        if (has_dst && st->dst != from)
-            ac_kern_copy_out(st->dst, from, bytes);
-        return;
-    }
-    if (has_send && store == AC_STORE_STREAM) {
-        compute_streamed(t, st, in, slot);
-        return;
-    }
     if (!has_send) {
         if ((st->flags & (AC_STEP_RECV | AC_STEP_REDUCE)) == AC_STEP_RECV) {
             if (in != st->dst)
@@ -380,18 +348,34 @@ static void move_data(const struct ac_task *t, const struct ac_step *st, const v
             compute(t, st, in, st->dst, 0, st->count);
         return;
     }
-    if (!has_dst || st->dst == st->src) {
+    if (is_streamed && is_copy_step(t, st)) {
+        /* both destinations from the input: nothing reads the streamed slot back */
+        const char *from = (st->flags & AC_STEP_RECV) ? in : st->src;
+        ac_kern_copy_stream(slot, from, bytes);
+        if (has_dst && st->dst != from)
+            ac_kern_copy_out(st->dst, from, bytes);
+        return;
+    }
+    if (!is_streamed && (!has_dst || st->dst == st->src)) {
         compute(t, st, in, slot, 0, st->count);
         if (has_dst && st->dst != slot)
             memcpy(st->dst, slot, bytes);
         return;
     }
+    /* Block by block, into the slot (or, streamed, a stage in L1 that is streamed into it),
+     * and from there to the user's buffer. */
+    static __thread char stage[DUAL_STORE_BLOCK_BYTES] __attribute__((aligned(64)));
     size_t block = DUAL_STORE_BLOCK_BYTES / t->type_bytes;
     for (size_t off = 0; off < st->count; off += block) {
-        size_t n = st->count - off < block ? st->count - off : block;
-        char *out = (char *)slot + off * t->type_bytes;
+        size_t n = st->count - off < block ? st->count - off : block, b = off * t->type_bytes;
+        char *out = is_streamed ? stage : (char *)slot + b;
         compute(t, st, in, out, off, n);
-        ac_kern_copy_out_part((char *)st->dst + off * t->type_bytes, out, n * t->type_bytes, bytes);
+        if (is_streamed)
+            ac_kern_copy_stream((char *)slot + b, out, n * t->type_bytes);
+        if (has_dst && st->dst == st->src) /* in place: it has just read those lines */
+            memcpy((char *)st->dst + b, out, n * t->type_bytes);
+        else if (has_dst)
+            ac_kern_copy_out_part((char *)st->dst + b, out, n * t->type_bytes, bytes);
     }
 }
 
