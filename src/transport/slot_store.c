@@ -1,9 +1,18 @@
 #include "transport/slot_store.h"
 
+/* Plain until both stores have been measured. */
+static enum ac_store cheaper(const struct ac_slot_stores *s, enum ac_store_kind kind)
+{
+    float plain = s->ns_per_kib[kind][AC_STORE_PLAIN];
+    float stream = s->ns_per_kib[kind][AC_STORE_STREAM];
+    return plain > 0 && stream > 0 && plain > AC_SLOT_STREAM_GAIN * stream ? AC_STORE_STREAM
+                                                                           : AC_STORE_PLAIN;
+}
+
 enum ac_store ac_slot_store_pick(const struct ac_slot_stores *s, enum ac_store_kind kind,
                                  uint64_t now_ns, bool *is_probe)
 {
-    enum ac_store use = (enum ac_store)s->use[kind];
+    enum ac_store use = cheaper(s, kind);
     enum ac_store other = use == AC_STORE_PLAIN ? AC_STORE_STREAM : AC_STORE_PLAIN;
     *is_probe = s->ns_per_kib[kind][other] == 0 ||
                 now_ns - s->measured_ns[kind][other] >= AC_SLOT_STORE_RECHECK_NS;
@@ -31,8 +40,4 @@ void ac_slot_store_note(struct ac_slot_stores *s, enum ac_store_kind kind, enum 
     else
         *est += ((x < 4 * *est ? x : 4 * *est) - *est) / 4;
     s->measured_ns[kind][store] = now_ns;
-    float plain = s->ns_per_kib[kind][AC_STORE_PLAIN];
-    float stream = s->ns_per_kib[kind][AC_STORE_STREAM];
-    if (plain > 0 && stream > 0)
-        s->use[kind] = plain > AC_SLOT_STREAM_GAIN * stream ? AC_STORE_STREAM : AC_STORE_PLAIN;
 }

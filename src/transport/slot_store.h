@@ -30,7 +30,6 @@ enum ac_store_kind { AC_STORE_COPY, AC_STORE_COMPUTED };
 struct ac_slot_stores {
     float ns_per_kib[2][2];     /* [kind][store]; 0: not measured yet */
     uint64_t measured_ns[2][2]; /* when */
-    uint8_t use[2];             /* the store each kind uses now (enum ac_store) */
     uint32_t nwrites;           /* writes seen, the first ones not counted */
 };
 
