@@ -487,8 +487,10 @@ static ncclResult_t add_halving_op(struct ac_run *run, const struct ac_op *op)
  * against this), loopback TCP, 4 ranks on 2 cores: 48 KiB 196 -> 121 us, 256 KiB 353 -> 279, 1
  * MiB 1413 -> 890, 4 MiB 8447 -> 5866, 16 MiB 29.7 -> 23.6 ms, 32 MiB 52.5 -> 50.6 (within the
  * noise), 64 MiB 129 -> 136; 8 ranks: 64 KiB 570 -> 369, 1 MiB 5233 -> 3240, 8 MiB 45.3 -> 31.1
- * ms. Several ranks per node would send a third more bytes between nodes than the ring (2
- * nodes of 2 ranks: 2 against 1.5 times the vector out of each node), so one host only. */
+ * ms. One host only: several ranks per node would send a third more bytes between nodes than
+ * the ring (2 nodes of 2 ranks: 2 against 1.5 times the vector out of each node), and with one
+ * rank per node it was slower on the multi-node bed (4 nodes, NICs capped at 1 Gb/s: 4 MiB 76-88
+ * against the ring's 52 ms, 16 MiB 252-304 against 210). */
 #define HALVING_ALLREDUCE_MAX_BYTES (16u << 20)
 
 static bool use_halving_allreduce(const struct ac_run *run, const struct ac_op *op)
