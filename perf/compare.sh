@@ -1,10 +1,10 @@
 #!/usr/bin/env bash
 # AnyCCL against Open MPI on this machine, in one command (docs/performance.md explains the
 # method and the limits). For every collective, transport (shm, tcp) and rank count it runs
-# AnyCCL's perf binary and perf/mpi_coll_bench alternately (AnyCCL, MPI, AnyCCL, ...) R times
-# with the same mpirun options, keeps the median time per size, measures the machine's limits
-# (memcpy, float add, TCP loopback) before and after, and writes CSV, text tables and gnuplot
-# PNGs into one results folder.
+# AnyCCL's perf binary and perf/mpi_coll_bench alternately (launch by launch, one size tier at
+# a time) R times with the same mpirun options, keeps the median time per size, measures the
+# machine's limits (memcpy, float add, TCP loopback) before and after, and writes CSV, text
+# tables and gnuplot PNGs into one results folder.
 #
 # Usage: perf/compare.sh [--quick] [-r R] [-f FACTOR] [-e MAXBYTES] [-o OUTDIR]
 #                        [-c "allreduce allgather ..."] [-n "2 4"] [-t "shm tcp"]
@@ -185,41 +185,42 @@ set_mpirun() {
 # Rows: lib,coll,transport,nranks,rep,size,time_us,algbw,busbw: AnyCCL's out-of-place columns,
 # but its in-place ones for broadcast, which MPI_Bcast is by nature (the root copies nothing).
 run_lib() {
-    local lib=$1 coll=$2 tr=$3 n=$4 rep=$5 tier cmd logf try rc sizes
+    local lib=$1 coll=$2 tr=$3 n=$4 rep=$5 tier=$6 cmd logf try rc sizes
     set_mpirun "$tr" "$n"
-    for tier in tiny small mid large; do
-        read -ra sizes <<<"${TIERS[$tier]}"
-        ((${#sizes[@]} > 0)) || continue
-        local sweep iters
-        iters=$(tier_iters "$tier")
-        sweep="-b ${sizes[0]} -e ${sizes[-1]} -f $FACTOR $iters"
-        if [[ $lib == anyccl ]]; then
-            cmd="$BUILD/bin/$(perf_binary "$coll") $sweep -c 0"
-        else
-            cmd="$BUILD/compare/mpi_coll_bench -C $coll $sweep"
-        fi
-        logf="$OUT/logs/${lib}_${coll}_${tr}_np${n}_r${rep}_${tier}.log"
-        for try in 1 2 3; do
-            # shellcheck disable=SC2086 # cmd is split on purpose
-            timeout -k 10 "$RUN_TIMEOUT" "${MPIRUN[@]}" $cmd >"$logf" 2>&1
-            rc=$?
-            ((rc == 0)) && break
-            log "  $lib $coll $tr np=$n rep $rep $tier: exit $rc (try $try), see $logf"
-        done
-        if ((rc != 0)); then
-            echo "$lib,$coll,$tr,$n,$rep,$tier,exit $rc,$logf" >>"$OUT/failures.csv"
-            continue
-        fi
-        local col=6
-        [[ $lib == anyccl && $coll == broadcast ]] && col=10
-        awk -v pre="$lib,$coll,$tr,$n,$rep" -v c=$col '!/^#/ && NF >= c + 2 && $1 ~ /^[0-9]+$/ &&
-            $1 > 0 { print pre "," $1 "," $c "," $(c + 1) "," $(c + 2) }' "$logf" >>"$OUT/raw.csv"
+    read -ra sizes <<<"${TIERS[$tier]}"
+    ((${#sizes[@]} > 0)) || return 0
+    local sweep iters
+    iters=$(tier_iters "$tier")
+    sweep="-b ${sizes[0]} -e ${sizes[-1]} -f $FACTOR $iters"
+    if [[ $lib == anyccl ]]; then
+        cmd="$BUILD/bin/$(perf_binary "$coll") $sweep -c 0"
+    else
+        cmd="$BUILD/compare/mpi_coll_bench -C $coll $sweep"
+    fi
+    logf="$OUT/logs/${lib}_${coll}_${tr}_np${n}_r${rep}_${tier}.log"
+    for try in 1 2 3; do
+        # shellcheck disable=SC2086 # cmd is split on purpose
+        timeout -k 10 "$RUN_TIMEOUT" "${MPIRUN[@]}" $cmd >"$logf" 2>&1
+        rc=$?
+        ((rc == 0)) && break
+        log "  $lib $coll $tr np=$n rep $rep $tier: exit $rc (try $try), see $logf"
     done
+    if ((rc != 0)); then
+        echo "$lib,$coll,$tr,$n,$rep,$tier,exit $rc,$logf" >>"$OUT/failures.csv"
+        return 0
+    fi
+    local col=6
+    [[ $lib == anyccl && $coll == broadcast ]] && col=10
+    awk -v pre="$lib,$coll,$tr,$n,$rep" -v c=$col '!/^#/ && NF >= c + 2 && $1 ~ /^[0-9]+$/ &&
+        $1 > 0 { print pre "," $1 "," $c "," $(c + 1) "," $(c + 2) }' "$logf" >>"$OUT/raw.csv"
 }
 
-# AnyCCL, Open MPI, AnyCCL, ... R times per configuration.
+# R rounds per configuration. The machine's speed changes within seconds (a virtual machine's
+# cores placed apart or together: docs/performance.md), so the two libraries alternate launch by
+# launch, one size tier at a time, and take turns going first: each tier's AnyCCL and Open MPI
+# launches of a round run a few seconds apart.
 run_all() {
-    local coll tr n rep cfg=0 ncfg
+    local coll tr n rep tier cfg=0 ncfg
     ncfg=$(($(wc -w <<<"$COLLS") * $(wc -w <<<"$TRANSPORTS") * $(wc -w <<<"$NRANKS")))
     echo "lib,coll,transport,nranks,rep,size,time_us,algbw,busbw" >"$OUT/raw.csv"
     for tr in $TRANSPORTS; do
@@ -228,8 +229,15 @@ run_all() {
                 cfg=$((cfg + 1))
                 log "[$cfg/$ncfg] $coll $tr np=$n: $R x (AnyCCL, Open MPI)"
                 for ((rep = 1; rep <= R; rep++)); do
-                    run_lib anyccl "$coll" "$tr" "$n" "$rep"
-                    run_lib mpi "$coll" "$tr" "$n" "$rep"
+                    for tier in tiny small mid large; do
+                        if ((rep % 2)); then
+                            run_lib anyccl "$coll" "$tr" "$n" "$rep" "$tier"
+                            run_lib mpi "$coll" "$tr" "$n" "$rep" "$tier"
+                        else
+                            run_lib mpi "$coll" "$tr" "$n" "$rep" "$tier"
+                            run_lib anyccl "$coll" "$tr" "$n" "$rep" "$tier"
+                        fi
+                    done
                 done
             done
         done
