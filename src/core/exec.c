@@ -971,6 +971,26 @@ static bool can_start(const struct ac_run *run, struct ac_run_task *rt)
 /* While spinning, the clock (for health checks and the timeout) is read only every
  * AC_SPIN_POLLS_PER_CLOCK idle polls: a run that waits only briefly (a small message) reads it not
  * at all. */
+/* A piece of the run's local copies (struct ac_local_copy): what one idle pass does, small
+ * enough that a peer's data waits for it no more than a few microseconds. */
+#define LOCAL_COPY_PIECE_BYTES (128 * 1024)
+
+static bool copy_some(struct ac_run *run)
+{
+    for (int i = 0; i < run->ncopies; i++) {
+        struct ac_local_copy *c = &run->copies[i];
+        if (c->done == c->bytes)
+            continue;
+        size_t n = c->bytes - c->done;
+        if (n > LOCAL_COPY_PIECE_BYTES)
+            n = LOCAL_COPY_PIECE_BYTES;
+        ac_kern_copy_out_part(c->dst + c->done, c->src + c->done, n, c->bytes);
+        c->done += n;
+        return true;
+    }
+    return false;
+}
+
 static ncclResult_t run_loop(struct ac_run *run)
 {
     const struct ac_config *cfg = ac_config_get();
@@ -1003,6 +1023,8 @@ static ncclResult_t run_loop(struct ac_run *run)
             is_second_look = false;
             continue;
         }
+        if (copy_some(run)) /* time the run would wait anyway */
+            continue;
         if (remaining == 0 && !is_flushing)
             break;
         ac_backoff_idle(&backoff);
@@ -1021,6 +1043,8 @@ static ncclResult_t run_loop(struct ac_run *run)
             next_check = is_second_look && !was_second_look ? now : now + check_ns;
         }
     }
+    while (copy_some(run)) /* what the waits left */
+        ;
     return ncclSuccess;
 }
 

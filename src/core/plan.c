@@ -117,17 +117,23 @@ static ncclResult_t add_channel_tasks(struct ac_run *run, const struct ac_op *op
     return ncclSuccess;
 }
 
-/* Whether the ranks are joined by the network (sockets, RDMA) rather than shared memory, whose
- * steps cost little: there, each step of a schedule costs a network latency (4 ranks over
- * loopback TCP: about 20 us), and recursive doubling's log2(n) rounds beat a ring's n - 1 steps
- * and a one-shot's n - 1 messages per rank. An explicit NCCL_ALGO keeps the algorithm it names. */
+/* Whether the ranks are joined by the network (sockets, RDMA) rather than shared memory. */
+static bool is_network_joined(const struct ncclComm *comm)
+{
+    return comm->layout.nnodes > 1 || ac_config_get()->shm_disable;
+}
+
+/* Between such ranks the steps of shared memory, which cost little, each cost a network latency
+ * (4 ranks over loopback TCP: about 20 us), and recursive doubling's log2(n) rounds beat a ring's
+ * n - 1 steps and a one-shot's n - 1 messages per rank. An explicit NCCL_ALGO keeps the
+ * algorithm it names. */
 static bool is_doubling_worth(const struct ac_run *run, const struct ac_op *op)
 {
     const struct ncclComm *comm = op->comm;
     int n = comm->nranks;
-    const struct ac_config *cfg = ac_config_get();
-    return !run->is_device && n >= 4 && (n & (n - 1)) == 0 && (!cfg->algo || !*cfg->algo) &&
-           (comm->layout.nnodes > 1 || cfg->shm_disable);
+    const char *algo = ac_config_get()->algo;
+    return !run->is_device && n >= 4 && (n & (n - 1)) == 0 && (!algo || !*algo) &&
+           is_network_joined(comm);
 }
 
 /* The tasks added since `round` start once the operation's earlier ones, from `first`, are done. */
@@ -302,6 +308,26 @@ struct own_copy {
     const void *src;
     size_t bytes;
 };
+
+/* An all-to-all's, gather's or scatter's own block, which no transfer touches: where the ranks
+ * are joined by the network, whose transfers leave a rank waiting while the kernel or the NIC
+ * moves the data, large ones are left to the executor, which copies them in those waits (struct
+ * ac_local_copy). Blocks of calls alternated in one launch, all-to-all over loopback TCP: 2 ranks
+ * 64 MiB 18.2 -> 16.2 ms, 4 ranks 16 MiB 12.8 -> 12.1. Over shared memory the ranks copy the
+ * transfers themselves and wait little: 2 ranks 1 MiB 81 -> 88 us, 16 MiB equal; so not there. */
+#define DEFERRED_COPY_MIN_BYTES (256 * 1024)
+
+static void copy_own_block(struct ac_run *run, const struct ncclComm *comm,
+                           const struct own_copy *own)
+{
+    if (is_network_joined(comm) && own->bytes >= DEFERRED_COPY_MIN_BYTES &&
+        run->ncopies < AC_RUN_MAX_COPIES &&
+        !ac_buffers_overlap(own->dst, own->bytes, own->src, own->bytes))
+        run->copies[run->ncopies++] =
+            (struct ac_local_copy){.dst = own->dst, .src = own->src, .bytes = own->bytes};
+    else
+        local_copy(own->dst, own->src, own->bytes);
+}
 
 /* All-to-all, gather and scatter: point-to-point transfers, plus the rank's own block (*own,
  * which the caller copies). Peers are visited in a rotating order so that all ranks do not send
@@ -625,7 +651,7 @@ static bool recall(struct ac_run *run, const struct ac_op *op)
         rt->t = m->tasks[i];
         rt->comm = op->comm;
     }
-    local_copy(m->own.dst, m->own.src, m->own.bytes);
+    copy_own_block(run, op->comm, &m->own);
     return true;
 }
 
@@ -675,7 +701,7 @@ ncclResult_t ac_plan_build(struct ac_run *run, struct ac_op *ops)
         case AC_COLL_SCATTER: {
             struct own_copy own = {0};
             AC_CHECK(add_exchange_op(run, op, &own));
-            local_copy(own.dst, own.src, own.bytes);
+            copy_own_block(run, op->comm, &own);
             if (is_memo && is_exchange_reusable(op))
                 remember(run, op, &own);
             break;
@@ -709,6 +735,7 @@ void ac_plan_init(struct ac_run *run)
     run->comms = run->inline_comms;
     run->ncomms = 0;
     run->comms_cap = AC_RUN_INLINE_COMMS;
+    run->ncopies = 0;
     run->is_device = false;
 }
 

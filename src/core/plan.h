@@ -33,6 +33,17 @@ struct ac_scratch {
     _Alignas(64) char data[];
 };
 
+/* A copy within the rank's memory that no transfer of the run reads or writes (an all-to-all's
+ * own block): the executor does it in pieces while the run waits for its peers, and finishes it
+ * before the run returns. */
+struct ac_local_copy {
+    char *dst;
+    const char *src;
+    size_t bytes, done;
+};
+
+#define AC_RUN_MAX_COPIES 4
+
 struct ac_run {
     struct ac_run_task *tasks; /* inline_tasks, or the heap once more are needed */
     struct ac_scratch *scratch;
@@ -45,6 +56,8 @@ struct ac_run {
     struct ncclComm **comms;       /* distinct communicators of the run */
     int ncomms;
     int comms_cap;
+    struct ac_local_copy copies[AC_RUN_MAX_COPIES];
+    int ncopies;
     struct ac_run_task inline_tasks[AC_RUN_INLINE_TASKS];
     struct ncclComm *inline_comms[AC_RUN_INLINE_COMMS];
 };
