@@ -403,9 +403,13 @@ static void move_to_slot(const struct ac_run_task *rt, struct ac_conn *c, const 
     }
     struct ac_slot_stores *s = &c->stores;
     enum ac_store_kind kind = is_copy_step(&rt->t, st) ? AC_STORE_COPY : AC_STORE_COMPUTED;
+    /* The first lap of slots, not measured (its writes fault the pages in), streams: a wrong
+     * guess costs those writes at most twice the time that way, where plain stores cost ten
+     * times more in the wrong phase. Not where ranks share cores (is_slot_streamed). */
+    enum ac_store first = rt->comm->is_oversubscribed ? AC_STORE_PLAIN : AC_STORE_STREAM;
     bool is_probe;
     uint64_t t0 = ac_now_ns();
-    enum ac_store store = ac_slot_store_pick(s, kind, t0, (uint32_t)c->nslots, &is_probe);
+    enum ac_store store = ac_slot_store_pick(s, kind, t0, (uint32_t)c->nslots, first, &is_probe);
     move_data(&rt->t, st, in, slot, store);
     uint64_t t1 = ac_now_ns();
     ac_slot_store_note(s, kind, store, is_probe, bytes, t1 - t0, t1, (uint32_t)c->nslots);

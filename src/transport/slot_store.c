@@ -10,11 +10,12 @@ static enum ac_store cheaper(const struct ac_slot_stores *s, enum ac_store_kind 
 }
 
 enum ac_store ac_slot_store_pick(const struct ac_slot_stores *s, enum ac_store_kind kind,
-                                 uint64_t now_ns, uint32_t warmup, bool *is_probe)
+                                 uint64_t now_ns, uint32_t warmup, enum ac_store warmup_store,
+                                 bool *is_probe)
 {
     if (s->nwrites < warmup) {
         *is_probe = false;
-        return AC_STORE_STREAM;
+        return warmup_store;
     }
     enum ac_store use = cheaper(s, kind);
     enum ac_store other = use == AC_STORE_PLAIN ? AC_STORE_STREAM : AC_STORE_PLAIN;

@@ -34,10 +34,10 @@ struct ac_slot_stores {
 };
 
 /* The store for the next write of this kind; *is_probe: it measures the store not in use. The
- * connector's first `warmup` writes, which are not measured, stream: a wrong guess costs them
- * twice the time at most that way, where plain stores cost ten times more in the wrong phase. */
+ * connector's first `warmup` writes, which are not measured, use warmup_store. */
 enum ac_store ac_slot_store_pick(const struct ac_slot_stores *s, enum ac_store_kind kind,
-                                 uint64_t now_ns, uint32_t warmup, bool *is_probe);
+                                 uint64_t now_ns, uint32_t warmup, enum ac_store warmup_store,
+                                 bool *is_probe);
 /* Records a write of `bytes` that took elapsed_ns with `store`, as picked (is_probe). The first
  * `warmup` writes of a connector only count: they fault its slots' pages in. */
 void ac_slot_store_note(struct ac_slot_stores *s, enum ac_store_kind kind, enum ac_store store,

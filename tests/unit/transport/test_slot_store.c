@@ -17,7 +17,7 @@ struct sim {
 static enum ac_store write_one(struct sim *m, enum ac_store_kind kind, float plain, float stream)
 {
     bool is_probe;
-    enum ac_store st = ac_slot_store_pick(&m->s, kind, m->now, 0, &is_probe);
+    enum ac_store st = ac_slot_store_pick(&m->s, kind, m->now, 0, AC_STORE_STREAM, &is_probe);
     uint64_t ns = (uint64_t)((st == AC_STORE_PLAIN ? plain : stream) * 512);
     m->now += ns + 10 * 1000; /* and 10 us between writes */
     ac_slot_store_note(&m->s, kind, st, is_probe, 512 * KIB, ns, m->now, 0);
@@ -98,8 +98,10 @@ Test(slot_store, first_writes_only_count)
     bool is_probe;
     /* page faults: slow, and not taken for the store's cost */
     for (int i = 0; i < 8; i++) {
-        enum ac_store st = ac_slot_store_pick(&s, AC_STORE_COPY, 0, 8, &is_probe);
-        cr_assert_eq(st, AC_STORE_STREAM, "write %d of the warm-up", i);
+        enum ac_store want = i % 2 ? AC_STORE_PLAIN : AC_STORE_STREAM;
+        enum ac_store st = ac_slot_store_pick(&s, AC_STORE_COPY, 0, 8, want, &is_probe);
+        cr_assert_eq(st, want, "write %d of the warm-up", i);
+        cr_assert(!is_probe);
         ac_slot_store_note(&s, AC_STORE_COPY, st, is_probe, 512 * KIB, 5 * MS, 0, 8);
     }
     cr_assert_eq(s.ns_per_kib[AC_STORE_COPY][AC_STORE_PLAIN], 0);
