@@ -972,9 +972,6 @@ static bool can_start(const struct ac_run *run, struct ac_run_task *rt)
     return true;
 }
 
-/* While spinning, the clock (for health checks and the timeout) is read only every
- * AC_SPIN_POLLS_PER_CLOCK idle polls: a run that waits only briefly (a small message) reads it not
- * at all. */
 /* A piece of the run's local copies (struct ac_local_copy): what one idle pass does, small
  * enough that a peer's data waits for it no more than a few microseconds. */
 #define LOCAL_COPY_PIECE_BYTES (128 * 1024)
@@ -995,6 +992,9 @@ static bool copy_some(struct ac_run *run)
     return false;
 }
 
+/* While spinning, the clock (for health checks and the timeout) is read only every
+ * AC_SPIN_POLLS_PER_CLOCK idle polls: a run that waits only briefly (a small message) reads it not
+ * at all. */
 static ncclResult_t run_loop(struct ac_run *run)
 {
     const struct ac_config *cfg = ac_config_get();

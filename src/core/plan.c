@@ -247,7 +247,8 @@ static ncclResult_t add_coll_op(struct ac_run *run, const struct ac_op *op)
  * and a transfer of at least cma_min_bytes can be single-copy: the sender passes its buffer (a
  * registered buffer from ncclMemAlloc, or with ANYCCL_CMA_ENABLE any buffer) and waits for the
  * acknowledgement (two steps); the receiver reads and acknowledges (one step). The receiver
- * learns that from the first slot when only the sender could know (src/core/exec.c). */
+ * learns that from the first slot when only the sender could know (src/core/exec.c).
+ * may_be_direct false keeps the transfer in slots (a receive that reduces what it gets). */
 static ncclResult_t add_p2p_how(struct ac_run *run, const struct ac_op *op, enum ac_coll coll,
                                 int peer, const void *buf, size_t count, int set,
                                 bool may_be_direct)
