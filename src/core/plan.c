@@ -431,25 +431,41 @@ static bool use_doubling(const struct ac_run *run, const struct ac_op *op)
            bytes <= AC_DOUBLING_MAX_BYTES / (size_t)op->comm->nranks;
 }
 
-static ncclResult_t add_doubling_op(struct ac_run *run, const struct ac_op *op)
+/* Where block b of n starts in a vector of count elements: floor(count * b / n), without the
+ * product overflowing. */
+static size_t block_start(size_t count, int n, int b)
 {
-    struct ncclComm *comm = op->comm;
-    int n = comm->nranks, me = comm->rank;
-    size_t cnt = op->count, blk = cnt * ac_type_size(op->type);
-    char *rb = op->recvbuff;
-    local_copy(rb + (size_t)me * blk, op->sendbuff, blk);
-    int first = run->ntasks;
+    size_t q = count / (size_t)n, r = count % (size_t)n;
+    return q * (size_t)b + r * (size_t)b / (size_t)n;
+}
+
+/* The allgather rounds over the n blocks of the count elements at rb (block_start), each rank's
+ * own block already in place; they start once the operation's tasks from `first` are done. */
+static ncclResult_t add_doubling_rounds(struct ac_run *run, const struct ac_op *op, char *rb,
+                                        size_t count, int first)
+{
+    int n = op->comm->nranks, me = op->comm->rank;
+    size_t tb = ac_type_size(op->type);
     for (int d = 1; d < n; d <<= 1) {
         int peer = me ^ d, mine = me & ~(d - 1), theirs = peer & ~(d - 1);
+        size_t m0 = block_start(count, n, mine), m1 = block_start(count, n, mine + d);
+        size_t t0 = block_start(count, n, theirs), t1 = block_start(count, n, theirs + d);
         int round = run->ntasks;
         /* the blocks of the rank's group of d, which the last round completed, for the peer's */
-        AC_CHECK(add_p2p(run, op, AC_COLL_SEND, peer, rb + (size_t)mine * blk, (size_t)d * cnt,
-                         ROUNDS_SET));
-        AC_CHECK(add_p2p(run, op, AC_COLL_RECV, peer, rb + (size_t)theirs * blk, (size_t)d * cnt,
-                         ROUNDS_SET));
+        AC_CHECK(add_p2p(run, op, AC_COLL_SEND, peer, rb + m0 * tb, m1 - m0, ROUNDS_SET));
+        AC_CHECK(add_p2p(run, op, AC_COLL_RECV, peer, rb + t0 * tb, t1 - t0, ROUNDS_SET));
         wait_for_earlier(run, first, round);
     }
     return ncclSuccess;
+}
+
+static ncclResult_t add_doubling_op(struct ac_run *run, const struct ac_op *op)
+{
+    int n = op->comm->nranks, me = op->comm->rank;
+    size_t blk = op->count * ac_type_size(op->type);
+    char *rb = op->recvbuff;
+    local_copy(rb + (size_t)me * blk, op->sendbuff, blk);
+    return add_doubling_rounds(run, op, rb, op->count * (size_t)n, run->ntasks);
 }
 
 /* Small reduce-scatters between ranks joined by the network, on 2^k ranks (is_doubling_worth):
@@ -529,14 +545,6 @@ static bool use_halving_allreduce(const struct ac_run *run, const struct ac_op *
            !op->redop.has_premul && op->redop.postdiv <= 1;
 }
 
-/* Where block b of n starts in a vector of count elements: floor(count * b / n), without the
- * product overflowing. */
-static size_t block_start(size_t count, int n, int b)
-{
-    size_t q = count / (size_t)n, r = count % (size_t)n;
-    return q * (size_t)b + r * (size_t)b / (size_t)n;
-}
-
 static ncclResult_t add_halving_allreduce(struct ac_run *run, const struct ac_op *op)
 {
     struct ncclComm *comm = op->comm;
@@ -561,16 +569,7 @@ static ncclResult_t add_halving_allreduce(struct ac_run *run, const struct ac_op
         rr->is_recv_reduce = true;
         wait_for_earlier(run, first, round);
     }
-    for (int d = 1; d < n; d <<= 1) {
-        int peer = me ^ d, mine = me & ~(d - 1), theirs = peer & ~(d - 1);
-        size_t m0 = block_start(cnt, n, mine), m1 = block_start(cnt, n, mine + d);
-        size_t t0 = block_start(cnt, n, theirs), t1 = block_start(cnt, n, theirs + d);
-        int round = run->ntasks;
-        AC_CHECK(add_p2p(run, op, AC_COLL_SEND, peer, rb + m0 * tb, m1 - m0, ROUNDS_SET));
-        AC_CHECK(add_p2p(run, op, AC_COLL_RECV, peer, rb + t0 * tb, t1 - t0, ROUNDS_SET));
-        wait_for_earlier(run, first, round);
-    }
-    return ncclSuccess;
+    return add_doubling_rounds(run, op, rb, cnt, first);
 }
 
 /* A rank's sends to itself are matched, in order, with its receives from itself. */
