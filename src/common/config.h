@@ -23,6 +23,7 @@ struct ac_config {
     int64_t timeout_s;          /* ANYCCL_TIMEOUT: bound on any wait inside a call; 0: none */
     /* transports */
     bool shm_disable;           /* NCCL_SHM_DISABLE */
+    bool board;                 /* ANYCCL_BOARD: small allreduces on a shared board */
     bool p2p_disable;           /* NCCL_P2P_DISABLE */
     bool local_register;        /* NCCL_LOCAL_REGISTER: registered GPU buffers used in place */
     int64_t p2p_direct_min_bytes; /* ANYCCL_P2P_DIRECT_MIN_BYTES */

@@ -20,15 +20,6 @@
 #define SLEEP_MAX_NS 100000u
 #define SLEEPS_PER_STEP 4u
 
-static inline void cpu_relax(void)
-{
-#if defined(__x86_64__) || defined(__i386__)
-    __builtin_ia32_pause();
-#elif defined(__aarch64__)
-    __asm__ __volatile__("yield" ::: "memory");
-#endif
-}
-
 static uint32_t sleep_ns_for(uint32_t nsleeps)
 {
     uint32_t step = nsleeps / SLEEPS_PER_STEP;
@@ -54,14 +45,14 @@ void ac_backoff_idle(struct ac_backoff *b)
         /* The clock starts at the first read, AC_SPIN_POLLS_PER_CLOCK polls in (a few us at most):
          * a short wait, the common one for small messages, reads no clock at all. */
         if (n % AC_SPIN_POLLS_PER_CLOCK != 0 || n == 0) {
-            cpu_relax();
+            ac_cpu_relax();
             return;
         }
         uint64_t now = ac_now_ns();
         if (n == AC_SPIN_POLLS_PER_CLOCK)
             b->spin_since_ns = now;
         if (now - b->spin_since_ns <= SPIN_MAX_NS) {
-            cpu_relax();
+            ac_cpu_relax();
             return;
         }
         b->idle_polls = n = spin; /* spun long enough: the yield phase starts now */

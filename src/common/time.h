@@ -13,6 +13,16 @@ static inline uint64_t ac_now_ns(void)
     return (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
 }
 
+/* One poll of a spin: tells the core (and its hyperthread sibling) that this is a wait. */
+static inline void ac_cpu_relax(void)
+{
+#if defined(__x86_64__) || defined(__i386__)
+    __builtin_ia32_pause();
+#elif defined(__aarch64__)
+    __asm__ __volatile__("yield" ::: "memory");
+#endif
+}
+
 /* While spinning, the poll loops read the clock once every so many idle polls (the first time
  * after that many): a read costs about as much as a poll. */
 #define AC_SPIN_POLLS_PER_CLOCK 64u

@@ -62,6 +62,7 @@ struct ac_user_op {
 /* A buffer registered with ncclCommRegister or ncclCommWindowRegister (src/core/misc.c). */
 struct ac_region_cache;
 struct ac_devreg;
+struct ac_board;
 struct ac_reg_range {
     const char *buff;
     size_t size;
@@ -114,6 +115,7 @@ struct ncclComm {
     struct ac_devpath *devpath;         /* the P2P device path (src/core/devpath.c), NULL until a
                                          * collective on GPU buffers */
     struct ac_plan_memo *plan_memo;     /* the last lone call's plan (src/core/plan.c) */
+    struct ac_board *board;             /* small allreduces of one host (board.h), or NULL */
 
     struct ac_user_op user_ops[AC_MAX_USER_OPS];
     uint64_t nops_issued;               /* collectives and p2p calls, for logs */

@@ -8,6 +8,7 @@
 #include "common/config.h"
 #include "common/socket.h"
 #include "common/time.h"
+#include "core/board.h"
 #include "core/plan.h"
 #include "transport/cma/cma.h"
 #include "transport/shm/shm_region.h"
@@ -791,8 +792,28 @@ static ncclResult_t advance_direct(struct ac_run_task *rt, bool *progressed)
 /* ---- steps ---- */
 
 /* Performs as many steps of one task as its connectors allow right now. */
+/* A task on the board: posts its input once the previous board operation is done, then folds
+ * when every rank posted. */
+static ncclResult_t advance_board(struct ac_run_task *rt, bool *progressed)
+{
+    if (rt->board_seq == 0) {
+        if (!ac_board_post(rt->board_op, &rt->board_seq))
+            return ncclSuccess;
+        *progressed = true;
+    }
+    bool is_done;
+    AC_CHECK(ac_board_finish(rt->board_op, rt->board_seq, &is_done));
+    if (is_done) {
+        rt->step = rt->t.nsteps;
+        *progressed = true;
+    }
+    return ncclSuccess;
+}
+
 static ncclResult_t advance(struct ac_run_task *rt, bool *progressed)
 {
+    if (rt->t.is_board)
+        return advance_board(rt, progressed);
     if (rt->t.is_direct)
         return advance_direct(rt, progressed);
     while (rt->step < rt->t.nsteps) {
@@ -912,8 +933,14 @@ static ncclResult_t check_task(const struct ac_run_task *rt, uint64_t start_ns,
                        "complete", comm->rank, dead, comm->peers[dead].pid,
                        comm->peers[dead].hostname, addr, what);
     }
-    for (int k = 0; k < rt->t.nrecv + rt->t.nsend; k++) {
-        int peer = k < rt->t.nrecv ? rt->t.recv_peers[k] : rt->t.send_peers[k - rt->t.nrecv];
+    AC_CHECK(ac_board_check_peers(comm));
+    /* a board task waits for the first rank that has not posted */
+    int board_peer = rt->t.is_board ? ac_board_missing(comm, rt->board_seq) : -1;
+    int npeers = rt->t.is_board ? board_peer >= 0 : rt->t.nrecv + rt->t.nsend;
+    for (int k = 0; k < npeers; k++) {
+        int peer = rt->t.is_board    ? board_peer
+                   : k < rt->t.nrecv ? rt->t.recv_peers[k]
+                                     : rt->t.send_peers[k - rt->t.nrecv];
         if (!peer_is_dead(comm, peer))
             continue;
         /* It may have delivered its last data just before exiting: fail only if a second
@@ -926,7 +953,9 @@ static ncclResult_t check_task(const struct ac_run_task *rt, uint64_t start_ns,
                        comm->rank, peer, comm->peers[peer].pid, comm->peers[peer].hostname, what);
     }
     if (cfg->timeout_s > 0 && ac_now_ns() - start_ns > (uint64_t)cfg->timeout_s * 1000000000ull) {
-        int peer = rt->t.nrecv ? rt->t.recv_peers[0] : rt->t.send_peers[0];
+        int peer = rt->t.is_board ? (board_peer >= 0 ? board_peer : (comm->rank + 1) % comm->nranks)
+                   : rt->t.nrecv  ? rt->t.recv_peers[0]
+                                  : rt->t.send_peers[0];
         return AC_FAIL(ncclRemoteError, "rank %d: %s timed out after %lld s (ANYCCL_TIMEOUT) "
                        "waiting for rank %d (%s, step %llu of %llu)", comm->rank, what,
                        (long long)cfg->timeout_s, peer, comm->peers[peer].hostname,
@@ -1098,13 +1127,44 @@ static void stamp_colls(const struct ac_op *ops)
                 .type = (int32_t)op->type};
 }
 
+/* Polls of a lone board call before the run loop takes over (health checks, the timeout, and
+ * yielding where ranks share cores): a peer a few microseconds behind is met here. */
+#define BOARD_SPIN_POLLS 4096
+
+/* A lone allreduce on the board, without a plan: posts, then waits a little. *seq_out: the
+ * board operation, unfinished when *done is false. */
+static ncclResult_t run_board_alone(const struct ac_op *op, uint64_t *seq_out, bool *done)
+{
+    *done = false;
+    if (!ac_board_post(op, seq_out))
+        return ncclSuccess; /* not after a finished run: the run loop sorts it out */
+    int polls = op->comm->is_oversubscribed ? 1 : BOARD_SPIN_POLLS;
+    for (int i = 0; i < polls && !*done; i++) {
+        AC_CHECK(ac_board_finish(op, *seq_out, done));
+        if (!*done)
+            ac_cpu_relax();
+    }
+    return ncclSuccess;
+}
+
 ncclResult_t ac_exec_ops(struct ac_op *ops)
 {
     struct ac_run run;
     ncclResult_t res;
+    uint64_t board_seq = 0;
     stamp_colls(ops);
+    if (!ops->next && ac_board_takes(ops)) {
+        bool is_done;
+        res = run_board_alone(ops, &board_seq, &is_done);
+        if (res != ncclSuccess)
+            atomic_store(&ops->comm->async_error, (int)res);
+        if (res != ncclSuccess || is_done)
+            return res;
+    }
     ac_plan_init(&run);
     AC_CHECK_GOTO(ac_plan_build(&run, ops), res, out);
+    if (board_seq)
+        run.tasks[0].board_seq = board_seq; /* posted above */
     AC_CHECK_GOTO(connect_all(&run), res, fail);
     take_tickets(&run);
     AC_CHECK_GOTO(run_loop(&run), res, fail);

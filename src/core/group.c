@@ -5,6 +5,7 @@
  * when it is made and makes ncclGroupEnd return that error without running the group. */
 #include "common/check.h"
 #include "core/api.h"
+#include "core/board.h"
 #include "core/enqueue.h"
 #include "core/stream.h"
 #include "gin/gin.h"
@@ -72,6 +73,8 @@ ncclResult_t ac_enqueue(const struct ac_op *op)
     op->comm->nops_issued++;
     bool is_p2p = op->coll == AC_COLL_SEND || op->coll == AC_COLL_RECV;
     uint64_t coll_seq = is_p2p ? 0 : ++op->comm->ncolls_issued;
+    if (!is_p2p)
+        ac_board_announce(op, coll_seq);
     uint64_t ras_seq = ac_ras_op_enqueue(op->comm, (int)op->coll, op->count, (int)op->type,
                                          (int)op->redop.kind, is_p2p ? op->peer : op->root);
     if (group_depth == 0)

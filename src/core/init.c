@@ -3,6 +3,7 @@
 #include "common/check.h"
 #include "common/config.h"
 #include "core/api.h"
+#include "core/board.h"
 #include "core/devreg.h"
 #include "core/enqueue.h"
 #include "core/netdev.h"
@@ -243,6 +244,7 @@ ncclResult_t ac_comm_init(struct ncclComm *comm, const ncclUniqueId *id, int ran
     check_oversubscribed(comm);
     pick_sizes(comm, config);
     AC_CHECK(agree_on_cma(comm));
+    AC_CHECK(ac_board_setup(comm));
     if (config && config->commName)
         snprintf(comm->name, sizeof(comm->name), "%s", config->commName);
     AC_INFO(AC_SUB_INIT, "comm %p%s%s rank %d nranks %d: %d channel(s), %d slots of %zu bytes",
@@ -280,6 +282,7 @@ void ac_comm_free(struct ncclComm *comm)
     free(comm->peers);
     ac_layout_free(&comm->layout);
     ac_region_cache_free(comm->region_cache);
+    ac_board_free(comm);
     free(comm->plan_memo);
     pthread_mutex_destroy(&comm->reg_lock);
     comm->magic = 0;

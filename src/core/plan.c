@@ -3,6 +3,7 @@
  * sends to itself are matched with its receives from itself here and done as local copies. */
 #include "common/check.h"
 #include "common/config.h"
+#include "core/board.h"
 #include "core/plan.h"
 #include "transport/shm/shm_region.h"
 
@@ -707,7 +708,14 @@ ncclResult_t ac_plan_build(struct ac_run *run, struct ac_op *ops)
             break;
         }
         default:
-            if (!run->is_device && use_direct(op))
+            if (!run->is_device && ac_board_takes(op)) {
+                struct ac_task t;
+                base_task(op, &t);
+                t.is_board = true;
+                t.nsteps = 1;
+                AC_CHECK(add_task(run, op->comm, &t));
+                run->tasks[run->ntasks - 1].board_op = op;
+            } else if (!run->is_device && use_direct(op))
                 AC_CHECK(add_direct_op(run, op));
             else if (use_doubling(run, op))
                 AC_CHECK(add_doubling_op(run, op));

@@ -20,6 +20,8 @@ struct ac_run_task {
     /* Starts only once tasks [wait_first, wait_end) of the run are done (the rounds of a
      * recursive-doubling allgather, src/core/plan.c); an empty range: at once. */
     int wait_first, wait_end;
+    const struct ac_op *board_op; /* a board task's call (board.h) */
+    uint64_t board_seq;           /* its operation number once posted, else 0 */
 };
 
 /* Most runs are one call on one communicator with a task or two: they fit in the run itself, so

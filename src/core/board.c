@@ -1,0 +1,329 @@
+/* The board (board.h): one shared-memory segment per communicator, created by rank 0 and mapped
+ * by every rank of the host. Rank r's part: its current collective on one line, then two slots,
+ * each a header line and AC_BOARD_MAX_BYTES of data. Ordering: the writer fills a slot's data and
+ * header, then store-releases its number; a reader load-acquires the number before reading. */
+#include "core/board.h"
+
+#include "common/check.h"
+#include "common/config.h"
+#include "core/api.h"
+#include "core/comm.h"
+#include "device/backend.h"
+#include "device/kernels/reduce.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <inttypes.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <unistd.h>
+
+#define LINE 128
+
+/* What a call is, as ranks compare it. */
+struct board_call {
+    uint32_t coll;
+    int32_t type;
+    uint32_t op; /* kind | 4 premulsum | 8 avg: the scalar may differ between ranks */
+    int32_t root;
+    uint64_t count;
+};
+
+/* A rank's current collective: `version` is odd while the rank rewrites it (a sequence lock:
+ * peers read it only in health checks). */
+struct board_now {
+    _Alignas(LINE) uint64_t version;
+    uint64_t coll_seq;
+    struct board_call call;
+};
+
+/* The data starts in the header's line: a small input crosses cores with its number. */
+struct board_slot {
+    _Alignas(LINE) uint64_t seq; /* the board operation whose input the data is */
+    struct board_call call;
+    char data[AC_BOARD_MAX_BYTES];
+};
+
+struct board_part {
+    struct board_now now;
+    struct board_slot slot[2];
+};
+
+struct ac_board {
+    char *base;
+    size_t bytes;
+    size_t stride;           /* bytes per rank: a whole number of pages */
+    uint64_t nposted, ndone; /* this rank's board operations */
+};
+
+static struct board_part *part(const struct ac_board *b, int rank)
+{
+    return (struct board_part *)(b->base + (size_t)rank * b->stride);
+}
+
+static struct board_call call_of(const struct ac_op *op)
+{
+    const struct ac_redop *r = &op->redop;
+    bool is_rooted = op->coll == AC_COLL_BROADCAST || op->coll == AC_COLL_REDUCE ||
+                     op->coll == AC_COLL_GATHER || op->coll == AC_COLL_SCATTER;
+    return (struct board_call){
+        .coll = (uint32_t)op->coll,
+        .type = (int32_t)op->type,
+        .op = (uint32_t)r->kind | (r->has_premul ? 4u : 0u) | (r->postdiv ? 8u : 0u),
+        .root = is_rooted ? op->root : -1,
+        .count = op->count,
+    };
+}
+
+/* ---- set-up ---- */
+
+struct board_vote {
+    uint32_t can;
+    uint32_t pad;
+    char name[64]; /* rank 0's: the segment's shm_open name */
+};
+
+/* This rank's part of the vote: the settings that keep small allreduces elsewhere. */
+static bool can_host(void)
+{
+    const struct ac_config *cfg = ac_config_get();
+    return cfg->board && !cfg->shm_disable && (!cfg->algo || !*cfg->algo) &&
+           (!cfg->proto || !*cfg->proto) && !ac_backends_have_gpu();
+}
+
+static size_t part_stride(void)
+{
+    size_t page = 4096;
+    return (sizeof(struct board_part) + page - 1) / page * page;
+}
+
+static ncclResult_t map_name(const char *name, int flags, size_t bytes, char **base_out)
+{
+    int fd = shm_open(name, flags, 0600);
+    if (fd < 0)
+        return AC_FAIL(ncclSystemError, "shm_open %s: %s", name, strerror(errno));
+    ncclResult_t res = ncclSuccess;
+    if ((flags & O_CREAT) && ftruncate(fd, (off_t)bytes) != 0)
+        res =
+            AC_FAIL(ncclSystemError, "ftruncate %s to %zu bytes: %s", name, bytes, strerror(errno));
+    void *base = MAP_FAILED;
+    if (res == ncclSuccess)
+        base = mmap(NULL, bytes, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
+    if (res == ncclSuccess && base == MAP_FAILED)
+        res = AC_FAIL(ncclSystemError, "mmap %s (%zu bytes): %s", name, bytes, strerror(errno));
+    close(fd);
+    if (res == ncclSuccess)
+        *base_out = base;
+    return res;
+}
+
+static bool all_can(const struct board_vote *votes, int n)
+{
+    for (int r = 0; r < n; r++)
+        if (!votes[r].can)
+            return false;
+    return true;
+}
+
+ncclResult_t ac_board_setup(struct ncclComm *comm)
+{
+    int n = comm->nranks, me = comm->rank;
+    if (n < 2 || n > AC_BOARD_MAX_RANKS || comm->layout.nnodes != 1)
+        return ncclSuccess; /* the same answer everywhere: no vote needed */
+    struct board_vote *votes = calloc((size_t)n, sizeof(*votes));
+    struct ac_board *b = calloc(1, sizeof(*b));
+    if (!votes || !b) {
+        free(votes);
+        free(b);
+        return AC_FAIL(ncclSystemError, "out of memory");
+    }
+    b->stride = part_stride();
+    b->bytes = b->stride * (size_t)n;
+    struct board_vote *mine = &votes[me];
+    mine->can = can_host();
+    if (mine->can && me == 0) {
+        snprintf(mine->name, sizeof(mine->name), "/anyccl-board-%016" PRIx64 "-%d", comm->comm_hash,
+                 (int)getpid());
+        /* a failure only leaves the board off: the connectors do the same work */
+        mine->can =
+            map_name(mine->name, O_CREAT | O_EXCL | O_RDWR, b->bytes, &b->base) == ncclSuccess;
+    }
+    ncclResult_t res = ac_bootstrap_allgather(comm->bs, votes, sizeof(*votes));
+    bool is_on = res == ncclSuccess && all_can(votes, n);
+    if (is_on && me != 0) {
+        votes[0].name[sizeof(votes[0].name) - 1] = '\0';
+        mine->can = map_name(votes[0].name, O_RDWR, b->bytes, &b->base) == ncclSuccess;
+    }
+    /* rank 0 removes the name once every rank opened it (or gave up) */
+    if (is_on)
+        res = ac_bootstrap_allgather(comm->bs, votes, sizeof(*votes));
+    is_on = is_on && res == ncclSuccess && all_can(votes, n);
+    if (me == 0 && b->base)
+        shm_unlink(mine->name);
+    if (is_on) {
+        comm->board = b;
+        AC_INFO(AC_SUB_INIT | AC_SUB_SHM,
+                "allreduces of up to %d bytes run on a shared board "
+                "(%zu bytes)",
+                AC_BOARD_MAX_BYTES, b->bytes);
+    } else {
+        if (b->base)
+            munmap(b->base, b->bytes);
+        free(b);
+    }
+    free(votes);
+    return res;
+}
+
+void ac_board_free(struct ncclComm *comm)
+{
+    struct ac_board *b = comm->board;
+    if (!b)
+        return;
+    munmap(b->base, b->bytes);
+    free(b);
+    comm->board = NULL;
+}
+
+/* ---- calls ---- */
+
+bool ac_board_takes(const struct ac_op *op)
+{
+    return op->comm->board && op->coll == AC_COLL_ALLREDUCE && !op->backend && op->count > 0 &&
+           op->count * ac_type_size(op->type) <= AC_BOARD_MAX_BYTES;
+}
+
+void ac_board_announce(const struct ac_op *op, uint64_t coll_seq)
+{
+    struct ac_board *b = op->comm->board;
+    if (!b)
+        return;
+    struct board_now *now = &part(b, op->comm->rank)->now;
+    uint64_t v = now->version;
+    __atomic_store_n(&now->version, v + 1, __ATOMIC_RELAXED);
+    __atomic_thread_fence(__ATOMIC_RELEASE);
+    now->coll_seq = coll_seq;
+    now->call = call_of(op);
+    __atomic_store_n(&now->version, v + 2, __ATOMIC_RELEASE);
+}
+
+bool ac_board_post(const struct ac_op *op, uint64_t *seq_out)
+{
+    struct ac_board *b = op->comm->board;
+    if (b->ndone != b->nposted)
+        return false;
+    uint64_t seq = ++b->nposted;
+    struct board_slot *s = &part(b, op->comm->rank)->slot[seq & 1];
+    if (op->redop.has_premul)
+        ac_kern_load(&op->redop, s->data, op->sendbuff, op->count, false);
+    else
+        memcpy(s->data, op->sendbuff, op->count * ac_type_size(op->type));
+    s->call = call_of(op);
+    __atomic_store_n(&s->seq, seq, __ATOMIC_RELEASE);
+    *seq_out = seq;
+    return true;
+}
+
+static const char *op_name(uint32_t code)
+{
+    static const char *const kinds[] = {"sum", "prod", "max", "min"};
+    return code & 8 ? "avg" : code & 4 ? "premulsum" : kinds[code & 3];
+}
+
+/* The error for ranks that made different calls at the same position. */
+static ncclResult_t call_mismatch(int rank, const struct board_call *mine, int peer,
+                                  const struct board_call *theirs)
+{
+    const char *name = ac_coll_name((enum ac_coll)mine->coll);
+    if (mine->coll != theirs->coll)
+        return AC_FAIL(ncclInvalidUsage,
+                       "rank %d called %s while rank %d called %s: the ranks "
+                       "issued different collectives in the same position",
+                       rank, name, peer,
+                       theirs->coll < AC_COLL_COUNT ? ac_coll_name((enum ac_coll)theirs->coll)
+                                                    : "?");
+    if (mine->type != theirs->type)
+        return AC_FAIL(ncclInvalidUsage, "%s: rank %d passed type %s while rank %d passed %s", name,
+                       rank, ac_type_name((ncclDataType_t)mine->type), peer,
+                       ac_type_name((ncclDataType_t)theirs->type));
+    if (mine->op != theirs->op)
+        return AC_FAIL(ncclInvalidUsage, "%s: rank %d reduces with %s while rank %d uses %s", name,
+                       rank, op_name(mine->op), peer, op_name(theirs->op));
+    if (mine->root != theirs->root)
+        return AC_FAIL(ncclInvalidUsage, "%s: rank %d passed root %d while rank %d passed %d", name,
+                       rank, mine->root, peer, theirs->root);
+    return AC_FAIL(ncclInvalidUsage,
+                   "%s: rank %d passed count %" PRIu64 " while rank %d passed %" PRIu64, name, rank,
+                   mine->count, peer, theirs->count);
+}
+
+static bool same_call(const struct board_call *a, const struct board_call *b)
+{
+    return a->coll == b->coll && a->type == b->type && a->op == b->op && a->root == b->root &&
+           a->count == b->count;
+}
+
+int ac_board_missing(const struct ncclComm *comm, uint64_t seq)
+{
+    const struct ac_board *b = comm->board;
+    for (int r = 0; b && seq && r < comm->nranks; r++)
+        if (__atomic_load_n(&part(b, r)->slot[seq & 1].seq, __ATOMIC_ACQUIRE) != seq)
+            return r;
+    return -1;
+}
+
+/* Every rank folds the inputs in rank order, so that all hold the same bits (max and min return
+ * their second operand for +0 and -0). */
+ncclResult_t ac_board_finish(const struct ac_op *op, uint64_t seq, bool *done)
+{
+    struct ncclComm *comm = op->comm;
+    struct ac_board *b = comm->board;
+    int n = comm->nranks, me = comm->rank, parity = (int)(seq & 1);
+    *done = false;
+    for (int r = 0; r < n; r++)
+        if (r != me && __atomic_load_n(&part(b, r)->slot[parity].seq, __ATOMIC_ACQUIRE) != seq)
+            return ncclSuccess;
+    const struct board_call *mine = &part(b, me)->slot[parity].call;
+    for (int r = 0; r < n; r++) {
+        const struct board_call *theirs = &part(b, r)->slot[parity].call;
+        if (r != me && !same_call(mine, theirs))
+            return call_mismatch(me, mine, r, theirs);
+    }
+    void *dst = op->recvbuff;
+    ac_kern_combine(&op->redop, dst, part(b, 0)->slot[parity].data, part(b, 1)->slot[parity].data,
+                    op->count, n == 2);
+    for (int r = 2; r < n; r++)
+        ac_kern_combine(&op->redop, dst, dst, part(b, r)->slot[parity].data, op->count, r == n - 1);
+    b->ndone = seq;
+    *done = true;
+    return ncclSuccess;
+}
+
+/* A consistent copy of rank r's current collective; false while it is being rewritten. */
+static bool read_now(const struct ac_board *b, int r, uint64_t *coll_seq, struct board_call *call)
+{
+    const struct board_now *now = &part(b, r)->now;
+    uint64_t v = __atomic_load_n(&now->version, __ATOMIC_ACQUIRE);
+    if (v & 1)
+        return false;
+    *coll_seq = __atomic_load_n(&now->coll_seq, __ATOMIC_RELAXED);
+    memcpy(call, (const void *)&now->call, sizeof(*call));
+    __atomic_thread_fence(__ATOMIC_ACQUIRE);
+    return __atomic_load_n(&now->version, __ATOMIC_RELAXED) == v;
+}
+
+ncclResult_t ac_board_check_peers(const struct ncclComm *comm)
+{
+    const struct ac_board *b = comm->board;
+    uint64_t seq, theirs_seq;
+    struct board_call mine, theirs;
+    if (!b || !read_now(b, comm->rank, &seq, &mine) || seq == 0)
+        return ncclSuccess;
+    for (int r = 0; r < comm->nranks; r++)
+        if (r != comm->rank && read_now(b, r, &theirs_seq, &theirs) && theirs_seq == seq &&
+            !same_call(&mine, &theirs))
+            return call_mismatch(comm->rank, &mine, r, &theirs);
+    return ncclSuccess;
+}

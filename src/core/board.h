@@ -1,0 +1,59 @@
+/* The board: a shared-memory segment per communicator whose ranks all run on one host, where each
+ * rank posts the input of a small allreduce (premultiplied, as the one-shot sends it) in a slot of
+ * its own and folds every rank's slot in rank order. One store-release and one load per peer
+ * replace a run through the connectors (plan, tickets, slots, tags): a 2-rank allreduce of 16
+ * bytes took about 1900 instructions that way, most of a call whose data crosses cores in 40 ns.
+ *
+ * Each rank has two slots, used by board operations of even and odd number. Rank r writes the
+ * slot of operation b only after finishing operation b - 1, which needed every peer's post of
+ * b - 1, which each peer made after finishing b - 2, its last read of that slot: no
+ * acknowledgement is needed. Operations on the board are numbered on their own: every rank
+ * sends the same calls there (the decision depends on the call and on the communicator, which
+ * all ranks agreed at init), whatever runs through the connectors in between.
+ *
+ * Each rank also publishes its current collective (its position in the communicator's order and
+ * what it is), on the board whether or not the call runs there: ranks that disagree about a call
+ * may take different paths (one the board, one the connectors), and the periodic health checks
+ * of both compare these to name the difference instead of waiting for the timeout. */
+#ifndef AC_CORE_BOARD_H
+#define AC_CORE_BOARD_H
+
+#include "collectives/coll.h"
+#include "core/enqueue.h"
+
+#include <stdbool.h>
+#include <stdint.h>
+
+struct ncclComm;
+
+/* Allreduces of at most this many bytes run on the board (the one-shot's limit). */
+#define AC_BOARD_MAX_BYTES AC_ONESHOT_MAX_BYTES
+/* Up to this many ranks: each reads every other rank's input. */
+#define AC_BOARD_MAX_RANKS (AC_TASK_MAX_PEERS + 1)
+
+/* At communicator creation, by every rank (collective, through the bootstrap): sets up the board
+ * where every rank can (one host, shared memory, no GPU backend, no NCCL_ALGO or NCCL_PROTO,
+ * ANYCCL_BOARD), else leaves comm->board NULL on every rank. Fails only if the bootstrap does. */
+ncclResult_t ac_board_setup(struct ncclComm *comm);
+void ac_board_free(struct ncclComm *comm);
+
+/* Whether op runs on the board: the same answer on every rank that made the same call. */
+bool ac_board_takes(const struct ac_op *op);
+
+/* Publishes op, this rank's collective number coll_seq, as its current one. */
+void ac_board_announce(const struct ac_op *op, uint64_t coll_seq);
+
+/* Posts op's input as board operation number *seq_out; false (nothing done) while this rank's
+ * previous board operation is not finished (a group with several). */
+bool ac_board_post(const struct ac_op *op, uint64_t *seq_out);
+/* Folds every rank's input of board operation seq into op's output once all have posted it;
+ * *done tells whether it did. A rank that posted a different call is an ncclInvalidUsage error
+ * naming the difference. */
+ncclResult_t ac_board_finish(const struct ac_op *op, uint64_t seq, bool *done);
+/* The first rank that has not posted board operation seq yet, -1 when none. */
+int ac_board_missing(const struct ncclComm *comm, uint64_t seq);
+/* For the health checks of any call: an error naming the difference when a peer's current
+ * collective has this rank's number but is another call. */
+ncclResult_t ac_board_check_peers(const struct ncclComm *comm);
+
+#endif

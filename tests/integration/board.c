@@ -1,0 +1,271 @@
+/* The board (src/core/board.h): small allreduces between the ranks of one host that every rank
+ * posts to a shared segment. What its own design must get right: calls of several board
+ * operations in one group (each rank's two slots are reused only after the operation before
+ * finished), board calls between calls through the connectors, ranks that disagree about a call
+ * while taking different paths (one the board, one a ring), and a peer that never comes (dead, or
+ * late beyond ANYCCL_TIMEOUT). Every result is checked exactly; ANYCCL_BOARD=0 runs the same
+ * sequences through the connectors. */
+#include "launcher.h"
+
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <time.h>
+#include <unistd.h>
+
+#define TIMEOUT_S 60
+#define ROUNDS 40
+#define MAXN 5000 /* elements: 20000 bytes of int32, past the board's 16 KiB */
+
+static double now_s(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
+}
+
+static bool contains(const char *text, const char *word)
+{
+    for (size_t n = strlen(word); text && *text; text++)
+        if (strncasecmp(text, word, n) == 0)
+            return true;
+    return false;
+}
+
+/* sum of (r + 1) * (j + 1) + round over the ranks */
+static int32_t want_sum(int n, size_t j, int round)
+{
+    return (int32_t)((j + 1) * (size_t)(n * (n + 1) / 2) + (size_t)(n * round));
+}
+
+static void fill_sum(int32_t *v, size_t count, int rank, int round)
+{
+    for (size_t j = 0; j < count; j++)
+        v[j] = (int32_t)((size_t)(rank + 1) * (j + 1)) + round;
+}
+
+static bool check_sum(const struct tl_ctx *ctx, const int32_t *v, size_t count, int round,
+                      const char *what)
+{
+    for (size_t j = 0; j < count; j++)
+        if (v[j] != want_sum(ctx->nranks, j, round)) {
+            tl_failf(ctx, "%s, round %d: element %zu of %zu is %d, want %d", what, round, j, count,
+                     v[j], want_sum(ctx->nranks, j, round));
+            return false;
+        }
+    return true;
+}
+
+/* Per round, one group: four allreduces (1 and 1000 elements in place, 7 floats by max, 4096
+ * int32 = the board's largest), one through the connectors (5000 elements), an allgather and a
+ * broadcast; then the same calls one by one. */
+static int body_sequences(struct tl_ctx *ctx)
+{
+    static const size_t counts[] = {1, 1000, 4096, MAXN};
+    int n = ctx->nranks, me = ctx->rank;
+    ncclComm_t comm = ctx->comm;
+    int32_t *ar[4], *gather_in = malloc(3 * sizeof(int32_t)), *gathered = malloc((size_t)n * 3 * 4);
+    float fmax_in[7], fmax_out[7];
+    double bcast[5];
+    int rc = 1;
+    for (int k = 0; k < 4; k++)
+        ar[k] = malloc(MAXN * sizeof(int32_t));
+    for (int round = 0; round < ROUNDS; round++) {
+        bool is_grouped = round % 2 == 0;
+        for (int k = 0; k < 4; k++)
+            fill_sum(ar[k], counts[k], me, round);
+        for (int j = 0; j < 7; j++)
+            fmax_in[j] = (float)(me * 3 + j + round) * (me % 2 ? 1.0f : 0.5f);
+        for (int j = 0; j < 3; j++)
+            gather_in[j] = me * 100 + j + round;
+        for (int j = 0; j < 5; j++)
+            bcast[j] = me == n - 1 ? 1.5 * j + round : -1.0;
+        if (is_grouped && !tl_ok(ctx, ncclGroupStart(), "ncclGroupStart"))
+            goto out;
+        bool is_ok = true;
+        for (int k = 0; k < 4 && is_ok; k++)
+            is_ok =
+                tl_ok(ctx, ncclAllReduce(ar[k], ar[k], counts[k], ncclInt32, ncclSum, comm, NULL),
+                      "ncclAllReduce");
+        is_ok = is_ok &&
+                tl_ok(ctx, ncclAllReduce(fmax_in, fmax_out, 7, ncclFloat32, ncclMax, comm, NULL),
+                      "ncclAllReduce max") &&
+                tl_ok(ctx, ncclAllGather(gather_in, gathered, 3, ncclInt32, comm, NULL),
+                      "ncclAllGather") &&
+                tl_ok(ctx, ncclBroadcast(bcast, bcast, 5, ncclFloat64, n - 1, comm, NULL),
+                      "ncclBroadcast");
+        if (is_grouped)
+            is_ok = tl_ok(ctx, ncclGroupEnd(), "ncclGroupEnd") && is_ok;
+        if (!is_ok)
+            goto out;
+        const char *what = is_grouped ? "grouped allreduce" : "allreduce";
+        for (int k = 0; k < 4; k++)
+            if (!check_sum(ctx, ar[k], counts[k], round, what))
+                goto out;
+        for (int j = 0; j < 7; j++) {
+            float want = 0;
+            for (int r = 0; r < n; r++) {
+                float x = (float)(r * 3 + j + round) * (r % 2 ? 1.0f : 0.5f);
+                want = r == 0 || x > want ? x : want;
+            }
+            if (fmax_out[j] != want) {
+                tl_failf(ctx, "%s max, round %d: element %d is %g, want %g", what, round, j,
+                         (double)fmax_out[j], (double)want);
+                goto out;
+            }
+        }
+        for (int r = 0; r < n; r++)
+            for (int j = 0; j < 3; j++)
+                if (gathered[r * 3 + j] != r * 100 + j + round) {
+                    tl_failf(ctx, "allgather, round %d: block %d element %d is %d", round, r, j,
+                             gathered[r * 3 + j]);
+                    goto out;
+                }
+        for (int j = 0; j < 5; j++)
+            if (bcast[j] != 1.5 * j + round) {
+                tl_failf(ctx, "broadcast, round %d: element %d is %g", round, j, bcast[j]);
+                goto out;
+            }
+    }
+    rc = 0;
+out:
+    for (int k = 0; k < 4; k++)
+        free(ar[k]);
+    free(gather_in);
+    free(gathered);
+    return rc;
+}
+
+/* Rank 0 calls an allreduce the board takes, the others one of 5000 elements, which runs in a
+ * ring: neither path ever sees the other's data. Rank 0 must fail with the difference named; the
+ * others with it too, or with a remote error once rank 0 has left. The ring is connected first by
+ * a call that agrees (connection requests carry a description of their call too). */
+static int body_paths_differ(struct tl_ctx *ctx)
+{
+    int32_t *v = calloc(MAXN, sizeof(int32_t));
+    size_t count = ctx->rank == 0 ? 1000 : MAXN;
+    if (!tl_ok(ctx, ncclAllReduce(v, v, MAXN, ncclInt32, ncclSum, ctx->comm, NULL),
+               "the first allreduce")) {
+        free(v);
+        return 1;
+    }
+    double t0 = now_s();
+    ncclResult_t res = ncclAllReduce(v, v, count, ncclInt32, ncclSum, ctx->comm, NULL);
+    const char *msg = ncclGetLastError(ctx->comm);
+    double took = now_s() - t0;
+    free(v);
+    if (res == ncclRemoteError && ctx->rank != 0)
+        return 0;
+    if (res != ncclInvalidUsage) {
+        tl_failf(ctx,
+                 "allreduce of %zu elements against one of %d: returned %s after %.1f s, "
+                 "want ncclInvalidUsage (%s)",
+                 count, ctx->rank == 0 ? MAXN : 1000, ncclGetErrorString(res), took,
+                 msg ? msg : "");
+        return 1;
+    }
+    if (!contains(msg, "count") || !contains(msg, "5000")) {
+        tl_failf(ctx, "message \"%s\" does not name the counts", msg ? msg : "(null)");
+        return 1;
+    }
+    return 0;
+}
+
+/* Rank 1 leaves without calling: rank 0's board allreduce must end with ncclRemoteError, soon. */
+static int raw_peer_exits(struct tl_ctx *ctx)
+{
+    ncclComm_t comm;
+    int32_t v[4] = {1, 2, 3, 4};
+    if (!tl_ok(ctx, ncclCommInitRank(&comm, ctx->nranks, ctx->id, ctx->rank), "ncclCommInitRank"))
+        return 1;
+    if (ctx->rank == 1)
+        _exit(0); /* without a word to anyone */
+    double t0 = now_s();
+    ncclResult_t res = ncclAllReduce(v, v, 4, ncclInt32, ncclSum, comm, NULL);
+    double took = now_s() - t0;
+    if (res != ncclRemoteError || !contains(ncclGetLastError(comm), "rank 1")) {
+        tl_failf(ctx,
+                 "allreduce with a peer gone returned %s after %.1f s (%s), want "
+                 "ncclRemoteError naming rank 1",
+                 ncclGetErrorString(res), took, ncclGetLastError(comm));
+        return 1;
+    }
+    return tl_ok(ctx, ncclCommAbort(comm), "ncclCommAbort") ? 0 : 1;
+}
+
+/* Rank 1 comes late, beyond ANYCCL_TIMEOUT=1: rank 0 times out naming it. */
+static int body_peer_late(struct tl_ctx *ctx)
+{
+    int32_t v[4] = {1, 2, 3, 4};
+    if (ctx->rank == 1) {
+        sleep(4);
+        return 0;
+    }
+    double t0 = now_s();
+    ncclResult_t res = ncclAllReduce(v, v, 4, ncclInt32, ncclSum, ctx->comm, NULL);
+    double took = now_s() - t0;
+    const char *msg = ncclGetLastError(ctx->comm);
+    if (res != ncclRemoteError || !contains(msg, "timed out") || !contains(msg, "rank 1") ||
+        took > 3.5) {
+        tl_failf(ctx,
+                 "allreduce with a late peer returned %s after %.1f s (%s), want "
+                 "ncclRemoteError naming the timeout and rank 1 within 3.5 s",
+                 ncclGetErrorString(res), took, msg ? msg : "");
+        return 1;
+    }
+    return 0;
+}
+
+int main(int argc, char **argv)
+{
+    static struct tl_case cases[32];
+    static char names[32][64];
+    size_t n = 0;
+    static const int nps[] = {2, 3, 8};
+    for (int board = 1; board >= 0; board--)
+        for (size_t i = 0; i < sizeof nps / sizeof nps[0]; i++) {
+            snprintf(names[n], sizeof names[n], "board/sequences/np%d/%s/proc", nps[i],
+                     board ? "board" : "connectors");
+            cases[n] = (struct tl_case){.name = names[n],
+                                        .mode = TL_PROCS,
+                                        .nranks = nps[i],
+                                        .env = board ? NULL : "ANYCCL_BOARD=0",
+                                        .body = body_sequences,
+                                        .timeout_s = TIMEOUT_S};
+            n++;
+        }
+    cases[n++] = (struct tl_case){.name = "board/sequences/np4/threads",
+                                  .mode = TL_THREADS,
+                                  .nranks = 4,
+                                  .body = body_sequences,
+                                  .timeout_s = TIMEOUT_S};
+    cases[n++] = (struct tl_case){.name = "board/sequences/np6/oversubscribed/proc",
+                                  .mode = TL_PROCS,
+                                  .nranks = 6,
+                                  .body = body_sequences,
+                                  .timeout_s = TIMEOUT_S};
+    cases[n++] = (struct tl_case){.name = "board/paths-differ/np2/proc",
+                                  .mode = TL_PROCS,
+                                  .nranks = 2,
+                                  .body = body_paths_differ,
+                                  .timeout_s = 30};
+    cases[n++] = (struct tl_case){.name = "board/paths-differ/np3/proc",
+                                  .mode = TL_PROCS,
+                                  .nranks = 3,
+                                  .body = body_paths_differ,
+                                  .timeout_s = 30};
+    cases[n++] = (struct tl_case){.name = "board/peer-exits/np2/proc",
+                                  .mode = TL_PROCS,
+                                  .nranks = 2,
+                                  .raw_body = raw_peer_exits,
+                                  .timeout_s = 30};
+    cases[n++] = (struct tl_case){.name = "board/peer-late/np2/proc",
+                                  .mode = TL_PROCS,
+                                  .nranks = 2,
+                                  .env = "ANYCCL_TIMEOUT=1",
+                                  .body = body_peer_late,
+                                  .timeout_s = 30};
+    return tl_main(argc, argv, cases, n);
+}
