@@ -6,6 +6,7 @@
 
 #include "common/check.h"
 #include "common/config.h"
+#include "common/time.h"
 #include "core/api.h"
 #include "core/comm.h"
 #include "device/backend.h"
@@ -144,8 +145,9 @@ ncclResult_t ac_board_setup(struct ncclComm *comm)
     struct board_vote *mine = &votes[me];
     mine->can = can_host();
     if (mine->can && me == 0) {
-        snprintf(mine->name, sizeof(mine->name), "/anyccl-board-%016" PRIx64 "-%d", comm->comm_hash,
-                 (int)getpid());
+        /* the clock tells apart a name a killed process with a reused pid left behind */
+        snprintf(mine->name, sizeof(mine->name), "/anyccl-board-%016" PRIx64 "-%d-%08" PRIx32,
+                 comm->comm_hash, (int)getpid(), (uint32_t)ac_now_ns());
         /* a failure only leaves the board off: the connectors do the same work */
         mine->can =
             map_name(mine->name, O_CREAT | O_EXCL | O_RDWR, b->bytes, &b->base) == ncclSuccess;
