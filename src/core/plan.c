@@ -469,21 +469,29 @@ static ncclResult_t add_doubling_op(struct ac_run *run, const struct ac_op *op)
     return add_doubling_rounds(run, op, rb, op->count * (size_t)n, run->ntasks);
 }
 
-/* Small reduce-scatters between ranks joined by the network, on 2^k ranks (is_doubling_worth):
- * recursive halving, log2(n) rounds instead of the ring's n - 1 steps. In the round at distance
- * d a rank swaps half of its group's blocks with the rank whose number differs in bit d: it
- * sends the half the peer keeps and reduces the peer's values of its own half into a scratch
- * buffer (the last round into recvbuff). Each block is reduced on its owner only, so no order
- * needs to agree between ranks. Not for avg and premulsum (their inputs are scaled once), and
- * only while every transfer stays below ANYCCL_CMA_MIN_BYTES: a single-copy receive would skip
- * the reduction. 4 ranks over loopback TCP: 16 B 69 -> 42 us (Open MPI: 45). */
+/* Reduce-scatters between ranks joined by the network, on 2^k ranks (is_doubling_worth), up to
+ * AC_DOUBLING_MAX_BYTES of input: recursive halving, log2(n) rounds instead of the ring's n - 1
+ * steps. In the round at distance d a rank swaps half of its group's blocks with the rank whose
+ * number differs in bit d: it sends the half the peer keeps and reduces the peer's values of
+ * its own half into a scratch buffer (the last round into recvbuff). Each block is reduced on
+ * its owner only, so no order needs to agree between ranks. Not for avg and premulsum (their
+ * inputs are scaled once); the reducing receives never read the sender's memory directly (that
+ * would skip the reduction). 4 ranks over loopback TCP: 16 B 69 -> 42 us (Open MPI: 45); blocks
+ * of calls alternated with the ring in one launch, 4 ranks: 64 KiB of input 98 -> 77 us, 256
+ * KiB 338 -> 265, 512 KiB 707 -> 433; 8 ranks: 128 KiB 423 -> 320, 512 KiB 1238 -> 838. Across
+ * nodes only while each transfer stays below HALVING_NODES_MAX_BYTES, as far as it was measured
+ * there: with several ranks per node the pairs cross between nodes more often than the ring. */
+#define HALVING_NODES_MAX_BYTES (32 * 1024)
+
 static bool use_halving(const struct ac_run *run, const struct ac_op *op)
 {
     size_t blk = op->count * ac_type_size(op->type);
     size_t n = (size_t)op->comm->nranks;
+    bool is_one_host = op->comm->layout.nnodes == 1;
     return op->coll == AC_COLL_REDUCESCATTER && is_doubling_worth(run, op) && blk > 0 &&
-           blk <= AC_DOUBLING_MAX_BYTES / n && blk * (n / 2) < op->comm->cma_min_bytes &&
-           !op->redop.has_premul && op->redop.postdiv <= 1;
+           blk <= AC_DOUBLING_MAX_BYTES / n &&
+           (is_one_host || blk * (n / 2) < HALVING_NODES_MAX_BYTES) && !op->redop.has_premul &&
+           op->redop.postdiv <= 1;
 }
 
 static ncclResult_t add_halving_op(struct ac_run *run, const struct ac_op *op)
@@ -509,9 +517,9 @@ static ncclResult_t add_halving_op(struct ac_run *run, const struct ac_op *op)
         const char *from = is_first ? (const char *)op->sendbuff : s->data;
         int base = is_first ? 0 : held; /* `from` holds the blocks from this one on */
         char *dst = d == 1 ? op->recvbuff : s->data + (size_t)(mine - held) * blk;
-        AC_CHECK(add_p2p(run, op, AC_COLL_SEND, peer, from + (size_t)(theirs - base) * blk,
-                         (size_t)d * cnt, ROUNDS_SET));
-        AC_CHECK(add_p2p(run, op, AC_COLL_RECV, peer, dst, (size_t)d * cnt, ROUNDS_SET));
+        AC_CHECK(add_p2p_how(run, op, AC_COLL_SEND, peer, from + (size_t)(theirs - base) * blk,
+                             (size_t)d * cnt, ROUNDS_SET, false));
+        AC_CHECK(add_p2p_how(run, op, AC_COLL_RECV, peer, dst, (size_t)d * cnt, ROUNDS_SET, false));
         struct ac_task *rr = &run->tasks[run->ntasks - 1].t;
         rr->sendbuff = from + (size_t)(mine - base) * blk;
         rr->is_recv_reduce = true;
