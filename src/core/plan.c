@@ -418,6 +418,13 @@ static ncclResult_t add_direct_op(struct ac_run *run, const struct ac_op *op)
  * 32 KiB 161 -> 138, 128 KiB 547 -> 423, equal at 256 KiB; 8 ranks, 2 KiB 312 -> 180, equal at
  * 64 KiB. Beyond, the ring, whose steps overlap, is faster. */
 #define AC_DOUBLING_MAX_BYTES (512 * 1024) /* of the gathered result */
+/* Between the ranks of one host, blocks of calls alternated with the ring in one launch: 4 ranks,
+ * 1 MiB gathered 1113 -> 700 and 435 -> 350 us, 2 MiB 1412 -> 825, 4 MiB 3267 -> 2212 and 4485
+ * -> 2844, 8 MiB 4204 -> 4902 (slower), 16 MiB 13.5 -> 11.6 and 8.7 -> 11.5 ms (the ring's time
+ * moves with the machine's phase); 8 ranks, 1 MiB 3114 -> 1875, 2 MiB 3185 -> 2989, 4 MiB 7398
+ * -> 6422, 8 MiB 15.8 -> 17.5 ms. Across nodes the limit above stays: with several ranks per
+ * node the last round's pairs cross between nodes with half the result each. */
+#define DOUBLING_ALLGATHER_HOST_MAX_BYTES (4u << 20)
 
 /* The rounds use channel 0's connectors, as the ring and the one-shot do, not the exchange set:
  * ranks that disagree about the operation (one calls allreduce, the others allgather) then read
@@ -429,7 +436,9 @@ static bool use_doubling(const struct ac_run *run, const struct ac_op *op)
 {
     size_t bytes = op->count * ac_type_size(op->type);
     return op->coll == AC_COLL_ALLGATHER && is_doubling_worth(run, op) && bytes > 0 &&
-           bytes <= AC_DOUBLING_MAX_BYTES / (size_t)op->comm->nranks;
+           bytes <= (op->comm->layout.nnodes == 1 ? DOUBLING_ALLGATHER_HOST_MAX_BYTES
+                                                  : AC_DOUBLING_MAX_BYTES) /
+                        (size_t)op->comm->nranks;
 }
 
 /* Where block b of n starts in a vector of count elements: floor(count * b / n), without the

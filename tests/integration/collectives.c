@@ -34,6 +34,7 @@ static size_t sweep(struct tcase *out, size_t max)
          * partial vector */
         {ncclInt8, 16411},
         {ncclFloat32, 12289},
+        {ncclFloat32, 100003}, /* 4 and 8 ranks over sockets: doubling rounds of whole MiBs */
         {ncclFloat32, 300007}, /* over a MiB: several slots / chunks per step */
     };
     size_t n = 0;
