@@ -1,6 +1,7 @@
 /* The board: a shared-memory segment per communicator whose ranks all run on one host, where each
- * rank posts the input of a small allreduce (premultiplied, as the one-shot sends it) in a slot of
- * its own and folds every rank's slot in rank order. One store-release and one load per peer
+ * rank posts the input of a small allreduce, allgather, reduce-scatter or all-to-all (reductions'
+ * premultiplied, as the one-shot sends them) in a slot of its own, and takes what it needs from
+ * every rank's slot (reductions folded in rank order). One store-release and one load per peer
  * replace a run through the connectors (plan, tickets, slots, tags): a 2-rank allreduce of 16
  * bytes took about 1900 instructions that way, most of a call whose data crosses cores in 40 ns.
  *
@@ -26,7 +27,8 @@
 
 struct ncclComm;
 
-/* Allreduces of at most this many bytes run on the board (the one-shot's limit). */
+/* Calls whose input (a reduce-scatter's or all-to-all's whole input) is at most this many bytes
+ * run on the board (the one-shot allreduce's limit). */
 #define AC_BOARD_MAX_BYTES AC_ONESHOT_MAX_BYTES
 /* Up to this many ranks: each reads every other rank's input. */
 #define AC_BOARD_MAX_RANKS (AC_TASK_MAX_PEERS + 1)

@@ -9,6 +9,7 @@
 #include "common/check.h"
 #include "common/config.h"
 #include "common/time.h"
+#include "core/board.h"
 #include "core/comm.h"
 #include "device/kernels/reduce.h"
 
@@ -159,9 +160,13 @@ static ncclResult_t wait_setup(struct ncclComm *comm, const struct ac_conn *c, u
     uint64_t start = ac_now_ns();
     for (;;) {
         bool got;
-        AC_CHECK(ac_bootstrap_recv_for(comm->bs, c->peer, tag, msg, bytes, slice_ms, &got));
-        if (got)
-            return ncclSuccess;
+        ncclResult_t res =
+            ac_bootstrap_recv_for(comm->bs, c->peer, tag, msg, bytes, slice_ms, &got);
+        /* a peer that called another operation on the board (board.h) may have seen the
+         * difference first and left: its board still says what it was */
+        AC_CHECK(ac_board_check_peers(comm));
+        if (res != ncclSuccess || got)
+            return res;
         AC_CHECK(check_stray(comm, need, nneed));
         const struct ac_peer_info *p = &comm->peers[c->peer];
         if (ac_peer_has_exited(&comm->peers[comm->rank], p))

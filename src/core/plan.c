@@ -698,6 +698,18 @@ static void remember(const struct ac_run *run, const struct ac_op *op, const str
         m->tasks[i] = run->tasks[i].t;
 }
 
+/* A call on the board (src/core/board.h): one task, no connectors. */
+static ncclResult_t add_board_task(struct ac_run *run, const struct ac_op *op)
+{
+    struct ac_task t;
+    base_task(op, &t);
+    t.is_board = true;
+    t.nsteps = 1;
+    AC_CHECK(add_task(run, op->comm, &t));
+    run->tasks[run->ntasks - 1].board_op = op;
+    return ncclSuccess;
+}
+
 ncclResult_t ac_plan_build(struct ac_run *run, struct ac_op *ops)
 {
     bool is_memo = can_memo(run, ops);
@@ -706,6 +718,10 @@ ncclResult_t ac_plan_build(struct ac_run *run, struct ac_op *ops)
     AC_CHECK(match_self(ops));
     for (struct ac_op *op = ops; op; op = op->next) {
         AC_CHECK(add_comm(run, op->comm));
+        if (!run->is_device && ac_board_takes(op)) {
+            AC_CHECK(add_board_task(run, op));
+            continue;
+        }
         switch (op->coll) {
         case AC_COLL_SEND:
         case AC_COLL_RECV:
@@ -725,14 +741,7 @@ ncclResult_t ac_plan_build(struct ac_run *run, struct ac_op *ops)
             break;
         }
         default:
-            if (!run->is_device && ac_board_takes(op)) {
-                struct ac_task t;
-                base_task(op, &t);
-                t.is_board = true;
-                t.nsteps = 1;
-                AC_CHECK(add_task(run, op->comm, &t));
-                run->tasks[run->ntasks - 1].board_op = op;
-            } else if (!run->is_device && use_direct(op))
+            if (!run->is_device && use_direct(op))
                 AC_CHECK(add_direct_op(run, op));
             else if (use_doubling(run, op))
                 AC_CHECK(add_doubling_op(run, op));

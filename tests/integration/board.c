@@ -1,10 +1,10 @@
-/* The board (src/core/board.h): small allreduces between the ranks of one host that every rank
- * posts to a shared segment. What its own design must get right: calls of several board
- * operations in one group (each rank's two slots are reused only after the operation before
- * finished), board calls between calls through the connectors, ranks that disagree about a call
- * while taking different paths (one the board, one a ring), and a peer that never comes (dead, or
- * late beyond ANYCCL_TIMEOUT). Every result is checked exactly; ANYCCL_BOARD=0 runs the same
- * sequences through the connectors. */
+/* The board (src/core/board.h): small allreduces, allgathers, reduce-scatters and all-to-alls
+ * between the ranks of one host, which every rank posts to a shared segment. What its own design
+ * must get right: calls of several board operations in one group (each rank's two slots are reused
+ * only after the operation before finished), board calls between calls through the connectors,
+ * ranks that disagree about a call while taking different paths (one the board, one a ring), and a
+ * peer that never comes (dead, or late beyond ANYCCL_TIMEOUT). Every result is checked exactly;
+ * ANYCCL_BOARD=0 runs the same sequences through the connectors. */
 #include "launcher.h"
 
 #include <stdint.h>
@@ -59,14 +59,16 @@ static bool check_sum(const struct tl_ctx *ctx, const int32_t *v, size_t count, 
 }
 
 /* Per round, one group: four allreduces (1 and 1000 elements in place, 7 floats by max, 4096
- * int32 = the board's largest), one through the connectors (5000 elements), an allgather and a
- * broadcast; then the same calls one by one. */
+ * int32 = the board's largest), one through the connectors (5000 elements), an allgather, a
+ * reduce-scatter, an all-to-all (all three on the board) and a broadcast (through the
+ * connectors); then the same calls one by one. */
 static int body_sequences(struct tl_ctx *ctx)
 {
     static const size_t counts[] = {1, 1000, 4096, MAXN};
     int n = ctx->nranks, me = ctx->rank;
     ncclComm_t comm = ctx->comm;
     int32_t *ar[4], *gather_in = malloc(3 * sizeof(int32_t)), *gathered = malloc((size_t)n * 3 * 4);
+    int32_t rs_in[8 * 5], rs_out[5], a2a_in[8 * 3], a2a_out[8 * 3];
     float fmax_in[7], fmax_out[7];
     double bcast[5];
     int rc = 1;
@@ -82,6 +84,10 @@ static int body_sequences(struct tl_ctx *ctx)
             gather_in[j] = me * 100 + j + round;
         for (int j = 0; j < 5; j++)
             bcast[j] = me == n - 1 ? 1.5 * j + round : -1.0;
+        for (int j = 0; j < n * 5; j++)
+            rs_in[j] = (me + 1) * (j + 1) + round; /* block b of rank r: (r + 1)(5b + i + 1) */
+        for (int j = 0; j < n * 3; j++)
+            a2a_in[j] = me * 1000 + j + round; /* block j / 3 goes to rank j / 3 */
         if (is_grouped && !tl_ok(ctx, ncclGroupStart(), "ncclGroupStart"))
             goto out;
         bool is_ok = true;
@@ -89,13 +95,17 @@ static int body_sequences(struct tl_ctx *ctx)
             is_ok =
                 tl_ok(ctx, ncclAllReduce(ar[k], ar[k], counts[k], ncclInt32, ncclSum, comm, NULL),
                       "ncclAllReduce");
-        is_ok = is_ok &&
-                tl_ok(ctx, ncclAllReduce(fmax_in, fmax_out, 7, ncclFloat32, ncclMax, comm, NULL),
-                      "ncclAllReduce max") &&
-                tl_ok(ctx, ncclAllGather(gather_in, gathered, 3, ncclInt32, comm, NULL),
-                      "ncclAllGather") &&
-                tl_ok(ctx, ncclBroadcast(bcast, bcast, 5, ncclFloat64, n - 1, comm, NULL),
-                      "ncclBroadcast");
+        is_ok =
+            is_ok &&
+            tl_ok(ctx, ncclAllReduce(fmax_in, fmax_out, 7, ncclFloat32, ncclMax, comm, NULL),
+                  "ncclAllReduce max") &&
+            tl_ok(ctx, ncclAllGather(gather_in, gathered, 3, ncclInt32, comm, NULL),
+                  "ncclAllGather") &&
+            tl_ok(ctx, ncclReduceScatter(rs_in, rs_out, 5, ncclInt32, ncclSum, comm, NULL),
+                  "ncclReduceScatter") &&
+            tl_ok(ctx, ncclAlltoAll(a2a_in, a2a_out, 3, ncclInt32, comm, NULL), "ncclAlltoAll") &&
+            tl_ok(ctx, ncclBroadcast(bcast, bcast, 5, ncclFloat64, n - 1, comm, NULL),
+                  "ncclBroadcast");
         if (is_grouped)
             is_ok = tl_ok(ctx, ncclGroupEnd(), "ncclGroupEnd") && is_ok;
         if (!is_ok)
@@ -123,6 +133,22 @@ static int body_sequences(struct tl_ctx *ctx)
                              gathered[r * 3 + j]);
                     goto out;
                 }
+        for (int i = 0; i < 5; i++) {
+            int32_t want = (int32_t)((me * 5 + i + 1) * (n * (n + 1) / 2) + n * round);
+            if (rs_out[i] != want) {
+                tl_failf(ctx, "reduce-scatter, round %d: element %d is %d, want %d", round, i,
+                         rs_out[i], want);
+                goto out;
+            }
+        }
+        for (int j = 0; j < n * 3; j++) {
+            int32_t want = (j / 3) * 1000 + me * 3 + j % 3 + round;
+            if (a2a_out[j] != want) {
+                tl_failf(ctx, "all-to-all, round %d: element %d is %d, want %d", round, j,
+                         a2a_out[j], want);
+                goto out;
+            }
+        }
         for (int j = 0; j < 5; j++)
             if (bcast[j] != 1.5 * j + round) {
                 tl_failf(ctx, "broadcast, round %d: element %d is %g", round, j, bcast[j]);

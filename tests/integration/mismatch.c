@@ -128,15 +128,21 @@ int main(int argc, char **argv)
             if (args[i].what == MIS_P2P_SIZE && np == 3)
                 continue;
             snprintf(case_names[n], sizeof(case_names[n]), "mismatch/%s/np%d/proc", names[i], np);
-            /* single-copy transfers are opt-in: the scenarios that check them turn them on;
-             * LL too (its threshold puts 200 elements in LL, 2000 in Simple) */
+            /* single-copy transfers are opt-in: the scenarios that check them turn them on,
+             * and the board off (its record of each rank's call would name the difference
+             * before the address message does); LL too (its threshold puts 200 elements in LL,
+             * 2000 in Simple) */
             bool is_cma = args[i].what == MIS_P2P_SIZE || args[i].what == MIS_A2A_COUNT;
             bool is_ll = args[i].what == MIS_PROTO_COUNT;
-            cases[n] = (struct tl_case){.name = case_names[n], .mode = TL_PROCS, .nranks = np,
-                                        .env = is_cma  ? "ANYCCL_CMA_ENABLE=1"
+            cases[n] = (struct tl_case){.name = case_names[n],
+                                        .mode = TL_PROCS,
+                                        .nranks = np,
+                                        .env = is_cma  ? "ANYCCL_CMA_ENABLE=1 ANYCCL_BOARD=0"
                                                : is_ll ? "ANYCCL_LL_THRESHOLD=1024"
                                                        : NULL,
-                                        .body = body, .arg = &args[i], .timeout_s = 60};
+                                        .body = body,
+                                        .arg = &args[i],
+                                        .timeout_s = 60};
             n++;
         }
     /* the same over sockets, for the scenarios that go through slots */
