@@ -100,24 +100,37 @@ static size_t part_stride(void)
     return (sizeof(struct board_part) + page - 1) / page * page;
 }
 
-static ncclResult_t map_name(const char *name, int flags, size_t bytes, char **base_out)
+/* Maps the segment (creating it when flags say so, its memory reserved: tmpfs would otherwise
+ * overcommit and kill the process with SIGBUS on first touch). A failure only leaves the board
+ * off, the connectors doing the same work: an INFO line, no error. */
+static bool map_name(const char *name, int flags, size_t bytes, char **base_out)
 {
-    int fd = shm_open(name, flags, 0600);
-    if (fd < 0)
-        return AC_FAIL(ncclSystemError, "shm_open %s: %s", name, strerror(errno));
-    ncclResult_t res = ncclSuccess;
-    if ((flags & O_CREAT) && ftruncate(fd, (off_t)bytes) != 0)
-        res =
-            AC_FAIL(ncclSystemError, "ftruncate %s to %zu bytes: %s", name, bytes, strerror(errno));
+    const char *what = "shm_open";
+    int fd = shm_open(name, flags, 0600), err = 0;
+    if (fd >= 0 && (flags & O_CREAT)) {
+        what = "posix_fallocate";
+        do {
+            err = posix_fallocate(fd, 0, (off_t)bytes);
+        } while (err == EINTR);
+    }
     void *base = MAP_FAILED;
-    if (res == ncclSuccess)
+    if (fd >= 0 && err == 0) {
+        what = "mmap";
         base = mmap(NULL, bytes, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
-    if (res == ncclSuccess && base == MAP_FAILED)
-        res = AC_FAIL(ncclSystemError, "mmap %s (%zu bytes): %s", name, bytes, strerror(errno));
-    close(fd);
-    if (res == ncclSuccess)
-        *base_out = base;
-    return res;
+    }
+    if (fd < 0 || base == MAP_FAILED)
+        err = errno;
+    if (fd >= 0)
+        close(fd);
+    if (err != 0 || base == MAP_FAILED) {
+        AC_INFO(AC_SUB_INIT | AC_SUB_SHM,
+                "no board for small collectives: %s of %s (%zu bytes) "
+                "failed: %s",
+                what, name, bytes, strerror(err));
+        return false;
+    }
+    *base_out = base;
+    return true;
 }
 
 static bool all_can(const struct board_vote *votes, int n)
@@ -148,15 +161,13 @@ ncclResult_t ac_board_setup(struct ncclComm *comm)
         /* the clock tells apart a name a killed process with a reused pid left behind */
         snprintf(mine->name, sizeof(mine->name), "/anyccl-board-%016" PRIx64 "-%d-%08" PRIx32,
                  comm->comm_hash, (int)getpid(), (uint32_t)ac_now_ns());
-        /* a failure only leaves the board off: the connectors do the same work */
-        mine->can =
-            map_name(mine->name, O_CREAT | O_EXCL | O_RDWR, b->bytes, &b->base) == ncclSuccess;
+        mine->can = map_name(mine->name, O_CREAT | O_EXCL | O_RDWR, b->bytes, &b->base);
     }
     ncclResult_t res = ac_bootstrap_allgather(comm->bs, votes, sizeof(*votes));
     bool is_on = res == ncclSuccess && all_can(votes, n);
     if (is_on && me != 0) {
         votes[0].name[sizeof(votes[0].name) - 1] = '\0';
-        mine->can = map_name(votes[0].name, O_RDWR, b->bytes, &b->base) == ncclSuccess;
+        mine->can = map_name(votes[0].name, O_RDWR, b->bytes, &b->base);
     }
     /* rank 0 removes the name once every rank opened it (or gave up) */
     if (is_on)
