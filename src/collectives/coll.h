@@ -69,7 +69,7 @@ struct ac_task {
     /* A point-to-point receive that reduces what arrives with sendbuff into recvbuff: a round of
      * the recursive-halving reduce-scatter (src/core/plan.c). */
     bool is_recv_reduce;
-    /* A small allreduce on the communicator's board (src/core/board.h): no connectors. */
+    /* A small collective on the communicator's board (src/core/board.h): no connectors. */
     bool is_board;
     enum ac_proto proto; /* how slots are laid out (ac_tuner_pick_proto): same on every rank */
 };

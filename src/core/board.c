@@ -23,13 +23,14 @@
 
 #define LINE 128
 
-/* What a call is, as ranks compare it. */
+/* What a call is, as ranks compare it (as the connectors' tags do: collectives that only move
+ * data compare bytes, whatever types carry them). */
 struct board_call {
     uint32_t coll;
-    int32_t type;
-    uint32_t op; /* kind | 4 premulsum | 8 avg: the scalar may differ between ranks */
+    int32_t type; /* -1: not a reduction */
+    uint32_t op;  /* kind | 4 premulsum | 8 avg: the scalar may differ between ranks */
     int32_t root;
-    uint64_t count;
+    uint64_t count; /* bytes where type is -1 */
 };
 
 /* A rank's current collective: `version` is odd while the rank rewrites it (a sequence lock:
@@ -69,12 +70,14 @@ static struct board_call call_of(const struct ac_op *op)
     const struct ac_redop *r = &op->redop;
     bool is_rooted = op->coll == AC_COLL_BROADCAST || op->coll == AC_COLL_REDUCE ||
                      op->coll == AC_COLL_GATHER || op->coll == AC_COLL_SCATTER;
+    bool is_reduction = ac_coll_reduces(op->coll);
     return (struct board_call){
         .coll = (uint32_t)op->coll,
-        .type = (int32_t)op->type,
-        .op = (uint32_t)r->kind | (r->has_premul ? 4u : 0u) | (r->postdiv ? 8u : 0u),
+        .type = is_reduction ? (int32_t)op->type : -1,
+        .op = is_reduction ? (uint32_t)r->kind | (r->has_premul ? 4u : 0u) | (r->postdiv ? 8u : 0u)
+                           : 0u,
         .root = is_rooted ? op->root : -1,
-        .count = op->count,
+        .count = is_reduction ? op->count : op->count * ac_type_size(op->type),
     };
 }
 
@@ -178,8 +181,8 @@ ncclResult_t ac_board_setup(struct ncclComm *comm)
     if (is_on) {
         comm->board = b;
         AC_INFO(AC_SUB_INIT | AC_SUB_SHM,
-                "allreduces of up to %d bytes run on a shared board "
-                "(%zu bytes)",
+                "allreduces, allgathers, reduce-scatters and all-to-alls of up to %d bytes "
+                "of input run on a shared board (%zu bytes)",
                 AC_BOARD_MAX_BYTES, b->bytes);
     } else {
         if (b->base)
@@ -282,6 +285,11 @@ static ncclResult_t call_mismatch(int rank, const struct board_call *mine, int p
     if (mine->root != theirs->root)
         return AC_FAIL(ncclInvalidUsage, "%s: rank %d passed root %d while rank %d passed %d", name,
                        rank, mine->root, peer, theirs->root);
+    if (mine->type < 0)
+        return AC_FAIL(ncclInvalidUsage,
+                       "%s: rank %d passed %" PRIu64 " bytes while rank %d "
+                       "passed %" PRIu64,
+                       name, rank, mine->count, peer, theirs->count);
     return AC_FAIL(ncclInvalidUsage,
                    "%s: rank %d passed count %" PRIu64 " while rank %d passed %" PRIu64, name, rank,
                    mine->count, peer, theirs->count);

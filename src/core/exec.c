@@ -791,9 +791,8 @@ static ncclResult_t advance_direct(struct ac_run_task *rt, bool *progressed)
 
 /* ---- steps ---- */
 
-/* Performs as many steps of one task as its connectors allow right now. */
-/* A task on the board: posts its input once the previous board operation is done, then folds
- * when every rank posted. */
+/* A task on the board: posts its input once the previous board operation is done, then takes
+ * its result when every rank posted. */
 static ncclResult_t advance_board(struct ac_run_task *rt, bool *progressed)
 {
     if (rt->board_seq == 0) {
@@ -810,6 +809,7 @@ static ncclResult_t advance_board(struct ac_run_task *rt, bool *progressed)
     return ncclSuccess;
 }
 
+/* Performs as many steps of one task as its connectors allow right now. */
 static ncclResult_t advance(struct ac_run_task *rt, bool *progressed)
 {
     if (rt->t.is_board)
@@ -1131,7 +1131,7 @@ static void stamp_colls(const struct ac_op *ops)
  * yielding where ranks share cores): a peer a few microseconds behind is met here. */
 #define BOARD_SPIN_POLLS 4096
 
-/* A lone allreduce on the board, without a plan: posts, then waits a little. *seq_out: the
+/* A lone call on the board, without a plan: posts, then waits a little. *seq_out: the
  * board operation, unfinished when *done is false. */
 static ncclResult_t run_board_alone(const struct ac_op *op, uint64_t *seq_out, bool *done)
 {

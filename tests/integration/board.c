@@ -199,6 +199,34 @@ static int body_paths_differ(struct tl_ctx *ctx)
     return 0;
 }
 
+/* Collectives that only move data compare bytes, not types (as the connectors' tags do): rank 0
+ * gathers and exchanges int32, the others the same bytes as float16. */
+static int body_bytes_agree(struct tl_ctx *ctx)
+{
+    int n = ctx->nranks, me = ctx->rank;
+    bool is_wide = me == 0;
+    ncclDataType_t type = is_wide ? ncclInt32 : ncclFloat16;
+    size_t per = is_wide ? 6 : 12; /* 24 bytes per rank (all-to-all: per peer) */
+    unsigned char in[8 * 24] = {0}, out[8 * 24] = {0};
+    for (int i = 0; i < n * 24; i++)
+        in[i] = (unsigned char)(me * 31 + i);
+    if (!tl_ok(ctx, ncclAllGather(in, out, per, type, ctx->comm, NULL), "ncclAllGather"))
+        return 1;
+    for (int i = 0; i < n * 24; i++)
+        if (out[i] != (unsigned char)((i / 24) * 31 + i % 24)) {
+            tl_failf(ctx, "allgather byte %d is %d", i, out[i]);
+            return 1;
+        }
+    if (!tl_ok(ctx, ncclAlltoAll(in, out, per, type, ctx->comm, NULL), "ncclAlltoAll"))
+        return 1;
+    for (int i = 0; i < n * 24; i++)
+        if (out[i] != (unsigned char)((i / 24) * 31 + me * 24 + i % 24)) {
+            tl_failf(ctx, "all-to-all byte %d is %d", i, out[i]);
+            return 1;
+        }
+    return 0;
+}
+
 /* Rank 1 leaves without calling: rank 0's board allreduce must end with ncclRemoteError, soon. */
 static int raw_peer_exits(struct tl_ctx *ctx)
 {
@@ -282,6 +310,17 @@ int main(int argc, char **argv)
                                   .nranks = 3,
                                   .body = body_paths_differ,
                                   .timeout_s = 30};
+    for (int board = 1; board >= 0; board--) {
+        snprintf(names[n], sizeof names[n], "board/bytes-agree/np3/%s/proc",
+                 board ? "board" : "connectors");
+        cases[n] = (struct tl_case){.name = names[n],
+                                    .mode = TL_PROCS,
+                                    .nranks = 3,
+                                    .env = board ? NULL : "ANYCCL_BOARD=0",
+                                    .body = body_bytes_agree,
+                                    .timeout_s = 30};
+        n++;
+    }
     cases[n++] = (struct tl_case){.name = "board/peer-exits/np2/proc",
                                   .mode = TL_PROCS,
                                   .nranks = 2,
