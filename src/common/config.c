@@ -74,10 +74,11 @@ static const struct row rows[] = {
              "instead)."),
     BOOL_ROW("ANYCCL_BOARD", NULL, "1", board,
              "1 runs allreduces, allgathers, reduce-scatters and all-to-alls whose input is at "
-             "most 16 KiB between the ranks of one host (at most 8, joined by shared memory) on "
-             "a board: one shared segment per communicator where each rank posts its input and "
-             "takes what it needs from everyone's. 0 sends them through the connectors like "
-             "larger ones. Every rank's value must agree for the board to be used."),
+             "most 16 KiB, and broadcasts of at most 4 KiB where no rank shares its core, "
+             "between the ranks of one host (at most 8, joined by shared memory) on a board: one "
+             "shared segment per communicator where each rank posts its input and takes what it "
+             "needs from the others'. 0 sends them through the connectors like larger ones. "
+             "Every rank's value must agree for the board to be used."),
     BOOL_ROW("ANYCCL_P2P_DISABLE", "NCCL_P2P_DISABLE", "0", p2p_disable,
              "1 disables the peer-to-peer path for GPU buffers (the device collective engine "
              "over CUDA/HIP IPC, or pointers shared between threads of one process): "

@@ -1,16 +1,19 @@
 /* The board: a shared-memory segment per communicator whose ranks all run on one host, where each
- * rank posts the input of a small allreduce, allgather, reduce-scatter or all-to-all (reductions'
- * premultiplied, as the one-shot sends them) in a slot of its own, and takes what it needs from
- * every rank's slot (reductions folded in rank order). One store-release and one load per peer
+ * rank posts the input of a small allreduce, allgather, reduce-scatter, all-to-all or broadcast
+ * (reductions' premultiplied, as the one-shot sends them; a broadcast's other ranks only the
+ * operation's number) in a slot of its own, and takes what it needs from the slots (reductions
+ * folded in rank order). One store-release and one load per peer
  * replace a run through the connectors (plan, tickets, slots, tags): a 2-rank allreduce of 16
  * bytes took about 1900 instructions that way, most of a call whose data crosses cores in 40 ns.
  *
- * Each rank has two slots, used by board operations of even and odd number. Rank r writes the
- * slot of operation b only after finishing operation b - 1, which needed every peer's post of
- * b - 1, which each peer made after finishing b - 2, its last read of that slot: no
- * acknowledgement is needed. Operations on the board are numbered on their own: every rank
- * sends the same calls there (the decision depends on the call and on the communicator, which
- * all ranks agreed at init), whatever runs through the connectors in between.
+ * Each rank has a few slots, operation b using slot b % 4. Rank r writes the slot of operation b
+ * only after finishing operation b - 1, and once every peer has posted b - 3 (which it did after
+ * finishing b - 4, its last read of that slot): no acknowledgement. In the collectives where
+ * every rank reads every rank's post, finishing b - 1 has shown all those posts already; a
+ * broadcast's root reads none and returns once it posted, so it looks at its peers' slots now
+ * and then. Operations on the board are numbered on their own: every rank sends the same calls
+ * there (the decision depends on the call and on the communicator, which all ranks agreed at
+ * init), whatever runs through the connectors in between.
  *
  * Each rank also publishes its current collective (its position in the communicator's order and
  * what it is), on the board whether or not the call runs there: ranks that disagree about a call
@@ -52,8 +55,9 @@ bool ac_board_post(const struct ac_op *op, uint64_t *seq_out);
  * *done tells whether it did. A rank that posted a different call is an ncclInvalidUsage error
  * naming the difference. */
 ncclResult_t ac_board_finish(const struct ac_op *op, uint64_t seq, bool *done);
-/* The first rank that has not posted board operation seq yet, -1 when none. */
-int ac_board_missing(const struct ncclComm *comm, uint64_t seq);
+/* The first rank op waits for: one that has not posted board operation seq yet, or with seq 0
+ * (not posted), one that keeps this rank from posting; -1 when none. */
+int ac_board_missing(const struct ac_op *op, uint64_t seq);
 /* For the health checks of any call: an error naming the difference when a peer's current
  * collective has this rank's number but is another call. */
 ncclResult_t ac_board_check_peers(const struct ncclComm *comm);

@@ -796,6 +796,10 @@ static ncclResult_t advance_direct(struct ac_run_task *rt, bool *progressed)
 static ncclResult_t advance_board(struct ac_run_task *rt, bool *progressed)
 {
     if (rt->board_seq == 0) {
+        /* a post can wait for a peer (a broadcast's root for the others' previous posts): a later
+         * call must not take its place meanwhile */
+        if (rt->board_prev && rt->board_prev->board_seq == 0)
+            return ncclSuccess;
         if (!ac_board_post(rt->board_op, &rt->board_seq))
             return ncclSuccess;
         *progressed = true;
@@ -935,7 +939,7 @@ static ncclResult_t check_task(const struct ac_run_task *rt, uint64_t start_ns,
     }
     AC_CHECK(ac_board_check_peers(comm));
     /* a board task waits for the first rank that has not posted */
-    int board_peer = rt->t.is_board ? ac_board_missing(comm, rt->board_seq) : -1;
+    int board_peer = rt->t.is_board ? ac_board_missing(rt->board_op, rt->board_seq) : -1;
     int npeers = rt->t.is_board ? board_peer >= 0 : rt->t.nrecv + rt->t.nsend;
     for (int k = 0; k < npeers; k++) {
         int peer = rt->t.is_board    ? board_peer
@@ -1127,6 +1131,18 @@ static void stamp_colls(const struct ac_op *ops)
                 .type = (int32_t)op->type};
 }
 
+static void link_board_tasks(struct ac_run *run)
+{
+    for (int i = 0; i < run->ntasks; i++) {
+        struct ac_run_task *rt = &run->tasks[i];
+        for (int k = i - 1; rt->t.is_board && k >= 0; k--)
+            if (run->tasks[k].t.is_board && run->tasks[k].comm == rt->comm) {
+                rt->board_prev = &run->tasks[k];
+                break;
+            }
+    }
+}
+
 /* Polls of a lone board call before the run loop takes over (health checks, the timeout, and
  * yielding where ranks share cores): a peer a few microseconds behind is met here. */
 #define BOARD_SPIN_POLLS 4096
@@ -1165,6 +1181,7 @@ ncclResult_t ac_exec_ops(struct ac_op *ops)
     AC_CHECK_GOTO(ac_plan_build(&run, ops), res, out);
     if (board_seq)
         run.tasks[0].board_seq = board_seq; /* posted above */
+    link_board_tasks(&run);
     AC_CHECK_GOTO(connect_all(&run), res, fail);
     take_tickets(&run);
     AC_CHECK_GOTO(run_loop(&run), res, fail);

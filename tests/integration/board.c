@@ -199,6 +199,50 @@ static int body_paths_differ(struct tl_ctx *ctx)
     return 0;
 }
 
+/* Groups that start with a broadcast: its root is done once it posted, and the next call's post
+ * may wait for the other ranks to reach the broadcast; a later call of the group must not post
+ * in its place meanwhile (all ranks number the calls in the order they made them). */
+static int body_bcast_groups(struct tl_ctx *ctx)
+{
+    int n = ctx->nranks, me = ctx->rank;
+    for (int round = 0; round < 400; round++) {
+        int root = round % n;
+        int32_t bc[8], ar[4], ag_in[2], ag[2 * 8];
+        for (int j = 0; j < 8; j++)
+            bc[j] = me == root ? round * 10 + j : -1;
+        for (int j = 0; j < 4; j++)
+            ar[j] = me + j + round;
+        ag_in[0] = me;
+        ag_in[1] = round;
+        bool is_ok =
+            tl_ok(ctx, ncclGroupStart(), "ncclGroupStart") &&
+            tl_ok(ctx, ncclBroadcast(bc, bc, 8, ncclInt32, root, ctx->comm, NULL),
+                  "ncclBroadcast") &&
+            tl_ok(ctx, ncclAllReduce(ar, ar, 4, ncclInt32, ncclSum, ctx->comm, NULL),
+                  "ncclAllReduce") &&
+            tl_ok(ctx, ncclAllGather(ag_in, ag, 2, ncclInt32, ctx->comm, NULL), "ncclAllGather");
+        if (!tl_ok(ctx, ncclGroupEnd(), "ncclGroupEnd") || !is_ok)
+            return 1;
+        for (int j = 0; j < 8; j++)
+            if (bc[j] != round * 10 + j) {
+                tl_failf(ctx, "round %d: broadcast element %d is %d", round, j, bc[j]);
+                return 1;
+            }
+        for (int j = 0; j < 4; j++)
+            if (ar[j] != n * (n - 1) / 2 + n * (j + round)) {
+                tl_failf(ctx, "round %d: allreduce element %d is %d", round, j, ar[j]);
+                return 1;
+            }
+        for (int r = 0; r < n; r++)
+            if (ag[2 * r] != r || ag[2 * r + 1] != round) {
+                tl_failf(ctx, "round %d: allgather block %d is %d %d", round, r, ag[2 * r],
+                         ag[2 * r + 1]);
+                return 1;
+            }
+    }
+    return 0;
+}
+
 /* Collectives that only move data compare bytes, not types (as the connectors' tags do): rank 0
  * gathers and exchanges int32, the others the same bytes as float16. */
 static int body_bytes_agree(struct tl_ctx *ctx)
@@ -310,6 +354,16 @@ int main(int argc, char **argv)
                                   .nranks = 3,
                                   .body = body_paths_differ,
                                   .timeout_s = 30};
+    cases[n++] = (struct tl_case){.name = "board/bcast-groups/np2/proc",
+                                  .mode = TL_PROCS,
+                                  .nranks = 2,
+                                  .body = body_bcast_groups,
+                                  .timeout_s = TIMEOUT_S};
+    cases[n++] = (struct tl_case){.name = "board/bcast-groups/np2/threads",
+                                  .mode = TL_THREADS,
+                                  .nranks = 2,
+                                  .body = body_bcast_groups,
+                                  .timeout_s = TIMEOUT_S};
     for (int board = 1; board >= 0; board--) {
         snprintf(names[n], sizeof names[n], "board/bytes-agree/np3/%s/proc",
                  board ? "board" : "connectors");
