@@ -108,7 +108,7 @@ struct board_vote {
     char name[64]; /* rank 0's: the segment's shm_open name */
 };
 
-/* This rank's part of the vote: the settings that keep small allreduces elsewhere. */
+/* This rank's part of the vote: the settings that keep small collectives off the board. */
 static bool can_host(void)
 {
     const struct ac_config *cfg = ac_config_get();
@@ -140,7 +140,7 @@ static bool map_name(const char *name, int flags, size_t bytes, char **base_out)
         what = "mmap";
         base = mmap(NULL, bytes, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
     }
-    if (fd < 0 || base == MAP_FAILED)
+    if (err == 0 && (fd < 0 || base == MAP_FAILED))
         err = errno;
     if (fd >= 0)
         close(fd);

@@ -199,7 +199,8 @@ static ncclResult_t add_doubling_allreduce(struct ac_run *run, const struct ac_o
  * 8 ranks 256 B 21.2 -> 9.6, 8 KiB 32.5 -> 20.6, 16 KiB 26.2 -> 36.5. A one-shot broadcast (the
  * root writing n - 1 slots) was no faster from 128 B on 4 ranks and at 64 B on 3 and 8. Host runs
  * only: the device engine folds one-shot allreduces alone. An explicit NCCL_ALGO keeps the
- * algorithm it names. */
+ * algorithm it names. Where the communicator has a board (src/core/board.h), the calls it takes
+ * never get here. */
 #define ONESHOT_RS_MAX_BYTES (8 * 1024)
 
 static bool use_oneshot(const struct ac_run *run, const struct ac_op *op, enum ac_proto proto)
