@@ -440,6 +440,16 @@ ncclResult_t ac_board_finish(const struct ac_op *op, uint64_t seq, bool *done)
     } else {
         collect(op, slot);
     }
+    /* No slot read may have been rewritten meanwhile (the rule in board.h): one that was would be
+     * this library's fault, reported rather than handed back as a result. */
+    __atomic_thread_fence(__ATOMIC_ACQUIRE);
+    for (int r = 0; r < n; r++)
+        if (is_awaited(op, r) &&
+            __atomic_load_n(&part(b, r)->slot[slot].seq, __ATOMIC_RELAXED) != seq)
+            return AC_FAIL(ncclInternalError,
+                           "rank %d: rank %d rewrote its board slot of "
+                           "operation %llu while this rank read it",
+                           me, r, (unsigned long long)seq);
     for (int r = 0; r < n; r++)
         if (is_awaited(op, r))
             b->seen[r] = seq;
