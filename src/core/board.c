@@ -155,6 +155,16 @@ static bool map_name(const char *name, int flags, size_t bytes, char **base_out)
     return true;
 }
 
+static void board_free(struct ac_board *b)
+{
+    if (!b)
+        return;
+    if (b->base)
+        munmap(b->base, b->bytes);
+    free(b->seen);
+    free(b);
+}
+
 static bool all_can(const struct board_vote *votes, int n)
 {
     for (int r = 0; r < n; r++)
@@ -170,15 +180,11 @@ ncclResult_t ac_board_setup(struct ncclComm *comm)
         return ncclSuccess; /* the same answer everywhere: no vote needed */
     struct board_vote *votes = calloc((size_t)n, sizeof(*votes));
     struct ac_board *b = calloc(1, sizeof(*b));
-    if (!votes || !b) {
+    if (b)
+        b->seen = calloc((size_t)n, sizeof(*b->seen));
+    if (!votes || !b || !b->seen) {
         free(votes);
-        free(b);
-        return AC_FAIL(ncclSystemError, "out of memory");
-    }
-    b->seen = calloc((size_t)n, sizeof(*b->seen));
-    if (!b->seen) {
-        free(votes);
-        free(b);
+        board_free(b);
         return AC_FAIL(ncclSystemError, "out of memory");
     }
     b->stride = part_stride();
@@ -214,10 +220,7 @@ ncclResult_t ac_board_setup(struct ncclComm *comm)
                 "of input%s run on a shared board (%zu bytes)",
                 AC_BOARD_MAX_BYTES, b->has_bcast ? ", broadcasts of up to 4096," : "", b->bytes);
     } else {
-        if (b->base)
-            munmap(b->base, b->bytes);
-        free(b->seen);
-        free(b);
+        board_free(b);
     }
     free(votes);
     return res;
@@ -225,12 +228,7 @@ ncclResult_t ac_board_setup(struct ncclComm *comm)
 
 void ac_board_free(struct ncclComm *comm)
 {
-    struct ac_board *b = comm->board;
-    if (!b)
-        return;
-    munmap(b->base, b->bytes);
-    free(b->seen);
-    free(b);
+    board_free(comm->board);
     comm->board = NULL;
 }
 

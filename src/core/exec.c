@@ -793,12 +793,13 @@ static ncclResult_t advance_direct(struct ac_run_task *rt, bool *progressed)
 
 /* A task on the board: posts its input once the previous board operation is done, then takes
  * its result when every rank posted. */
-static ncclResult_t advance_board(struct ac_run_task *rt, bool *progressed)
+static ncclResult_t advance_board(const struct ac_run *run, struct ac_run_task *rt,
+                                  bool *progressed)
 {
     if (rt->board_seq == 0) {
         /* a post can wait for a peer (a broadcast's root for the others' previous posts): a later
          * call must not take its place meanwhile */
-        if (rt->board_prev && rt->board_prev->board_seq == 0)
+        if (rt->board_prev >= 0 && run->tasks[rt->board_prev].board_seq == 0)
             return ncclSuccess;
         if (!ac_board_post(rt->board_op, &rt->board_seq))
             return ncclSuccess;
@@ -814,10 +815,10 @@ static ncclResult_t advance_board(struct ac_run_task *rt, bool *progressed)
 }
 
 /* Performs as many steps of one task as its connectors allow right now. */
-static ncclResult_t advance(struct ac_run_task *rt, bool *progressed)
+static ncclResult_t advance(const struct ac_run *run, struct ac_run_task *rt, bool *progressed)
 {
     if (rt->t.is_board)
-        return advance_board(rt, progressed);
+        return advance_board(run, rt, progressed);
     if (rt->t.is_direct)
         return advance_direct(rt, progressed);
     while (rt->step < rt->t.nsteps) {
@@ -937,7 +938,6 @@ static ncclResult_t check_task(const struct ac_run_task *rt, uint64_t start_ns,
                        "complete", comm->rank, dead, comm->peers[dead].pid,
                        comm->peers[dead].hostname, addr, what);
     }
-    AC_CHECK(ac_board_check_peers(comm));
     /* a board task waits for the first rank that has not posted */
     int board_peer = rt->t.is_board ? ac_board_missing(rt->board_op, rt->board_seq) : -1;
     int npeers = rt->t.is_board ? board_peer >= 0 : rt->t.nrecv + rt->t.nsend;
@@ -985,6 +985,10 @@ static bool is_task_flushing(const struct ac_run_task *rt)
 static ncclResult_t check_health(const struct ac_run *run, uint64_t start_ns,
                                  bool *is_second_look)
 {
+    /* first: a peer that saw a difference between the calls may already have left */
+    for (int i = 0; i < run->ncomms; i++)
+        if (!run->comms[i]->abort_flag)
+            AC_CHECK(ac_board_check_peers(run->comms[i]));
     for (int i = 0; i < run->ntasks; i++) {
         const struct ac_run_task *rt = &run->tasks[i];
         if (rt->step < rt->t.nsteps || is_task_flushing(rt))
@@ -1045,7 +1049,7 @@ static ncclResult_t run_loop(struct ac_run *run)
             struct ac_run_task *rt = &run->tasks[i];
             if (!rt->is_done && can_start(run, rt)) {
                 if (rt->step < rt->t.nsteps)
-                    AC_CHECK(advance(rt, &progressed));
+                    AC_CHECK(advance(run, rt, &progressed));
                 if (rt->step == rt->t.nsteps && has_all_turns(rt)) {
                     finish_task(rt);
                     rt->is_done = true;
@@ -1131,18 +1135,6 @@ static void stamp_colls(const struct ac_op *ops)
                 .type = (int32_t)op->type};
 }
 
-static void link_board_tasks(struct ac_run *run)
-{
-    for (int i = 0; i < run->ntasks; i++) {
-        struct ac_run_task *rt = &run->tasks[i];
-        for (int k = i - 1; rt->t.is_board && k >= 0; k--)
-            if (run->tasks[k].t.is_board && run->tasks[k].comm == rt->comm) {
-                rt->board_prev = &run->tasks[k];
-                break;
-            }
-    }
-}
-
 /* Polls of a lone board call before the run loop takes over (health checks, the timeout, and
  * yielding where ranks share cores): a peer a few microseconds behind is met here. */
 #define BOARD_SPIN_POLLS 4096
@@ -1181,7 +1173,6 @@ ncclResult_t ac_exec_ops(struct ac_op *ops)
     AC_CHECK_GOTO(ac_plan_build(&run, ops), res, out);
     if (board_seq)
         run.tasks[0].board_seq = board_seq; /* posted above */
-    link_board_tasks(&run);
     AC_CHECK_GOTO(connect_all(&run), res, fail);
     take_tickets(&run);
     AC_CHECK_GOTO(run_loop(&run), res, fail);

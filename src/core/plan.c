@@ -707,7 +707,12 @@ static ncclResult_t add_board_task(struct ac_run *run, const struct ac_op *op)
     t.is_board = true;
     t.nsteps = 1;
     AC_CHECK(add_task(run, op->comm, &t));
-    run->tasks[run->ntasks - 1].board_op = op;
+    struct ac_run_task *rt = &run->tasks[run->ntasks - 1];
+    rt->board_op = op;
+    rt->board_prev = -1;
+    for (int k = run->ntasks - 2; k >= 0 && rt->board_prev < 0; k--)
+        if (run->tasks[k].t.is_board && run->tasks[k].comm == op->comm)
+            rt->board_prev = k;
     return ncclSuccess;
 }
 

@@ -22,9 +22,9 @@ struct ac_run_task {
     int wait_first, wait_end;
     const struct ac_op *board_op; /* a board task's call (board.h) */
     uint64_t board_seq;           /* its operation number once posted, else 0 */
-    /* The run's board task on the same communicator before this one, which must post first:
-     * every rank numbers the calls in the order it made them (set by the executor). */
-    const struct ac_run_task *board_prev;
+    /* The index of the run's board task on the same communicator before this one, which must
+     * post first (every rank numbers the calls in the order it made them); -1 when none. */
+    int board_prev;
 };
 
 /* Most runs are one call on one communicator with a task or two: they fit in the run itself, so

@@ -316,75 +316,42 @@ static int body_peer_late(struct tl_ctx *ctx)
     return 0;
 }
 
+static struct tl_case cases[32];
+static size_t ncases;
+
+/* A case named after its pieces: "board/<what>/np<n>/<how>". */
+static void add(const char *what, const char *how, enum tl_mode mode, int nranks, const char *env,
+                tl_body_fn body, int timeout_s)
+{
+    static char names[32][64];
+    size_t k = ncases++;
+    snprintf(names[k], sizeof names[k], "board/%s/np%d/%s", what, nranks, how);
+    cases[k] = (struct tl_case){.name = names[k],
+                                .mode = mode,
+                                .nranks = nranks,
+                                .env = env,
+                                .body = body,
+                                .timeout_s = timeout_s};
+}
+
 int main(int argc, char **argv)
 {
-    static struct tl_case cases[32];
-    static char names[32][64];
-    size_t n = 0;
     static const int nps[] = {2, 3, 8};
-    for (int board = 1; board >= 0; board--)
-        for (size_t i = 0; i < sizeof nps / sizeof nps[0]; i++) {
-            snprintf(names[n], sizeof names[n], "board/sequences/np%d/%s/proc", nps[i],
-                     board ? "board" : "connectors");
-            cases[n] = (struct tl_case){.name = names[n],
-                                        .mode = TL_PROCS,
-                                        .nranks = nps[i],
-                                        .env = board ? NULL : "ANYCCL_BOARD=0",
-                                        .body = body_sequences,
-                                        .timeout_s = TIMEOUT_S};
-            n++;
-        }
-    cases[n++] = (struct tl_case){.name = "board/sequences/np4/threads",
-                                  .mode = TL_THREADS,
-                                  .nranks = 4,
-                                  .body = body_sequences,
-                                  .timeout_s = TIMEOUT_S};
-    cases[n++] = (struct tl_case){.name = "board/sequences/np6/oversubscribed/proc",
-                                  .mode = TL_PROCS,
-                                  .nranks = 6,
-                                  .body = body_sequences,
-                                  .timeout_s = TIMEOUT_S};
-    cases[n++] = (struct tl_case){.name = "board/paths-differ/np2/proc",
-                                  .mode = TL_PROCS,
-                                  .nranks = 2,
-                                  .body = body_paths_differ,
-                                  .timeout_s = 30};
-    cases[n++] = (struct tl_case){.name = "board/paths-differ/np3/proc",
-                                  .mode = TL_PROCS,
-                                  .nranks = 3,
-                                  .body = body_paths_differ,
-                                  .timeout_s = 30};
-    cases[n++] = (struct tl_case){.name = "board/bcast-groups/np2/proc",
-                                  .mode = TL_PROCS,
-                                  .nranks = 2,
-                                  .body = body_bcast_groups,
-                                  .timeout_s = TIMEOUT_S};
-    cases[n++] = (struct tl_case){.name = "board/bcast-groups/np2/threads",
-                                  .mode = TL_THREADS,
-                                  .nranks = 2,
-                                  .body = body_bcast_groups,
-                                  .timeout_s = TIMEOUT_S};
-    for (int board = 1; board >= 0; board--) {
-        snprintf(names[n], sizeof names[n], "board/bytes-agree/np3/%s/proc",
-                 board ? "board" : "connectors");
-        cases[n] = (struct tl_case){.name = names[n],
-                                    .mode = TL_PROCS,
-                                    .nranks = 3,
-                                    .env = board ? NULL : "ANYCCL_BOARD=0",
-                                    .body = body_bytes_agree,
-                                    .timeout_s = 30};
-        n++;
-    }
-    cases[n++] = (struct tl_case){.name = "board/peer-exits/np2/proc",
-                                  .mode = TL_PROCS,
-                                  .nranks = 2,
-                                  .raw_body = raw_peer_exits,
-                                  .timeout_s = 30};
-    cases[n++] = (struct tl_case){.name = "board/peer-late/np2/proc",
-                                  .mode = TL_PROCS,
-                                  .nranks = 2,
-                                  .env = "ANYCCL_TIMEOUT=1",
-                                  .body = body_peer_late,
-                                  .timeout_s = 30};
-    return tl_main(argc, argv, cases, n);
+    for (size_t i = 0; i < sizeof nps / sizeof nps[0]; i++)
+        add("sequences", "board/proc", TL_PROCS, nps[i], NULL, body_sequences, TIMEOUT_S);
+    for (size_t i = 0; i < sizeof nps / sizeof nps[0]; i++)
+        add("sequences", "connectors/proc", TL_PROCS, nps[i], "ANYCCL_BOARD=0", body_sequences,
+            TIMEOUT_S);
+    add("sequences", "threads", TL_THREADS, 4, NULL, body_sequences, TIMEOUT_S);
+    add("sequences", "oversubscribed/proc", TL_PROCS, 6, NULL, body_sequences, TIMEOUT_S);
+    add("paths-differ", "proc", TL_PROCS, 2, NULL, body_paths_differ, 30);
+    add("paths-differ", "proc", TL_PROCS, 3, NULL, body_paths_differ, 30);
+    add("bcast-groups", "proc", TL_PROCS, 2, NULL, body_bcast_groups, TIMEOUT_S);
+    add("bcast-groups", "threads", TL_THREADS, 2, NULL, body_bcast_groups, TIMEOUT_S);
+    add("bytes-agree", "board/proc", TL_PROCS, 3, NULL, body_bytes_agree, 30);
+    add("bytes-agree", "connectors/proc", TL_PROCS, 3, "ANYCCL_BOARD=0", body_bytes_agree, 30);
+    add("peer-exits", "proc", TL_PROCS, 2, NULL, NULL, 30);
+    cases[ncases - 1].raw_body = raw_peer_exits;
+    add("peer-late", "proc", TL_PROCS, 2, "ANYCCL_TIMEOUT=1", body_peer_late, 30);
+    return tl_main(argc, argv, cases, ncases);
 }
