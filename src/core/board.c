@@ -66,6 +66,7 @@ struct ac_board {
     uint64_t nposted, ndone; /* this rank's board operations */
     uint64_t *seen;          /* [rank]: the latest operation it was seen to have posted */
     bool has_bcast;          /* broadcasts too: no rank shares its core (agreed at init) */
+    size_t direct_min; /* calls on registered buffers from this size (board_direct.c); 0: off */
 };
 
 static struct board_part *part(const struct ac_board *b, int rank)
@@ -105,6 +106,7 @@ static struct board_call call_of(const struct ac_op *op)
 struct board_vote {
     uint32_t can;
     uint32_t is_oversubscribed;
+    int64_t direct_min; /* rank 0's applies: -1 when registered buffers are not used in place */
     char name[64]; /* rank 0's: the segment's shm_open name */
 };
 
@@ -192,6 +194,8 @@ ncclResult_t ac_board_setup(struct ncclComm *comm)
     struct board_vote *mine = &votes[me];
     mine->can = can_host();
     mine->is_oversubscribed = comm->is_oversubscribed;
+    const struct ac_config *cfg = ac_config_get();
+    mine->direct_min = cfg->local_register ? cfg->p2p_direct_min_bytes : -1;
     if (mine->can && me == 0) {
         /* the clock tells apart a name a killed process with a reused pid left behind */
         snprintf(mine->name, sizeof(mine->name), "/anyccl-board-%016" PRIx64 "-%d-%08" PRIx32,
@@ -213,6 +217,11 @@ ncclResult_t ac_board_setup(struct ncclComm *comm)
     if (is_on) {
         comm->board = b;
         b->has_bcast = true;
+        /* the smallest calls stay on the board itself */
+        if (votes[0].direct_min >= 0)
+            b->direct_min = (size_t)votes[0].direct_min > AC_BOARD_MAX_BYTES
+                                ? (size_t)votes[0].direct_min
+                                : AC_BOARD_MAX_BYTES + 1;
         for (int r = 0; r < n; r++)
             b->has_bcast &= !votes[r].is_oversubscribed;
         AC_INFO(AC_SUB_INIT | AC_SUB_SHM,
@@ -230,6 +239,13 @@ void ac_board_free(struct ncclComm *comm)
 {
     board_free(comm->board);
     comm->board = NULL;
+    free(comm->board_direct);
+    comm->board_direct = NULL;
+}
+
+size_t ac_board_direct_min(const struct ncclComm *comm)
+{
+    return comm->board ? comm->board->direct_min : 0;
 }
 
 /* ---- calls ---- */
@@ -290,24 +306,59 @@ static int blocking_peer(struct ac_board *b, const struct ncclComm *comm, uint64
     return -1;
 }
 
-bool ac_board_post(const struct ac_op *op, uint64_t *seq_out)
+/* The slot of this rank's next board operation, claimed (*seq_out its number), or NULL while
+ * the previous one is not finished or a peer has not read the slot yet. */
+static struct board_slot *claim(const struct ac_op *op, uint64_t *seq_out)
 {
     struct ac_board *b = op->comm->board;
-    int me = op->comm->rank;
     uint64_t seq = b->nposted + 1;
     if (b->ndone != b->nposted || blocking_peer(b, op->comm, seq) >= 0)
-        return false;
+        return NULL;
     b->nposted = seq;
-    struct board_slot *s = &part(b, me)->slot[seq % BOARD_NSLOTS];
-    size_t bytes = posted_bytes(op, me);
+    *seq_out = seq;
+    return &part(b, op->comm->rank)->slot[seq % BOARD_NSLOTS];
+}
+
+static void publish(struct board_slot *s, const struct ac_op *op, uint64_t seq)
+{
+    s->call = call_of(op);
+    __atomic_store_n(&s->seq, seq, __ATOMIC_RELEASE);
+}
+
+bool ac_board_post(const struct ac_op *op, uint64_t *seq_out)
+{
+    struct board_slot *s = claim(op, seq_out);
+    if (!s)
+        return false;
+    size_t bytes = posted_bytes(op, op->comm->rank);
     if (ac_coll_reduces(op->coll) && op->redop.has_premul)
         ac_kern_load(&op->redop, s->data, op->sendbuff, bytes / ac_type_size(op->type), false);
     else if (bytes > 0)
         memcpy(s->data, op->sendbuff, bytes);
-    s->call = call_of(op);
-    __atomic_store_n(&s->seq, seq, __ATOMIC_RELEASE);
-    *seq_out = seq;
+    publish(s, op, *seq_out);
     return true;
+}
+
+bool ac_board_post_record(const struct ac_op *op, const void *rec, size_t bytes, uint64_t *seq_out)
+{
+    struct board_slot *s = claim(op, seq_out);
+    if (!s)
+        return false;
+    if (bytes > 0)
+        memcpy(s->data, rec, bytes);
+    publish(s, op, *seq_out);
+    return true;
+}
+
+void *ac_board_record(const struct ac_op *op, uint64_t seq, int rank)
+{
+    struct board_slot *s = &part(op->comm->board, rank)->slot[seq % BOARD_NSLOTS];
+    return __atomic_load_n(&s->seq, __ATOMIC_ACQUIRE) == seq ? s->data : NULL;
+}
+
+void ac_board_skip(const struct ac_op *op, uint64_t seq)
+{
+    op->comm->board->ndone = seq;
 }
 
 static const char *op_name(uint32_t code)
@@ -414,14 +465,13 @@ static void collect(const struct ac_op *op, int slot)
             memcpy(dst + (size_t)r * blk, part(b, r)->slot[slot].data, blk);
 }
 
-/* A broadcast's root is done once it posted (its other ranks cannot post the next operation
- * before they read this one: blocking_peer); every other rank waits for the posts it reads. */
-ncclResult_t ac_board_finish(const struct ac_op *op, uint64_t seq, bool *done)
+/* Whether every rank op awaits posted board operation seq; then, whether they made the same
+ * call (an error naming the difference if not). */
+static ncclResult_t all_posted(const struct ac_op *op, uint64_t seq, bool *is_posted)
 {
-    struct ncclComm *comm = op->comm;
-    struct ac_board *b = comm->board;
-    int n = comm->nranks, me = comm->rank, slot = (int)(seq % BOARD_NSLOTS);
-    *done = false;
+    const struct ac_board *b = op->comm->board;
+    int n = op->comm->nranks, me = op->comm->rank, slot = (int)(seq % BOARD_NSLOTS);
+    *is_posted = false;
     for (int r = 0; r < n; r++)
         if (is_awaited(op, r) &&
             __atomic_load_n(&part(b, r)->slot[slot].seq, __ATOMIC_ACQUIRE) != seq)
@@ -432,14 +482,17 @@ ncclResult_t ac_board_finish(const struct ac_op *op, uint64_t seq, bool *done)
         if (is_awaited(op, r) && !same_call(mine, theirs))
             return call_mismatch(me, mine, r, theirs);
     }
-    if (op->coll == AC_COLL_BROADCAST && me == op->root) {
-        if (op->recvbuff != op->sendbuff)
-            memmove(op->recvbuff, op->sendbuff, op->count * ac_type_size(op->type));
-    } else {
-        collect(op, slot);
-    }
-    /* No slot read may have been rewritten meanwhile (the rule in board.h): one that was would be
-     * this library's fault, reported rather than handed back as a result. */
+    *is_posted = true;
+    return ncclSuccess;
+}
+
+/* After reading the slots of operation seq: none may have been rewritten meanwhile (the rule in
+ * board.h). One that was would be this library's fault, reported rather than handed back as a
+ * result. Then the operation is finished. */
+static ncclResult_t finish_reads(const struct ac_op *op, uint64_t seq)
+{
+    struct ac_board *b = op->comm->board;
+    int n = op->comm->nranks, me = op->comm->rank, slot = (int)(seq % BOARD_NSLOTS);
     __atomic_thread_fence(__ATOMIC_ACQUIRE);
     for (int r = 0; r < n; r++)
         if (is_awaited(op, r) &&
@@ -452,8 +505,35 @@ ncclResult_t ac_board_finish(const struct ac_op *op, uint64_t seq, bool *done)
         if (is_awaited(op, r))
             b->seen[r] = seq;
     b->ndone = seq;
-    *done = true;
     return ncclSuccess;
+}
+
+/* A broadcast's root is done once it posted (its other ranks cannot post the next operation
+ * before they read this one: blocking_peer); every other rank waits for the posts it reads. */
+ncclResult_t ac_board_finish(const struct ac_op *op, uint64_t seq, bool *done)
+{
+    AC_CHECK(all_posted(op, seq, done));
+    if (!*done)
+        return ncclSuccess;
+    if (op->coll == AC_COLL_BROADCAST && op->comm->rank == op->root) {
+        if (op->recvbuff != op->sendbuff)
+            memmove(op->recvbuff, op->sendbuff, op->count * ac_type_size(op->type));
+    } else {
+        collect(op, (int)(seq % BOARD_NSLOTS));
+    }
+    return finish_reads(op, seq);
+}
+
+ncclResult_t ac_board_take_records(const struct ac_op *op, uint64_t seq, void *recs, size_t bytes,
+                                   bool *done)
+{
+    const struct ac_board *b = op->comm->board;
+    AC_CHECK(all_posted(op, seq, done));
+    if (!*done)
+        return ncclSuccess;
+    for (int r = 0; r < op->comm->nranks && bytes > 0; r++)
+        memcpy((char *)recs + (size_t)r * bytes, part(b, r)->slot[seq % BOARD_NSLOTS].data, bytes);
+    return finish_reads(op, seq);
 }
 
 /* A consistent copy of rank r's current collective; false while it is being rewritten. */

@@ -62,4 +62,35 @@ int ac_board_missing(const struct ac_op *op, uint64_t seq);
  * collective has this rank's number but is another call. */
 ncclResult_t ac_board_check_peers(const struct ncclComm *comm);
 
+/* Board operations that carry a record of at most AC_BOARD_MAX_BYTES instead of a call's input
+ * (board_direct.c), under the same rules. Posting: false while it cannot yet. */
+bool ac_board_post_record(const struct ac_op *op, const void *rec, size_t bytes, uint64_t *seq_out);
+/* Once every other rank posted operation seq (the same call), copies each rank's record to
+ * recs[rank] (bytes each) and finishes the operation; *done false while one has not. */
+ncclResult_t ac_board_take_records(const struct ac_op *op, uint64_t seq, void *recs, size_t bytes,
+                                   bool *done);
+/* Rank's record of operation seq once posted (NULL before): words in it that its owner goes on
+ * updating (atomically) while the operation lasts are read there. */
+void *ac_board_record(const struct ac_op *op, uint64_t seq, int rank);
+/* Finishes operation seq without reading the peers' posts. */
+void ac_board_skip(const struct ac_op *op, uint64_t seq);
+/* The communicator's smallest call on registered buffers run in place; 0: never. */
+size_t ac_board_direct_min(const struct ncclComm *comm);
+
+/* ---- src/core/board_direct.c: calls in place on registered shared buffers ---- */
+
+/* A call's progress there (a task of the run). */
+struct ac_board_direct_task {
+    int phase;
+    bool is_vote_only; /* a call of a group: votes no, its connectors' tasks do the work */
+    bool is_declined;  /* some rank voted no: the call takes the connectors */
+    uint64_t seq;      /* the board operation posted and waited for; 0 before posting the next */
+};
+
+/* Whether op is a candidate (the same answer on every rank that made the same call). */
+bool ac_board_direct_is_candidate(const struct ac_op *op);
+ncclResult_t ac_board_direct_advance(const struct ac_op *op, struct ac_board_direct_task *t,
+                                     bool *progressed);
+bool ac_board_direct_is_done(const struct ac_board_direct_task *t);
+
 #endif

@@ -63,6 +63,7 @@ struct ac_user_op {
 struct ac_region_cache;
 struct ac_devreg;
 struct ac_board;
+struct ac_board_direct;
 struct ac_reg_range {
     const char *buff;
     size_t size;
@@ -116,6 +117,7 @@ struct ncclComm {
                                          * collective on GPU buffers */
     struct ac_plan_memo *plan_memo;     /* the last lone call's plan (src/core/plan.c) */
     struct ac_board *board;             /* small allreduces of one host (board.h), or NULL */
+    struct ac_board_direct *board_direct; /* calls on registered buffers (board_direct.c) */
 
     struct ac_user_op user_ops[AC_MAX_USER_OPS];
     uint64_t nops_issued;               /* collectives and p2p calls, for logs */

@@ -796,6 +796,16 @@ static ncclResult_t advance_direct(struct ac_run_task *rt, bool *progressed)
 static ncclResult_t advance_board(const struct ac_run *run, struct ac_run_task *rt,
                                   bool *progressed)
 {
+    if (rt->is_board_direct) {
+        if (rt->direct.seq == 0 && rt->direct.phase == 0 && rt->board_prev >= 0 &&
+            run->tasks[rt->board_prev].board_seq == 0)
+            return ncclSuccess;
+        AC_CHECK(ac_board_direct_advance(rt->board_op, &rt->direct, progressed));
+        rt->board_seq = rt->direct.seq;
+        if (ac_board_direct_is_done(&rt->direct))
+            rt->step = rt->t.nsteps;
+        return ncclSuccess;
+    }
     if (rt->board_seq == 0) {
         /* a post can wait for a peer (a broadcast's root for the others' previous posts): a later
          * call must not take its place meanwhile */
@@ -1155,6 +1165,14 @@ static ncclResult_t run_board_alone(const struct ac_op *op, uint64_t *seq_out, b
     return ncclSuccess;
 }
 
+/* A lone call on registered buffers that some rank voted to run through the connectors. */
+static bool is_declined_alone(const struct ac_run *run)
+{
+    const struct ac_run_task *rt = &run->tasks[0];
+    return run->ntasks == 1 && rt->is_board_direct && rt->direct.is_declined &&
+           !rt->direct.is_vote_only;
+}
+
 ncclResult_t ac_exec_ops(struct ac_op *ops)
 {
     struct ac_run run;
@@ -1176,6 +1194,12 @@ ncclResult_t ac_exec_ops(struct ac_op *ops)
     AC_CHECK_GOTO(connect_all(&run), res, fail);
     take_tickets(&run);
     AC_CHECK_GOTO(run_loop(&run), res, fail);
+    if (is_declined_alone(&run)) {
+        /* a rank could not run it in place: every rank runs it again through the connectors */
+        ac_plan_free(&run);
+        ops->is_direct_declined = true;
+        return ac_exec_ops(ops);
+    }
     goto out;
 fail:
     mark_failed(&run, res);

@@ -653,9 +653,12 @@ static bool is_memo_of(const struct ac_plan_memo *m, const struct ac_op *op)
            a->has_premul == b->has_premul && a->scalar == b->scalar && a->postdiv == b->postdiv;
 }
 
+/* Not a call on registered buffers: its ranks vote on every call (board_direct.c), and a plan
+ * recalled would skip the vote on this rank only (its buffers at the same addresses again). */
 static bool can_memo(const struct ac_run *run, const struct ac_op *ops)
 {
-    return !ops->next && !run->is_device && !ac_log_enabled(AC_LOG_INFO, AC_SUB_TUNING);
+    return !ops->next && !run->is_device && !ac_log_enabled(AC_LOG_INFO, AC_SUB_TUNING) &&
+           !ops->is_direct_declined && !ac_board_direct_is_candidate(ops);
 }
 
 static bool recall(struct ac_run *run, const struct ac_op *op)
@@ -716,6 +719,18 @@ static ncclResult_t add_board_task(struct ac_run *run, const struct ac_op *op)
     return ncclSuccess;
 }
 
+/* A call on registered buffers (board.h): the task that votes and, alone in its run, does the
+ * work when every rank voted yes. In a group it only votes no. */
+static ncclResult_t add_board_direct_task(struct ac_run *run, const struct ac_op *op,
+                                          bool is_vote_only)
+{
+    AC_CHECK(add_board_task(run, op));
+    struct ac_run_task *rt = &run->tasks[run->ntasks - 1];
+    rt->is_board_direct = true;
+    rt->direct.is_vote_only = is_vote_only;
+    return ncclSuccess;
+}
+
 ncclResult_t ac_plan_build(struct ac_run *run, struct ac_op *ops)
 {
     bool is_memo = can_memo(run, ops);
@@ -727,6 +742,11 @@ ncclResult_t ac_plan_build(struct ac_run *run, struct ac_op *ops)
         if (!run->is_device && ac_board_takes(op)) {
             AC_CHECK(add_board_task(run, op));
             continue;
+        }
+        if (!run->is_device && ac_board_direct_is_candidate(op)) {
+            AC_CHECK(add_board_direct_task(run, op, ops->next != NULL));
+            if (!ops->next)
+                continue; /* alone: the connectors' tasks only if some rank votes no */
         }
         switch (op->coll) {
         case AC_COLL_SEND:

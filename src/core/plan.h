@@ -3,6 +3,7 @@
 #ifndef AC_CORE_PLAN_H
 #define AC_CORE_PLAN_H
 
+#include "core/board.h"
 #include "core/enqueue.h"
 
 struct ac_run_task {
@@ -25,6 +26,8 @@ struct ac_run_task {
     /* The index of the run's board task on the same communicator before this one, which must
      * post first (every rank numbers the calls in the order it made them); -1 when none. */
     int board_prev;
+    bool is_board_direct;               /* a board task of a call on registered buffers */
+    struct ac_board_direct_task direct; /* its progress */
 };
 
 /* Most runs are one call on one communicator with a task or two: they fit in the run itself, so
