@@ -7,10 +7,12 @@
 # tables and gnuplot PNGs into one results folder.
 #
 # Usage: perf/compare.sh [--quick] [-r R] [-f FACTOR] [-e MAXBYTES] [-o OUTDIR]
-#                        [-c "allreduce allgather ..."] [-n "2 4"] [-t "shm tcp"]
+#                        [-c "allreduce allgather ..."] [-n "2 4"] [-t "shm tcp"] [-R 0|1]
 #        perf/compare.sh -S OUTDIR    (tables and plots again from OUTDIR's raw.csv, probes.csv)
-# Environment: QUICK=1, R, FACTOR, MAXBYTES, OUT, COLLS, NRANKS, TRANSPORTS (same meanings),
-# RUN_TIMEOUT (seconds per launch, default 300), BUILD (default build).
+# -R 1 (default): AnyCCL's buffers come from ncclMemAlloc and are registered (nccl-tests' -R 1),
+# which lets ranks of one host read each other's buffers in place; -R 0: plain malloc, as
+# Open MPI's. Environment: QUICK=1, R, FACTOR, MAXBYTES, OUT, COLLS, NRANKS, TRANSPORTS,
+# REGISTER (same meanings), RUN_TIMEOUT (seconds per launch, default 300), BUILD.
 # Internal (mk/compare.mk): COMPARE_DEPS_ONLY=1 installs what is missing and stops;
 # COMPARE_NO_BUILD=1 skips the make step.
 set -uo pipefail
@@ -48,6 +50,7 @@ parse_args() {
         -c) COLLS=$2; shift ;;
         -n) NRANKS=$2; shift ;;
         -t) TRANSPORTS=$2; shift ;;
+        -R) REGISTER=$2; shift ;;
         -h | --help) usage 0 ;;
         *) echo "compare: unknown argument '$1'" >&2; usage 2 ;;
         esac
@@ -66,6 +69,8 @@ set_defaults() {
     COLLS=${COLLS:-$ALL_COLLS}
     NRANKS=${NRANKS:-2 4}
     TRANSPORTS=${TRANSPORTS:-shm tcp}
+    REGISTER=${REGISTER:-1}
+    [[ $REGISTER == 0 || $REGISTER == 1 ]] || die "-R takes 0 or 1 (got '$REGISTER')"
     OUT=${OUT:-results/compare-$(date -u +%Y%m%d-%H%M%S)}
     [[ $R =~ ^[1-9][0-9]*$ ]] || die "R must be a positive integer (got '$R')"
     if ! [[ $FACTOR =~ ^[0-9]+$ ]] || ((FACTOR < 2)); then
@@ -193,7 +198,7 @@ run_lib() {
     iters=$(tier_iters "$tier")
     sweep="-b ${sizes[0]} -e ${sizes[-1]} -f $FACTOR $iters"
     if [[ $lib == anyccl ]]; then
-        cmd="$BUILD/bin/$(perf_binary "$coll") $sweep -c 0"
+        cmd="$BUILD/bin/$(perf_binary "$coll") $sweep -c 0 -R $REGISTER"
     else
         cmd="$BUILD/compare/mpi_coll_bench -C $coll $sweep"
     fi
@@ -419,6 +424,7 @@ write_meta() {
         echo "open_mpi=$(mpirun --version 2>/dev/null | head -1)"
         echo "repeats=$R factor=$FACTOR sizes=${TIERS[*]} quick=$QUICK"
         echo "colls=$COLLS transports=$TRANSPORTS nranks=$NRANKS"
+        echo "anyccl_registered_buffers=$REGISTER"
         echo "mpirun_shm=$(set_mpirun shm N; echo "${MPIRUN[*]}")"
         echo "mpirun_tcp=$(set_mpirun tcp N; echo "${MPIRUN[*]}")"
         echo "command=$COMMAND_LINE"
