@@ -87,14 +87,18 @@ static const struct row rows[] = {
     BOOL_ROW("ANYCCL_LOCAL_REGISTER", "NCCL_LOCAL_REGISTER", "1", local_register,
              "1 lets collectives on the peer-to-peer path read and write GPU buffers registered "
              "with ncclCommRegister (or ncclMemAlloc memory so registered) in place, on every "
-             "rank, instead of copying through the connectors' slots; 0 always uses the slots. "
-             "Rank 0's value applies to the communicator."),
+             "rank, and allreduces, allgathers and reduce-scatters between the ranks of one host "
+             "read registered ncclMemAlloc host buffers in place, instead of copying through the "
+             "connectors' slots; 0 always uses the slots. Rank 0's value applies to the "
+             "communicator."),
     INT_ROW("ANYCCL_P2P_DIRECT_MIN_BYTES", NULL, "65536", p2p_direct_min_bytes, 0, INT64_MAX,
-            "Smallest collective on GPU buffers (count times the type's size) for which the ranks "
-            "look whether their buffers are registered, and then use them in place "
-            "(ANYCCL_LOCAL_REGISTER). Looking makes each rank's host wait for the others to "
-            "reach the call, which costs smaller calls more than the copy it saves. Rank 0's "
-            "value applies to the communicator."),
+            "Smallest collective on GPU buffers (count times the type's size), or allreduce, "
+            "allgather or reduce-scatter on host buffers of one host (its largest buffer, at "
+            "least 16 KiB + 1), for which the ranks look whether their buffers are registered "
+            "(host: ncclMemAlloc memory), and then use them in place (ANYCCL_LOCAL_REGISTER). "
+            "Looking makes each rank's host wait for the others to reach the call, which costs "
+            "smaller calls more than the copy it saves. Rank 0's value applies to the "
+            "communicator."),
     BOOL_ROW("ANYCCL_CMA_ENABLE", NULL, "0", cma_enable,
              "1 lets ranks of one host read each other's buffers directly with cross-memory "
              "attach (process_vm_readv): one copy instead of two through shared-memory slots for "

@@ -82,15 +82,21 @@ size_t ac_board_direct_min(const struct ncclComm *comm);
 /* A call's progress there (a task of the run). */
 struct ac_board_direct_task {
     int phase;
-    bool is_vote_only; /* a call of a group: votes no, its connectors' tasks do the work */
+    /* a call of a group, or one whose buffers this rank cannot share: votes no, its connectors'
+     * tasks do the work */
+    bool is_vote_only;
     bool is_declined;  /* some rank voted no: the call takes the connectors */
     uint64_t seq;      /* the board operation posted and waited for; 0 before posting the next */
 };
 
 /* Whether op is a candidate (the same answer on every rank that made the same call). */
 bool ac_board_direct_is_candidate(const struct ac_op *op);
+/* Whether this rank's buffers of op can be read in place (registered shared memory). */
+bool ac_board_direct_can(const struct ac_op *op);
 ncclResult_t ac_board_direct_advance(const struct ac_op *op, struct ac_board_direct_task *t,
                                      bool *progressed);
 bool ac_board_direct_is_done(const struct ac_board_direct_task *t);
+/* The first rank t waits for (health checks), -1 when none. */
+int ac_board_direct_missing(const struct ac_op *op, const struct ac_board_direct_task *t);
 
 #endif

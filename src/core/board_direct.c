@@ -85,7 +85,7 @@ static size_t send_bytes(const struct ac_op *op)
 bool ac_board_direct_is_candidate(const struct ac_op *op)
 {
     size_t min = ac_board_direct_min(op->comm);
-    if (min == 0 || op->backend || op->count == 0 || op->is_direct_declined)
+    if (min == 0 || op->backend || op->count == 0)
         return false;
     size_t bytes = op->count * type_bytes(op);
     switch (op->coll) {
@@ -108,16 +108,22 @@ static bool find_shared(struct ncclComm *comm, const void *buf, size_t bytes,
     return ac_region_find(buf, bytes, ref) && ac_comm_is_registered(comm, buf, bytes);
 }
 
-static struct vote my_vote(const struct ac_op *op, bool is_vote_only)
+/* Whether this rank can go direct: its buffers that the peers read lie in registered shared
+ * regions (refs filled in), and it may open the peers' memfds (the permission cross-memory
+ * attach takes, probed at init). */
+static bool can_go(const struct ac_op *op, struct vote *v)
 {
     struct ncclComm *comm = op->comm;
-    struct vote v = {.scalar = op->redop.scalar};
-    /* opening a peer's memfd takes the permission cross-memory attach takes (probed at init) */
-    v.can = !is_vote_only && comm->peers[comm->rank].can_cma &&
-            find_shared(comm, op->sendbuff, send_bytes(op), &v.send);
-    if (v.can && op->coll == AC_COLL_ALLREDUCE)
-        v.can = find_shared(comm, op->recvbuff, send_bytes(op), &v.recv);
-    return v;
+    return comm->peers[comm->rank].can_cma &&
+           find_shared(comm, op->sendbuff, send_bytes(op), &v->send) &&
+           (op->coll != AC_COLL_ALLREDUCE ||
+            find_shared(comm, op->recvbuff, send_bytes(op), &v->recv));
+}
+
+bool ac_board_direct_can(const struct ac_op *op)
+{
+    struct vote v;
+    return can_go(op, &v);
 }
 
 /* Maps every peer's buffers (the vote said they can be). */
@@ -337,7 +343,8 @@ ncclResult_t ac_board_direct_advance(const struct ac_op *op, struct ac_board_dir
         bool is_done;
         switch (t->phase) {
         case PHASE_VOTE: {
-            struct vote v = my_vote(op, t->is_vote_only);
+            struct vote v = {.scalar = op->redop.scalar};
+            v.can = !t->is_vote_only && can_go(op, &v);
             _Static_assert(sizeof(v) <= AC_BOARD_MAX_BYTES, "vote too large");
             if (!ac_board_post_record(op, &v, sizeof(v), &t->seq))
                 return ncclSuccess;
@@ -407,6 +414,22 @@ ncclResult_t ac_board_direct_advance(const struct ac_op *op, struct ac_board_dir
         if (t->phase == PHASE_DONE)
             return ncclSuccess;
     }
+}
+
+int ac_board_direct_missing(const struct ac_op *op, const struct ac_board_direct_task *t)
+{
+    const struct ac_board_direct *d = op->comm->board_direct;
+    if (t->phase != PHASE_PIPE || !d)
+        return ac_board_missing(op, t->seq);
+    int n = op->comm->nranks, me = op->comm->rank;
+    size_t per = chunk_elems(op), off, len;
+    for (int k = 1; k < n; k++) {
+        int r = (me + k) % n;
+        block_of(op, r, &off, &len);
+        if (d->ngot[r] < nchunks(len, per))
+            return r;
+    }
+    return -1;
 }
 
 bool ac_board_direct_is_done(const struct ac_board_direct_task *t)

@@ -27,9 +27,6 @@ struct ac_op {
      * host buffers with a NULL stream, which run in the calling thread. */
     const struct ac_backend *backend;
     void *stream;
-    /* Its ranks voted against running it in place on registered buffers (board.h): the
-     * connectors take it. */
-    bool is_direct_declined;
     struct ac_op *next;
 };
 

@@ -949,7 +949,9 @@ static ncclResult_t check_task(const struct ac_run_task *rt, uint64_t start_ns,
                        comm->peers[dead].hostname, addr, what);
     }
     /* a board task waits for the first rank that has not posted */
-    int board_peer = rt->t.is_board ? ac_board_missing(rt->board_op, rt->board_seq) : -1;
+    int board_peer = rt->is_board_direct ? ac_board_direct_missing(rt->board_op, &rt->direct)
+                     : rt->t.is_board    ? ac_board_missing(rt->board_op, rt->board_seq)
+                                         : -1;
     int npeers = rt->t.is_board ? board_peer >= 0 : rt->t.nrecv + rt->t.nsend;
     for (int k = 0; k < npeers; k++) {
         int peer = rt->t.is_board    ? board_peer
@@ -1016,6 +1018,14 @@ static bool can_start(const struct ac_run *run, struct ac_run_task *rt)
         if (!run->tasks[i].is_done)
             return false;
     rt->wait_end = 0;
+    if (rt->direct_gate > 0) {
+        const struct ac_run_task *d = &run->tasks[rt->direct_gate - 1];
+        if (!d->is_done)
+            return false;
+        if (!d->direct.is_declined)
+            rt->step = rt->t.nsteps; /* done in place: only the connectors' turns pass on */
+        rt->direct_gate = 0;
+    }
     return true;
 }
 
@@ -1165,14 +1175,6 @@ static ncclResult_t run_board_alone(const struct ac_op *op, uint64_t *seq_out, b
     return ncclSuccess;
 }
 
-/* A lone call on registered buffers that some rank voted to run through the connectors. */
-static bool is_declined_alone(const struct ac_run *run)
-{
-    const struct ac_run_task *rt = &run->tasks[0];
-    return run->ntasks == 1 && rt->is_board_direct && rt->direct.is_declined &&
-           !rt->direct.is_vote_only;
-}
-
 ncclResult_t ac_exec_ops(struct ac_op *ops)
 {
     struct ac_run run;
@@ -1194,12 +1196,6 @@ ncclResult_t ac_exec_ops(struct ac_op *ops)
     AC_CHECK_GOTO(connect_all(&run), res, fail);
     take_tickets(&run);
     AC_CHECK_GOTO(run_loop(&run), res, fail);
-    if (is_declined_alone(&run)) {
-        /* a rank could not run it in place: every rank runs it again through the connectors */
-        ac_plan_free(&run);
-        ops->is_direct_declined = true;
-        return ac_exec_ops(ops);
-    }
     goto out;
 fail:
     mark_failed(&run, res);

@@ -654,11 +654,11 @@ static bool is_memo_of(const struct ac_plan_memo *m, const struct ac_op *op)
 }
 
 /* Not a call on registered buffers: its ranks vote on every call (board_direct.c), and a plan
- * recalled would skip the vote on this rank only (its buffers at the same addresses again). */
+ * recalled would skip the vote. */
 static bool can_memo(const struct ac_run *run, const struct ac_op *ops)
 {
     return !ops->next && !run->is_device && !ac_log_enabled(AC_LOG_INFO, AC_SUB_TUNING) &&
-           !ops->is_direct_declined && !ac_board_direct_is_candidate(ops);
+           !ac_board_direct_is_candidate(ops);
 }
 
 static bool recall(struct ac_run *run, const struct ac_op *op)
@@ -720,7 +720,8 @@ static ncclResult_t add_board_task(struct ac_run *run, const struct ac_op *op)
 }
 
 /* A call on registered buffers (board.h): the task that votes and, alone in its run, does the
- * work when every rank voted yes. In a group it only votes no. */
+ * work when every rank voted yes. In a group, or where this rank's buffers are not shared, it
+ * only votes no. */
 static ncclResult_t add_board_direct_task(struct ac_run *run, const struct ac_op *op,
                                           bool is_vote_only)
 {
@@ -743,10 +744,14 @@ ncclResult_t ac_plan_build(struct ac_run *run, struct ac_op *ops)
             AC_CHECK(add_board_task(run, op));
             continue;
         }
+        int gate = 0, first_gated = 0;
         if (!run->is_device && ac_board_direct_is_candidate(op)) {
-            AC_CHECK(add_board_direct_task(run, op, ops->next != NULL));
-            if (!ops->next)
-                continue; /* alone: the connectors' tasks only if some rank votes no */
+            /* the connectors' tasks come with the vote, to run only if some rank votes no: the
+             * ranks then all use the same connections in that run */
+            bool is_vote_only = ops->next != NULL || !ac_board_direct_can(op);
+            AC_CHECK(add_board_direct_task(run, op, is_vote_only));
+            gate = is_vote_only ? 0 : run->ntasks;
+            first_gated = run->ntasks;
         }
         switch (op->coll) {
         case AC_COLL_SEND:
@@ -782,6 +787,8 @@ ncclResult_t ac_plan_build(struct ac_run *run, struct ac_op *ops)
             }
             break;
         }
+        for (int i = first_gated; gate > 0 && i < run->ntasks; i++)
+            run->tasks[i].direct_gate = gate;
     }
     return ncclSuccess;
 }

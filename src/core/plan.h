@@ -28,6 +28,9 @@ struct ac_run_task {
     int board_prev;
     bool is_board_direct;               /* a board task of a call on registered buffers */
     struct ac_board_direct_task direct; /* its progress */
+    /* 1 + the index of that task where it may do this task's work in place: this task starts
+     * once it is done, and then only if some rank voted no; 0: not gated */
+    int direct_gate;
 };
 
 /* Most runs are one call on one communicator with a task or two: they fit in the run itself, so
