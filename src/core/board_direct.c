@@ -6,12 +6,14 @@
  *
  * A call of at least the communicator's ANYCCL_P2P_DIRECT_MIN_BYTES is a candidate on every rank
  * alike. Its ranks vote on the board, each posting whether it can go direct and where its buffers
- * are (memfd, offset); a call of a group votes no (its connectors' tasks are planned already).
- * When every rank voted yes, each computes its block of the result from every rank's input
- * (allreduce, reduce-scatter) or copies every rank's block (allgather), then posts that it is
- * done; an allreduce's ranks then copy each other's blocks of the result and post again. A rank
- * returns only once every rank posted its last step: until then a peer may still read its
- * buffers. When a rank voted no, every rank runs the call through the connectors. */
+ * are (memfd, offset); a call of a group, or whose buffers this rank cannot share, votes no and
+ * goes on. Every rank plans the call's connector tasks with the vote (src/core/plan.c): where it
+ * voted yes they wait for the decision, and pass their turns on unexecuted when the call ran in
+ * place. When every rank voted yes, each copies every rank's block (allgather) or computes its
+ * own block of the result from every rank's input (reduce-scatter) and posts that it is done;
+ * an allreduce's owners reduce their blocks in chunks that the others copy as they come (a
+ * counter on the board), then post. A rank returns only once every rank posted its last step:
+ * until then a peer may still read its buffers. */
 #include "core/board.h"
 
 #include "common/check.h"
