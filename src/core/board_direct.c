@@ -282,6 +282,20 @@ static void chunk_of(const struct ac_op *op, int r, size_t i, size_t *off, size_
     *len = blen - i * per < per ? blen - i * per : per;
 }
 
+/* An allreduce's result from this size on is copied from the peers' blocks with streaming
+ * stores: the caches no longer hold it for the caller, and plain stores would read every line
+ * first. 2 ranks, alternated in one launch: 16 MiB 2380 -> 2235 us, 64 MiB 10.4 -> 9.7 ms; at 1
+ * and 4 MiB streaming was 14-16 % slower. */
+#define RESULT_STREAM_MIN_BYTES (16u << 20)
+
+static void copy_result(char *dst, const char *src, size_t bytes, size_t result_bytes)
+{
+    if (result_bytes >= RESULT_STREAM_MIN_BYTES)
+        ac_kern_copy_stream(dst, src, bytes);
+    else
+        memcpy(dst, src, bytes);
+}
+
 /* One turn of an allreduce's pipeline: reduces this rank's next chunk, and copies every chunk of
  * the peers' blocks they have reduced; *is_done once all is. */
 static void pipe_turn(const struct ac_op *op, struct ac_board_direct *d, uint64_t seq, bool *moved,
@@ -307,7 +321,7 @@ static void pipe_turn(const struct ac_op *op, struct ac_board_direct *d, uint64_
         size_t ready = theirs ? __atomic_load_n(&theirs->nready, __ATOMIC_ACQUIRE) : 0;
         for (; d->ngot[r] < ready; d->ngot[r]++) {
             chunk_of(op, r, d->ngot[r], &off, &len);
-            copy(out + off * ts, d->recv[r] + off * ts, len * ts);
+            copy_result(out + off * ts, d->recv[r] + off * ts, len * ts, op->count * ts);
             *moved = true;
         }
         *is_done = *is_done && d->ngot[r] == all;

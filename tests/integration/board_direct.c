@@ -5,9 +5,10 @@
  * ones and a large one; premulsum with a different scalar on every rank; a call where one rank's
  * buffers are plain memory (every rank then takes the connectors); calls in a group (they vote
  * no) and ranks that group differently; buffers freed and allocated again between calls (stale
- * mappings replaced); a peer that exits (ncclRemoteError naming it, not a hang). Every element
- * is checked, and the guard bytes around every buffer. ANYCCL_P2P_DIRECT_MIN_BYTES=0 brings the
- * threshold down to just above the board's own calls (16 KiB). */
+ * mappings replaced); a result of over 16 MiB; a peer that exits (ncclRemoteError naming it, not a
+ * hang). Every element is checked, and the guard bytes around every buffer.
+ * ANYCCL_P2P_DIRECT_MIN_BYTES=0 brings the threshold down to just above the board's own calls (16
+ * KiB). */
 #include "coll_expect.h"
 #include "expect.h"
 #include "launcher.h"
@@ -153,6 +154,16 @@ static int body_matrix(struct tl_ctx *ctx)
                     }
                 }
     return nbad != 0;
+}
+
+/* A result past RESULT_STREAM_MIN_BYTES (16 MiB), copied with streaming stores: every element
+ * checked, in place and out of place. */
+static int body_large(struct tl_ctx *ctx)
+{
+    for (int ip = 0; ip <= 1; ip++)
+        if (one(ctx, AR, ncclFloat32, ncclSum, (4u << 20) + 5, ip, false) != 0)
+            return 1;
+    return 0;
 }
 
 /* Premulsum with scalar rank + 1 on each rank (the voters pass theirs on), in place and not. */
@@ -306,7 +317,10 @@ int main(int argc, char **argv)
     static const struct {
         const char *what;
         tl_body_fn body;
-    } small[] = {{"premulsum", body_premulsum}, {"mixed", body_mixed}, {"groups", body_groups}};
+    } small[] = {{"premulsum", body_premulsum},
+                 {"mixed", body_mixed},
+                 {"groups", body_groups},
+                 {"large", body_large}};
     for (size_t i = 0; i < sizeof(small) / sizeof(small[0]); i++)
         for (int np = 2; np <= 3; np++)
             n = ce_add_case(
