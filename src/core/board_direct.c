@@ -128,6 +128,25 @@ bool ac_board_direct_can(const struct ac_op *op)
     return can_go(op, &v);
 }
 
+/* Rank r's buffer ref, mapped here; the buffer must lie within the region the peer named. */
+static ncclResult_t map_one(const struct ac_op *op, int r, const struct ac_region_ref *ref,
+                            const char **addr_out)
+{
+    struct ncclComm *comm = op->comm;
+    const struct ac_peer_info *p = &comm->peers[r];
+    size_t bytes = send_bytes(op);
+    if (ref->offset > ref->region_bytes || bytes > ref->region_bytes - ref->offset)
+        return AC_FAIL(ncclInternalError,
+                       "rank %d: rank %d's buffer for %s (%zu bytes at offset %llu) does not lie "
+                       "within its shared region of %llu bytes",
+                       comm->rank, r, ac_coll_name(op->coll), bytes,
+                       (unsigned long long)ref->offset, (unsigned long long)ref->region_bytes);
+    const void *addr;
+    AC_CHECK(ac_region_map(&comm->region_cache, p->pid, r, p->hostname, ref, &addr));
+    *addr_out = addr;
+    return ncclSuccess;
+}
+
 /* Maps every peer's buffers (the vote said they can be). */
 static ncclResult_t map_peers(const struct ac_op *op, struct ac_board_direct *d)
 {
@@ -138,17 +157,10 @@ static ncclResult_t map_peers(const struct ac_op *op, struct ac_board_direct *d)
             d->recv[r] = op->recvbuff;
             continue;
         }
-        const struct ac_peer_info *p = &comm->peers[r];
-        const void *addr;
-        AC_CHECK(
-            ac_region_map(&comm->region_cache, p->pid, r, p->hostname, &d->votes[r].send, &addr));
-        d->send[r] = addr;
         d->recv[r] = NULL;
-        if (op->coll == AC_COLL_ALLREDUCE) {
-            AC_CHECK(ac_region_map(&comm->region_cache, p->pid, r, p->hostname, &d->votes[r].recv,
-                                   &addr));
-            d->recv[r] = addr;
-        }
+        AC_CHECK(map_one(op, r, &d->votes[r].send, &d->send[r]));
+        if (op->coll == AC_COLL_ALLREDUCE)
+            AC_CHECK(map_one(op, r, &d->votes[r].recv, &d->recv[r]));
     }
     return ncclSuccess;
 }
