@@ -745,7 +745,9 @@ ncclResult_t ac_plan_build(struct ac_run *run, struct ac_op *ops)
             continue;
         }
         int gate = 0, first_gated = 0;
-        if (!run->is_device && ac_board_direct_is_candidate(op)) {
+        /* not over cross-memory attach's single-copy tasks, whose senders pass their connector
+         * on after their first step: a task skipped unexecuted has no first step */
+        if (!run->is_device && ac_board_direct_is_candidate(op) && !use_direct(op)) {
             /* the connectors' tasks come with the vote, to run only if some rank votes no: the
              * ranks then all use the same connections in that run */
             bool is_vote_only = ops->next != NULL || !ac_board_direct_can(op);

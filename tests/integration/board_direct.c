@@ -339,6 +339,14 @@ int main(int argc, char **argv)
                                      .body = body_mixed,
                                      .timeout_s = 60},
                     "board-direct/mixed/np2/off");
+    /* allgathers then read by cross-memory attach, whose tasks release their connectors early */
+    n = ce_add_case(cases, n, max,
+                    (struct tl_case){.mode = TL_PROCS,
+                                     .nranks = 3,
+                                     .env = "ANYCCL_CMA_ENABLE=1 " ENV_LOW,
+                                     .body = body_mixed,
+                                     .timeout_s = 60},
+                    "board-direct/mixed/np3/cma");
     n = ce_add_case(cases, n, max,
                     (struct tl_case){
                         .mode = TL_PROCS, .nranks = 2, .raw_body = raw_peer_exits, .timeout_s = 30},
