@@ -249,16 +249,6 @@ static void write_chunk(const struct ac_op *op, struct ac_board_direct *d, size_
                        STORE_WARMUP);
 }
 
-static void copy(char *dst, const char *src, size_t bytes)
-{
-    if (dst == src || bytes == 0)
-        return;
-    if (ac_buffers_overlap(dst, bytes, src, bytes))
-        memmove(dst, src, bytes);
-    else
-        ac_kern_copy_out(dst, src, bytes);
-}
-
 /* An allgather's or reduce-scatter's share of this rank: every block of an allgather, its own
  * block of a reduce-scatter's result. */
 static void take_share(const struct ac_op *op, const struct ac_board_direct *d)
@@ -271,7 +261,7 @@ static void take_share(const struct ac_op *op, const struct ac_board_direct *d)
     }
     for (int k = 0; k < n; k++) {
         int r = (me + k) % n;
-        copy((char *)op->recvbuff + (size_t)r * blk, d->send[r], blk);
+        ac_kern_copy_user((char *)op->recvbuff + (size_t)r * blk, d->send[r], blk);
     }
 }
 

@@ -291,18 +291,6 @@ static ncclResult_t add_p2p(struct ac_run *run, const struct ac_op *op, enum ac_
     return add_p2p_how(run, op, coll, peer, buf, count, set, true);
 }
 
-/* The rank's own block: a result like the others (ac_kern_copy_out bypasses the cache for large
- * ones), unless the caller's buffers overlap without being equal. */
-static void local_copy(void *dst, const void *src, size_t bytes)
-{
-    if (dst == src || bytes == 0)
-        return;
-    if (ac_buffers_overlap(dst, bytes, src, bytes))
-        memmove(dst, src, bytes);
-    else
-        ac_kern_copy_out(dst, src, bytes);
-}
-
 #define XCHG AC_XCHG_CONN_SET
 
 /* A copy of the rank's own block that planning does (and a reused plan repeats). */
@@ -329,7 +317,7 @@ static void copy_own_block(struct ac_run *run, const struct ncclComm *comm,
         run->copies[run->ncopies++] =
             (struct ac_local_copy){.dst = own->dst, .src = own->src, .bytes = own->bytes};
     else
-        local_copy(own->dst, own->src, own->bytes);
+        ac_kern_copy_user(own->dst, own->src, own->bytes);
 }
 
 /* All-to-all, gather and scatter: point-to-point transfers, plus the rank's own block (*own,
@@ -398,7 +386,7 @@ static ncclResult_t add_direct_op(struct ac_run *run, const struct ac_op *op)
             return add_p2p(run, op, AC_COLL_RECV, op->root, op->recvbuff, cnt, XCHG);
         for (int i = 1; i < n; i++)
             AC_CHECK(add_p2p(run, op, AC_COLL_SEND, (me + i) % n, op->sendbuff, cnt, XCHG));
-        local_copy(op->recvbuff, op->sendbuff, blk);
+        ac_kern_copy_user(op->recvbuff, op->sendbuff, blk);
         return ncclSuccess;
     }
     for (int i = 1; i < n; i++)
@@ -408,7 +396,7 @@ static ncclResult_t add_direct_op(struct ac_run *run, const struct ac_op *op)
         AC_CHECK(add_p2p(run, op, AC_COLL_RECV, from, (char *)op->recvbuff + (size_t)from * blk,
                          cnt, XCHG));
     }
-    local_copy((char *)op->recvbuff + (size_t)me * blk, op->sendbuff, blk);
+    ac_kern_copy_user((char *)op->recvbuff + (size_t)me * blk, op->sendbuff, blk);
     return ncclSuccess;
 }
 
@@ -475,7 +463,7 @@ static ncclResult_t add_doubling_op(struct ac_run *run, const struct ac_op *op)
     int n = op->comm->nranks, me = op->comm->rank;
     size_t blk = op->count * ac_type_size(op->type);
     char *rb = op->recvbuff;
-    local_copy(rb + (size_t)me * blk, op->sendbuff, blk);
+    ac_kern_copy_user(rb + (size_t)me * blk, op->sendbuff, blk);
     return add_doubling_rounds(run, op, rb, op->count * (size_t)n, run->ntasks);
 }
 
@@ -610,7 +598,7 @@ static ncclResult_t match_self(struct ac_op *ops)
                            "rank %d: ncclSend to itself of %zu elements of type %d, but the "
                            "matching ncclRecv expects %zu of type %d", s->comm->rank, s->count,
                            (int)s->type, r->count, (int)r->type);
-        local_copy(r->recvbuff, s->sendbuff, s->count * ac_type_size(s->type));
+        ac_kern_copy_user(r->recvbuff, s->sendbuff, s->count * ac_type_size(s->type));
         s->peer = r->peer = -1; /* consumed */
     }
     for (struct ac_op *r = ops; r; r = r->next)

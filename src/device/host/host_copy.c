@@ -76,3 +76,14 @@ void ac_kern_copy_out(void *dst, const void *src, size_t bytes)
 {
     ac_kern_copy_out_part(dst, src, bytes, bytes);
 }
+
+void ac_kern_copy_user(void *dst, const void *src, size_t bytes)
+{
+    uintptr_t d = (uintptr_t)dst, s = (uintptr_t)src;
+    if (dst == src || bytes == 0)
+        return;
+    if (d < s + bytes && s < d + bytes)
+        memmove(dst, src, bytes);
+    else
+        ac_kern_copy_out(dst, src, bytes);
+}

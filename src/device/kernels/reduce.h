@@ -46,6 +46,9 @@ void ac_kern_combine(const struct ac_redop *op, void *dst, const void *a, const 
 /* Copies a result into the user's buffer (bytes, not elements); may bypass the cache for large
  * copies. dst and src must not overlap unless equal. */
 void ac_kern_copy_out(void *dst, const void *src, size_t bytes);
+/* The same between two buffers of the user's that may also overlap without being equal (then a
+ * memmove). */
+void ac_kern_copy_user(void *dst, const void *src, size_t bytes);
 /* The same for one part of a larger copy of whole_bytes, which decides how to store. */
 void ac_kern_copy_out_part(void *dst, const void *src, size_t bytes, size_t whole_bytes);
 /* Copies with non-temporal stores where the CPU has them (plain memcpy elsewhere): for a

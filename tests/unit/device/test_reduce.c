@@ -521,3 +521,31 @@ Test(reduce, copy_out_whole_and_in_parts, .timeout = 10)
     free(src);
     free(dst);
 }
+
+/* Between the user's buffers: overlapping ones (forward and backward, below and above the
+ * streaming size) end as memmove leaves them, disjoint ones as a copy. */
+Test(reduce, copy_user_overlapping, .timeout = 10)
+{
+    const size_t sizes[] = {1, 4097, 300 * 1024};
+    const long shifts[] = {-4096, -1, 1, 4096};
+    size_t max = 2 * 300 * 1024;
+    unsigned char *buf = malloc(max), *want = malloc(max);
+    cr_assert(buf != NULL && want != NULL);
+    for (size_t k = 0; k < sizeof(sizes) / sizeof(sizes[0]); k++) {
+        for (size_t s = 0; s < sizeof(shifts) / sizeof(shifts[0]); s++) {
+            for (size_t i = 0; i < max; i++)
+                buf[i] = want[i] = (unsigned char)(i * 13 + 1);
+            size_t n = sizes[k], at = 8192;
+            unsigned char *src = buf + at, *dst = buf + (long)at + shifts[s];
+            memmove(want + (long)at + shifts[s], want + at, n);
+            ac_kern_copy_user(dst, src, n);
+            cr_assert(memcmp(buf, want, max) == 0, "%zu bytes shifted by %ld", n, shifts[s]);
+        }
+    }
+    for (size_t i = 0; i < max; i++)
+        buf[i] = (unsigned char)i;
+    ac_kern_copy_user(buf + max / 2, buf, max / 2); /* disjoint */
+    cr_assert(memcmp(buf + max / 2, buf, max / 2) == 0);
+    free(buf);
+    free(want);
+}
