@@ -796,21 +796,19 @@ static ncclResult_t advance_direct(struct ac_run_task *rt, bool *progressed)
 static ncclResult_t advance_board(const struct ac_run *run, struct ac_run_task *rt,
                                   bool *progressed)
 {
+    /* a post can wait for a peer (a broadcast's root for the others' previous posts): a later
+     * call must not take its place meanwhile */
+    if (rt->board_seq == 0 && rt->board_prev >= 0 && run->tasks[rt->board_prev].board_seq == 0)
+        return ncclSuccess;
     if (rt->is_board_direct) {
-        if (rt->direct.seq == 0 && rt->direct.phase == 0 && rt->board_prev >= 0 &&
-            run->tasks[rt->board_prev].board_seq == 0)
-            return ncclSuccess;
         AC_CHECK(ac_board_direct_advance(rt->board_op, &rt->direct, progressed));
-        rt->board_seq = rt->direct.seq;
+        if (rt->board_seq == 0)
+            rt->board_seq = rt->direct.seq; /* its vote, the first of its operations, is posted */
         if (ac_board_direct_is_done(&rt->direct))
             rt->step = rt->t.nsteps;
         return ncclSuccess;
     }
     if (rt->board_seq == 0) {
-        /* a post can wait for a peer (a broadcast's root for the others' previous posts): a later
-         * call must not take its place meanwhile */
-        if (rt->board_prev >= 0 && run->tasks[rt->board_prev].board_seq == 0)
-            return ncclSuccess;
         if (!ac_board_post(rt->board_op, &rt->board_seq))
             return ncclSuccess;
         *progressed = true;

@@ -641,12 +641,19 @@ static bool is_memo_of(const struct ac_plan_memo *m, const struct ac_op *op)
            a->has_premul == b->has_premul && a->scalar == b->scalar && a->postdiv == b->postdiv;
 }
 
-/* Not a call on registered buffers: its ranks vote on every call (board_direct.c), and a plan
- * recalled would skip the vote. */
+/* A call on registered buffers whose ranks vote whether to run it in place (board_direct.c).
+ * Not over cross-memory attach's single-copy tasks, whose senders pass their connector on after
+ * their first step: a task skipped unexecuted (the call done in place) has no first step. */
+static bool takes_vote(const struct ac_run *run, const struct ac_op *op)
+{
+    return !run->is_device && ac_board_direct_is_candidate(op) && !use_direct(op);
+}
+
+/* Not a call that takes a vote: a plan recalled would skip it. */
 static bool can_memo(const struct ac_run *run, const struct ac_op *ops)
 {
     return !ops->next && !run->is_device && !ac_log_enabled(AC_LOG_INFO, AC_SUB_TUNING) &&
-           !ac_board_direct_is_candidate(ops);
+           !takes_vote(run, ops);
 }
 
 static bool recall(struct ac_run *run, const struct ac_op *op)
@@ -733,9 +740,7 @@ ncclResult_t ac_plan_build(struct ac_run *run, struct ac_op *ops)
             continue;
         }
         int gate = 0, first_gated = 0;
-        /* not over cross-memory attach's single-copy tasks, whose senders pass their connector
-         * on after their first step: a task skipped unexecuted has no first step */
-        if (!run->is_device && ac_board_direct_is_candidate(op) && !use_direct(op)) {
+        if (takes_vote(run, op)) {
             /* the connectors' tasks come with the vote, to run only if some rank votes no: the
              * ranks then all use the same connections in that run */
             bool is_vote_only = ops->next != NULL || !ac_board_direct_can(op);

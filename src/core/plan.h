@@ -22,7 +22,7 @@ struct ac_run_task {
      * recursive-doubling allgather, src/core/plan.c); an empty range: at once. */
     int wait_first, wait_end;
     const struct ac_op *board_op; /* a board task's call (board.h) */
-    uint64_t board_seq;           /* its operation number once posted, else 0 */
+    uint64_t board_seq;           /* its (first) operation number once posted, else 0 */
     /* The index of the run's board task on the same communicator before this one, which must
      * post first (every rank numbers the calls in the order it made them); -1 when none. */
     int board_prev;
